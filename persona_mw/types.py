@@ -1,0 +1,230 @@
+"""The contract: read this file and you know the architecture.
+
+A call flows through :class:`persona_mw.Middleware` like this::
+
+    load profile ─▶ input stages ─▶ LLM client ─▶ output stages ─▶ finish stages ─▶ log
+    (ProfileStore)  (InputStage)     (LLMClient)   (OutputStage →   (FinishStage,
+                    check input,                    OutputFilter)    e.g. usage recording)
+                    personalise,
+                    dependence actions
+
+Everything one call knows lives in one :class:`CallContext`, created per call and passed along;
+stages hold no per-call state of their own (an :class:`OutputFilter` is made fresh per call by its
+stage's ``open``). Policy decisions are pure functions; only stores, the LLM and recorders do I/O.
+Messages stay in OpenAI / LiteLLM wire format (``list[dict]``): that is the edge we sit on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from .profile import Profile
+
+if TYPE_CHECKING:  # litellm is imported lazily: it costs ~3 s
+    from litellm import ModelResponse, ModelResponseStream
+
+__all__ = [
+    "Action",
+    "CallContext",
+    "Decision",
+    "Exposure",
+    "FinishStage",
+    "InputStage",
+    "Instruction",
+    "LLMClient",
+    "Message",
+    "Notice",
+    "OutputFilter",
+    "OutputStage",
+    "ProfileSource",
+    "ProfileStore",
+    "Span",
+    "Stage",
+]
+
+#: One chat message in OpenAI / LiteLLM format: ``{"role": "user", "content": "..."}``.
+Message = dict[str, Any]
+
+Stage = Literal["input", "output"]
+Action = Literal["block", "redact", "append", "notify", "log"]
+ProfileSource = Literal["cache", "store", "default", "fallback"]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A flagged stretch of text: ``text[start:end]`` matched ``label``."""
+
+    start: int
+    end: int
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One rule that fired on one text: which rule, which tier, which detector, what action."""
+
+    rule_id: str
+    tier: int
+    stage: Stage
+    detector: str
+    action: Action
+    spans: tuple[Span, ...] = ()
+    message: str | None = None
+    #: Why this rule is in force for this user ("tier 1: law"; "user opted in; adults only").
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Trusted text we add to the reply (AI disclosure, break reminder, crisis resources)."""
+
+    text: str
+    source: str
+    position: Literal["before", "after"] = "after"
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """A bound the model must be told about (e.g. "present several viewpoints"). Bounds stages
+    add these; the personaliser places them in the prompt above anything the user wrote."""
+
+    tier: int
+    source: str
+    text: str
+
+
+@dataclass(slots=True)
+class Exposure:
+    """Which parts of the profile shaped this reply: the dependence research counts this."""
+
+    parts: set[str] = field(default_factory=set)
+    reduced: bool = False
+    instruction_tokens: int = 0
+
+
+@dataclass(slots=True)
+class CallContext:
+    """Everything one call knows. Created by the middleware, passed to every stage."""
+
+    request_id: str
+    user_id: str
+    user_hash: str
+    model: str
+    #: The application's messages, as given. Never modified.
+    messages: list[Message]
+    #: The messages sent to the model; input stages (personalisation) rewrite this.
+    prompt_messages: list[Message]
+    stream: bool
+    #: Extra keyword arguments for ``litellm.acompletion`` (temperature, tools, ...).
+    llm_kwargs: dict[str, Any]
+    profile: Profile
+    profile_source: ProfileSource
+    started_at: datetime
+    #: Where the call came from: "python", "langchain", "server", "litellm-proxy".
+    surface: str = "python"
+    #: Free-form per-call data for stages, keyed by stage name (e.g. the effective policy).
+    state: dict[str, Any] = field(default_factory=dict)
+    decisions: list[Decision] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    instructions: list[Instruction] = field(default_factory=list)
+    exposure: Exposure = field(default_factory=Exposure)
+    #: Set by an input stage to answer without calling the model (e.g. a block).
+    reply: str | None = None
+    reply_finish_reason: str = "stop"
+    #: Filled as the call goes.
+    output_text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    outcome: Literal["ok", "blocked", "filtered", "error", "cancelled"] = "ok"
+    error: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    _t0: float = field(default_factory=time.perf_counter, repr=False)
+
+    def user_text(self) -> str:
+        """The text of the last user message (what input rules look at)."""
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return _content_text(message.get("content"))
+        return ""
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return "\n".join(
+            part.get("text", "") for part in content if isinstance(part, Mapping)
+        )
+    return ""
+
+
+@runtime_checkable
+class ProfileStore(Protocol):
+    """Where profiles live. ``put`` is optimistic: it fails on a stale ``expected_version``."""
+
+    async def get(self, user_id: str) -> Profile | None:
+        """The stored profile, or None. Raises StoreError when unreachable, ProfileError when the
+        stored data is not a valid profile."""
+        ...
+
+    async def put(self, profile: Profile, *, expected_version: int | None = None) -> Profile:
+        """Store and return the profile with its new version. With ``expected_version``, raise
+        ProfileConflictError unless the stored version (0 when absent) equals it."""
+        ...
+
+    async def delete(self, user_id: str) -> bool:
+        """Remove everything stored for the user; True when there was something."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class InputStage(Protocol):
+    """Runs before the model. May rewrite ``ctx.prompt_messages``, add decisions and notices, or
+    answer without the model by setting ``ctx.reply``. Must not keep per-call state on self."""
+
+    name: str
+
+    async def __call__(self, ctx: CallContext) -> None: ...
+
+
+class OutputFilter(Protocol):
+    """Per-call, stateful. ``feed`` takes the next piece of model text and returns the text that
+    is safe to release now (it may hold some back); ``finish`` releases what is left. Once
+    ``stopped`` is true the reply is over (a block): nothing more is fed."""
+
+    stopped: bool
+
+    def feed(self, text: str) -> str: ...
+
+    def finish(self) -> str: ...
+
+
+class OutputStage(Protocol):
+    """Checks what the model says. ``open`` makes a fresh filter for one call."""
+
+    name: str
+
+    def open(self, ctx: CallContext) -> OutputFilter: ...
+
+
+class FinishStage(Protocol):
+    """Runs after the reply is complete (or failed, or was cancelled): recording, metrics.
+    Must be quick: slow work goes to a background queue."""
+
+    name: str
+
+    async def __call__(self, ctx: CallContext) -> None: ...
+
+
+class LLMClient(Protocol):
+    """Calls a model. The default is LiteLLM (`persona_mw.llm.LiteLLMClient`)."""
+
+    async def acompletion(self, **kwargs: Any) -> ModelResponse: ...
+
+    def astream(self, **kwargs: Any) -> AsyncIterator[ModelResponseStream]: ...
