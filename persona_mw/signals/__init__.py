@@ -1,0 +1,1 @@
+"""Usage recording and dependence signals."""
