@@ -1,0 +1,487 @@
+"""The middleware: load profile → input stages → model → output stages → finish stages → log.
+
+:class:`Middleware` holds only configuration and long-lived parts (store, stages, LLM client);
+everything about one call lives in its :class:`~persona_mw.types.CallContext`. Streamed and
+non-streamed replies go through the same output filters, so a bound gives the same verdict
+however the text arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .errors import PersonaError, ProfileError, StoreError
+from .llm import LiteLLMClient
+from .observability import REQUEST_EVENT, UserHasher, request_event
+from .profile import Profile, parse_profile
+from .stores.cache import CachedProfileStore
+from .stores.memory import MemoryProfileStore
+from .types import (
+    CallContext,
+    FinishStage,
+    InputStage,
+    LLMClient,
+    Message,
+    OutputFilter,
+    OutputStage,
+    ProfileSource,
+    ProfileStore,
+)
+
+if TYPE_CHECKING:
+    from litellm import ModelResponse, ModelResponseStream
+
+    from .config import Settings
+
+__all__ = ["FilterChain", "Middleware"]
+
+_log = structlog.get_logger("persona_mw")
+
+
+class Middleware:
+    """Personalisation within bounds, around any LiteLLM model.
+
+    >>> mw = Middleware()                                   # embedded defaults
+    >>> reply = await mw.acompletion(user="ada", model="gpt-4o-mini", messages=[...])
+
+    Keyword-only; every part is optional: ``store`` (default in-memory), ``llm`` (default
+    LiteLLM), and the stage lists that the bounds, personalisation and signals packages fill
+    (see :func:`persona_mw.build_middleware` for the wired-up default).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: ProfileStore | None = None,
+        llm: LLMClient | None = None,
+        input_stages: Sequence[InputStage] = (),
+        output_stages: Sequence[OutputStage] = (),
+        finish_stages: Sequence[FinishStage] = (),
+        settings: Settings | None = None,
+    ) -> None:
+        from .config import Settings
+
+        self.settings = settings or Settings()
+        inner = store if store is not None else MemoryProfileStore()
+        self.store: ProfileStore = (
+            CachedProfileStore(inner, ttl=self.settings.profile_cache_ttl_s)
+            if self.settings.profile_cache_ttl_s > 0 and not isinstance(inner, MemoryProfileStore)
+            and not isinstance(inner, CachedProfileStore)
+            else inner
+        )
+        self.llm: LLMClient = llm if llm is not None else LiteLLMClient()
+        self.input_stages = tuple(input_stages)
+        self.output_stages = tuple(output_stages)
+        self.finish_stages = tuple(finish_stages)
+        self.hash_user = UserHasher(
+            self.settings.hash_secret.get_secret_value() if self.settings.hash_secret else None,
+            raw=self.settings.log_raw_user_id,
+        )
+        if self.hash_user.ephemeral and not self.settings.log_raw_user_id:
+            _log.warning(
+                "config.ephemeral_hash_secret",
+                hint="set PERSONA_MW_HASH_SECRET (or settings.hash_secret) so user hashes in "
+                "logs are stable across processes and restarts",
+            )
+        self._default_profile = self.settings.default_profile
+
+    # -- public API ---------------------------------------------------------------------------
+
+    async def acompletion(
+        self,
+        *,
+        user: str,
+        model: str,
+        messages: list[Message],
+        surface: str = "python",
+        **llm_kwargs: Any,
+    ) -> ModelResponse:
+        """Personalise, call the model, enforce the bounds, record usage; return LiteLLM's
+        ``ModelResponse``. A blocked input is answered with the rule's message and
+        ``finish_reason="content_filter"``; upstream failures raise UpstreamError."""
+        ctx = await self._begin(user, model, messages, llm_kwargs, stream=False, surface=surface)
+        try:
+            await self._run_input_stages(ctx)
+            if ctx.reply is not None:
+                return _synthetic_response(ctx)
+            started = time.perf_counter()
+            response = await self.llm.acompletion(
+                model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs
+            )
+            ctx.timings_ms["model"] = _ms_since(started)
+            return self._check_response(ctx, response)
+        except BaseException as exc:
+            _mark_failed(ctx, exc)
+            raise
+        finally:
+            await self._finish(ctx)
+
+    async def astream(
+        self,
+        *,
+        user: str,
+        model: str,
+        messages: list[Message],
+        surface: str = "python",
+        **llm_kwargs: Any,
+    ) -> AsyncIterator[ModelResponseStream]:
+        """Like :meth:`acompletion`, streamed: yields LiteLLM ``ModelResponseStream`` chunks.
+
+        Output bounds are applied through a bounded hold-back, so no text a rule would block or
+        redact is ever yielded. Closing the iterator early cancels the upstream call; usage is
+        still recorded.
+        """
+        ctx = await self._begin(user, model, messages, llm_kwargs, stream=True, surface=surface)
+        try:
+            await self._run_input_stages(ctx)
+            if ctx.reply is not None:
+                for chunk in _synthetic_chunks(ctx):
+                    yield chunk
+                return
+            async for chunk in self._stream_model(ctx):
+                yield chunk
+        except BaseException as exc:
+            _mark_failed(ctx, exc)
+            raise
+        finally:
+            await self._finish(ctx)
+
+    async def aclose(self) -> None:
+        """Flush finish stages (usage recorders) and close the store."""
+        for stage in self.finish_stages:
+            aclose = getattr(stage, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await self.store.aclose()
+
+    async def __aenter__(self) -> Middleware:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def load_profile(self, user_id: str) -> tuple[Profile, ProfileSource]:
+        """The user's profile and where it came from. Unknown users get the default profile; a
+        store that cannot be reached gives the cached or default profile (or StoreError when
+        ``settings.on_store_error == "fail_closed"``); a malformed stored profile is logged and
+        replaced by the default."""
+        try:
+            if isinstance(self.store, CachedProfileStore):
+                found = await self.store.lookup(user_id)
+                profile, source = found.profile, found.source
+            else:
+                profile, source = await self.store.get(user_id), "store"
+        except StoreError as exc:
+            if self.settings.on_store_error == "fail_closed":
+                raise
+            _log.warning("profile.store_unavailable", user=self.hash_user(user_id), error=str(exc))
+            return self.default_profile(user_id), "fallback"
+        except ProfileError as exc:
+            _log.error("profile.invalid_stored", user=self.hash_user(user_id), error=str(exc))
+            return self.default_profile(user_id), "default"
+        if profile is None:
+            return self.default_profile(user_id), "default"
+        return profile, source  # type: ignore[return-value]
+
+    def default_profile(self, user_id: str) -> Profile:
+        if not self._default_profile:
+            return Profile.default(user_id)
+        return parse_profile(self._default_profile, user_id=user_id)
+
+    # -- stages -------------------------------------------------------------------------------
+
+    async def _begin(
+        self,
+        user: str,
+        model: str,
+        messages: list[Message],
+        llm_kwargs: dict[str, Any],
+        *,
+        stream: bool,
+        surface: str,
+    ) -> CallContext:
+        _validate_call(user, model, messages)
+        started = time.perf_counter()
+        profile, source = await self.load_profile(user)
+        llm_kwargs.pop("stream", None)
+        ctx = CallContext(
+            request_id=str(llm_kwargs.pop("request_id", None) or uuid.uuid4()),
+            user_id=user,
+            user_hash=self.hash_user(user),
+            model=model,
+            messages=messages,
+            prompt_messages=list(messages),
+            stream=stream,
+            llm_kwargs=llm_kwargs,
+            profile=profile,
+            profile_source=source,
+            started_at=datetime.now(UTC),
+            surface=surface,
+            _t0=started,
+        )
+        ctx.timings_ms["profile"] = _ms_since(started)
+        return ctx
+
+    async def _run_input_stages(self, ctx: CallContext) -> None:
+        for stage in self.input_stages:
+            started = time.perf_counter()
+            await stage(ctx)
+            ctx.timings_ms[stage.name] = _ms_since(started)
+            if ctx.reply is not None:
+                ctx.outcome = "blocked"
+                break
+
+    def _open_filters(self, ctx: CallContext) -> FilterChain:
+        return FilterChain([stage.open(ctx) for stage in self.output_stages])
+
+    def _check_response(self, ctx: CallContext, response: ModelResponse) -> ModelResponse:
+        started = time.perf_counter()
+        choice = response.choices[0]
+        message = choice.message  # type: ignore[union-attr]
+        text = message.content if isinstance(message.content, str) else ""
+        chain = self._open_filters(ctx)
+        released = chain.feed(text) + chain.finish() if text else ""
+        if chain.stopped:
+            released = _block_message(ctx)
+            choice.finish_reason = "content_filter"
+            ctx.outcome = "filtered"
+        if text or ctx.notices:
+            message.content = _with_notices(ctx, released)
+        ctx.output_text = message.content or ""
+        ctx.finish_reason = choice.finish_reason
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            ctx.prompt_tokens = int(usage.prompt_tokens or 0)
+            ctx.completion_tokens = int(usage.completion_tokens or 0)
+        ctx.timings_ms["output"] = _ms_since(started)
+        return response
+
+    async def _stream_model(self, ctx: CallContext) -> AsyncIterator[ModelResponseStream]:
+        from litellm import ModelResponseStream
+        from litellm.types.utils import Delta, StreamingChoices
+
+        chain = self._open_filters(ctx)
+        started = time.perf_counter()
+        header: dict[str, Any] = {}
+        out: list[str] = []
+        filter_ms = 0.0
+
+        def chunk(text: str | None, finish_reason: str | None = None) -> ModelResponseStream:
+            return ModelResponseStream(
+                **header,
+                choices=[
+                    StreamingChoices(
+                        index=0, delta=Delta(content=text, role="assistant"), finish_reason=finish_reason
+                    )
+                ],
+            )
+
+        before = _notices_text(ctx, "before")
+        upstream = self.llm.astream(model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs)
+        try:
+            async for piece in upstream:
+                if not header:
+                    header = {"id": piece.id, "model": piece.model, "created": piece.created}
+                    ctx.timings_ms["first_token"] = _ms_since(started)
+                    if before:
+                        out.append(before)
+                        yield chunk(before)
+                usage = getattr(piece, "usage", None)
+                if usage is not None:
+                    ctx.prompt_tokens = int(usage.prompt_tokens or 0)
+                    ctx.completion_tokens = int(usage.completion_tokens or 0)
+                if not piece.choices:
+                    continue
+                choice = piece.choices[0]
+                delta = choice.delta
+                t = time.perf_counter()
+                released = chain.feed(delta.content) if delta.content else ""
+                filter_ms += _ms_since(t)
+                if chain.stopped:
+                    released += _block_message(ctx, lead="\n\n" if (released or out) else "")
+                    ctx.outcome = "filtered"
+                    ctx.finish_reason = "content_filter"
+                    out.append(released)
+                    yield chunk(released, "content_filter")
+                    return
+                if choice.finish_reason is not None:
+                    t = time.perf_counter()
+                    released += chain.finish()
+                    filter_ms += _ms_since(t)
+                    if chain.stopped:
+                        released += _block_message(ctx, lead="\n\n" if (released or out) else "")
+                        ctx.outcome = "filtered"
+                        ctx.finish_reason = "content_filter"
+                        out.append(released)
+                        yield chunk(released, "content_filter")
+                        return
+                    after = _notices_text(ctx, "after")
+                    if after:
+                        released += ("\n\n" if released or out else "") + after
+                    ctx.finish_reason = choice.finish_reason
+                    out.append(released)
+                    delta.content = released or None
+                    yield piece
+                    continue
+                if released or delta.tool_calls or delta.function_call or delta.role and not out:
+                    out.append(released)
+                    delta.content = released or None
+                    yield piece
+        finally:
+            await upstream.aclose()  # type: ignore[attr-defined]
+            ctx.output_text = "".join(out)
+            ctx.timings_ms["model"] = _ms_since(started)
+            ctx.timings_ms["output"] = filter_ms
+            if not ctx.completion_tokens:
+                ctx.completion_tokens = _estimate_tokens(ctx.output_text)
+
+    async def _finish(self, ctx: CallContext) -> None:
+        """Finish stages, then the request event. Never raises: a failing recorder must not
+        turn a good reply into an error (it is logged instead)."""
+        for stage in self.finish_stages:
+            started = time.perf_counter()
+            try:
+                await stage(ctx)
+            except Exception as exc:  # noqa: BLE001 - reported, never propagated
+                _log.error("stage.failed", stage=stage.name, request_id=ctx.request_id, error=repr(exc))
+            ctx.timings_ms[stage.name] = _ms_since(started)
+        ctx.timings_ms["total"] = _ms_since(ctx._t0)
+        event = request_event(ctx, include_text=self.settings.log_message_text)
+        if ctx.outcome in ("error",):
+            _log.warning(REQUEST_EVENT, **event)
+        else:
+            _log.info(REQUEST_EVENT, **event)
+
+
+class FilterChain:
+    """Output filters in a row: each one's released text is the next one's input."""
+
+    def __init__(self, filters: Sequence[OutputFilter]) -> None:
+        self.filters = list(filters)
+
+    @property
+    def stopped(self) -> bool:
+        return any(f.stopped for f in self.filters)
+
+    def feed(self, text: str) -> str:
+        for i, f in enumerate(self.filters):
+            text = f.feed(text) if text else ""
+            if f.stopped:
+                return self._drain(i + 1, text)
+        return text
+
+    def finish(self) -> str:
+        text = ""
+        for i, f in enumerate(self.filters):
+            if text:
+                text = f.feed(text)
+            if not f.stopped:
+                text += f.finish()
+            if f.stopped:
+                return self._drain(i + 1, text)
+        return text
+
+    def _drain(self, start: int, text: str) -> str:
+        """A filter stopped: what it released before the stop still passes the later filters."""
+        for f in self.filters[start:]:
+            text = (f.feed(text) if text else "") + ("" if f.stopped else f.finish())
+            if f.stopped:
+                break
+        return text
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _validate_call(user: str, model: str, messages: list[Message]) -> None:
+    from .errors import ConfigError
+
+    if not isinstance(user, str) or not user:
+        raise ConfigError("`user` must be a non-empty string: the id of the end user", field="user")
+    if not isinstance(model, str) or not model:
+        raise ConfigError("`model` must be a LiteLLM model name such as 'openai/gpt-4o-mini'", field="model")
+    if not isinstance(messages, list) or not messages:
+        raise ConfigError("`messages` must be a non-empty list of {'role', 'content'} dicts", field="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message:
+            raise ConfigError(
+                f"messages[{i}] must be a dict with a 'role' (and usually 'content')", field="messages"
+            )
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _estimate_tokens(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+def _mark_failed(ctx: CallContext, exc: BaseException) -> None:
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        ctx.outcome = "cancelled"
+    elif isinstance(exc, Exception):
+        ctx.outcome = "error"
+        ctx.error = type(exc).__name__ if not isinstance(exc, PersonaError) else str(exc)
+
+
+def _block_message(ctx: CallContext, lead: str = "") -> str:
+    for decision in reversed(ctx.decisions):
+        if decision.action == "block" and decision.message:
+            return lead + decision.message
+    return lead + "[response withheld by a content policy]"
+
+
+def _notices_text(ctx: CallContext, position: str) -> str:
+    return "\n\n".join(n.text for n in ctx.notices if n.position == position)
+
+
+def _with_notices(ctx: CallContext, text: str) -> str:
+    parts = [_notices_text(ctx, "before"), text, _notices_text(ctx, "after")]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _synthetic_response(ctx: CallContext) -> ModelResponse:
+    """The answer an input stage gave instead of the model (e.g. a block)."""
+    from litellm import ModelResponse
+    from litellm.types.utils import Choices, Message, Usage
+
+    assert ctx.reply is not None
+    text = _with_notices(ctx, ctx.reply)
+    ctx.output_text = text
+    ctx.finish_reason = ctx.reply_finish_reason
+    return ModelResponse(
+        id=f"chatcmpl-{ctx.request_id}",
+        model=ctx.model,
+        choices=[
+            Choices(index=0, message=Message(role="assistant", content=text), finish_reason=ctx.reply_finish_reason)
+        ],
+        usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+    )
+
+
+def _synthetic_chunks(ctx: CallContext) -> list[ModelResponseStream]:
+    from litellm import ModelResponseStream
+    from litellm.types.utils import Delta, StreamingChoices
+
+    assert ctx.reply is not None
+    text = _with_notices(ctx, ctx.reply)
+    ctx.output_text = text
+    ctx.finish_reason = ctx.reply_finish_reason
+    header = {"id": f"chatcmpl-{ctx.request_id}", "model": ctx.model}
+    return [
+        ModelResponseStream(
+            **header, choices=[StreamingChoices(index=0, delta=Delta(content=text, role="assistant"))]
+        ),
+        ModelResponseStream(
+            **header,
+            choices=[StreamingChoices(index=0, delta=Delta(), finish_reason=ctx.reply_finish_reason)],
+        ),
+    ]

@@ -1,0 +1,150 @@
+"""An in-process read cache in front of a store that announces changes.
+
+A hit costs a dict lookup and no network round trip. Freshness comes from the store's
+invalidation feed (Redis pub/sub): a write in any process evicts the entry here within
+milliseconds. While the feed is down every entry counts as stale, so reads go to the store; when
+the store is down too, the stale entry is still returned (as ``"fallback"``) rather than nothing.
+``ttl`` bounds staleness should a message ever be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import structlog
+
+from ..errors import StoreError
+from ..profile import Profile
+from ..types import ProfileStore
+from .keys import user_tag
+
+__all__ = ["CachedProfileStore", "Lookup", "SupportsInvalidation"]
+
+_log = structlog.get_logger("persona_mw.cache")
+
+
+@runtime_checkable
+class SupportsInvalidation(Protocol):
+    def invalidations(self) -> AsyncIterator[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    profile: Profile | None
+    #: "cache": a fresh cached copy; "store": read from the store; "fallback": a stale copy
+    #: returned because the store could not be reached.
+    source: str
+
+
+@dataclass(slots=True)
+class _Entry:
+    profile: Profile | None
+    fetched_at: float
+
+
+class CachedProfileStore:
+    """Wraps a store; ``lookup`` is the cached read. Writes go through and evict locally at once."""
+
+    def __init__(
+        self,
+        inner: ProfileStore,
+        *,
+        ttl: float = 60.0,
+        max_entries: int = 10_000,
+        reconnect_delay: float = 0.5,
+    ) -> None:
+        self.inner = inner
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.reconnect_delay = reconnect_delay
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._tags: dict[str, str] = {}  # tag -> user id, to evict by the tag in a message
+        self._listener: asyncio.Task[None] | None = None
+        self._feed_up = asyncio.Event()
+        self._can_invalidate = isinstance(inner, SupportsInvalidation)
+
+    async def start(self) -> None:
+        """Start listening for invalidations (called lazily by the first lookup)."""
+        if self._can_invalidate and self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(), name="persona_mw.cache.invalidations"
+            )
+
+    async def lookup(self, user_id: str) -> Lookup:
+        if self._listener is None:
+            await self.start()
+        entry = self._entries.get(user_id)
+        now = time.monotonic()
+        if entry is not None and self._feed_up.is_set() and now - entry.fetched_at < self.ttl:
+            self._entries.move_to_end(user_id)
+            return Lookup(entry.profile, "cache")
+        try:
+            profile = await self.inner.get(user_id)
+        except StoreError:
+            if entry is not None:
+                return Lookup(entry.profile, "fallback")
+            raise
+        if self._feed_up.is_set():  # cache only what the feed can later invalidate
+            self._remember(user_id, profile, now)
+        return Lookup(profile, "store")
+
+    async def get(self, user_id: str) -> Profile | None:
+        return (await self.lookup(user_id)).profile
+
+    async def put(self, profile: Profile, *, expected_version: int | None = None) -> Profile:
+        try:
+            return await self.inner.put(profile, expected_version=expected_version)
+        finally:
+            self.evict(profile.user_id)
+
+    async def delete(self, user_id: str) -> bool:
+        try:
+            return await self.inner.delete(user_id)
+        finally:
+            self.evict(user_id)
+
+    def evict(self, user_id: str) -> None:
+        self._entries.pop(user_id, None)
+
+    def _remember(self, user_id: str, profile: Profile | None, now: float) -> None:
+        self._entries[user_id] = _Entry(profile, now)
+        self._entries.move_to_end(user_id)
+        self._tags[user_tag(user_id)] = user_id
+        while len(self._entries) > self.max_entries:
+            old, _ = self._entries.popitem(last=False)
+            self._tags.pop(user_tag(old), None)
+
+    async def _listen(self) -> None:
+        assert isinstance(self.inner, SupportsInvalidation)  # checked in __init__
+        while True:
+            try:
+                async for tag in self.inner.invalidations():
+                    if not tag:  # subscribed: from now on no change can slip past us
+                        self._feed_up.set()
+                        continue
+                    user_id = self._tags.get(tag)
+                    if user_id is not None:
+                        self._entries.pop(user_id, None)
+            except StoreError as exc:
+                _log.warning("profile_cache.feed_lost", error=str(exc))
+            self._feed_up.clear()
+            # Messages may have been missed while the feed was down: forget everything.
+            self._entries.clear()
+            self._tags.clear()
+            await asyncio.sleep(self.reconnect_delay)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        self._feed_up.clear()
+        await self.inner.aclose()
+

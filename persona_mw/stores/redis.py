@@ -1,0 +1,150 @@
+"""Profiles in Redis (redis.asyncio), with optimistic concurrency and cross-process invalidation.
+
+Layout (see :mod:`persona_mw.stores.keys`): ``{prefix}{u:<digest>}:profile`` is a hash with the
+profile JSON (``d``) and its version (``v``). Writes and deletes run as Lua scripts: the version
+check, the write, the key-index update and the invalidation message happen atomically in one
+round trip. Every write publishes the user's tag on ``{prefix}invalidate`` so other processes'
+caches drop their copy (:class:`persona_mw.stores.cache.CachedProfileStore`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..errors import ProfileConflictError, StoreError
+from ..profile import Profile, parse_profile
+from .keys import DEFAULT_PREFIX, index_key, user_key, user_tag
+
+__all__ = ["RedisProfileStore"]
+
+# KEYS: profile, index. ARGV: expected version (-1: any), JSON, channel, tag.
+_PUT = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'v')) or 0
+local expected = tonumber(ARGV[1])
+if expected >= 0 and current ~= expected then return {0, current} end
+local version = current + 1
+redis.call('HSET', KEYS[1], 'v', version, 'd', ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return {1, version}
+"""
+
+# KEYS: index. ARGV: channel, tag. Deletes every key the user's index lists (same slot).
+_DELETE = """
+local keys = redis.call('SMEMBERS', KEYS[1])
+local removed = 0
+for _, key in ipairs(keys) do removed = removed + redis.call('DEL', key) end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return removed
+"""
+
+
+class RedisProfileStore:
+    """A :class:`~persona_mw.types.ProfileStore` on Redis.
+
+    ``client`` may be a URL (``redis://...``) or a ``redis.asyncio.Redis`` you own; a client
+    made from a URL is closed by :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        client: str | aioredis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        socket_timeout: float = 2.0,
+    ) -> None:
+        if isinstance(client, str):
+            self._client = aioredis.Redis.from_url(
+                client, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+            )
+            self._owns_client = True
+        else:
+            self._client = client
+            self._owns_client = False
+        self.prefix = prefix
+        self.channel = f"{prefix}invalidate"
+        self._put = self._client.register_script(_PUT)
+        self._delete = self._client.register_script(_DELETE)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    def key(self, user_id: str) -> str:
+        return user_key(self.prefix, user_id, "profile")
+
+    async def get(self, user_id: str) -> Profile | None:
+        try:
+            data, version = await self._client.hmget(self.key(user_id), ["d", "v"])
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"Redis unreachable reading a profile: {exc}") from exc
+        if data is None:
+            return None
+        return parse_profile(data, version=int(version or 0))
+
+    async def put(self, profile: Profile, *, expected_version: int | None = None) -> Profile:
+        body = profile.model_dump(mode="json", exclude={"version"})
+        keys = [self.key(profile.user_id), index_key(self.prefix, profile.user_id)]
+        args: list[Any] = [
+            -1 if expected_version is None else expected_version,
+            json.dumps(body, separators=(",", ":")),
+            self.channel,
+            user_tag(profile.user_id),
+        ]
+        try:
+            ok, version = await self._put(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"Redis unreachable writing a profile: {exc}") from exc
+        if not ok:
+            raise ProfileConflictError(user_tag(profile.user_id), expected_version or 0, int(version))
+        return profile.model_copy(update={"version": int(version)})
+
+    async def delete(self, user_id: str) -> bool:
+        try:
+            removed = await self._delete(
+                keys=[index_key(self.prefix, user_id)], args=[self.channel, user_tag(user_id)]
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"Redis unreachable erasing a user: {exc}") from exc
+        return bool(removed)
+
+    async def invalidations(self) -> AsyncIterator[str]:
+        """Yield ``""`` once subscribed, then the tag of every user whose profile changes, in any
+        process, until cancelled.
+
+        Raises StoreError when the subscription breaks; the caller reconnects and must assume it
+        missed messages in between.
+        """
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            while True:
+                message = await pubsub.get_message(timeout=30.0)
+                if message is None:
+                    continue
+                if message.get("type") == "subscribe":
+                    yield ""
+                elif message.get("type") == "message":
+                    data = message["data"]
+                    yield data.decode() if isinstance(data, bytes) else str(data)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"profile invalidation channel lost: {exc}") from exc
+        finally:
+            await asyncio.shield(pubsub.aclose())
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
