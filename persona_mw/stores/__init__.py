@@ -14,7 +14,23 @@ __all__ = [
     "RedisProfileStore",
     "index_key",
     "merge_patch",
+    "open_store",
     "update_profile",
     "user_key",
     "user_tag",
 ]
+
+
+def open_store(url: str | None = None, *, prefix: str = DEFAULT_PREFIX) -> MemoryProfileStore | RedisProfileStore:
+    """A store for ``url``: ``redis://`` / ``rediss://`` / ``unix://`` → Redis; empty → in-memory."""
+    if not url:
+        return MemoryProfileStore()
+    if url.split("://", 1)[0] in ("redis", "rediss", "unix"):
+        return RedisProfileStore(url, prefix=prefix)
+    from ..errors import ConfigError
+
+    raise ConfigError(
+        f"unsupported store URL {url!r}; use redis://host:port/db or leave it empty for the "
+        "embedded in-memory store",
+        field="store.url",
+    )
