@@ -3,6 +3,7 @@
 The public API is what ``__all__`` lists; everything else is internal and may change.
 """
 
+from .app import build_middleware
 from .config import Config, Settings, StoreConfig, load_config
 from .errors import (
     BoundsError,
@@ -93,6 +94,7 @@ __all__ = [
     "UserBounds",
     "UserHasher",
     "__version__",
+    "build_middleware",
     "configure_logging",
     "load_config",
     "merge_patch",
