@@ -4,7 +4,8 @@ A hit costs a dict lookup and no network round trip. Freshness comes from the st
 invalidation feed (Redis pub/sub): a write in any process evicts the entry here within
 milliseconds. While the feed is down every entry counts as stale, so reads go to the store; when
 the store is down too, the stale entry is still returned (as ``"fallback"``) rather than nothing.
-``ttl`` bounds staleness should a message ever be lost.
+``ttl`` bounds staleness should a message ever be lost; when the feed reconnects the cache starts
+empty, since messages may have been missed meanwhile.
 """
 
 from __future__ import annotations
@@ -125,7 +126,11 @@ class CachedProfileStore:
         while True:
             try:
                 async for tag in self.inner.invalidations():
-                    if not tag:  # subscribed: from now on no change can slip past us
+                    if not tag:
+                        # Subscribed: from now on no change can slip past us. Whatever we kept
+                        # while the feed was down may have missed messages: forget it.
+                        self._entries.clear()
+                        self._tags.clear()
                         self._feed_up.set()
                         continue
                     user_id = self._tags.get(tag)
@@ -133,10 +138,8 @@ class CachedProfileStore:
                         self._entries.pop(user_id, None)
             except StoreError as exc:
                 _log.warning("profile_cache.feed_lost", error=str(exc))
+            # Until the feed is back every entry counts as stale; they stay for fallback.
             self._feed_up.clear()
-            # Messages may have been missed while the feed was down: forget everything.
-            self._entries.clear()
-            self._tags.clear()
             await asyncio.sleep(self.reconnect_delay)
 
     async def aclose(self) -> None:
