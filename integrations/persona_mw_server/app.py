@@ -1,0 +1,546 @@
+"""The OpenAI-compatible personalising proxy as an ASGI app: :func:`create_app`.
+
+Any OpenAI client works unchanged by pointing its base URL here; every chat completion goes
+through :class:`persona_mw.Middleware` (profile → bounds → personalisation → model → output
+bounds → usage). Beside it: the profile API (tier 3 only; tiers 1 and 2 live in the config and
+no endpoint writes them), usage, erasure, the effective policy, health and metrics.
+
+Hooks the server looks for on the middleware's stages (duck-typed, so the stage packages need
+not import the server): ``async usage_report(user_id) -> Mapping`` for ``GET .../usage``,
+``async erase(user_id)`` for ``DELETE /v1/users/{id}``, ``explain(profile) -> Any`` for
+``GET /v1/policy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from fastapi import Body, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from persona_mw import (
+    Middleware,
+    PersonaError,
+    Profile,
+    ProfileConflictError,
+    __version__,
+    build_middleware,
+    merge_patch,
+    parse_profile,
+    update_profile,
+)
+from persona_mw.demo_model import DEMO_MODEL, register_demo_model
+from persona_mw.llm import LiteLLMClient, import_litellm
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .asgi import OPEN_STREAMS, BodySizeLimit, RequestMetrics
+from .auth import Action, Principal, deny_reason, deployer_fields_changed
+from .config import LITELLM_SETTINGS_APPLIED, ServerConfig
+from .errors import ApiError, from_exception
+from .keys import find_key
+from .streaming import END, Pump
+from .wire import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelList, chunk_json, completion_json, usage_chunk_json
+
+__all__ = ["USER_HEADER", "create_app"]
+
+#: The header that names the end user; it takes precedence over the body's ``user`` field.
+USER_HEADER = "X-Persona-User"
+
+_log = structlog.get_logger("persona_mw.server")
+_OPEN = Principal(name="(no api keys configured)", role="open")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 412, 413, 502, 503, 504)
+}
+
+
+@dataclass
+class _State:
+    config: ServerConfig
+    mw: Middleware
+    models: list[str]
+    key_entries: list[tuple[str, Principal]]
+    streams: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def create_app(config: ServerConfig | None = None, *, middleware: Middleware | None = None) -> FastAPI:
+    """The server as an ASGI app. Give ``middleware`` to serve one you built yourself (its
+    ``aclose`` is still called at shutdown); otherwise it is built from ``config.persona``."""
+    config = config or ServerConfig()
+    for name, value in config.environment_variables.items():
+        os.environ.setdefault(name, value)
+    models = _model_names(config)
+    if middleware is None:
+        _apply_litellm_settings(config.litellm_settings)
+        if any(m.startswith("persona-demo/") for m in _upstream_models(config)):
+            register_demo_model()
+        middleware = build_middleware(config.persona, llm=_llm_client(config))
+    state = _State(
+        config=config,
+        mw=middleware,
+        models=models,
+        key_entries=[
+            (k.key_hash, Principal(name=k.name, role=k.role, user=k.user)) for k in config.api_keys
+        ],
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not config.auth_enabled:
+            _log.warning(
+                "server.auth_disabled",
+                message="NO API KEYS CONFIGURED: anyone who can reach this server may call models "
+                "and read or change every profile. Serving on loopback only. Add server.api_keys "
+                "to the config (see docs/proxy.md) before exposing it.",
+            )
+        _log.info("server.started", models=models, auth=config.auth_enabled, version=__version__)
+        yield
+        # uvicorn has stopped accepting and drained connections (up to its graceful timeout).
+        if state.streams:
+            _, pending = await asyncio.wait(state.streams, timeout=config.server.drain_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        await state.mw.aclose()
+        _log.info("server.stopped")
+
+    app = FastAPI(
+        title="persona_mw proxy",
+        version=__version__,
+        description="OpenAI-compatible chat completions, personalised within bounds.",
+        lifespan=lifespan,
+    )
+    app.state.persona = state
+    _install_error_handlers(app)
+    bearer = HTTPBearer(auto_error=False, description="an API key from the server config")
+
+    async def principal(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+        if not state.key_entries:
+            return _OPEN
+        if credentials is None:
+            raise ApiError(401, "missing API key; send `Authorization: Bearer <key>`",
+                           type="authentication_error", code="invalid_api_key")
+        found = find_key(credentials.credentials, state.key_entries)
+        if found is None:
+            raise ApiError(401, "invalid API key", type="authentication_error", code="invalid_api_key")
+        return found
+
+    def allow(who: Principal, action: Action, user_id: str | None = None) -> None:
+        reason = deny_reason(who, action, user_id)
+        if reason is not None:
+            raise ApiError(403, reason, type="permission_error", code="forbidden")
+
+    # -- completions ---------------------------------------------------------------------------
+
+    @app.post(
+        "/v1/chat/completions",
+        response_model=None,
+        responses={200: {"model": ChatCompletion, "description": "The answer; with `stream: true` a "
+                         "text/event-stream of ChatCompletionChunk events ending in `data: [DONE]`."},
+                   **_ERRORS},
+        tags=["openai"],
+    )
+    async def chat_completions(
+        body: ChatCompletionRequest,
+        who: Principal = Depends(principal),
+        x_persona_user: str | None = Header(default=None, description="the end user; wins over `user`"),
+    ) -> Response:
+        """Chat completion, personalised for the end user and held within the bounds."""
+        allow(who, "complete")
+        user = x_persona_user or body.user
+        if not user:
+            raise ApiError(400, f"no end-user id: set the request's `user` field or the {USER_HEADER} "
+                           "header (the profile and the limits are per user)", param="user")
+        if body.model not in state.models:
+            raise ApiError(404, f"model {body.model!r} is not served here; GET /v1/models lists "
+                           f"the models ({', '.join(state.models)})", code="model_not_found", param="model")
+        if body.n not in (None, 1):
+            raise ApiError(400, "only n=1 is supported: each answer is checked against the bounds "
+                           "on its own; send separate requests", param="n")
+        kwargs = body.llm_kwargs()
+        kwargs["timeout"] = config.server.upstream_timeout_s
+        call = {"user": user, "model": body.model, "messages": body.messages, "surface": "server", **kwargs}
+        if not body.stream:
+            response = await state.mw.acompletion(**call)
+            return JSONResponse(completion_json(response, body.model))
+        pump: Pump[Any] = Pump(state.mw.astream(**call), tracked=state.streams)
+        try:
+            first = await pump.get()
+        except BaseException:
+            pump.cancel()
+            raise
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _sse(pump, first, model=body.model, messages=body.messages, include_usage=include_usage),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
+    async def list_models(who: Principal = Depends(principal)) -> dict[str, Any]:
+        """The model names clients may ask for (the config's `model_list`)."""
+        allow(who, "read_models")
+        created = int(time.time())
+        return {"object": "list", "data": [
+            {"id": m, "object": "model", "created": created, "owned_by": "persona_mw"} for m in state.models
+        ]}
+
+    # -- profiles, usage, erasure, policy ------------------------------------------------------
+
+    @app.get("/v1/users/{user_id}/profile", response_model=Profile, responses=_ERRORS, tags=["users"])
+    async def get_profile(user_id: str, who: Principal = Depends(principal)) -> Response:
+        """The user's tier-3 profile (the default one when nothing is stored; version 0).
+        The ETag is the profile version: send it back in If-Match to update safely."""
+        allow(who, "read_profile", user_id)
+        profile = await state.mw.store.get(user_id) or state.mw.default_profile(user_id)
+        return _profile_response(profile)
+
+    profile_body = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Profile"}}}}}
+    patch_body = {"requestBody": {"required": True, "content": {
+        "application/merge-patch+json": {"schema": {"type": "object", "description":
+                                         "RFC 7396 merge patch of the Profile; null removes a field"}}}}}
+
+    @app.put("/v1/users/{user_id}/profile", response_model=Profile, responses=_ERRORS,
+             openapi_extra=profile_body, tags=["users"])
+    async def put_profile(
+        user_id: str,
+        request: Request,
+        who: Principal = Depends(principal),
+        if_match: str | None = Header(default=None, description="the ETag you read; 412 if it changed"),
+    ) -> Response:
+        """Replace the user's profile."""
+        allow(who, "write_profile", user_id)
+        data = _strip_owned(await _json_object(request), user_id)
+        profile = await _write(state, who, user_id, lambda _current: parse_profile(data, user_id=user_id), if_match)
+        return _profile_response(profile)
+
+    @app.patch("/v1/users/{user_id}/profile", response_model=Profile, responses=_ERRORS,
+               openapi_extra=patch_body, tags=["users"])
+    async def patch_profile(
+        user_id: str,
+        request: Request,
+        who: Principal = Depends(principal),
+        if_match: str | None = Header(default=None, description="the ETag you read; 412 if it changed"),
+    ) -> Response:
+        """Change part of the user's profile (JSON Merge Patch, RFC 7396)."""
+        allow(who, "write_profile", user_id)
+        patch = _strip_owned(await _json_object(request), user_id)
+
+        def change(current: Profile) -> Profile:
+            body = current.model_dump(mode="json", exclude={"version", "user_id"})
+            return parse_profile(merge_patch(body, patch), user_id=user_id)
+
+        return _profile_response(await _write(state, who, user_id, change, if_match))
+
+    @app.delete("/v1/users/{user_id}/profile", responses=_ERRORS, tags=["users"])
+    async def delete_profile(user_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        """Delete the user's stored profile (they get the default profile from now on)."""
+        allow(who, "write_profile", user_id)
+        return {"user": user_id, "deleted": await state.mw.store.delete(user_id)}
+
+    @app.get("/v1/users/{user_id}/usage", responses=_ERRORS, tags=["users"])
+    async def get_usage(user_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        """The user's self-set limits and, where the deployment records usage, their usage."""
+        allow(who, "read_usage", user_id)
+        profile, _ = await state.mw.load_profile(user_id)
+        reports: dict[str, Any] = {}
+        for stage in _stages(state.mw):
+            report = getattr(stage, "usage_report", None)
+            if report is not None:
+                reports[stage.name] = _jsonable(await report(user_id))
+        return {
+            "user": user_id,
+            "limits": profile.limits.model_dump(mode="json"),
+            "usage": reports or None,
+            "recording": bool(reports),
+        }
+
+    @app.delete("/v1/users/{user_id}", responses=_ERRORS, tags=["users"])
+    async def erase_user(user_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        """Erase everything stored about the user: profile and, where recorded, usage."""
+        allow(who, "erase_user", user_id)
+        erased: dict[str, Any] = {"profile": await state.mw.store.delete(user_id)}
+        for stage in _stages(state.mw):
+            erase = getattr(stage, "erase", None)
+            if erase is not None:
+                erased[stage.name] = _jsonable(await erase(user_id))
+        _log.info("user.erased", user=state.mw.hash_user(user_id), parts=sorted(erased))
+        return {"user": user_id, "erased": erased}
+
+    @app.get("/v1/policy", responses=_ERRORS, tags=["policy"])
+    async def get_policy(
+        who: Principal = Depends(principal),
+        user: str | None = Query(default=None, description="explain the policy as it applies to this user"),
+    ) -> dict[str, Any]:
+        """The effective policy, explained: the rules in force, their tier and why. Read-only:
+        tier-1 and tier-2 rules come from the deployment's config and cannot be changed here."""
+        allow(who, "read_policy", user)
+        profile = (await state.mw.load_profile(user))[0] if user else state.mw.default_profile("(any user)")
+        explained: dict[str, Any] = {}
+        for stage in _stages(state.mw):
+            explain = getattr(stage, "explain", None)
+            if explain is not None:
+                explained[stage.name] = _jsonable(explain(profile))
+        settings = state.mw.settings
+        return {
+            "user": user,
+            "tiers": {
+                "1": "law and society: immutable, not changeable by the deployer at run time or by users",
+                "2": "the deployer's policy (this server's config); users choose only inside "
+                     "ranges the deployer marks user-adjustable",
+                "3": "the user's own profile: can only narrow what tiers 1 and 2 allow",
+            },
+            "stages": {
+                "input": [s.name for s in state.mw.input_stages],
+                "output": [s.name for s in state.mw.output_stages],
+                "finish": [s.name for s in state.mw.finish_stages],
+            },
+            "explained": explained,
+            "settings": {
+                "on_store_error": settings.on_store_error,
+                "log_message_text": settings.log_message_text,
+                "profile_cache_ttl_s": settings.profile_cache_ttl_s,
+            },
+            "models": state.models,
+        }
+
+    # -- operations ----------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "a dependency is down"}})
+    async def readyz() -> Response:
+        """Ready for traffic: the profile store answers (when it is Redis)."""
+        ping = _store_ping(state.mw)
+        if ping is not None and not await ping():
+            return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ready", "store": "ok" if ping else "embedded"})
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics (no user ids in any label)."""
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodySizeLimit, max_bytes=config.server.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    return app
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+async def _sse(
+    pump: Pump[Any], first: Any, *, model: str, messages: list[dict[str, Any]], include_usage: bool
+) -> AsyncIterator[bytes]:
+    """OpenAI's SSE framing: ``data: <chunk>\\n\\n`` ..., optionally a usage chunk, ``data: [DONE]``."""
+    OPEN_STREAMS.inc()
+    ident, created = f"chatcmpl-{int(time.time() * 1000)}", int(time.time())
+    usage: Any = None
+    text: list[str] = []
+    try:
+        item = first
+        if item is not END:
+            ident = getattr(item, "id", None) or ident
+            created = int(getattr(item, "created", None) or created)
+        while item is not END:
+            usage = getattr(item, "usage", None) or usage
+            if item.choices:
+                text.extend(c.delta.content for c in item.choices if c.delta.content)
+                body = chunk_json(item, ident=ident, created=created, model=model, with_usage=include_usage)
+                yield b"data: " + json.dumps(body).encode() + b"\n\n"
+            item = await pump.get()
+        if include_usage:
+            prompt, completion = _usage_counts(usage, model, messages, "".join(text))
+            body = usage_chunk_json(ident=ident, created=created, model=model,
+                                    prompt_tokens=prompt, completion_tokens=completion)
+            yield b"data: " + json.dumps(body).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    except Exception as exc:  # the status line is sent already: report in-band, as OpenAI does
+        error = from_exception(exc)
+        _log.warning("stream.failed", error=error.message, status=error.status)
+        yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+    finally:
+        pump.cancel()  # no-op when finished; on disconnect it stops the upstream call
+        OPEN_STREAMS.dec()
+
+
+def _usage_counts(usage: Any, model: str, messages: list[dict[str, Any]], text: str) -> tuple[int, int]:
+    """Token counts for the usage chunk: the model's own when the stream carried them, else
+    LiteLLM's tokenizer estimate."""
+    if usage is not None:
+        return int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
+    litellm = import_litellm()
+    try:
+        return (int(litellm.token_counter(model=model, messages=messages)),
+                int(litellm.token_counter(model=model, text=text)) if text else 0)
+    except Exception:  # noqa: BLE001 - an estimate must never break the answer
+        return sum(len(str(m.get("content", ""))) for m in messages) // 4, (len(text) + 3) // 4
+
+
+def _profile_response(profile: Profile) -> Response:
+    return JSONResponse(profile.model_dump(mode="json"), headers={"ETag": f'"{profile.version}"'})
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        data = json.loads(await request.body() or b"null")
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object (a profile, or a merge patch of one)")
+    return data
+
+
+def _strip_owned(data: dict[str, Any], user_id: str) -> dict[str, Any]:
+    """``version`` belongs to the store and ``user_id`` to the URL; reject a different id."""
+    if data.get("user_id") not in (None, user_id):
+        raise ApiError(400, f"user_id in the body ({data['user_id']!r}) differs from the URL; "
+                       "leave it out", param="user_id")
+    return {k: v for k, v in data.items() if k not in ("version", "user_id")}
+
+
+def _parse_if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise ApiError(400, f"If-Match must be an ETag from GET (a quoted version such as \"3\"), not {value!r}",
+                       param="If-Match")
+    return int(tag)
+
+
+async def _write(
+    state: _State, who: Principal, user_id: str, make: Callable[[Profile], Profile], if_match: str | None
+) -> Profile:
+    expected = _parse_if_match(if_match)
+
+    def change(current: Profile) -> Profile:
+        if expected is not None and current.version != expected:
+            raise ApiError(412, f"the profile is at version {current.version}, not {expected}: it "
+                           "changed since you read it; GET it again and reapply your change",
+                           type="precondition_failed", code="profile_changed", param="If-Match")
+        new = make(current)
+        if who.role == "user":
+            changed = deployer_fields_changed(current, new)
+            if changed:
+                raise ApiError(403, f"{', '.join(changed)} can be set only by the deployer (an admin "
+                               "key): they decide which protections apply", type="permission_error",
+                               code="deployer_field", param=changed[0])
+        return new
+
+    try:
+        return await update_profile(state.mw.store, user_id, change, attempts=1 if expected is not None else 5)
+    except ProfileConflictError:
+        if expected is not None:
+            raise ApiError(412, "the profile changed while you were updating it; GET it again and "
+                           "reapply your change", type="precondition_failed", code="profile_changed",
+                           param="If-Match") from None
+        raise
+
+
+def _stages(mw: Middleware) -> list[Any]:
+    return [*mw.input_stages, *mw.output_stages, *mw.finish_stages]
+
+
+def _store_ping(mw: Middleware) -> Callable[[], Any] | None:
+    store: Any = mw.store
+    for candidate in (store, getattr(store, "inner", None)):
+        ping = getattr(candidate, "ping", None)
+        if ping is not None:
+            return ping  # type: ignore[no-any-return]
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    return str(value)
+
+
+def _upstream_models(config: ServerConfig) -> list[str]:
+    if not config.persona.model_list:
+        return [DEMO_MODEL]
+    return [str(entry["litellm_params"]["model"]) for entry in config.persona.model_list]
+
+
+def _model_names(config: ServerConfig) -> list[str]:
+    if not config.persona.model_list:
+        return [DEMO_MODEL]
+    return list(dict.fromkeys(str(entry["model_name"]) for entry in config.persona.model_list))
+
+
+def _llm_client(config: ServerConfig) -> LiteLLMClient | None:
+    if not config.persona.model_list:
+        return None
+    litellm = import_litellm()
+    settings = {"timeout": config.server.upstream_timeout_s, **config.router_settings}
+    return LiteLLMClient(router=litellm.Router(model_list=list(config.persona.model_list), **settings))
+
+
+def _apply_litellm_settings(settings: Mapping[str, Any]) -> None:
+    if not settings:
+        return
+    litellm = import_litellm()
+    ignored = sorted(set(settings) - LITELLM_SETTINGS_APPLIED)
+    for name in sorted(set(settings) & LITELLM_SETTINGS_APPLIED):
+        setattr(litellm, name, settings[name])
+    if ignored:
+        _log.warning("config.litellm_settings_ignored", keys=ignored,
+                     hint="these LiteLLM-proxy features are not part of persona_mw's server")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> Response:
+        error = exc if isinstance(exc, ApiError) else from_exception(exc)
+        if error.status >= 500:
+            _log.error("request.failed", path=request.scope.get("route") and request.scope["route"].path,
+                       status=error.status, error=repr(exc))
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problems = exc.errors()
+        first = problems[0] if problems else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        message = f"{param + ': ' if param else ''}{first['msg']}{more}"
+        return JSONResponse(ApiError(400, message, param=param).body(), status_code=400)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        return JSONResponse(ApiError(exc.status_code, message, type=kind).body(), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(PersonaError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, api_error)

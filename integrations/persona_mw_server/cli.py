@@ -1,0 +1,126 @@
+"""``persona-mw serve``: run the proxy with uvicorn (registered through the
+``persona_mw.commands`` entry point, so the core CLI never imports this module).
+
+For scripts: pick a free port, start ``persona-mw serve --port P [--config FILE]``, poll
+``GET /readyz`` until it answers 200, then send traffic; stop it with SIGTERM (open streams are
+drained for ``server.drain_timeout_s``, usage is flushed). :class:`persona_mw_server.testing.ServerProcess`
+does exactly that.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+
+import click
+from persona_mw import ConfigError, configure_logging
+
+from .config import ServerConfig, load_server_config
+from .keys import hash_key, new_key
+
+__all__ = ["CONFIG_ENV", "app_from_env", "check_bind", "serve"]
+
+#: How worker processes (``--workers N``) learn the config file.
+CONFIG_ENV = "PERSONA_MW_SERVER_CONFIG"
+
+
+def check_bind(host: str, config: ServerConfig) -> None:
+    """Refuse to serve beyond loopback without API keys (anyone could then read every profile)."""
+    if config.auth_enabled or _is_loopback(host):
+        return
+    raise ConfigError(
+        f"refusing to listen on {host!r} without API keys: anyone who can reach it could call "
+        "models and read every profile. Add server.api_keys to the config (make a key with "
+        "`persona-mw serve --new-key`), or listen on 127.0.0.1",
+        field="--host",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def app_from_env() -> object:
+    """The ASGI app for one uvicorn worker process (``--workers N``): the config comes from
+    ``$PERSONA_MW_SERVER_CONFIG``."""
+    from .app import create_app
+
+    configure_logging(json=True)
+    path = os.environ.get(CONFIG_ENV) or None
+    return create_app(load_server_config(path))
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              envvar=CONFIG_ENV, help="YAML config (persona_mw sections + server + LiteLLM-style model_list). "
+              "Without it: in-memory store, the offline demo model, no auth, loopback only.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs server.api_keys.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Worker processes; more than one needs a Redis store to share profiles.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="uvicorn's access log. Off: its paths contain user ids.")
+@click.option("--check-config", is_flag=True, help="Validate the config, print a summary and exit.")
+@click.option("--hash-key", "hash_stdin", is_flag=True,
+              help="Read an API key on stdin, print its key_hash for the config, and exit.")
+@click.option("--new-key", "make_key", is_flag=True,
+              help="Print a new random API key and its key_hash, and exit.")
+def serve(config_path: str | None, host: str, port: int, workers: int, log_level: str,
+          access_log: bool, check_config: bool, hash_stdin: bool, make_key: bool) -> None:
+    """Serve the OpenAI-compatible personalising proxy (POST /v1/chat/completions, ...)."""
+    if make_key:
+        key = new_key()
+        click.echo(f"key:      {key}\nkey_hash: {hash_key(key)}")
+        click.echo("Give the key to the client; put only key_hash in server.api_keys.", err=True)
+        return
+    if hash_stdin:
+        key = sys.stdin.readline().strip()
+        if not key:
+            raise click.ClickException("no key on stdin; e.g. `printf %s \"$KEY\" | persona-mw serve --hash-key`")
+        click.echo(hash_key(key))
+        return
+    try:
+        config = load_server_config(config_path)
+        check_bind(host, config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if config.persona.store.url == "" and workers > 1:
+        raise click.ClickException(
+            "--workers > 1 needs a shared profile store: set store.url to a redis:// URL "
+            "(each worker would otherwise keep its own in-memory profiles)"
+        )
+    if check_config:
+        names = [m["model_name"] for m in config.persona.model_list] or ["persona-demo/offline"]
+        click.echo(f"config ok: models={names} store={'redis' if config.persona.store.url else 'memory'} "
+                   f"api_keys={len(config.api_keys)}")
+        return
+    if not config.auth_enabled:
+        click.echo(
+            "WARNING: no API keys configured: serving WITHOUT AUTH on loopback only. "
+            "Add server.api_keys (persona-mw serve --new-key) before exposing this server.",
+            err=True,
+        )
+    configure_logging(json=True)
+    import uvicorn
+
+    common = {
+        "host": host, "port": port, "log_level": log_level, "access_log": access_log,
+        "timeout_graceful_shutdown": int(config.server.drain_timeout_s) or None,
+        "lifespan": "on",
+    }
+    if workers == 1:
+        from .app import create_app
+
+        uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
+        return
+    os.environ[CONFIG_ENV] = os.path.abspath(config_path) if config_path else ""
+    uvicorn.run("persona_mw_server.cli:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]

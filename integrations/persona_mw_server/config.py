@@ -1,0 +1,206 @@
+"""The server's configuration: persona_mw's own sections plus the server's, in one YAML file.
+
+The file is a persona_mw config (``settings``, ``store``, ``bounds``, ``personalise``,
+``signals``, ``model_list``) with a ``server`` section added, and it accepts the other top-level
+sections of a LiteLLM proxy ``config.yaml`` so a deployer can reuse theirs::
+
+    model_list:                       # LiteLLM Router format, as in LiteLLM's proxy
+      - model_name: gpt-4o-mini
+        litellm_params: {model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}
+    litellm_settings: {drop_params: true, num_retries: 2}   # a known subset is applied
+    router_settings: {routing_strategy: simple-shuffle}     # passed to litellm.Router
+    general_settings: {master_key: os.environ/LITELLM_MASTER_KEY}  # becomes an admin key
+    environment_variables: {OPENAI_API_KEY: ...}            # exported at start-up
+    server:
+      api_keys:
+        - {name: my-app, role: app, key_hash: "sha256:..."}
+        - {name: ada, role: user, user: ada, key_hash: "sha256:..."}
+      max_body_bytes: 1048576
+      upstream_timeout_s: 60
+
+String values may name environment variables as ``${VAR}`` (persona_mw style) or, as a whole
+value, ``os.environ/VAR`` (LiteLLM style); a variable that is not set is an error at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from persona_mw import Config, ConfigError, load_config
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from .keys import hash_key
+
+__all__ = [
+    "LITELLM_SETTINGS_APPLIED",
+    "ApiKey",
+    "Role",
+    "ServerConfig",
+    "ServerSettings",
+    "load_server_config",
+]
+
+Role = Literal["app", "user", "admin"]
+
+#: ``litellm_settings`` keys the server applies to litellm (others are logged and ignored: the
+#: LiteLLM proxy's callbacks, caches and budgets are its own features, not ours).
+LITELLM_SETTINGS_APPLIED = frozenset({"drop_params", "modify_params", "num_retries", "request_timeout"})
+
+_PERSONA_SECTIONS = ("settings", "store", "bounds", "personalise", "signals", "model_list")
+_LITELLM_SECTIONS = ("litellm_settings", "general_settings", "router_settings", "environment_variables")
+_ALL_SECTIONS = (*_PERSONA_SECTIONS, *_LITELLM_SECTIONS, "server")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ApiKey(_Frozen):
+    """One API key, as its hash. ``user`` binds a ``user``-role key to one user id."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    role: Role
+    key_hash: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")] = Field(
+        description="sha256:<hex>; make one with `persona-mw serve --hash-key`"
+    )
+    user: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _user_binding(self) -> ApiKey:
+        if self.role == "user" and self.user is None:
+            raise ValueError("a key with role 'user' needs `user:` (the one user id it may act for)")
+        if self.role != "user" and self.user is not None:
+            raise ValueError(f"`user:` only applies to role 'user', not {self.role!r}")
+        return self
+
+
+class ServerSettings(_Frozen):
+    """The ``server`` section."""
+
+    #: Without keys the server runs without auth and binds only to loopback.
+    api_keys: tuple[ApiKey, ...] = ()
+    #: Larger request bodies are refused with 413.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Seconds to wait for the model before answering 504.
+    upstream_timeout_s: float = Field(default=60.0, gt=0)
+    #: On shutdown, seconds to let open streams finish before they are cut.
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServerSettings:
+        names = [k.name for k in self.api_keys]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"api key names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class ServerConfig(_Frozen):
+    """Everything ``persona-mw serve`` reads: :class:`persona_mw.Config` plus the server's own."""
+
+    persona: Config = Config()
+    server: ServerSettings = ServerSettings()
+    litellm_settings: dict[str, Any] = Field(default_factory=dict)
+    router_settings: dict[str, Any] = Field(default_factory=dict)
+    general_settings: dict[str, Any] = Field(default_factory=dict)
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def api_keys(self) -> tuple[ApiKey, ...]:
+        """The configured keys, plus LiteLLM's ``general_settings.master_key`` as an admin key."""
+        master = self.general_settings.get("master_key")
+        if not master:
+            return self.server.api_keys
+        return (*self.server.api_keys, ApiKey(name="master_key", role="admin", key_hash=hash_key(str(master))))
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+def load_server_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
+    """Read the server's YAML file (or none: embedded defaults). Raises ConfigError naming the
+    file and the field."""
+    if path is None:
+        return ServerConfig()
+    source = str(path)
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror}", source=source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=source) from None
+    loaded = loaded or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError("the top level must be a mapping of sections", source=source)
+    unknown = sorted(set(loaded) - set(_ALL_SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown section(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(_ALL_SECTIONS)}",
+            source=source,
+            field=unknown[0],
+        )
+    env = {**os.environ, **{str(k): str(v) for k, v in (loaded.get("environment_variables") or {}).items()}}
+    data = _expand(loaded, env, source, "")
+    _check_model_list(data.get("model_list") or [], source)
+    persona_part = {k: data[k] for k in _PERSONA_SECTIONS if k in data and data[k] is not None}
+    try:
+        persona = load_config(None, **persona_part).model_copy(update={"source": source})
+    except ConfigError as exc:
+        message = str(exc).removeprefix("config: ")
+        if exc.field:
+            message = message.removeprefix(f"{exc.field}: ")
+        raise ConfigError(message, source=source, field=exc.field) from None
+    try:
+        return ServerConfig.model_validate(
+            {"persona": persona, **{k: data[k] for k in (*_LITELLM_SECTIONS, "server") if data.get(k) is not None}}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        hint = "unknown field; check the spelling" if first["type"] == "extra_forbidden" else first["msg"]
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise ConfigError(hint.removeprefix("Value error, ") + more, source=source, field=field) from None
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: Any, env: dict[str, str], source: str, where: str) -> Any:
+    if isinstance(value, str):
+        if value.startswith("os.environ/"):
+            name = value.removeprefix("os.environ/")
+            if name not in env:
+                raise ConfigError(f"environment variable {name} is not set; export it", source=source, field=where)
+            return env[name]
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(f"environment variable {name} is not set; export it", source=source, field=where)
+            return env[name]
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, env, source, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env, source, f"{where}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def _check_model_list(model_list: Any, source: str) -> None:
+    if not isinstance(model_list, list):
+        raise ConfigError("must be a list of {model_name, litellm_params}", source=source, field="model_list")
+    for i, entry in enumerate(model_list):
+        params = entry.get("litellm_params") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not entry.get("model_name") or not isinstance(params, dict) or not params.get("model"):
+            raise ConfigError(
+                "each entry needs `model_name` (what clients ask for) and `litellm_params.model` "
+                "(the LiteLLM model, e.g. openai/gpt-4o-mini)",
+                source=source,
+                field=f"model_list.{i}",
+            )
