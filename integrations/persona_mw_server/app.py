@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -43,7 +44,7 @@ from persona_mw.llm import LiteLLMClient, import_litellm
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .asgi import OPEN_STREAMS, BodySizeLimit, RequestMetrics
+from .asgi import OPEN_STREAMS, BodySizeLimit, InstanceHeader, RequestMetrics
 from .auth import Action, Principal, deny_reason, deployer_fields_changed
 from .config import LITELLM_SETTINGS_APPLIED, ServerConfig
 from .errors import ApiError, from_exception
@@ -336,6 +337,7 @@ def create_app(config: ServerConfig | None = None, *, middleware: Middleware | N
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodySizeLimit, max_bytes=config.server.max_body_bytes)
+    app.add_middleware(InstanceHeader, instance=secrets.token_hex(4))
     app.add_middleware(RequestMetrics)
     return app
 

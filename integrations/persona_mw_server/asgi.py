@@ -17,7 +17,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_body
 
-__all__ = ["OPEN_STREAMS", "REQUESTS", "REQUEST_SECONDS", "BodySizeLimit", "RequestMetrics"]
+__all__ = [
+    "INSTANCE_HEADER",
+    "OPEN_STREAMS",
+    "REQUESTS",
+    "REQUEST_SECONDS",
+    "BodySizeLimit",
+    "InstanceHeader",
+    "RequestMetrics",
+]
+
+#: Names the server process that answered (a random id, not the pid): with --workers N it tells
+#: operators and tests which worker served a request.
+INSTANCE_HEADER = b"x-persona-instance"
 
 REQUESTS = Counter(
     "persona_mw_server_requests", "HTTP requests answered, by route template, method and status.",
@@ -120,3 +132,23 @@ class RequestMetrics:
             template = getattr(route, "path", None) or "(unmatched)"
             REQUESTS.labels(template, scope["method"], str(status)).inc()
             REQUEST_SECONDS.labels(template, scope["method"]).observe(time.perf_counter() - started)
+
+
+class InstanceHeader:
+    """Adds :data:`INSTANCE_HEADER` to every answer."""
+
+    def __init__(self, app: ASGIApp, *, instance: str) -> None:
+        self.app = app
+        self.header = (INSTANCE_HEADER, instance.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)

@@ -2,7 +2,7 @@
 
 :class:`ServerThread` serves an app built by :func:`~persona_mw_server.create_app` with uvicorn
 in a background thread of this process, on a free loopback port. :class:`ServerProcess` runs
-``persona-mw serve`` as a subprocess (e.g. ``--workers 2``) and waits until ``/readyz`` answers.
+``persona-mw serve`` as a subprocess (e.g. ``--workers 2``) and waits until ``/healthz`` answers.
 Both expose ``base_url`` (``http://127.0.0.1:PORT``; OpenAI clients use ``base_url + "/v1"``).
 """
 
@@ -32,7 +32,7 @@ def free_port() -> int:
 def _wait_ready(url: str, deadline: float, alive: Any = None) -> None:
     while True:
         try:
-            with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, OSError):

@@ -1,0 +1,106 @@
+"""Helpers for the server tests: real upstreams, real keys, config files.
+
+The middleware's upstream is :class:`persona_mw.testing.FakeOpenAIServer` (a real HTTP server);
+:class:`SlowUpstream` is a paced SSE upstream that records how many chunks it managed to send and
+whether the reader hung up, to see cancellation from the upstream's side.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+from persona_mw.testing import FakeOpenAIServer
+from persona_mw_server import hash_key
+
+
+@dataclass(frozen=True)
+class Keys:
+    app: str = "pmw-test-app-key-0000000000000000000000000"
+    ada: str = "pmw-test-user-ada-00000000000000000000000"
+    admin: str = "pmw-test-admin-key-000000000000000000000"
+
+    def config(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "app", "role": "app", "key_hash": hash_key(self.app)},
+            {"name": "ada", "role": "user", "user": "ada", "key_hash": hash_key(self.ada)},
+            {"name": "ops", "role": "admin", "key_hash": hash_key(self.admin)},
+        ]
+
+
+KEYS = Keys()
+
+
+def model_entry(base_url: str, name: str = "fake") -> dict[str, Any]:
+    return {"model_name": name, "litellm_params": {"model": "openai/fake", "api_base": base_url, "api_key": "x"}}
+
+
+def write_config(path: Path, **sections: Any) -> Path:
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+class SlowUpstream:
+    """An OpenAI-style SSE upstream that sends ``chunks`` pieces ``interval`` seconds apart."""
+
+    def __init__(self, *, chunks: int = 200, interval: float = 0.02) -> None:
+        self.chunks = chunks
+        self.interval = interval
+        self.sent = 0
+        self.hung_up = threading.Event()
+        self.finished = threading.Event()
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("connection", "close")
+                self.end_headers()
+                base = {"id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 1, "model": "fake"}
+                try:
+                    for _ in range(upstream.chunks):
+                        piece = {**base, "choices": [{"index": 0, "delta": {"content": "word "}, "finish_reason": None}]}
+                        self.wfile.write(b"data: " + json.dumps(piece).encode() + b"\n\n")
+                        self.wfile.flush()
+                        upstream.sent += 1
+                        time.sleep(upstream.interval)
+                    end = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                    self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
+                    self.wfile.flush()
+                    upstream.finished.set()
+                except (BrokenPipeError, ConnectionResetError):
+                    upstream.hung_up.set()
+                self.close_connection = True
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> SlowUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
