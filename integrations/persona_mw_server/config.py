@@ -109,13 +109,25 @@ class ServerConfig(_Frozen):
     general_settings: dict[str, Any] = Field(default_factory=dict)
     environment_variables: dict[str, str] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _master_key_to_hash(cls, data: Any) -> Any:
+        """LiteLLM's ``general_settings.master_key`` becomes an admin key; only its hash is kept."""
+        if not isinstance(data, dict):
+            return data
+        general = dict(data.get("general_settings") or {})
+        master = general.pop("master_key", None)
+        if not master:
+            return data
+        server = data.get("server") or {}
+        server = dict(server) if isinstance(server, dict) else server.model_dump()
+        server["api_keys"] = [*server.get("api_keys", ()),
+                              {"name": "master_key", "role": "admin", "key_hash": hash_key(str(master))}]
+        return {**data, "general_settings": general, "server": server}
+
     @property
     def api_keys(self) -> tuple[ApiKey, ...]:
-        """The configured keys, plus LiteLLM's ``general_settings.master_key`` as an admin key."""
-        master = self.general_settings.get("master_key")
-        if not master:
-            return self.server.api_keys
-        return (*self.server.api_keys, ApiKey(name="master_key", role="admin", key_hash=hash_key(str(master))))
+        return self.server.api_keys
 
     @property
     def auth_enabled(self) -> bool:

@@ -80,7 +80,7 @@ def test_body_size_limit(faulty: tuple[ServerThread, FakeOpenAIServer]) -> None:
     (Fault(status=500), 502, "upstream_error"),
     (Fault(status=401), 502, "upstream_error"),
     (Fault(status=429), 429, "upstream_error"),
-    (Fault(delay=1.5), 504, "upstream_timeout"),
+    (Fault(delay=1.2), 504, "upstream_timeout"),
 ])
 @pytest.mark.parametrize("stream", [False, True])
 def test_upstream_failures(faulty: tuple[ServerThread, FakeOpenAIServer], fault: Fault, status: int, code: str, stream: bool) -> None:
@@ -90,8 +90,7 @@ def test_upstream_failures(faulty: tuple[ServerThread, FakeOpenAIServer], fault:
     started = time.monotonic()
     response = post(server, {"model": "fake", "user": "u", "messages": MESSAGES, "stream": stream})
     assert_error(response, status, code)
-    assert time.monotonic() - started < 1.4, "the upstream timeout must cut a slow upstream short"
-    time.sleep(fault.delay)  # let the slow fake answer the abandoned request before the next test
+    assert time.monotonic() - started < 1.1, "the upstream timeout must cut a slow upstream short"
 
 
 def test_openai_sdk_sees_typed_errors(faulty: tuple[ServerThread, FakeOpenAIServer]) -> None:
