@@ -21,13 +21,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import Body, Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from persona_mw import (
     Middleware,
     PersonaError,
@@ -41,8 +44,6 @@ from persona_mw import (
 )
 from persona_mw.demo_model import DEMO_MODEL, register_demo_model
 from persona_mw.llm import LiteLLMClient, import_litellm
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .asgi import OPEN_STREAMS, BodySizeLimit, InstanceHeader, RequestMetrics
 from .auth import Action, Principal, deny_reason, deployer_fields_changed
@@ -50,7 +51,15 @@ from .config import LITELLM_SETTINGS_APPLIED, ServerConfig
 from .errors import ApiError, from_exception
 from .keys import find_key
 from .streaming import END, Pump
-from .wire import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelList, chunk_json, completion_json, usage_chunk_json
+from .wire import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ErrorResponse,
+    ModelList,
+    chunk_json,
+    completion_json,
+    usage_chunk_json,
+)
 
 __all__ = ["USER_HEADER", "create_app"]
 
@@ -73,7 +82,36 @@ class _State:
     streams: set[asyncio.Task[None]] = field(default_factory=set)
 
 
-def create_app(config: ServerConfig | None = None, *, middleware: Middleware | None = None) -> FastAPI:
+_BEARER = HTTPBearer(auto_error=False, description="an API key from the server config")
+
+
+async def _principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> Principal:
+    """The caller, from the bearer key (constant-time comparison against every hash)."""
+    state: _State = request.app.state.persona
+    if not state.key_entries:
+        return _OPEN
+    if credentials is None:
+        raise ApiError(
+            401,
+            "missing API key; send `Authorization: Bearer <key>`",
+            type="authentication_error",
+            code="invalid_api_key",
+        )
+    found = find_key(credentials.credentials, state.key_entries)
+    if found is None:
+        raise ApiError(401, "invalid API key", type="authentication_error", code="invalid_api_key")
+    return found
+
+
+Who = Annotated[Principal, Depends(_principal)]
+
+
+def create_app(
+    config: ServerConfig | None = None, *, middleware: Middleware | None = None
+) -> FastAPI:
     """The server as an ASGI app. Give ``middleware`` to serve one you built yourself (its
     ``aclose`` is still called at shutdown); otherwise it is built from ``config.persona``."""
     config = config or ServerConfig()
@@ -123,18 +161,6 @@ def create_app(config: ServerConfig | None = None, *, middleware: Middleware | N
     )
     app.state.persona = state
     _install_error_handlers(app)
-    bearer = HTTPBearer(auto_error=False, description="an API key from the server config")
-
-    async def principal(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
-        if not state.key_entries:
-            return _OPEN
-        if credentials is None:
-            raise ApiError(401, "missing API key; send `Authorization: Bearer <key>`",
-                           type="authentication_error", code="invalid_api_key")
-        found = find_key(credentials.credentials, state.key_entries)
-        if found is None:
-            raise ApiError(401, "invalid API key", type="authentication_error", code="invalid_api_key")
-        return found
 
     def allow(who: Principal, action: Action, user_id: str | None = None) -> None:
         reason = deny_reason(who, action, user_id)
@@ -146,31 +172,57 @@ def create_app(config: ServerConfig | None = None, *, middleware: Middleware | N
     @app.post(
         "/v1/chat/completions",
         response_model=None,
-        responses={200: {"model": ChatCompletion, "description": "The answer; with `stream: true` a "
-                         "text/event-stream of ChatCompletionChunk events ending in `data: [DONE]`."},
-                   **_ERRORS},
+        responses={
+            200: {
+                "model": ChatCompletion,
+                "description": "The answer; with `stream: true` a "
+                "text/event-stream of ChatCompletionChunk events ending in `data: [DONE]`.",
+            },
+            **_ERRORS,
+        },
         tags=["openai"],
     )
     async def chat_completions(
         body: ChatCompletionRequest,
-        who: Principal = Depends(principal),
-        x_persona_user: str | None = Header(default=None, description="the end user; wins over `user`"),
+        who: Who,
+        x_persona_user: str | None = Header(
+            default=None, description="the end user; wins over `user`"
+        ),
     ) -> Response:
         """Chat completion, personalised for the end user and held within the bounds."""
         allow(who, "complete")
         user = x_persona_user or body.user
         if not user:
-            raise ApiError(400, f"no end-user id: set the request's `user` field or the {USER_HEADER} "
-                           "header (the profile and the limits are per user)", param="user")
+            raise ApiError(
+                400,
+                f"no end-user id: set the request's `user` field or the {USER_HEADER} "
+                "header (the profile and the limits are per user)",
+                param="user",
+            )
         if body.model not in state.models:
-            raise ApiError(404, f"model {body.model!r} is not served here; GET /v1/models lists "
-                           f"the models ({', '.join(state.models)})", code="model_not_found", param="model")
+            raise ApiError(
+                404,
+                f"model {body.model!r} is not served here; GET /v1/models lists "
+                f"the models ({', '.join(state.models)})",
+                code="model_not_found",
+                param="model",
+            )
         if body.n not in (None, 1):
-            raise ApiError(400, "only n=1 is supported: each answer is checked against the bounds "
-                           "on its own; send separate requests", param="n")
+            raise ApiError(
+                400,
+                "only n=1 is supported: each answer is checked against the bounds "
+                "on its own; send separate requests",
+                param="n",
+            )
         kwargs = body.llm_kwargs()
         kwargs["timeout"] = config.server.upstream_timeout_s
-        call = {"user": user, "model": body.model, "messages": body.messages, "surface": "server", **kwargs}
+        call = {
+            "user": user,
+            "model": body.model,
+            "messages": body.messages,
+            "surface": "server",
+            **kwargs,
+        }
         if not body.stream:
             response = await state.mw.acompletion(**call)
             return JSONResponse(completion_json(response, body.model))
@@ -182,57 +234,95 @@ def create_app(config: ServerConfig | None = None, *, middleware: Middleware | N
             raise
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _sse(pump, first, model=body.model, messages=body.messages, include_usage=include_usage),
+            _sse(
+                pump, first, model=body.model, messages=body.messages, include_usage=include_usage
+            ),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
-    async def list_models(who: Principal = Depends(principal)) -> dict[str, Any]:
+    async def list_models(who: Who) -> dict[str, Any]:
         """The model names clients may ask for (the config's `model_list`)."""
         allow(who, "read_models")
         created = int(time.time())
-        return {"object": "list", "data": [
-            {"id": m, "object": "model", "created": created, "owned_by": "persona_mw"} for m in state.models
-        ]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": created, "owned_by": "persona_mw"}
+                for m in state.models
+            ],
+        }
 
     # -- profiles, usage, erasure, policy ------------------------------------------------------
 
-    @app.get("/v1/users/{user_id}/profile", response_model=Profile, responses=_ERRORS, tags=["users"])
-    async def get_profile(user_id: str, who: Principal = Depends(principal)) -> Response:
+    @app.get(
+        "/v1/users/{user_id}/profile", response_model=Profile, responses=_ERRORS, tags=["users"]
+    )
+    async def get_profile(user_id: str, who: Who) -> Response:
         """The user's tier-3 profile (the default one when nothing is stored; version 0).
         The ETag is the profile version: send it back in If-Match to update safely."""
         allow(who, "read_profile", user_id)
         profile = await state.mw.store.get(user_id) or state.mw.default_profile(user_id)
         return _profile_response(profile)
 
-    profile_body = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/Profile"}}}}}
-    patch_body = {"requestBody": {"required": True, "content": {
-        "application/merge-patch+json": {"schema": {"type": "object", "description":
-                                         "RFC 7396 merge patch of the Profile; null removes a field"}}}}}
+    profile_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Profile"}}},
+        }
+    }
+    patch_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/merge-patch+json": {
+                    "schema": {
+                        "type": "object",
+                        "description": "RFC 7396 merge patch of the Profile; null removes a field",
+                    }
+                }
+            },
+        }
+    }
 
-    @app.put("/v1/users/{user_id}/profile", response_model=Profile, responses=_ERRORS,
-             openapi_extra=profile_body, tags=["users"])
+    @app.put(
+        "/v1/users/{user_id}/profile",
+        response_model=Profile,
+        responses=_ERRORS,
+        openapi_extra=profile_body,
+        tags=["users"],
+    )
     async def put_profile(
         user_id: str,
         request: Request,
-        who: Principal = Depends(principal),
-        if_match: str | None = Header(default=None, description="the ETag you read; 412 if it changed"),
+        who: Who,
+        if_match: str | None = Header(
+            default=None, description="the ETag you read; 412 if it changed"
+        ),
     ) -> Response:
         """Replace the user's profile."""
         allow(who, "write_profile", user_id)
         data = _strip_owned(await _json_object(request), user_id)
-        profile = await _write(state, who, user_id, lambda _current: parse_profile(data, user_id=user_id), if_match)
+        profile = await _write(
+            state, who, user_id, lambda _current: parse_profile(data, user_id=user_id), if_match
+        )
         return _profile_response(profile)
 
-    @app.patch("/v1/users/{user_id}/profile", response_model=Profile, responses=_ERRORS,
-               openapi_extra=patch_body, tags=["users"])
+    @app.patch(
+        "/v1/users/{user_id}/profile",
+        response_model=Profile,
+        responses=_ERRORS,
+        openapi_extra=patch_body,
+        tags=["users"],
+    )
     async def patch_profile(
         user_id: str,
         request: Request,
-        who: Principal = Depends(principal),
-        if_match: str | None = Header(default=None, description="the ETag you read; 412 if it changed"),
+        who: Who,
+        if_match: str | None = Header(
+            default=None, description="the ETag you read; 412 if it changed"
+        ),
     ) -> Response:
         """Change part of the user's profile (JSON Merge Patch, RFC 7396)."""
         allow(who, "write_profile", user_id)
@@ -245,13 +335,13 @@ def create_app(config: ServerConfig | None = None, *, middleware: Middleware | N
         return _profile_response(await _write(state, who, user_id, change, if_match))
 
     @app.delete("/v1/users/{user_id}/profile", responses=_ERRORS, tags=["users"])
-    async def delete_profile(user_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+    async def delete_profile(user_id: str, who: Who) -> dict[str, Any]:
         """Delete the user's stored profile (they get the default profile from now on)."""
         allow(who, "write_profile", user_id)
         return {"user": user_id, "deleted": await state.mw.store.delete(user_id)}
 
     @app.get("/v1/users/{user_id}/usage", responses=_ERRORS, tags=["users"])
-    async def get_usage(user_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+    async def get_usage(user_id: str, who: Who) -> dict[str, Any]:
         """The user's self-set limits and, where the deployment records usage, their usage."""
         allow(who, "read_usage", user_id)
         profile, _ = await state.mw.load_profile(user_id)
@@ -268,7 +358,7 @@ def create_app(config: ServerConfig | None = None, *, middleware: Middleware | N
         }
 
     @app.delete("/v1/users/{user_id}", responses=_ERRORS, tags=["users"])
-    async def erase_user(user_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+    async def erase_user(user_id: str, who: Who) -> dict[str, Any]:
         """Erase everything stored about the user: profile and, where recorded, usage."""
         allow(who, "erase_user", user_id)
         erased: dict[str, Any] = {"profile": await state.mw.store.delete(user_id)}
@@ -281,13 +371,19 @@ def create_app(config: ServerConfig | None = None, *, middleware: Middleware | N
 
     @app.get("/v1/policy", responses=_ERRORS, tags=["policy"])
     async def get_policy(
-        who: Principal = Depends(principal),
-        user: str | None = Query(default=None, description="explain the policy as it applies to this user"),
+        who: Who,
+        user: str | None = Query(
+            default=None, description="explain the policy as it applies to this user"
+        ),
     ) -> dict[str, Any]:
         """The effective policy, explained: the rules in force, their tier and why. Read-only:
         tier-1 and tier-2 rules come from the deployment's config and cannot be changed here."""
         allow(who, "read_policy", user)
-        profile = (await state.mw.load_profile(user))[0] if user else state.mw.default_profile("(any user)")
+        profile = (
+            (await state.mw.load_profile(user))[0]
+            if user
+            else state.mw.default_profile("(any user)")
+        )
         explained: dict[str, Any] = {}
         for stage in _stages(state.mw):
             explain = getattr(stage, "explain", None)
@@ -297,9 +393,10 @@ def create_app(config: ServerConfig | None = None, *, middleware: Middleware | N
         return {
             "user": user,
             "tiers": {
-                "1": "law and society: immutable, not changeable by the deployer at run time or by users",
+                "1": "law and society: immutable; neither the deployer at run time nor users "
+                "can change it",
                 "2": "the deployer's policy (this server's config); users choose only inside "
-                     "ranges the deployer marks user-adjustable",
+                "ranges the deployer marks user-adjustable",
                 "3": "the user's own profile: can only narrow what tiers 1 and 2 allow",
             },
             "stages": {
@@ -323,7 +420,9 @@ def create_app(config: ServerConfig | None = None, *, middleware: Middleware | N
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], responses={503: {"description": "a dependency is down"}})
+    @app.get(
+        "/readyz", tags=["operations"], responses={503: {"description": "a dependency is down"}}
+    )
     async def readyz() -> Response:
         """Ready for traffic: the profile store answers (when it is Redis)."""
         ping = _store_ping(state.mw)
@@ -348,7 +447,7 @@ def create_app(config: ServerConfig | None = None, *, middleware: Middleware | N
 async def _sse(
     pump: Pump[Any], first: Any, *, model: str, messages: list[dict[str, Any]], include_usage: bool
 ) -> AsyncIterator[bytes]:
-    """OpenAI's SSE framing: ``data: <chunk>\\n\\n`` ..., optionally a usage chunk, ``data: [DONE]``."""
+    """OpenAI's SSE framing: ``data: <chunk>\\n\\n`` ..., maybe a usage chunk, ``data: [DONE]``."""
     OPEN_STREAMS.inc()
     ident, created = f"chatcmpl-{int(time.time() * 1000)}", int(time.time())
     usage: Any = None
@@ -362,13 +461,20 @@ async def _sse(
             usage = getattr(item, "usage", None) or usage
             if item.choices:
                 text.extend(c.delta.content for c in item.choices if c.delta.content)
-                body = chunk_json(item, ident=ident, created=created, model=model, with_usage=include_usage)
+                body = chunk_json(
+                    item, ident=ident, created=created, model=model, with_usage=include_usage
+                )
                 yield b"data: " + json.dumps(body).encode() + b"\n\n"
             item = await pump.get()
         if include_usage:
             prompt, completion = _usage_counts(usage, model, messages, "".join(text))
-            body = usage_chunk_json(ident=ident, created=created, model=model,
-                                    prompt_tokens=prompt, completion_tokens=completion)
+            body = usage_chunk_json(
+                ident=ident,
+                created=created,
+                model=model,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+            )
             yield b"data: " + json.dumps(body).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
     except Exception as exc:  # the status line is sent already: report in-band, as OpenAI does
@@ -380,16 +486,20 @@ async def _sse(
         OPEN_STREAMS.dec()
 
 
-def _usage_counts(usage: Any, model: str, messages: list[dict[str, Any]], text: str) -> tuple[int, int]:
+def _usage_counts(
+    usage: Any, model: str, messages: list[dict[str, Any]], text: str
+) -> tuple[int, int]:
     """Token counts for the usage chunk: the model's own when the stream carried them, else
     LiteLLM's tokenizer estimate."""
     if usage is not None:
         return int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
     litellm = import_litellm()
     try:
-        return (int(litellm.token_counter(model=model, messages=messages)),
-                int(litellm.token_counter(model=model, text=text)) if text else 0)
-    except Exception:  # noqa: BLE001 - an estimate must never break the answer
+        return (
+            int(litellm.token_counter(model=model, messages=messages)),
+            int(litellm.token_counter(model=model, text=text)) if text else 0,
+        )
+    except Exception:
         return sum(len(str(m.get("content", ""))) for m in messages) // 4, (len(text) + 3) // 4
 
 
@@ -410,8 +520,11 @@ async def _json_object(request: Request) -> dict[str, Any]:
 def _strip_owned(data: dict[str, Any], user_id: str) -> dict[str, Any]:
     """``version`` belongs to the store and ``user_id`` to the URL; reject a different id."""
     if data.get("user_id") not in (None, user_id):
-        raise ApiError(400, f"user_id in the body ({data['user_id']!r}) differs from the URL; "
-                       "leave it out", param="user_id")
+        raise ApiError(
+            400,
+            f"user_id in the body ({data['user_id']!r}) differs from the URL; leave it out",
+            param="user_id",
+        )
     return {k: v for k, v in data.items() if k not in ("version", "user_id")}
 
 
@@ -420,37 +533,61 @@ def _parse_if_match(value: str | None) -> int | None:
         return None
     tag = value.strip().removeprefix("W/").strip('"')
     if not tag.isdigit():
-        raise ApiError(400, f"If-Match must be an ETag from GET (a quoted version such as \"3\"), not {value!r}",
-                       param="If-Match")
+        raise ApiError(
+            400,
+            f'If-Match must be an ETag from GET (a quoted version such as "3"), not {value!r}',
+            param="If-Match",
+        )
     return int(tag)
 
 
 async def _write(
-    state: _State, who: Principal, user_id: str, make: Callable[[Profile], Profile], if_match: str | None
+    state: _State,
+    who: Principal,
+    user_id: str,
+    make: Callable[[Profile], Profile],
+    if_match: str | None,
 ) -> Profile:
     expected = _parse_if_match(if_match)
 
     def change(current: Profile) -> Profile:
         if expected is not None and current.version != expected:
-            raise ApiError(412, f"the profile is at version {current.version}, not {expected}: it "
-                           "changed since you read it; GET it again and reapply your change",
-                           type="precondition_failed", code="profile_changed", param="If-Match")
+            raise ApiError(
+                412,
+                f"the profile is at version {current.version}, not {expected}: it "
+                "changed since you read it; GET it again and reapply your change",
+                type="precondition_failed",
+                code="profile_changed",
+                param="If-Match",
+            )
         new = make(current)
         if who.role == "user":
             changed = deployer_fields_changed(current, new)
             if changed:
-                raise ApiError(403, f"{', '.join(changed)} can be set only by the deployer (an admin "
-                               "key): they decide which protections apply", type="permission_error",
-                               code="deployer_field", param=changed[0])
+                raise ApiError(
+                    403,
+                    f"{', '.join(changed)} can be set only by the deployer (an admin "
+                    "key): they decide which protections apply",
+                    type="permission_error",
+                    code="deployer_field",
+                    param=changed[0],
+                )
         return new
 
     try:
-        return await update_profile(state.mw.store, user_id, change, attempts=1 if expected is not None else 5)
+        return await update_profile(
+            state.mw.store, user_id, change, attempts=1 if expected is not None else 5
+        )
     except ProfileConflictError:
         if expected is not None:
-            raise ApiError(412, "the profile changed while you were updating it; GET it again and "
-                           "reapply your change", type="precondition_failed", code="profile_changed",
-                           param="If-Match") from None
+            raise ApiError(
+                412,
+                "the profile changed while you were updating it; GET it again and "
+                "reapply your change",
+                type="precondition_failed",
+                code="profile_changed",
+                param="If-Match",
+            ) from None
         raise
 
 
@@ -498,7 +635,9 @@ def _llm_client(config: ServerConfig) -> LiteLLMClient | None:
         return None
     litellm = import_litellm()
     settings = {"timeout": config.server.upstream_timeout_s, **config.router_settings}
-    return LiteLLMClient(router=litellm.Router(model_list=list(config.persona.model_list), **settings))
+    return LiteLLMClient(
+        router=litellm.Router(model_list=list(config.persona.model_list), **settings)
+    )
 
 
 def _apply_litellm_settings(settings: Mapping[str, Any]) -> None:
@@ -509,16 +648,23 @@ def _apply_litellm_settings(settings: Mapping[str, Any]) -> None:
     for name in sorted(set(settings) & LITELLM_SETTINGS_APPLIED):
         setattr(litellm, name, settings[name])
     if ignored:
-        _log.warning("config.litellm_settings_ignored", keys=ignored,
-                     hint="these LiteLLM-proxy features are not part of persona_mw's server")
+        _log.warning(
+            "config.litellm_settings_ignored",
+            keys=ignored,
+            hint="these LiteLLM-proxy features are not part of persona_mw's server",
+        )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         error = exc if isinstance(exc, ApiError) else from_exception(exc)
         if error.status >= 500:
-            _log.error("request.failed", path=request.scope.get("route") and request.scope["route"].path,
-                       status=error.status, error=repr(exc))
+            _log.error(
+                "request.failed",
+                path=request.scope.get("route") and request.scope["route"].path,
+                status=error.status,
+                error=repr(exc),
+            )
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
@@ -532,14 +678,19 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
+        kind = {404: "not_found_error", 405: "invalid_request_error"}.get(
+            exc.status_code, "invalid_request_error"
+        )
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
-        return JSONResponse(ApiError(exc.status_code, message, type=kind).body(), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            ApiError(exc.status_code, message, type=kind).body(),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(PersonaError, api_error)

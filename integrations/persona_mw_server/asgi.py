@@ -32,7 +32,8 @@ __all__ = [
 INSTANCE_HEADER = b"x-persona-instance"
 
 REQUESTS = Counter(
-    "persona_mw_server_requests", "HTTP requests answered, by route template, method and status.",
+    "persona_mw_server_requests",
+    "HTTP requests answered, by route template, method and status.",
     ["route", "method", "status"],
 )
 REQUEST_SECONDS = Histogram(
@@ -46,8 +47,16 @@ OPEN_STREAMS = Gauge("persona_mw_server_open_streams", "Streamed answers in prog
 
 async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 

@@ -27,7 +27,13 @@ from .config import Role
 __all__ = ["DEPLOYER_FIELDS", "Action", "Principal", "deny_reason", "deployer_fields_changed"]
 
 Action = Literal[
-    "complete", "read_models", "read_policy", "read_profile", "write_profile", "read_usage", "erase_user"
+    "complete",
+    "read_models",
+    "read_policy",
+    "read_profile",
+    "write_profile",
+    "read_usage",
+    "erase_user",
 ]
 
 #: Profile fields a ``user`` key may not change: the deployer's knowledge of the user's age
@@ -35,7 +41,9 @@ Action = Literal[
 DEPLOYER_FIELDS = ("age_band", "known_minor")
 
 _APP_ACTIONS = frozenset({"complete", "read_models", "read_policy"})
-_USER_OWN_ACTIONS = frozenset({"read_policy", "read_profile", "write_profile", "read_usage", "erase_user"})
+_USER_OWN_ACTIONS = frozenset(
+    {"read_policy", "read_profile", "write_profile", "read_usage", "erase_user"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +69,10 @@ def deny_reason(principal: Principal, action: Action, user_id: str | None = None
     if action == "read_models" or (action == "read_policy" and user_id is None):
         return None
     if action not in _USER_OWN_ACTIONS:
-        return f"key {principal.name!r} has role 'user', which may manage its own profile but not call completions"
+        return (
+            f"key {principal.name!r} has role 'user', which may manage its own profile but not "
+            "call completions"
+        )
     if user_id != principal.user:
         return f"key {principal.name!r} may act only for its own user id, not for another user"
     return None

@@ -3,8 +3,8 @@
 
 For scripts: pick a free port, start ``persona-mw serve --port P [--config FILE]``, poll
 ``GET /readyz`` until it answers 200, then send traffic; stop it with SIGTERM (open streams are
-drained for ``server.drain_timeout_s``, usage is flushed). :class:`persona_mw_server.testing.ServerProcess`
-does exactly that.
+drained for ``server.drain_timeout_s``, usage is flushed).
+:class:`persona_mw_server.testing.ServerProcess` does exactly that.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import sys
 
 import click
+
 from persona_mw import ConfigError, configure_logging
 
 from .config import ServerConfig, load_server_config
@@ -57,25 +58,64 @@ def app_from_env() -> object:
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              envvar=CONFIG_ENV, help="YAML config (persona_mw sections + server + LiteLLM-style model_list). "
-              "Without it: in-memory store, the offline demo model, no auth, loopback only.")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but loopback needs server.api_keys.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar=CONFIG_ENV,
+    help="YAML config (persona_mw sections + server + LiteLLM-style model_list). "
+    "Without it: in-memory store, the offline demo model, no auth, loopback only.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback needs server.api_keys.",
+)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="Worker processes; more than one needs a Redis store to share profiles.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--access-log/--no-access-log", default=False, show_default=True,
-              help="uvicorn's access log. Off: its paths contain user ids.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Worker processes; more than one needs a Redis store to share profiles.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="uvicorn's access log. Off: its paths contain user ids.",
+)
 @click.option("--check-config", is_flag=True, help="Validate the config, print a summary and exit.")
-@click.option("--hash-key", "hash_stdin", is_flag=True,
-              help="Read an API key on stdin, print its key_hash for the config, and exit.")
-@click.option("--new-key", "make_key", is_flag=True,
-              help="Print a new random API key and its key_hash, and exit.")
-def serve(config_path: str | None, host: str, port: int, workers: int, log_level: str,
-          access_log: bool, check_config: bool, hash_stdin: bool, make_key: bool) -> None:
+@click.option(
+    "--hash-key",
+    "hash_stdin",
+    is_flag=True,
+    help="Read an API key on stdin, print its key_hash for the config, and exit.",
+)
+@click.option(
+    "--new-key",
+    "make_key",
+    is_flag=True,
+    help="Print a new random API key and its key_hash, and exit.",
+)
+def serve(
+    config_path: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    access_log: bool,
+    check_config: bool,
+    hash_stdin: bool,
+    make_key: bool,
+) -> None:
     """Serve the OpenAI-compatible personalising proxy (POST /v1/chat/completions, ...)."""
     if make_key:
         key = new_key()
@@ -85,7 +125,9 @@ def serve(config_path: str | None, host: str, port: int, workers: int, log_level
     if hash_stdin:
         key = sys.stdin.readline().strip()
         if not key:
-            raise click.ClickException("no key on stdin; e.g. `printf %s \"$KEY\" | persona-mw serve --hash-key`")
+            raise click.ClickException(
+                'no key on stdin; e.g. `printf %s "$KEY" | persona-mw serve --hash-key`'
+            )
         click.echo(hash_key(key))
         return
     try:
@@ -100,8 +142,10 @@ def serve(config_path: str | None, host: str, port: int, workers: int, log_level
         )
     if check_config:
         names = [m["model_name"] for m in config.persona.model_list] or ["persona-demo/offline"]
-        click.echo(f"config ok: models={names} store={'redis' if config.persona.store.url else 'memory'} "
-                   f"api_keys={len(config.api_keys)}")
+        click.echo(
+            f"config ok: models={names} store={'redis' if config.persona.store.url else 'memory'} "
+            f"api_keys={len(config.api_keys)}"
+        )
         return
     if not config.auth_enabled:
         click.echo(
@@ -113,7 +157,10 @@ def serve(config_path: str | None, host: str, port: int, workers: int, log_level
     import uvicorn
 
     common = {
-        "host": host, "port": port, "log_level": log_level, "access_log": access_log,
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": access_log,
         "timeout_graceful_shutdown": int(config.server.drain_timeout_s) or None,
         "lifespan": "on",
     }

@@ -30,8 +30,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
 from persona_mw import Config, ConfigError, load_config
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from .keys import hash_key
 
@@ -48,10 +56,17 @@ Role = Literal["app", "user", "admin"]
 
 #: ``litellm_settings`` keys the server applies to litellm (others are logged and ignored: the
 #: LiteLLM proxy's callbacks, caches and budgets are its own features, not ours).
-LITELLM_SETTINGS_APPLIED = frozenset({"drop_params", "modify_params", "num_retries", "request_timeout"})
+LITELLM_SETTINGS_APPLIED = frozenset(
+    {"drop_params", "modify_params", "num_retries", "request_timeout"}
+)
 
 _PERSONA_SECTIONS = ("settings", "store", "bounds", "personalise", "signals", "model_list")
-_LITELLM_SECTIONS = ("litellm_settings", "general_settings", "router_settings", "environment_variables")
+_LITELLM_SECTIONS = (
+    "litellm_settings",
+    "general_settings",
+    "router_settings",
+    "environment_variables",
+)
 _ALL_SECTIONS = (*_PERSONA_SECTIONS, *_LITELLM_SECTIONS, "server")
 
 
@@ -72,7 +87,9 @@ class ApiKey(_Frozen):
     @model_validator(mode="after")
     def _user_binding(self) -> ApiKey:
         if self.role == "user" and self.user is None:
-            raise ValueError("a key with role 'user' needs `user:` (the one user id it may act for)")
+            raise ValueError(
+                "a key with role 'user' needs `user:` (the one user id it may act for)"
+            )
         if self.role != "user" and self.user is not None:
             raise ValueError(f"`user:` only applies to role 'user', not {self.role!r}")
         return self
@@ -121,8 +138,10 @@ class ServerConfig(_Frozen):
             return data
         server = data.get("server") or {}
         server = dict(server) if isinstance(server, dict) else server.model_dump()
-        server["api_keys"] = [*server.get("api_keys", ()),
-                              {"name": "master_key", "role": "admin", "key_hash": hash_key(str(master))}]
+        server["api_keys"] = [
+            *server.get("api_keys", ()),
+            {"name": "master_key", "role": "admin", "key_hash": hash_key(str(master))},
+        ]
         return {**data, "general_settings": general, "server": server}
 
     @property
@@ -152,11 +171,15 @@ def load_server_config(path: str | os.PathLike[str] | None = None) -> ServerConf
     unknown = sorted(set(loaded) - set(_ALL_SECTIONS))
     if unknown:
         raise ConfigError(
-            f"unknown section(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(_ALL_SECTIONS)}",
+            f"unknown section(s) {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(_ALL_SECTIONS)}",
             source=source,
             field=unknown[0],
         )
-    env = {**os.environ, **{str(k): str(v) for k, v in (loaded.get("environment_variables") or {}).items()}}
+    env = {
+        **os.environ,
+        **{str(k): str(v) for k, v in (loaded.get("environment_variables") or {}).items()},
+    }
     data = _expand(loaded, env, source, "")
     _check_model_list(data.get("model_list") or [], source)
     persona_part = {k: data[k] for k in _PERSONA_SECTIONS if k in data and data[k] is not None}
@@ -169,14 +192,23 @@ def load_server_config(path: str | os.PathLike[str] | None = None) -> ServerConf
         raise ConfigError(message, source=source, field=exc.field) from None
     try:
         return ServerConfig.model_validate(
-            {"persona": persona, **{k: data[k] for k in (*_LITELLM_SECTIONS, "server") if data.get(k) is not None}}
+            {
+                "persona": persona,
+                **{k: data[k] for k in (*_LITELLM_SECTIONS, "server") if data.get(k) is not None},
+            }
         )
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        hint = "unknown field; check the spelling" if first["type"] == "extra_forbidden" else first["msg"]
+        hint = (
+            "unknown field; check the spelling"
+            if first["type"] == "extra_forbidden"
+            else first["msg"]
+        )
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise ConfigError(hint.removeprefix("Value error, ") + more, source=source, field=field) from None
+        raise ConfigError(
+            hint.removeprefix("Value error, ") + more, source=source, field=field
+        ) from None
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -187,18 +219,25 @@ def _expand(value: Any, env: dict[str, str], source: str, where: str) -> Any:
         if value.startswith("os.environ/"):
             name = value.removeprefix("os.environ/")
             if name not in env:
-                raise ConfigError(f"environment variable {name} is not set; export it", source=source, field=where)
+                raise ConfigError(
+                    f"environment variable {name} is not set; export it", source=source, field=where
+                )
             return env[name]
 
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:
-                raise ConfigError(f"environment variable {name} is not set; export it", source=source, field=where)
+                raise ConfigError(
+                    f"environment variable {name} is not set; export it", source=source, field=where
+                )
             return env[name]
 
         return _ENV_REF.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _expand(v, env, source, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {
+            k: _expand(v, env, source, f"{where}.{k}" if where else str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_expand(v, env, source, f"{where}.{i}") for i, v in enumerate(value)]
     return value
@@ -206,10 +245,17 @@ def _expand(value: Any, env: dict[str, str], source: str, where: str) -> Any:
 
 def _check_model_list(model_list: Any, source: str) -> None:
     if not isinstance(model_list, list):
-        raise ConfigError("must be a list of {model_name, litellm_params}", source=source, field="model_list")
+        raise ConfigError(
+            "must be a list of {model_name, litellm_params}", source=source, field="model_list"
+        )
     for i, entry in enumerate(model_list):
         params = entry.get("litellm_params") if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or not entry.get("model_name") or not isinstance(params, dict) or not params.get("model"):
+        if (
+            not isinstance(entry, dict)
+            or not entry.get("model_name")
+            or not isinstance(params, dict)
+            or not params.get("model")
+        ):
             raise ConfigError(
                 "each entry needs `model_name` (what clients ask for) and `litellm_params.model` "
                 "(the LiteLLM model, e.g. openai/gpt-4o-mini)",

@@ -53,7 +53,11 @@ class ApiError(Exception):
 
 
 def error_body(
-    message: str, *, type: str = "invalid_request_error", code: str | None = None, param: str | None = None
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
@@ -70,18 +74,32 @@ def from_exception(exc: BaseException, *, request_id: str = "") -> ApiError:
     if isinstance(exc, ProfileConflictError):
         return ApiError(409, str(exc), type="conflict_error", code="profile_conflict")
     if isinstance(exc, UpstreamTimeout):
-        return ApiError(504, f"{exc}; the server's upstream timeout is server.upstream_timeout_s",
-                        type="timeout_error", code="upstream_timeout")
+        return ApiError(
+            504,
+            f"{exc}; the server's upstream timeout is server.upstream_timeout_s",
+            type="timeout_error",
+            code="upstream_timeout",
+        )
     if isinstance(exc, UpstreamError):
         status = exc.status_code if exc.status_code in _PASSED_UPSTREAM_STATUSES else 502
-        kind = "rate_limit_error" if status == 429 else ("invalid_request_error" if status < 500 else "upstream_error")
+        kind = (
+            "rate_limit_error"
+            if status == 429
+            else ("invalid_request_error" if status < 500 else "upstream_error")
+        )
         return ApiError(status or 502, str(exc), type=kind, code="upstream_error")
     if isinstance(exc, StoreError):
-        return ApiError(503, f"{exc}; the profile store is unavailable and the deployment fails closed",
-                        type="service_unavailable_error", code="store_unavailable")
+        return ApiError(
+            503,
+            f"{exc}; the profile store is unavailable and the deployment fails closed",
+            type="service_unavailable_error",
+            code="store_unavailable",
+        )
     if isinstance(exc, BoundsError):
         return ApiError(400, exc.user_message, code="content_filter")
     suffix = f" (request id {request_id})" if request_id else ""
     if isinstance(exc, PersonaError):
         return ApiError(500, f"{exc}{suffix}", type="server_error")
-    return ApiError(500, f"internal error; the server log has the details{suffix}", type="server_error")
+    return ApiError(
+        500, f"internal error; the server log has the details{suffix}", type="server_error"
+    )

@@ -32,9 +32,13 @@ class Pump(Generic[T]):
     """Iterates ``source`` in its own task. ``get`` returns the next item or :data:`END`, and
     re-raises what the source raised. ``cancel`` stops it (the source's ``finally`` still runs)."""
 
-    def __init__(self, source: AsyncIterator[T], *, tracked: set[asyncio.Task[None]], buffer: int = 8) -> None:
+    def __init__(
+        self, source: AsyncIterator[T], *, tracked: set[asyncio.Task[None]], buffer: int = 8
+    ) -> None:
         self._queue: asyncio.Queue[T | _End | BaseException] = asyncio.Queue(maxsize=buffer)
-        self.task = asyncio.get_running_loop().create_task(self._run(source), name="persona_mw_server.stream")
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(source), name="persona_mw_server.stream"
+        )
         tracked.add(self.task)
         self.task.add_done_callback(tracked.discard)
 

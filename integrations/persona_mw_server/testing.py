@@ -51,10 +51,19 @@ class ServerThread:
         import uvicorn
 
         self.port = port or free_port()
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                     access_log=False, lifespan="on", timeout_graceful_shutdown=graceful_timeout)
+        self.config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=graceful_timeout,
+        )
         self.server = uvicorn.Server(self.config)
-        self._thread = threading.Thread(target=self.server.run, name="persona-mw-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.run, name="persona-mw-server", daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -83,12 +92,24 @@ class ServerProcess:
     to ``log_path`` when given.
     """
 
-    def __init__(self, config: str | os.PathLike[str] | None = None, *, args: list[str] | None = None,
-                 port: int | None = None, env: dict[str, str] | None = None,
-                 log_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | None = None,
+        *,
+        args: list[str] | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.port = port or free_port()
-        command = [sys.executable, "-c", "import sys; from persona_mw.cli import main; sys.exit(main())",
-                   "serve", "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from persona_mw.cli import main; sys.exit(main())",
+            "serve",
+            "--port",
+            str(self.port),
+        ]
         if config is not None:
             command += ["--config", str(config)]
         self.command = command + list(args or [])
@@ -107,11 +128,17 @@ class ServerProcess:
 
     def start(self, timeout: float = 60) -> ServerProcess:
         stderr: Any = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr)
+        self.proc = subprocess.Popen(
+            self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
         if self.log_path:
             stderr.close()
         try:
-            _wait_ready(self.base_url, time.monotonic() + timeout, lambda: self.proc is not None and self.proc.poll() is None)
+            _wait_ready(
+                self.base_url,
+                time.monotonic() + timeout,
+                lambda: self.proc is not None and self.proc.poll() is None,
+            )
         except BaseException:
             self.stop()
             raise

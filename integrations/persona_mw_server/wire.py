@@ -30,9 +30,21 @@ __all__ = [
 ]
 
 _PASSED_PARAMS = (
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "presence_penalty",
-    "frequency_penalty", "logit_bias", "seed", "tools", "tool_choice", "response_format",
-    "parallel_tool_calls", "logprobs", "top_logprobs",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "seed",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "parallel_tool_calls",
+    "logprobs",
+    "top_logprobs",
 )
 
 
@@ -71,7 +83,9 @@ class ChatCompletionRequest(BaseModel):
 
     def llm_kwargs(self) -> dict[str, Any]:
         """The parameters that go on to LiteLLM (only those the client set)."""
-        kwargs = {name: getattr(self, name) for name in _PASSED_PARAMS if getattr(self, name) is not None}
+        kwargs = {
+            name: getattr(self, name) for name in _PASSED_PARAMS if getattr(self, name) is not None
+        }
         if self.stream and self.stream_options and self.stream_options.include_usage:
             kwargs["stream_options"] = {"include_usage": True}
         return kwargs
@@ -167,10 +181,15 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]] | None:
     for i, call in enumerate(calls):
         fn = getattr(call, "function", None)
         item: dict[str, Any] = {
-            "index": getattr(call, "index", None) if getattr(call, "index", None) is not None else i,
+            "index": getattr(call, "index", None)
+            if getattr(call, "index", None) is not None
+            else i,
             "id": getattr(call, "id", None),
             "type": getattr(call, "type", None) or "function",
-            "function": {"name": getattr(fn, "name", None), "arguments": getattr(fn, "arguments", None) or ""},
+            "function": {
+                "name": getattr(fn, "name", None),
+                "arguments": getattr(fn, "arguments", None) or "",
+            },
         }
         out.append(item)
     return out
@@ -180,19 +199,30 @@ def _usage(usage: Any) -> dict[str, int] | None:
     if usage is None:
         return None
     prompt, completion = int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def completion_json(response: ModelResponse, model: str) -> dict[str, Any]:
     """A non-streamed answer. ``model`` is the name the client asked for."""
     choices = []
     for choice in response.choices:
-        message = choice.message  # type: ignore[union-attr]
+        message = choice.message
         out: dict[str, Any] = {"role": "assistant", "content": message.content}
         calls = _tool_calls(getattr(message, "tool_calls", None))
         if calls:
             out["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
-        choices.append({"index": choice.index, "message": out, "logprobs": None, "finish_reason": choice.finish_reason})
+        choices.append(
+            {
+                "index": choice.index,
+                "message": out,
+                "logprobs": None,
+                "finish_reason": choice.finish_reason,
+            }
+        )
     return {
         "id": response.id,
         "object": "chat.completion",
@@ -204,7 +234,9 @@ def completion_json(response: ModelResponse, model: str) -> dict[str, Any]:
     }
 
 
-def chunk_json(chunk: ModelResponseStream, *, ident: str, created: int, model: str, with_usage: bool) -> dict[str, Any]:
+def chunk_json(
+    chunk: ModelResponseStream, *, ident: str, created: int, model: str, with_usage: bool
+) -> dict[str, Any]:
     """One streamed chunk, under the stream's one id."""
     choices = []
     for choice in chunk.choices:
@@ -217,21 +249,41 @@ def chunk_json(chunk: ModelResponseStream, *, ident: str, created: int, model: s
         calls = _tool_calls(getattr(delta, "tool_calls", None))
         if calls:
             out["tool_calls"] = calls
-        choices.append({"index": choice.index, "delta": out, "logprobs": None, "finish_reason": choice.finish_reason})
+        choices.append(
+            {
+                "index": choice.index,
+                "delta": out,
+                "logprobs": None,
+                "finish_reason": choice.finish_reason,
+            }
+        )
     body: dict[str, Any] = {
-        "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-        "system_fingerprint": None, "choices": choices,
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": choices,
     }
     if with_usage:
         body["usage"] = None
     return body
 
 
-def usage_chunk_json(*, ident: str, created: int, model: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def usage_chunk_json(
+    *, ident: str, created: int, model: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
     """The last chunk when the client asked for ``stream_options.include_usage``."""
     return {
-        "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-        "system_fingerprint": None, "choices": [],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from persona_mw.testing import FakeOpenAIServer
 from persona_mw_server import create_app, load_server_config
 from persona_mw_server.testing import ServerThread
 from server_helpers import KEYS, model_entry, write_config
+
+from persona_mw.testing import FakeOpenAIServer
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,9 @@ def upstream() -> Iterator[FakeOpenAIServer]:
 
 
 @pytest.fixture(scope="module")
-def server(upstream: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def server(
+    upstream: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
     """Our server with API keys, routing model "fake" to the fake upstream."""
     path = write_config(
         tmp_path_factory.mktemp("server") / "persona.yaml",
@@ -35,7 +38,6 @@ def open_server() -> Iterator[ServerThread]:
     """Our server on embedded defaults: no config, no keys, the offline demo model."""
     with ServerThread(create_app()) as running:
         yield running
-
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from persona_mw.testing import FakeOpenAIServer
 from persona_mw_server import hash_key
 
 
@@ -38,7 +37,10 @@ KEYS = Keys()
 
 
 def model_entry(base_url: str, name: str = "fake") -> dict[str, Any]:
-    return {"model_name": name, "litellm_params": {"model": "openai/fake", "api_base": base_url, "api_key": "x"}}
+    return {
+        "model_name": name,
+        "litellm_params": {"model": "openai/fake", "api_base": base_url, "api_key": "x"},
+    }
 
 
 def write_config(path: Path, **sections: Any) -> Path:
@@ -69,10 +71,20 @@ class SlowUpstream:
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("connection", "close")
                 self.end_headers()
-                base = {"id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 1, "model": "fake"}
+                base = {
+                    "id": "chatcmpl-slow",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": "fake",
+                }
                 try:
                     for _ in range(upstream.chunks):
-                        piece = {**base, "choices": [{"index": 0, "delta": {"content": "word "}, "finish_reason": None}]}
+                        piece = {
+                            **base,
+                            "choices": [
+                                {"index": 0, "delta": {"content": "word "}, "finish_reason": None}
+                            ],
+                        }
                         self.wfile.write(b"data: " + json.dumps(piece).encode() + b"\n\n")
                         self.wfile.flush()
                         upstream.sent += 1

@@ -1,4 +1,4 @@
-"""Auth and roles: every role × endpoint × own/other user, keys, and the profile API's rules."""
+"""Auth and roles: every role x endpoint x own/other user, keys, and the profile API's rules."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from typing import Any
 
 import httpx
 import pytest
-from persona_mw import ConfigError
 from persona_mw_server import ServerConfig, check_bind, hash_key
 from persona_mw_server.config import ApiKey, ServerSettings
 from persona_mw_server.keys import find_key
 from persona_mw_server.testing import ServerThread
 from server_helpers import KEYS, bearer
+
+from persona_mw import ConfigError
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "user": "ada"}
 PATCH = {"style": {"tone": "direct"}}
@@ -19,11 +20,17 @@ PATCH = {"style": {"tone": "direct"}}
 NONE, BAD = "", "pmw-not-a-configured-key"
 # (key, method, path, json body, expected status)
 MATRIX: list[tuple[str, str, str, Any, int]] = [
-    *[(k, m, p, b, 401) for k in (NONE, BAD) for m, p, b in [
-        ("POST", "/v1/chat/completions", CHAT), ("GET", "/v1/models", None),
-        ("GET", "/v1/users/ada/profile", None), ("GET", "/v1/policy", None),
-        ("DELETE", "/v1/users/ada", None),
-    ]],
+    *[
+        (k, m, p, b, 401)
+        for k in (NONE, BAD)
+        for m, p, b in [
+            ("POST", "/v1/chat/completions", CHAT),
+            ("GET", "/v1/models", None),
+            ("GET", "/v1/users/ada/profile", None),
+            ("GET", "/v1/policy", None),
+            ("DELETE", "/v1/users/ada", None),
+        ]
+    ],
     (KEYS.app, "POST", "/v1/chat/completions", CHAT, 200),
     (KEYS.app, "GET", "/v1/models", None, 200),
     (KEYS.app, "GET", "/v1/policy", None, 200),
@@ -50,26 +57,41 @@ MATRIX: list[tuple[str, str, str, Any, int]] = [
     (KEYS.ada, "GET", "/v1/users/bob/usage", None, 403),
     (KEYS.ada, "DELETE", "/v1/users/ada", None, 200),
     (KEYS.ada, "DELETE", "/v1/users/bob", None, 403),
-    *[(KEYS.admin, m, p, b, 200) for m, p, b in [
-        ("POST", "/v1/chat/completions", CHAT), ("GET", "/v1/models", None),
-        ("GET", "/v1/policy?user=bob", None), ("GET", "/v1/users/bob/profile", None),
-        ("PATCH", "/v1/users/bob/profile", PATCH), ("PUT", "/v1/users/bob/profile", PATCH),
-        ("DELETE", "/v1/users/bob/profile", None), ("GET", "/v1/users/bob/usage", None),
-        ("DELETE", "/v1/users/bob", None),
-    ]],
+    *[
+        (KEYS.admin, m, p, b, 200)
+        for m, p, b in [
+            ("POST", "/v1/chat/completions", CHAT),
+            ("GET", "/v1/models", None),
+            ("GET", "/v1/policy?user=bob", None),
+            ("GET", "/v1/users/bob/profile", None),
+            ("PATCH", "/v1/users/bob/profile", PATCH),
+            ("PUT", "/v1/users/bob/profile", PATCH),
+            ("DELETE", "/v1/users/bob/profile", None),
+            ("GET", "/v1/users/bob/usage", None),
+            ("DELETE", "/v1/users/bob", None),
+        ]
+    ],
     *[(NONE, "GET", p, None, 200) for p in ("/healthz", "/readyz", "/metrics", "/openapi.json")],
 ]
 
 
 def _name(case: tuple[str, str, str, Any, int]) -> str:
-    key = {NONE: "nokey", BAD: "badkey", KEYS.app: "app", KEYS.ada: "user-ada", KEYS.admin: "admin"}[case[0]]
+    key = {
+        NONE: "nokey",
+        BAD: "badkey",
+        KEYS.app: "app",
+        KEYS.ada: "user-ada",
+        KEYS.admin: "admin",
+    }[case[0]]
     return f"{key}-{case[1]}-{case[2]}"
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=[_name(c) for c in MATRIX])
 def test_role_matrix(server: ServerThread, case: tuple[str, str, str, Any, int]) -> None:
     key, method, path, body, expected = case
-    response = httpx.request(method, server.base_url + path, json=body, headers=bearer(key) if key else {})
+    response = httpx.request(
+        method, server.base_url + path, json=body, headers=bearer(key) if key else {}
+    )
     assert response.status_code == expected, response.text
     if expected >= 400:
         error = response.json()["error"]
@@ -80,17 +102,31 @@ def test_role_matrix(server: ServerThread, case: tuple[str, str, str, Any, int])
 def test_key_hash_and_lookup() -> None:
     entries = [(hash_key("k1"), "one"), (hash_key("k2"), "two")]
     assert hash_key("k1").startswith("sha256:") and len(hash_key("k1")) == 7 + 64
-    assert [find_key(k, entries) for k in ("k1", "k2", "k3", "", " k1")] == ["one", "two", None, None, None]
+    assert [find_key(k, entries) for k in ("k1", "k2", "k3", "", " k1")] == [
+        "one",
+        "two",
+        None,
+        None,
+        None,
+    ]
 
 
 @pytest.mark.parametrize(
     ("host", "keys", "allowed"),
-    [("127.0.0.1", False, True), ("localhost", False, True), ("::1", False, True),
-     ("0.0.0.0", False, False), ("10.1.2.3", False, False), ("example.org", False, False),
-     ("0.0.0.0", True, True)],
+    [
+        ("127.0.0.1", False, True),
+        ("localhost", False, True),
+        ("::1", False, True),
+        ("0.0.0.0", False, False),
+        ("10.1.2.3", False, False),
+        ("example.org", False, False),
+        ("0.0.0.0", True, True),
+    ],
 )
 def test_no_keys_means_loopback_only(host: str, keys: bool, allowed: bool) -> None:
-    settings = ServerSettings(api_keys=(ApiKey(name="a", role="app", key_hash=hash_key("k")),) if keys else ())
+    settings = ServerSettings(
+        api_keys=(ApiKey(name="a", role="app", key_hash=hash_key("k")),) if keys else ()
+    )
     config = ServerConfig(server=settings)
     if allowed:
         check_bind(host, config)
@@ -110,7 +146,9 @@ def test_user_key_cannot_change_deployer_fields(server: ServerThread) -> None:
         assert response.status_code == 403, response.text
         assert response.json()["error"]["code"] == "deployer_field"
     assert httpx.get(url, headers=admin).json()["known_minor"] is True
-    assert httpx.patch(ada_url, json={"style": {"verbosity": "terse"}}, headers=ada).status_code == 200
+    assert (
+        httpx.patch(ada_url, json={"style": {"verbosity": "terse"}}, headers=ada).status_code == 200
+    )
 
 
 def test_profile_merge_patch_etag_and_if_match(server: ServerThread) -> None:
@@ -118,11 +156,16 @@ def test_profile_merge_patch_etag_and_if_match(server: ServerThread) -> None:
     url = server.base_url + "/v1/users/dora/profile"
     httpx.delete(url, headers=h)
     fresh = httpx.get(url, headers=h)
-    assert fresh.status_code == 200 and fresh.json()["version"] == 0 and fresh.headers["etag"] == '"0"'
+    assert (
+        fresh.status_code == 200 and fresh.json()["version"] == 0 and fresh.headers["etag"] == '"0"'
+    )
     first = httpx.patch(url, json={"style": {"tone": "formal", "verbosity": "brief"}}, headers=h)
     assert first.json()["version"] == 1 and first.headers["etag"] == '"1"'
-    second = httpx.patch(url, json={"style": {"tone": None}, "topics_to_avoid": ["football"]},
-                         headers={**h, "If-Match": '"1"', "Content-Type": "application/merge-patch+json"})
+    second = httpx.patch(
+        url,
+        json={"style": {"tone": None}, "topics_to_avoid": ["football"]},
+        headers={**h, "If-Match": '"1"', "Content-Type": "application/merge-patch+json"},
+    )
     assert second.status_code == 200, second.text
     assert second.json()["style"] == {**first.json()["style"], "tone": None, "verbosity": "brief"}
     assert second.json()["topics_to_avoid"] == ["football"]
@@ -134,13 +177,19 @@ def test_profile_merge_patch_etag_and_if_match(server: ServerThread) -> None:
 
 @pytest.mark.parametrize(
     ("method", "body", "param"),
-    [("PATCH", {"style": {"tone": "sarcastic"}}, "style.tone"),
-     ("PUT", {"favourite_colour": "red"}, "favourite_colour"),
-     ("PUT", {"user_id": "someone-else"}, "user_id"),
-     ("PATCH", ["not", "an", "object"], None)],
+    [
+        ("PATCH", {"style": {"tone": "sarcastic"}}, "style.tone"),
+        ("PUT", {"favourite_colour": "red"}, "favourite_colour"),
+        ("PUT", {"user_id": "someone-else"}, "user_id"),
+        ("PATCH", ["not", "an", "object"], None),
+    ],
 )
-def test_invalid_profiles_are_400_naming_the_field(server: ServerThread, method: str, body: Any, param: str | None) -> None:
-    response = httpx.request(method, server.base_url + "/v1/users/erin/profile", json=body, headers=bearer(KEYS.admin))
+def test_invalid_profiles_are_400_naming_the_field(
+    server: ServerThread, method: str, body: Any, param: str | None
+) -> None:
+    response = httpx.request(
+        method, server.base_url + "/v1/users/erin/profile", json=body, headers=bearer(KEYS.admin)
+    )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
 
@@ -156,6 +205,10 @@ def test_erase_removes_the_profile(server: ServerThread) -> None:
 def test_policy_cannot_be_written(server: ServerThread) -> None:
     """Tier 1 (and 2) come from the deployment's config; no endpoint writes them."""
     for method in ("PUT", "PATCH", "POST", "DELETE"):
-        response = httpx.request(method, server.base_url + "/v1/policy", json={}, headers=bearer(KEYS.admin))
+        response = httpx.request(
+            method, server.base_url + "/v1/policy", json={}, headers=bearer(KEYS.admin)
+        )
         assert response.status_code == 405 and "error" in response.json()
-    assert set(httpx.get(server.base_url + "/v1/policy", headers=bearer(KEYS.admin)).json()["tiers"]) == {"1", "2", "3"}
+    assert set(
+        httpx.get(server.base_url + "/v1/policy", headers=bearer(KEYS.admin)).json()["tiers"]
+    ) == {"1", "2", "3"}

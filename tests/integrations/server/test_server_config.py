@@ -9,11 +9,12 @@ import httpx
 import openai
 import pytest
 from click.testing import CliRunner
-from persona_mw import ConfigError
-from persona_mw.testing import FakeOpenAIServer
 from persona_mw_server import create_app, hash_key, load_server_config
 from persona_mw_server.cli import serve
 from persona_mw_server.testing import ServerThread
+
+from persona_mw import ConfigError
+from persona_mw.testing import FakeOpenAIServer
 
 LITELLM_STYLE = """\
 model_list:
@@ -34,7 +35,9 @@ environment_variables:
 """
 
 
-def test_a_litellm_proxy_config_is_accepted(tmp_path: Path, upstream: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_litellm_proxy_config_is_accepted(
+    tmp_path: Path, upstream: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """model_list + litellm_settings/router_settings/general_settings/environment_variables, with
     LiteLLM's os.environ/ references; the master key becomes an admin key."""
     monkeypatch.setenv("PMW_TEST_MASTER_KEY", "sk-master-1234")
@@ -45,26 +48,52 @@ def test_a_litellm_proxy_config_is_accepted(tmp_path: Path, upstream: FakeOpenAI
     assert [k.role for k in config.api_keys] == ["admin"] and config.auth_enabled
     assert "sk-master-1234" not in config.model_dump_json(), "only the key's hash may be kept"
     with ServerThread(create_app(config)) as server:
-        api = openai.OpenAI(base_url=server.base_url + "/v1", api_key="sk-master-1234", max_retries=0)
+        api = openai.OpenAI(
+            base_url=server.base_url + "/v1", api_key="sk-master-1234", max_retries=0
+        )
         assert [m.id for m in api.models.list()] == ["gpt-4o-mini"]
-        reply = api.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], user="u")
+        reply = api.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], user="u"
+        )
         assert reply.choices[0].message.content == "echo: hi"
-        assert httpx.get(server.base_url + "/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            httpx.get(
+                server.base_url + "/v1/models", headers={"Authorization": "Bearer wrong"}
+            ).status_code
+            == 401
+        )
 
 
 @pytest.mark.parametrize(
     ("text", "field", "fragment"),
-    [("modle_list: []\n", "modle_list", "unknown section"),
-     ("model_list:\n  - model_name: x\n", "model_list.0", "litellm_params.model"),
-     ("server:\n  max_body_bytes: 10\n", "server.max_body_bytes", "greater than or equal"),
-     ("server:\n  api_keys:\n    - {name: a, role: user, key_hash: 'sha256:" + "0" * 64 + "'}\n", "server.api_keys.0",
-      "needs `user:`"),
-     ("server:\n  api_keys:\n    - {name: a, role: app, key_hash: plaintext}\n", "server.api_keys.0.key_hash", "pattern"),
-     ("settings:\n  on_store_error: maybe\n", "settings.on_store_error", "fallback"),
-     ("model_list:\n  - model_name: x\n    litellm_params: {model: openai/x, api_key: os.environ/PMW_SURELY_UNSET}\n",
-      "model_list.0.litellm_params.api_key", "PMW_SURELY_UNSET")],
+    [
+        ("modle_list: []\n", "modle_list", "unknown section"),
+        ("model_list:\n  - model_name: x\n", "model_list.0", "litellm_params.model"),
+        ("server:\n  max_body_bytes: 10\n", "server.max_body_bytes", "greater than or equal"),
+        (
+            "server:\n  api_keys:\n    - {name: a, role: user, key_hash: 'sha256:"
+            + "0" * 64
+            + "'}\n",
+            "server.api_keys.0",
+            "needs `user:`",
+        ),
+        (
+            "server:\n  api_keys:\n    - {name: a, role: app, key_hash: plaintext}\n",
+            "server.api_keys.0.key_hash",
+            "pattern",
+        ),
+        ("settings:\n  on_store_error: maybe\n", "settings.on_store_error", "fallback"),
+        (
+            "model_list:\n  - model_name: x\n"
+            "    litellm_params: {model: openai/x, api_key: os.environ/PMW_SURELY_UNSET}\n",
+            "model_list.0.litellm_params.api_key",
+            "PMW_SURELY_UNSET",
+        ),
+    ],
 )
-def test_bad_config_names_file_and_field(tmp_path: Path, text: str, field: str, fragment: str) -> None:
+def test_bad_config_names_file_and_field(
+    tmp_path: Path, text: str, field: str, fragment: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:

@@ -11,17 +11,20 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from persona_mw import CallContext, Decision, Middleware, build_middleware, load_config
-from persona_mw.testing import Fault, FakeOpenAIServer, capture_logs
-from persona_mw_server import ServerConfig, ServerSettings, create_app, load_server_config
+from persona_mw_server import ServerConfig, create_app, load_server_config
 from persona_mw_server.testing import ServerThread, free_port
 from server_helpers import SlowUpstream, model_entry, write_config
+
+from persona_mw import CallContext, Decision, Middleware, build_middleware, load_config
+from persona_mw.testing import FakeOpenAIServer, Fault, capture_logs
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, FakeOpenAIServer]]:
+def faulty(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ServerThread, FakeOpenAIServer]]:
     """A server of its own (faults must not disturb other tests), 0.5 s upstream timeout, a
     small body limit, and LiteLLM's retries and cooldowns off through router_settings."""
     with FakeOpenAIServer() as upstream:
@@ -39,7 +42,9 @@ def post(server: ServerThread, body: Any, **kw: Any) -> httpx.Response:
     return httpx.post(server.base_url + "/v1/chat/completions", json=body, timeout=10, **kw)
 
 
-def assert_error(response: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+def assert_error(
+    response: httpx.Response, status: int, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and len(error["message"]) > 10
@@ -52,15 +57,28 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None,
 
 @pytest.mark.parametrize(
     ("body", "status", "code", "param"),
-    [({"model": "fake", "user": "u"}, 400, None, "messages"),
-     ({"model": "fake", "user": "u", "messages": []}, 400, None, "messages"),
-     ({"model": "fake", "user": "u", "messages": MESSAGES, "temperature": "hot"}, 400, None, "temperature"),
-     ({"model": "fake", "user": "u", "messages": MESSAGES, "n": 2}, 400, None, "n"),
-     ({"model": "gpt-5", "user": "u", "messages": MESSAGES}, 404, "model_not_found", "model"),
-     ({"model": "fake", "messages": MESSAGES}, 400, None, "user"),
-     ({"model": "fake", "user": "u", "messages": ["hi"]}, 400, None, None)],
+    [
+        ({"model": "fake", "user": "u"}, 400, None, "messages"),
+        ({"model": "fake", "user": "u", "messages": []}, 400, None, "messages"),
+        (
+            {"model": "fake", "user": "u", "messages": MESSAGES, "temperature": "hot"},
+            400,
+            None,
+            "temperature",
+        ),
+        ({"model": "fake", "user": "u", "messages": MESSAGES, "n": 2}, 400, None, "n"),
+        ({"model": "gpt-5", "user": "u", "messages": MESSAGES}, 404, "model_not_found", "model"),
+        ({"model": "fake", "messages": MESSAGES}, 400, None, "user"),
+        ({"model": "fake", "user": "u", "messages": ["hi"]}, 400, None, None),
+    ],
 )
-def test_bad_requests(faulty: tuple[ServerThread, FakeOpenAIServer], body: Any, status: int, code: str | None, param: str | None) -> None:
+def test_bad_requests(
+    faulty: tuple[ServerThread, FakeOpenAIServer],
+    body: Any,
+    status: int,
+    code: str | None,
+    param: str | None,
+) -> None:
     assert_error(post(faulty[0], body), status, code, param)
 
 
@@ -68,22 +86,36 @@ def test_body_size_limit(faulty: tuple[ServerThread, FakeOpenAIServer]) -> None:
     server, _ = faulty
     big = {"model": "fake", "user": "u", "messages": [{"role": "user", "content": "x" * 5000}]}
     assert_error(post(server, big), 413, "request_too_large")
-    chunked = httpx.post(server.base_url + "/v1/chat/completions", content=iter([b"{" + b" " * 3000, b" " * 3000 + b"}"]))
+    chunked = httpx.post(
+        server.base_url + "/v1/chat/completions",
+        content=iter([b"{" + b" " * 3000, b" " * 3000 + b"}"]),
+    )
     assert_error(chunked, 413, "request_too_large")
-    small_chunked = httpx.post(server.base_url + "/v1/chat/completions",
-                               content=iter([json.dumps({"model": "fake", "user": "u", "messages": MESSAGES}).encode()]),
-                               headers={"content-type": "application/json"})
+    small_chunked = httpx.post(
+        server.base_url + "/v1/chat/completions",
+        content=iter([json.dumps({"model": "fake", "user": "u", "messages": MESSAGES}).encode()]),
+        headers={"content-type": "application/json"},
+    )
     assert small_chunked.status_code == 200, small_chunked.text
 
 
-@pytest.mark.parametrize(("fault", "status", "code"), [
-    (Fault(status=500), 502, "upstream_error"),
-    (Fault(status=401), 502, "upstream_error"),
-    (Fault(status=429), 429, "upstream_error"),
-    (Fault(delay=1.2), 504, "upstream_timeout"),
-])
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        (Fault(status=500), 502, "upstream_error"),
+        (Fault(status=401), 502, "upstream_error"),
+        (Fault(status=429), 429, "upstream_error"),
+        (Fault(delay=1.2), 504, "upstream_timeout"),
+    ],
+)
 @pytest.mark.parametrize("stream", [False, True])
-def test_upstream_failures(faulty: tuple[ServerThread, FakeOpenAIServer], fault: Fault, status: int, code: str, stream: bool) -> None:
+def test_upstream_failures(
+    faulty: tuple[ServerThread, FakeOpenAIServer],
+    fault: Fault,
+    status: int,
+    code: str,
+    stream: bool,
+) -> None:
     """Failures before the first byte get a real status (so SDKs raise the right error)."""
     server, upstream = faulty
     upstream.inject(fault)
@@ -106,11 +138,15 @@ def test_openai_sdk_sees_typed_errors(faulty: tuple[ServerThread, FakeOpenAIServ
 def test_fail_closed_store_is_503() -> None:
     """on_store_error: fail_closed and Redis unreachable: 503, and /readyz says not ready."""
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    config = ServerConfig(persona=load_config(None, store={"url": dead}, settings={"on_store_error": "fail_closed"}))
+    config = ServerConfig(
+        persona=load_config(None, store={"url": dead}, settings={"on_store_error": "fail_closed"})
+    )
     with ServerThread(create_app(config)) as server:
         ready = httpx.get(server.base_url + "/readyz")
         assert ready.status_code == 503
-        response = post(server, {"model": "persona-demo/offline", "user": "u", "messages": MESSAGES})
+        response = post(
+            server, {"model": "persona-demo/offline", "user": "u", "messages": MESSAGES}
+        )
         assert_error(response, 503, "store_unavailable")
         assert_error(httpx.get(server.base_url + "/v1/users/u/profile"), 503, "store_unavailable")
 
@@ -137,8 +173,16 @@ class BlockWord:
                 self.seen += text
                 if word in self.seen:
                     self.stopped = True
-                    ctx.decisions.append(Decision(rule_id="test.word", tier=2, stage="output", detector="substring",
-                                                  action="block", message="[withheld by test rule]"))
+                    ctx.decisions.append(
+                        Decision(
+                            rule_id="test.word",
+                            tier=2,
+                            stage="output",
+                            detector="substring",
+                            action="block",
+                            message="[withheld by test rule]",
+                        )
+                    )
                     return ""
                 return text
 
@@ -163,7 +207,11 @@ class Recorder:
 def staged_server(upstream_url: str) -> tuple[ServerThread, Recorder]:
     persona = load_config(None, model_list=[model_entry(upstream_url)])
     recorder = Recorder()
-    mw = Middleware(llm=build_middleware(persona).llm, output_stages=[BlockWord("forbidden")], finish_stages=[recorder])
+    mw = Middleware(
+        llm=build_middleware(persona).llm,
+        output_stages=[BlockWord("forbidden")],
+        finish_stages=[recorder],
+    )
     return ServerThread(create_app(ServerConfig(persona=persona), middleware=mw)), recorder
 
 
@@ -175,7 +223,9 @@ def test_content_filter_plain_and_streamed(upstream: FakeOpenAIServer) -> None:
         plain = api.chat.completions.create(model="fake", messages=ask, user="u")  # type: ignore[arg-type]
         assert plain.choices[0].finish_reason == "content_filter"
         assert plain.choices[0].message.content == "[withheld by test rule]"
-        chunks = list(api.chat.completions.create(model="fake", messages=ask, user="u", stream=True))  # type: ignore[arg-type]
+        chunks = list(
+            api.chat.completions.create(model="fake", messages=ask, user="u", stream=True)
+        )  # type: ignore[arg-type]
         assert chunks[-1].choices[0].finish_reason == "content_filter"
         text = "".join(c.choices[0].delta.content or "" for c in chunks)
         assert "forbidden" not in text and text.endswith("[withheld by test rule]")
@@ -188,10 +238,16 @@ def test_client_disconnect_cancels_upstream_and_usage_is_recorded() -> None:
         server, recorder = staged_server(slow.base_url)
         with server, capture_logs() as logs:
             body = {"model": "fake", "user": "u", "messages": MESSAGES, "stream": True}
-            with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body) as response:
+            with httpx.stream(
+                "POST", server.base_url + "/v1/chat/completions", json=body
+            ) as response:
                 assert response.status_code == 200
                 lines = response.iter_lines()
-                got = [line for line, _ in zip(lines, range(6), strict=False) if line.startswith("data: ")]
+                got = [
+                    line
+                    for line, _ in zip(lines, range(6), strict=False)
+                    if line.startswith("data: ")
+                ]
                 assert len(got) >= 3
             assert slow.hung_up.wait(3), "the upstream connection was not closed"
             assert slow.sent < 100 and not slow.finished.is_set()
@@ -200,6 +256,10 @@ def test_client_disconnect_cancels_upstream_and_usage_is_recorded() -> None:
                 time.sleep(0.02)
         assert len(recorder.calls) == 1
         ctx = recorder.calls[0]
-        assert ctx.outcome == "cancelled" and ctx.completion_tokens > 0 and ctx.output_text.startswith("word")
+        assert (
+            ctx.outcome == "cancelled"
+            and ctx.completion_tokens > 0
+            and ctx.output_text.startswith("word")
+        )
         events = [e for e in logs if e["event"] == "request.completed"]
         assert [e["outcome"] for e in events] == ["cancelled"]

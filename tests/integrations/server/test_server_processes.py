@@ -10,16 +10,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from persona_mw import build_middleware, load_config
-from persona_mw.testing import FakeOpenAIServer
 from persona_mw_server.testing import ServerProcess
 from server_helpers import KEYS, SlowUpstream, bearer, model_entry, write_config
+
+from persona_mw import build_middleware, load_config
+from persona_mw.testing import FakeOpenAIServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def two_workers(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, FakeOpenAIServer]]:
+def two_workers(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, FakeOpenAIServer]]:
     import uuid
 
     import redis
@@ -49,7 +52,9 @@ def fresh(method: str, url: str, **kw: object) -> httpx.Response:
         return client.request(method, url, **kw)  # type: ignore[arg-type]
 
 
-def test_profile_update_through_one_worker_is_seen_by_the_other(two_workers: tuple[ServerProcess, FakeOpenAIServer]) -> None:
+def test_profile_update_through_one_worker_is_seen_by_the_other(
+    two_workers: tuple[ServerProcess, FakeOpenAIServer],
+) -> None:
     server, _ = two_workers
     url, admin = server.base_url + "/v1/users/ada/profile", bearer(KEYS.admin)
     assert fresh("PUT", url, json={"own_rules": "first"}, headers=admin).status_code == 200
@@ -74,9 +79,14 @@ def test_profile_update_through_one_worker_is_seen_by_the_other(two_workers: tup
 _personalisation_wired = bool(build_middleware(load_config(None)).input_stages)
 
 
-@pytest.mark.xfail(not _personalisation_wired, strict=True,
-                   reason="no personalisation stage is wired into build_middleware yet")
-def test_the_personalised_prompt_follows_the_update(two_workers: tuple[ServerProcess, FakeOpenAIServer]) -> None:
+@pytest.mark.xfail(
+    not _personalisation_wired,
+    strict=True,
+    reason="no personalisation stage is wired into build_middleware yet",
+)
+def test_the_personalised_prompt_follows_the_update(
+    two_workers: tuple[ServerProcess, FakeOpenAIServer],
+) -> None:
     server, upstream = two_workers
     url, admin = server.base_url + "/v1/users/bea/profile", bearer(KEYS.admin)
     chat = {"model": "fake", "user": "bea", "messages": [{"role": "user", "content": "hi"}]}
@@ -84,11 +94,21 @@ def test_the_personalised_prompt_follows_the_update(two_workers: tuple[ServerPro
     def prompts(n: int) -> tuple[set[str], str]:
         instances = set()
         for _ in range(n):
-            response = fresh("POST", server.base_url + "/v1/chat/completions", json=chat, headers=bearer(KEYS.app))
+            response = fresh(
+                "POST",
+                server.base_url + "/v1/chat/completions",
+                json=chat,
+                headers=bearer(KEYS.app),
+            )
             instances.add(response.headers["x-persona-instance"])
         return instances, json.dumps(upstream.requests[-n:])
 
-    fresh("PUT", url, json={"consent": {"personalisation": True}, "own_rules": "Always mention ZEBRA-ONE."}, headers=admin)
+    fresh(
+        "PUT",
+        url,
+        json={"consent": {"personalisation": True}, "own_rules": "Always mention ZEBRA-ONE."},
+        headers=admin,
+    )
     _, before = prompts(20)
     assert "ZEBRA-ONE" in before
     fresh("PATCH", url, json={"own_rules": "Always mention ZEBRA-TWO."}, headers=admin)
@@ -105,18 +125,29 @@ def test_graceful_shutdown_drains_an_open_stream(tmp_path: Path) -> None:
         log = tmp_path / "server.log"
         server = ServerProcess(path, log_path=log).start()
         try:
-            body = {"model": "fake", "user": "u", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            body = {
+                "model": "fake",
+                "user": "u",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": True,
+            }
             lines = []
-            with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=10) as response:
+            with httpx.stream(
+                "POST", server.base_url + "/v1/chat/completions", json=body, timeout=10
+            ) as response:
                 for line in response.iter_lines():
                     if line and not lines:
                         server.terminate()
                     if line:
                         lines.append(line)
             assert lines[-1] == "data: [DONE]" and len(lines) >= 40
-            # uvicorn re-raises the SIGTERM it handled once shut down, so the status says "terminated"
+            # uvicorn re-raises the SIGTERM it handled after shutting down: status "terminated"
             assert server.proc is not None and server.proc.wait(10) in (0, -15)
         finally:
             server.stop()
-        events = [json.loads(line)["event"] for line in log.read_text().splitlines() if line.startswith("{")]
+        events = [
+            json.loads(line)["event"]
+            for line in log.read_text().splitlines()
+            if line.startswith("{")
+        ]
         assert "request.completed" in events and events[-1] == "server.stopped"
