@@ -100,7 +100,9 @@ def call_of(data: Mapping[str, Any] | None) -> CallHandle | None:
     return None
 
 
-def resolve_user(data: Mapping[str, Any], key_user_id: str | None, key_end_user_id: str | None) -> str:
+def resolve_user(
+    data: Mapping[str, Any], key_user_id: str | None, key_end_user_id: str | None
+) -> str:
     """Who the end user is: the request's ``user`` field (OpenAI's per-end-user field, what an
     app sets), else ``metadata.user_id``, else the proxy key's end user or owner, else
     :data:`ANONYMOUS_USER` (default profile; bounds still apply)."""

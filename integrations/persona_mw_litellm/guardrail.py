@@ -44,7 +44,7 @@ from typing import Any, Literal
 import structlog
 from litellm import ModelResponse, ModelResponseStream
 from litellm.integrations.custom_guardrail import CustomGuardrail
-from litellm.types.utils import Delta, StreamingChoices
+from litellm.types.utils import Delta, StreamingChoices, Usage
 
 from persona_mw import (
     CallContext,
@@ -81,7 +81,7 @@ LogFormat = Literal["json", "console", "none"]
 MiddlewareFactory = Callable[[Config], Middleware]
 
 
-class PersonaGuardrail(CustomGuardrail):  # type: ignore[misc]  # litellm ships no type stubs
+class PersonaGuardrail(CustomGuardrail):
     """A LiteLLM ``CustomGuardrail`` that runs persona_mw's stages around each chat completion.
 
     Keyword arguments come from the guardrail's ``litellm_params`` in the proxy config:
@@ -240,8 +240,10 @@ class PersonaGuardrail(CustomGuardrail):  # type: ignore[misc]  # litellm ships 
             started = time.perf_counter()
             try:
                 await stage(ctx)
-            except Exception as exc:  # noqa: BLE001 - reported, never propagated
-                _log.error("stage.failed", stage=stage.name, request_id=ctx.request_id, error=repr(exc))
+            except Exception as exc:
+                _log.error(
+                    "stage.failed", stage=stage.name, request_id=ctx.request_id, error=repr(exc)
+                )
             ctx.timings_ms[stage.name] = _ms_since(started)
         ctx.timings_ms["total"] = _ms_since(ctx._t0)
         event = request_event(ctx, include_text=self.middleware.settings.log_message_text)
@@ -256,8 +258,9 @@ def _enforce_reply(mw: Middleware, ctx: CallContext, response: ModelResponse) ->
     started = time.perf_counter()
     choice = response.choices[0]
     message = choice.message
-    _record_usage(ctx, getattr(response, "usage", None))
     if ctx.reply is not None:  # our own answer to a blocked input: trusted, not re-checked
+        # No model ran: report no tokens (LiteLLM's mock_response invents some).
+        response.usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
         choice.finish_reason = ctx.reply_finish_reason
         ctx.output_text = message.content or ""
         ctx.finish_reason = ctx.reply_finish_reason
@@ -273,6 +276,7 @@ def _enforce_reply(mw: Middleware, ctx: CallContext, response: ModelResponse) ->
         message.content = with_notices(ctx, released)
     ctx.output_text = message.content or ""
     ctx.finish_reason = choice.finish_reason
+    _record_usage(ctx, getattr(response, "usage", None))
     ctx.timings_ms["output"] = _ms_since(started)
 
 
@@ -291,7 +295,9 @@ async def _enforce_stream(
             **header,
             choices=[
                 StreamingChoices(
-                    index=0, delta=Delta(content=text, role="assistant"), finish_reason=finish_reason
+                    index=0,
+                    delta=Delta(content=text, role="assistant"),
+                    finish_reason=finish_reason,
                 )
             ],
         )
@@ -311,7 +317,8 @@ async def _enforce_stream(
                 if before:
                     out.append(before + "\n\n")
                     yield chunk(before + "\n\n")
-            _record_usage(ctx, getattr(piece, "usage", None))
+            if not blocked_input:  # no model ran for a blocked input: no tokens to count
+                _record_usage(ctx, getattr(piece, "usage", None))
             if not piece.choices:
                 yield piece  # the usage chunk
                 continue
@@ -348,7 +355,7 @@ async def _enforce_stream(
     finally:
         ctx.output_text = "".join(out)
         ctx.timings_ms["output"] = filter_ms
-        if not ctx.completion_tokens:
+        if not ctx.completion_tokens and not blocked_input:
             ctx.completion_tokens = (len(ctx.output_text) + 3) // 4
 
 
