@@ -37,7 +37,6 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench_server import start_fake  # noqa: E402 - the same upstream as the server benchmark
 from loadgen import rss_kib, run_load  # noqa: E402
-
 from persona_mw_server.testing import ServerProcess, free_port  # noqa: E402
 
 MODEL = "fake"
