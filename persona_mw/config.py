@@ -9,6 +9,9 @@ A deployment's YAML file has these top-level sections (all optional)::
     personalise: {...}       # persona_mw.personalise.PersonaliseConfig
     signals:    {...}        # persona_mw.signals.SignalsConfig
     model_list: [...]        # LiteLLM Router model list (the server uses it)
+    server:     {...}        # persona_mw_server's settings (keys, roles, limits)
+    litellm_settings / router_settings / general_settings / environment_variables:
+                             # accepted as in a LiteLLM proxy config, so one file serves both
 """
 
 from __future__ import annotations
@@ -61,6 +64,14 @@ class Config(_Frozen):
     personalise: dict[str, Any] = Field(default_factory=dict)
     signals: dict[str, Any] = Field(default_factory=dict)
     model_list: list[dict[str, Any]] = Field(default_factory=list)
+    #: The proxy server's own section (persona_mw_server reads it).
+    server: dict[str, Any] = Field(default_factory=dict)
+    #: Sections of a LiteLLM proxy config, accepted so one file serves both (the server reads
+    #: the ones it understands; see docs/proxy.md).
+    litellm_settings: dict[str, Any] = Field(default_factory=dict)
+    router_settings: dict[str, Any] = Field(default_factory=dict)
+    general_settings: dict[str, Any] = Field(default_factory=dict)
+    environment_variables: dict[str, Any] = Field(default_factory=dict)
     #: The config file this came from; relative paths inside are resolved against its folder.
     source: str | None = None
 

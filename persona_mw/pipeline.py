@@ -297,7 +297,9 @@ class Middleware:
                 if usage is not None:
                     ctx.prompt_tokens = int(usage.prompt_tokens or 0)
                     ctx.completion_tokens = int(usage.completion_tokens or 0)
-                if not piece.choices:
+                if not piece.choices:  # the usage-only chunk (stream_options.include_usage)
+                    if usage is not None:
+                        yield piece
                     continue
                 choice = piece.choices[0]
                 delta = choice.delta

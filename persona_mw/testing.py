@@ -46,6 +46,8 @@ class Fault:
     delay: float = 0.0
     truncate_after: int | None = None
     malformed: bool = False
+    #: Seconds to wait before each streamed chunk (to test cancellation mid-stream).
+    chunk_delay: float = 0.0
     times: int = 1
 
 
@@ -55,6 +57,8 @@ class _State:
     chunk_size: int
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    chunks_sent: int = 0
+    hang_ups: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_fault(self) -> Fault | None:
@@ -71,6 +75,8 @@ class _State:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Without this, Nagle's algorithm holds small bodies back ~40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return
@@ -131,14 +137,19 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.close_connection = True
                     return
+                if fault and fault.chunk_delay:
+                    time.sleep(fault.chunk_delay)
                 self._event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                with state.lock:
+                    state.chunks_sent += 1
             self._event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
             if (request.get("stream_options") or {}).get("include_usage"):
                 self._event({**base, "choices": [], "usage": usage})
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            with state.lock:
+                state.hang_ups += 1
         self.close_connection = True
 
     def _event(self, payload: dict[str, Any]) -> None:
@@ -158,6 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops connections at 50 in flight
     state: _State
 
 
@@ -187,6 +199,16 @@ class FakeOpenAIServer:
     @property
     def requests(self) -> list[dict[str, Any]]:
         return self._server.state.requests
+
+    @property
+    def chunks_sent(self) -> int:
+        """Streamed content chunks written so far (all requests)."""
+        return self._server.state.chunks_sent
+
+    @property
+    def hang_ups(self) -> int:
+        """Streams the client closed before the end."""
+        return self._server.state.hang_ups
 
     def set_reply(self, reply: Callable[[dict[str, Any]], str]) -> None:
         self._server.state.reply = reply

@@ -132,7 +132,7 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 
 
 @pytest.fixture(autouse=True)
-def _flush_litellm_logging_worker() -> Iterator[None]:
+async def _flush_litellm_logging_worker() -> AsyncIterator[None]:
     """LiteLLM runs success callbacks on a background worker; without a flush an event from one
     test reaches the next test's callback (stack.md)."""
     yield
@@ -140,7 +140,4 @@ def _flush_litellm_logging_worker() -> Iterator[None]:
         return
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
-    try:
-        GLOBAL_LOGGING_WORKER.flush()
-    except Exception:  # the worker may not have started in this test
-        pass
+    await GLOBAL_LOGGING_WORKER.flush()

@@ -11,7 +11,6 @@ empty, since messages may have been missed meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -69,6 +68,7 @@ class CachedProfileStore:
         self._listener: asyncio.Task[None] | None = None
         self._feed_up = asyncio.Event()
         self._can_invalidate = isinstance(inner, SupportsInvalidation)
+        self._closing = False
 
     async def start(self) -> None:
         """Start listening for invalidations (called lazily by the first lookup)."""
@@ -123,7 +123,8 @@ class CachedProfileStore:
 
     async def _listen(self) -> None:
         assert isinstance(self.inner, SupportsInvalidation)  # checked in __init__
-        while True:
+        # redis-py may turn our cancellation into a connection error, so closing is also a flag.
+        while not self._closing:
             try:
                 async for tag in self.inner.invalidations():
                     if not tag:
@@ -137,17 +138,24 @@ class CachedProfileStore:
                     if user_id is not None:
                         self._entries.pop(user_id, None)
             except StoreError as exc:
+                if self._closing:
+                    return
                 _log.warning("profile_cache.feed_lost", error=str(exc))
             # Until the feed is back every entry counts as stale; they stay for fallback.
             self._feed_up.clear()
             await asyncio.sleep(self.reconnect_delay)
 
     async def aclose(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
-        self._feed_up.clear()
+        self._closing = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.wait([listener], timeout=0.2)
+        # Closing the store also cuts a feed connection whose cancellation got lost.
         await self.inner.aclose()
+        if listener is not None and not listener.done():
+            await asyncio.wait([listener], timeout=2.0)
+        if listener is not None and listener.done() and not listener.cancelled():
+            listener.exception()  # retrieved: a StoreError from the cut connection is expected
+        self._feed_up.clear()
 

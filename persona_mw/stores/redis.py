@@ -70,6 +70,7 @@ class RedisProfileStore:
             self._owns_client = False
         self.prefix = prefix
         self.channel = f"{prefix}invalidate"
+        self._feeds: set[Any] = set()
         self._put = self._client.register_script(_PUT)
         self._delete = self._client.register_script(_DELETE)
 
@@ -123,12 +124,12 @@ class RedisProfileStore:
         missed messages in between.
         """
         pubsub = self._client.pubsub()
+        self._feeds.add(pubsub)
         try:
             await pubsub.subscribe(self.channel)
-            while True:
-                message = await pubsub.get_message(timeout=30.0)
-                if message is None:
-                    continue
+            # listen() blocks without a timeout wrapper: get_message(timeout=...) can swallow
+            # a cancellation that lands inside its timeout and then wait on.
+            async for message in pubsub.listen():
                 if message.get("type") == "subscribe":
                     yield ""
                 elif message.get("type") == "message":
@@ -137,7 +138,8 @@ class RedisProfileStore:
         except (RedisError, OSError) as exc:
             raise StoreError(f"profile invalidation channel lost: {exc}") from exc
         finally:
-            await asyncio.shield(pubsub.aclose())
+            self._feeds.discard(pubsub)
+            await _close_pubsub(pubsub)
 
     async def ping(self) -> bool:
         try:
@@ -146,5 +148,22 @@ class RedisProfileStore:
             return False
 
     async def aclose(self) -> None:
+        # A feed whose cancellation redis-py swallowed (it can, mid-connect) is still reading:
+        # cut its connection so it ends.
+        for pubsub in list(self._feeds):
+            connection = pubsub.connection
+            if connection is not None:
+                await connection.disconnect(nowait=True)
         if self._owns_client:
             await self._client.aclose()
+
+
+async def _close_pubsub(pubsub: Any) -> None:
+    """Close a pub/sub connection, also when our task is being cancelled mid-read: redis-py's
+    ``aclose`` waits for a lock that a cancelled read can leave waiting, so bound it."""
+    try:
+        await asyncio.wait_for(pubsub.aclose(), timeout=0.5)
+    except (TimeoutError, RedisError, OSError):
+        connection = pubsub.connection
+        if connection is not None:
+            await connection.disconnect(nowait=True)
