@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["FilterChain", "Middleware"]
 
 _log = structlog.get_logger("persona_mw")
+_warned_ephemeral = False  # warn once per process, not per middleware
 
 
 class Middleware:
@@ -84,7 +85,9 @@ class Middleware:
             self.settings.hash_secret.get_secret_value() if self.settings.hash_secret else None,
             raw=self.settings.log_raw_user_id,
         )
-        if self.hash_user.ephemeral and not self.settings.log_raw_user_id:
+        global _warned_ephemeral
+        if self.hash_user.ephemeral and not self.settings.log_raw_user_id and not _warned_ephemeral:
+            _warned_ephemeral = True
             _log.warning(
                 "config.ephemeral_hash_secret",
                 hint="set PERSONA_MW_HASH_SECRET (or settings.hash_secret) so user hashes in "
@@ -284,6 +287,8 @@ class Middleware:
             )
 
         before = _notices_text(ctx, "before")
+        if before:
+            before += "\n\n"
         upstream = self.llm.astream(model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs)
         try:
             async for piece in upstream:
