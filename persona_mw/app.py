@@ -46,3 +46,8 @@ def _router(model_list: list[dict[str, Any]]) -> Any:
 
     litellm = import_litellm()
     return litellm.Router(model_list=model_list)
+
+
+def demo_config_sections() -> dict[str, Any]:
+    """The configuration the demo (and `persona-mw serve` without a config) runs with."""
+    return {}

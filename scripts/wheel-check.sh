@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build the wheel and import every package from it, outside the checkout, so an integration
+# that only works from the source tree (a missing package entry, a relative path) fails here.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+VENV=.venv
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+$VENV/bin/python -m pip wheel -q --no-deps --disable-pip-version-check -w "$out/dist" . 2>&1 | grep -v '^WARNING: Location' || true
+$VENV/bin/python -m pip install -q --no-deps --disable-pip-version-check --target "$out/site" "$out"/dist/*.whl 2>&1 | grep -v '^WARNING: Location' || true
+cd "$out"
+PYTHONPATH="$out/site" LITELLM_LOCAL_MODEL_COST_MAP=True "$OLDPWD/$VENV/bin/python" - "$out/site" <<'PY'
+import importlib, sys
+site = sys.argv[1]
+for name in ["persona_mw", "persona_mw_langchain", "persona_mw_server", "persona_mw_litellm",
+             "persona_mw.bounds", "persona_mw.personalise", "persona_mw.signals"]:
+    module = importlib.import_module(name)
+    assert module.__file__.startswith(site), f"{name} came from {module.__file__}, not the wheel"
+    print(f"ok  {name:24} {module.__file__.removeprefix(site)}")
+from persona_mw_server import create_app
+create_app()
+print("ok  persona_mw_server.create_app() from the wheel")
+PY
