@@ -1,0 +1,301 @@
+"""The drop-in: ``callbacks=[PersonaCallbackHandler(mw)]`` on any chat model, chain or agent.
+
+A LangChain callback observes; it cannot change what the model is sent or what it says (return
+values are discarded). What it *can* do, with ``raise_error=True``, is abort the call by raising.
+So the handlers:
+
+- ``on_chat_model_start``: load the profile and run the middleware's input stages on the
+  messages (converted once to OpenAI dicts). A block raises :class:`persona_mw.InputBlocked`
+  (tier, rule id, user-facing message) before the model is called. Personalisation runs too but
+  its rewritten prompt cannot be sent: the call is recorded with an empty exposure and the
+  original messages, because that is what the model saw.
+- ``on_llm_new_token``: each streamed token through the output filters; a block raises
+  :class:`persona_mw.BoundsError` and ends the stream. Tokens before the one that completed a
+  blocked phrase have already reached the caller (a callback has no hold-back).
+- ``on_llm_end``: the final text through the filters (a block raises BoundsError: ``invoke``
+  raises instead of returning the reply), then the finish stages (usage recording) and one
+  ``request.completed`` log event, as for any persona_mw call.
+- ``on_llm_error``: the failed call is recorded with outcome ``error`` / ``cancelled``.
+
+Per-call state lives in a dict keyed by LangChain's ``run_id`` and is removed when the run ends
+or fails, so one handler serves any number of concurrent calls.
+
+Use :class:`PersonaCallbackHandler` (async) with ``ainvoke`` / ``astream`` and
+:class:`PersonaSyncCallbackHandler` with sync code: LangChain only logs what an async handler
+raises during a sync ``.invoke()``, so it could not abort there. For personalised prompts,
+notices and a real hold-back use :class:`persona_mw_langchain.PersonaChatModel`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+
+from persona_mw import CallContext, Exposure, FilterChain, Middleware
+
+from ._calls import (
+    begin,
+    block_error,
+    finish,
+    mark_failed,
+    ms_since,
+    open_filters,
+    resolve_user,
+    run_input_stages,
+)
+from ._portal import run_sync
+from .messages import Conversation
+
+__all__ = ["PersonaCallbackHandler", "PersonaSyncCallbackHandler"]
+
+
+@dataclass(slots=True)
+class _Run:
+    ctx: CallContext
+    chain: FilterChain
+    model_started: float = field(default_factory=time.perf_counter)
+    streamed: list[str] = field(default_factory=list)
+
+
+class _Calls:
+    """What both handlers do, minus the sync/async difference: they differ only in how they
+    await :meth:`start` and :func:`finish`. The only state is ``runs``, keyed by run id."""
+
+    def __init__(self, middleware: Middleware, default_user: str | None) -> None:
+        self.middleware = middleware
+        self.default_user = default_user
+        self.runs: dict[UUID, _Run] = {}
+
+    async def start(
+        self,
+        serialized: Mapping[str, Any] | None,
+        messages: list[list[BaseMessage]],
+        run_id: UUID,
+        metadata: Mapping[str, Any] | None,
+        invocation_params: Mapping[str, Any] | None,
+    ) -> None:
+        """Input stages for one run; raises InputBlocked (after recording) on a block."""
+        mw = self.middleware
+        params = invocation_params or {}
+        conversation = Conversation(messages[0])
+        ctx = await begin(
+            mw,
+            user=resolve_user(None, metadata, self.default_user),
+            model=_model_name(serialized, params),
+            messages=conversation.wire,
+            stream=bool(params.get("stream") or params.get("streaming")),
+            request_id=str(run_id),
+        )
+        try:
+            await run_input_stages(mw, ctx)
+        except BaseException as exc:
+            mark_failed(ctx, exc)
+            await finish(mw, ctx)
+            raise
+        _unsent(ctx)
+        if ctx.reply is not None:
+            ctx.finish_reason = ctx.reply_finish_reason
+            await finish(mw, ctx)
+            raise block_error(ctx, stage="input")
+        self.runs[run_id] = _Run(ctx=ctx, chain=open_filters(mw, ctx))
+
+    def token(self, token: str, run_id: UUID) -> CallContext | None:
+        """Feed one streamed token; the call's context when the filters stopped (the run is
+        then over: the caller records it and raises)."""
+        run = self.runs.get(run_id)
+        if run is None or not token:
+            return None
+        run.ctx.stream = True
+        run.streamed.append(token)
+        run.chain.feed(token)
+        if not run.chain.stopped:
+            return None
+        del self.runs[run_id]
+        return _filtered(run, "".join(run.streamed))
+
+    def end(self, response: LLMResult, run_id: UUID) -> tuple[CallContext, bool] | None:
+        """The final text through the filters; the context to record, and whether it broke a
+        bound."""
+        run = self.runs.pop(run_id, None)
+        if run is None:
+            return None
+        ctx = run.ctx
+        generation = response.generations[0][0] if response.generations else None
+        text = generation.text if generation is not None else "".join(run.streamed)
+        if run.streamed:
+            run.chain.finish()
+        elif text:
+            run.chain.feed(text)
+            if not run.chain.stopped:
+                run.chain.finish()
+        _usage(ctx, generation, response)
+        if run.chain.stopped:
+            return _filtered(run, text), True
+        ctx.timings_ms["model"] = ms_since(run.model_started)
+        ctx.output_text = text
+        info = (generation.generation_info or {}) if generation is not None else {}
+        meta = (
+            generation.message.response_metadata if isinstance(generation, ChatGeneration) else {}
+        )
+        ctx.finish_reason = meta.get("finish_reason") or info.get("finish_reason")
+        return ctx, False
+
+    def error(self, error: BaseException, run_id: UUID) -> CallContext | None:
+        run = self.runs.pop(run_id, None)
+        if run is None:  # already recorded (we raised it) or never started
+            return None
+        run.ctx.output_text = "".join(run.streamed)
+        mark_failed(run.ctx, error)
+        return run.ctx
+
+
+class PersonaCallbackHandler(AsyncCallbackHandler):
+    """Async handler for ``ainvoke`` / ``astream`` / async agents.
+
+    ``middleware``: a :class:`persona_mw.Middleware` (e.g. from
+    :func:`persona_mw.build_middleware`). ``default_user``: the user for calls whose metadata
+    names none; the user is ``config={"metadata": {"persona_user": "<id>"}}`` otherwise.
+    """
+
+    raise_error = True
+
+    def __init__(self, middleware: Middleware, *, default_user: str | None = None) -> None:
+        self._calls = _Calls(middleware, default_user)
+
+    @property
+    def middleware(self) -> Middleware:
+        return self._calls.middleware
+
+    async def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        await self._calls.start(
+            serialized, messages, run_id, metadata, kwargs.get("invocation_params")
+        )
+
+    async def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+        ctx = self._calls.token(token, run_id)
+        if ctx is not None:
+            await finish(self.middleware, ctx)
+            raise block_error(ctx, stage="output")
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        ended = self._calls.end(response, run_id)
+        if ended is not None:
+            ctx, blocked = ended
+            await finish(self.middleware, ctx)
+            if blocked:
+                raise block_error(ctx, stage="output")
+
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        ctx = self._calls.error(error, run_id)
+        if ctx is not None:
+            await finish(self.middleware, ctx)
+
+
+class PersonaSyncCallbackHandler(BaseCallbackHandler):
+    """Sync handler: aborts sync ``invoke`` / ``stream`` as well as the async calls. The
+    middleware's async parts run on persona_mw_langchain's private event loop (see
+    :mod:`persona_mw_langchain._portal`); filtering tokens needs no loop at all."""
+
+    raise_error = True
+
+    def __init__(self, middleware: Middleware, *, default_user: str | None = None) -> None:
+        self._calls = _Calls(middleware, default_user)
+
+    @property
+    def middleware(self) -> Middleware:
+        return self._calls.middleware
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        run_sync(
+            self._calls.start(
+                serialized, messages, run_id, metadata, kwargs.get("invocation_params")
+            )
+        )
+
+    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+        ctx = self._calls.token(token, run_id)
+        if ctx is not None:
+            run_sync(finish(self.middleware, ctx))
+            raise block_error(ctx, stage="output")
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        ended = self._calls.end(response, run_id)
+        if ended is not None:
+            ctx, blocked = ended
+            run_sync(finish(self.middleware, ctx))
+            if blocked:
+                raise block_error(ctx, stage="output")
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        ctx = self._calls.error(error, run_id)
+        if ctx is not None:
+            run_sync(finish(self.middleware, ctx))
+
+
+def _model_name(serialized: Mapping[str, Any] | None, params: Mapping[str, Any]) -> str:
+    for key in ("model", "model_name"):
+        value = params.get(key)
+        if isinstance(value, str) and value:
+            return value
+    name = (serialized or {}).get("name") or params.get("_type")
+    return str(name) if name else "unknown"
+
+
+def _unsent(ctx: CallContext) -> None:
+    """A callback cannot send the personalised prompt or show notices: record what the model
+    really got (the original messages, shaped by no profile part)."""
+    ctx.state["langchain_callback"] = {
+        "prompt_rewritten": ctx.prompt_messages != ctx.messages,
+        "notices_not_shown": [n.source for n in ctx.notices],
+    }
+    ctx.prompt_messages = list(ctx.messages)
+    ctx.exposure = Exposure()
+    ctx.instructions.clear()
+    ctx.notices.clear()
+
+
+def _filtered(run: _Run, text: str) -> CallContext:
+    ctx = run.ctx
+    ctx.outcome = "filtered"
+    ctx.finish_reason = "content_filter"
+    ctx.output_text = text
+    ctx.timings_ms["model"] = ms_since(run.model_started)
+    return ctx
+
+
+def _usage(ctx: CallContext, generation: Any, response: LLMResult) -> None:
+    usage = getattr(getattr(generation, "message", None), "usage_metadata", None)
+    if usage:
+        ctx.prompt_tokens = int(usage.get("input_tokens") or 0)
+        ctx.completion_tokens = int(usage.get("output_tokens") or 0)
+        return
+    token_usage = (response.llm_output or {}).get("token_usage") or {}
+    ctx.prompt_tokens = int(token_usage.get("prompt_tokens") or 0)
+    ctx.completion_tokens = int(token_usage.get("completion_tokens") or 0)
