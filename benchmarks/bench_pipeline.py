@@ -1,0 +1,156 @@
+"""Pipeline overhead over bare ``litellm.acompletion`` with the same mock, and profile-store reads.
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--calls 2000] [--rounds 5]
+
+Side by side in one run, interleaved round by round so machine noise hits every variant alike:
+  bare     litellm.acompletion(mock_response=...)
+  empty    Middleware() with no stages (profile load + context + log event)
+  full     build_middleware(demo config): bounds, dependence, personalisation, usage recording
+Calls are interleaved one by one (rotating order); added latency is the median of paired
+differences (variant call - the bare call beside it); figures are medians over rounds.
+Then the Redis store: cached lookup (in-process hit) vs uncached get (one round trip), on a
+redis-server this script starts on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import structlog  # noqa: E402
+
+MESSAGES = [{"role": "user", "content": "How can I sleep better?"}]
+MODEL = "openai/gpt-4o-mini"
+REPLY = "Keep a fixed wake-up time, get daylight in the morning, and stop screens an hour before bed."
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def timed(call: Callable[[], Awaitable[object]], n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
+    import litellm
+
+    from persona_mw import Middleware, Profile, Settings, build_middleware, load_config
+    from persona_mw.app import demo_config_sections
+
+    empty = Middleware(settings=Settings(hash_secret="bench"))
+    full = build_middleware(load_config(**demo_config_sections()))
+    profile = Profile(
+        user_id="bench", own_rules="Be concise. Cite sources.", self_description="A night-shift nurse.",
+        style={"tone": "friendly", "verbosity": "brief", "language": "en", "expertise": "novice", "format": "prose"},
+        topics_to_avoid=["politics"], consent={"personalisation": True, "memory": True, "text_analysis": True},
+    )
+    for mw in (empty, full):
+        await mw.store.put(profile)
+
+    variants: dict[str, Callable[[], Awaitable[object]]] = {
+        "bare": lambda: litellm.acompletion(model=MODEL, messages=MESSAGES, mock_response=REPLY),
+        "empty": lambda: empty.acompletion(user="bench", model=MODEL, messages=MESSAGES, mock_response=REPLY),
+        "full": lambda: full.acompletion(user="bench", model=MODEL, messages=MESSAGES, mock_response=REPLY),
+    }
+    for call in variants.values():  # warm caches, imports, the profile cache
+        await timed(call, 50)
+    names = list(variants)
+    per_round: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    for r in range(rounds):
+        # Interleave call by call (rotating the order), so noise lands on every variant alike,
+        # and pair each variant's sample with the bare sample taken next to it.
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        for i in range(calls):
+            for name in names[i % 3:] + names[: i % 3]:
+                started = time.perf_counter()
+                await variants[name]()
+                samples[name].append((time.perf_counter() - started) * 1000)
+        for name in names:
+            diffs = [x - b for x, b in zip(samples[name], samples["bare"], strict=True)]
+            per_round[name].append({
+                "p50": statistics.median(samples[name]), "p99": percentile(samples[name], 0.99),
+                "added_p50": statistics.median(diffs),
+                "added_p99": percentile(samples[name], 0.99) - percentile(samples["bare"], 0.99),
+            })
+        print(f"  round {r + 1}/{rounds}: " + ", ".join(
+            f"{n} p50 {per_round[n][-1]['p50']:.3f} ms (+{per_round[n][-1]['added_p50']:.3f})" for n in names),
+            file=sys.stderr)
+    await full.aclose()
+    result: dict[str, dict[str, float]] = {}
+    bare_p50s = [x["p50"] for x in per_round["bare"]]
+    for name in variants:
+        rows = per_round[name]
+        result[name] = {
+            key: statistics.median(row[key] for row in rows) for key in ("p50", "p99", "added_p50", "added_p99")
+        }
+        result[name]["ratio_p50"] = statistics.median(
+            row["p50"] / b for row, b in zip(rows, bare_p50s, strict=True)
+        )
+    return result
+
+
+async def store_reads(n: int, rounds: int) -> dict[str, float]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from conftest import RedisServer  # the tests' throwaway server, on a free loopback port
+
+    from persona_mw import CachedProfileStore, Profile, RedisProfileStore
+
+    server = RedisServer()
+    try:
+        raw = RedisProfileStore(server.url, prefix="bench:")
+        cached = CachedProfileStore(RedisProfileStore(server.url, prefix="bench:"))
+        await raw.put(Profile(user_id="bench", own_rules="x" * 500))
+        await cached.start()
+        while not cached._feed_up.is_set():
+            await asyncio.sleep(0.01)
+        await cached.lookup("bench")
+        hit, miss = [], []
+        for _ in range(rounds):
+            hit.append(statistics.median(await timed(lambda: cached.lookup("bench"), n)))
+            miss.append(statistics.median(await timed(lambda: raw.get("bench"), n)))
+        await cached.aclose()
+        await raw.aclose()
+    finally:
+        server.stop()
+    return {"cached_us": statistics.median(hit) * 1000, "uncached_us": statistics.median(miss) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # drop info events
+    print(f"pipeline: {args.calls} calls x {args.rounds} rounds per variant", file=sys.stderr)
+    result = asyncio.run(pipeline(args.calls, args.rounds))
+    print("\n| variant | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio vs bare |")
+    print("|---|---|---|---|---|---|")
+    for name, row in result.items():
+        print(f"| {name} | {row['p50']:.3f} | {row['p99']:.3f} | {row['added_p50']:.3f} | "
+              f"{row['added_p99']:.3f} | {row['ratio_p50']:.2f}x |")
+    reads = asyncio.run(store_reads(5000, args.rounds))
+    print("\n| Redis profile store get | median µs |")
+    print("|---|---|")
+    print(f"| cached (in-process hit) | {reads['cached_us']:.1f} |")
+    print(f"| uncached (one round trip) | {reads['uncached_us']:.1f} |")
+    print(f"| ratio | {reads['uncached_us'] / reads['cached_us']:.0f}x |")
+
+
+if __name__ == "__main__":
+    main()
