@@ -87,3 +87,19 @@ def test_block_text_names_the_last_blocking_rule_and_notices_wrap_the_reply() ->
     assert block_text(ctx.decisions) == "A"
     assert block_text([]) == "[response withheld by a content policy]"
     assert with_notices(ctx, "body") == "I am an AI.\n\nbody\n\nTake a break."
+
+
+def test_the_example_persona_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/litellm_proxy/persona.yaml loads (docs that run), taking Redis and the hash
+    secret from the environment as its comments promise."""
+    from pathlib import Path
+
+    from persona_mw import load_config
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("PERSONA_MW_HASH_SECRET", "s3cret")
+    path = Path(__file__).resolve().parents[3] / "examples" / "litellm_proxy" / "persona.yaml"
+    config = load_config(path)
+    assert config.store.url == "redis://127.0.0.1:6379/0"
+    assert config.settings.hash_secret is not None
+    assert config.settings.hash_secret.get_secret_value() == "s3cret"
