@@ -1,0 +1,1 @@
+"""Tiered bounds: the policy engine, detectors and the relationship-seeking scorer."""
