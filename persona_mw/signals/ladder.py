@@ -1,0 +1,280 @@
+"""The response ladder: signals + limits + policy + when each action last fired → actions due now.
+
+A pure function (:func:`run_ladder`); the caller keeps the due-state (the last time each action
+fired) and passes it back next time, which is how an action fires once per due time rather than on
+every request. Rungs, gentlest first::
+
+    log → break_reminder → reduced_personalisation → suggest_limits → statutory
+                                                      (statutory_reminder for known minors,
+                                                       ai_disclosure, daily_cap_reached)
+
+Two kinds of action: *notices* (log, break_reminder, statutory_reminder, ai_disclosure,
+suggest_limits, quiet_hours) are listed only when they are due and have not yet fired for that due
+time; *states* (reduced_personalisation, daily_cap_reached) are listed on every request while
+they hold, and are ``new`` (to be logged) once per local day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Literal
+
+from persona_mw.profile import Limits
+
+from .compute import Signals, _local
+from .config import SignalsConfig
+
+__all__ = [
+    "ACTION_KINDS",
+    "ActionKind",
+    "DisclosurePolicy",
+    "DueAction",
+    "LadderResult",
+    "run_ladder",
+    "watch_signals",
+]
+
+ActionKind = Literal[
+    "log",
+    "break_reminder",
+    "reduced_personalisation",
+    "suggest_limits",
+    "statutory_reminder",
+    "ai_disclosure",
+    "daily_cap_reached",
+    "quiet_hours",
+]
+ACTION_KINDS: tuple[ActionKind, ...] = (
+    "log",
+    "break_reminder",
+    "reduced_personalisation",
+    "suggest_limits",
+    "statutory_reminder",
+    "ai_disclosure",
+    "daily_cap_reached",
+    "quiet_hours",
+)
+SignalValue = float | int | bool | str | None
+
+#: Watch signals that measure the same habit count once when deciding how far up the ladder to go.
+_GROUP = {"active_day_streak": "habit", "days_active_28": "habit"}
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosurePolicy:
+    """Who is told "you are talking to an AI", how often, and with which words."""
+
+    audience: Literal["all", "minors"]
+    interval_minutes: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DueAction:
+    """One action the ladder wants taken now, with the signal values that triggered it."""
+
+    kind: ActionKind
+    #: 1 law, 2 deployer policy, 3 the user's own limit.
+    tier: int
+    #: First time for this due time (log it; show its notice). States are new once a day.
+    new: bool
+    reason: str
+    signals: Mapping[str, SignalValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LadderResult:
+    actions: tuple[DueAction, ...]
+    #: The due-state to keep for next time: action kind -> last time it fired.
+    state: Mapping[str, datetime]
+    #: Signals over their watch threshold: name -> value.
+    watch: Mapping[str, SignalValue]
+
+    @property
+    def kinds(self) -> list[str]:
+        return [a.kind for a in self.actions]
+
+    def get(self, kind: str) -> DueAction | None:
+        return next((a for a in self.actions if a.kind == kind), None)
+
+
+def watch_signals(signals: Signals, config: SignalsConfig) -> dict[str, SignalValue]:
+    """The signals over their (heuristic) watch thresholds, with their values."""
+    s, c = signals, config
+    out: dict[str, SignalValue] = {}
+    if s.daily_active_minutes >= c.watch_daily_minutes:
+        out["daily_active_minutes"] = round(s.daily_active_minutes, 2)
+    if (
+        s.late_night_window_messages >= c.min_late_night_messages
+        and s.late_night_share >= c.watch_late_night_share
+    ):
+        out["late_night_share"] = round(s.late_night_share, 4)
+    if s.active_day_streak >= c.watch_streak_days:
+        out["active_day_streak"] = s.active_day_streak
+    if s.days_active_28 >= c.watch_days_active_28:
+        out["days_active_28"] = s.days_active_28
+    if s.usage_trend >= c.watch_usage_trend:
+        out["usage_trend"] = round(s.usage_trend, 4)
+    if s.percentile is not None and s.percentile >= c.watch_percentile:
+        out["percentile"] = round(s.percentile, 4)
+    if s.analysed_messages >= c.min_analysed_messages:
+        for cue, threshold in (
+            ("dependence", c.watch_dependence_rate),
+            ("anthropomorphism", c.watch_anthropomorphism_rate),
+            ("support_seeking", c.watch_support_seeking_rate),
+        ):
+            rate = s.cue_rates.get(cue, 0.0)
+            if rate >= threshold:
+                out[f"{cue}_rate"] = round(rate, 4)
+    if s.fear_of_addiction:
+        out["fear_of_addiction"] = True
+    if (
+        s.assistant_messages_scored >= c.min_analysed_messages
+        and s.relationship_seeking_rate >= c.watch_relationship_seeking_rate
+    ):
+        out["relationship_seeking_rate"] = round(s.relationship_seeking_rate, 4)
+    return out
+
+
+def run_ladder(
+    signals: Signals,
+    *,
+    config: SignalsConfig | None = None,
+    limits: Limits | None = None,
+    disclosure: DisclosurePolicy | None = None,
+    state: Mapping[str, datetime] | None = None,
+) -> LadderResult:
+    """The actions due at ``signals.now`` and the due-state to keep. Pure: no I/O, no clock."""
+    cfg = config or SignalsConfig()
+    lim = limits or Limits()
+    last = dict(state or {})
+    now = signals.now
+    today = signals.local_date
+    new_state = dict(last)
+    actions: list[DueAction] = []
+
+    def fire(kind: ActionKind, tier: int, reason: str, values: Mapping[str, SignalValue]) -> None:
+        actions.append(DueAction(kind, tier, True, reason, dict(values)))
+        new_state[kind] = now
+
+    def same_day(ts: datetime | None) -> bool:
+        return ts is not None and _local(ts, signals.tz).date() == today
+
+    def hold(kind: ActionKind, tier: int, reason: str, values: Mapping[str, SignalValue]) -> None:
+        """A state: listed every time; new (and logged) once per local day."""
+        new = not same_day(last.get(kind))
+        actions.append(DueAction(kind, tier, new, reason, dict(values)))
+        if new:
+            new_state[kind] = now
+
+    watch = watch_signals(signals, cfg)
+    level = len({_GROUP.get(name, name) for name in watch})
+    start = signals.session_started_at
+    session = {"current_session_minutes": round(signals.current_session_minutes, 2)}
+
+    if watch and not same_day(last.get("log")):
+        fire("log", 2, "signals over their watch thresholds", watch)
+
+    if start is not None:
+        user_interval = lim.reminder_interval_minutes
+        first = timedelta(minutes=user_interval or cfg.break_after_minutes)
+        every = timedelta(minutes=user_interval or cfg.break_interval_minutes)
+        previous = last.get("break_reminder")
+        due = previous + every if previous is not None and previous >= start else start + first
+        if now >= due:
+            fire(
+                "break_reminder",
+                3 if user_interval else 2,
+                "the user's reminder interval" if user_interval else "long continuous session",
+                session,
+            )
+
+        if signals.minor:
+            step = timedelta(minutes=cfg.minor_reminder_interval_minutes)
+            k = int((now - start) / step)
+            previous = last.get("statutory_reminder")
+            if k >= 1 and (previous is None or previous < start + k * step):
+                fire(
+                    "statutory_reminder",
+                    1,
+                    "known minor: break and not-human reminder at least every 3 hours (CA SB 243)",
+                    {**session, "minor": True},
+                )
+
+    policy = disclosure or DisclosurePolicy(
+        cfg.ai_disclosure_audience, cfg.ai_disclosure_interval_minutes, cfg.ai_disclosure_text
+    )
+    if policy.audience == "all" or signals.minor:
+        previous = last.get("ai_disclosure")
+        continuing = (
+            start is not None
+            and previous is not None
+            and now - max(previous, start) >= timedelta(minutes=policy.interval_minutes)
+        )
+        if not same_day(previous) or continuing:
+            fire(
+                "ai_disclosure",
+                1,
+                "first interaction of the day" if not continuing else "continuing interaction",
+                {**session, "minor": signals.minor, "audience": policy.audience},
+            )
+
+    if level >= cfg.reduce_at_watch_count or signals.fear_of_addiction:
+        hold("reduced_personalisation", 2, f"{level} watch signal(s)", watch)
+
+    if (level >= cfg.suggest_at_watch_count or signals.fear_of_addiction) and (
+        lim.daily_cap_minutes is None
+    ):
+        previous = last.get("suggest_limits")
+        if previous is None or now - previous >= timedelta(days=cfg.suggest_limits_every_days):
+            fire("suggest_limits", 2, f"{level} watch signal(s)", watch)
+
+    caps: list[tuple[float, int, str]] = []
+    if lim.daily_cap_minutes is not None:
+        caps.append((float(lim.daily_cap_minutes), 3, "the user's daily cap"))
+    if cfg.daily_cap_minutes is not None:
+        caps.append((cfg.daily_cap_minutes, 2, "the deployer's daily cap"))
+    if signals.minor and cfg.minor_daily_cap_minutes is not None:
+        caps.append((cfg.minor_daily_cap_minutes, 2, "the deployer's daily cap for minors"))
+    if caps:
+        cap, tier, why = min(caps)
+        if signals.daily_active_minutes >= cap:
+            hold(
+                "daily_cap_reached",
+                tier,
+                why,
+                {
+                    "daily_active_minutes": round(signals.daily_active_minutes, 2),
+                    "cap_minutes": cap,
+                },
+            )
+
+    if lim.quiet_hours_start is not None and lim.quiet_hours_end is not None:
+        began = _quiet_period_start(
+            _local(now, signals.tz), lim.quiet_hours_start, lim.quiet_hours_end
+        )
+        previous = last.get("quiet_hours")
+        if began is not None and (previous is None or previous < began):
+            fire(
+                "quiet_hours",
+                3,
+                "the user's quiet hours",
+                {"local_time": _local(now, signals.tz).strftime("%H:%M")},
+            )
+
+    return LadderResult(actions=tuple(actions), state=new_state, watch=watch)
+
+
+def _quiet_period_start(local_now: datetime, begin: time, end: time) -> datetime | None:
+    """When the quiet period containing ``local_now`` began, or None outside quiet hours."""
+    t = local_now.timetz().replace(tzinfo=None)
+    today_start = local_now.replace(hour=begin.hour, minute=begin.minute, second=0, microsecond=0)
+    if begin <= end:
+        return today_start if begin <= t < end else None
+    if t >= begin:
+        return today_start
+    if t < end:
+        return today_start - timedelta(days=1)
+    return None

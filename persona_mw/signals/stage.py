@@ -1,0 +1,254 @@
+"""The dependence stage: before the model, compute the user's signals and take the ladder's actions.
+
+Per call: load the user's recent usage events (one round trip, or none within the short cache),
+add the message being sent now, :func:`~persona_mw.signals.compute.compute_signals`,
+:func:`~persona_mw.signals.ladder.run_ladder` against the due-state kept in an
+:class:`~persona_mw.signals.action_state.ActionStateStore`, then act: notices on the reply, reduced
+personalisation, or, for a reached daily cap only, an answer without the model. Actions are logged
+(``dependence.signal``, ``dependence.action``) with the user's hash, never the raw id.
+
+If the usage store cannot be reached the call goes on without signals (logged and counted):
+dependence actions are care, not a gate; the tier-1 crisis protocol lives in the bounds stages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+
+from persona_mw.errors import StoreError
+from persona_mw.types import CallContext, Decision, Notice
+
+from .action_state import ActionStateStore, MemoryActionStateStore
+from .compute import Signals, compute_signals
+from .config import STATUTORY_INTERVAL_MINUTES, SignalsConfig
+from .cues import Analyse, analyse_text
+from .events import UsageEvent
+from .ladder import DisclosurePolicy, LadderResult, run_ladder
+from .metrics import SignalsMetrics
+
+__all__ = ["DependenceStage", "UsageSource", "disclosure_policy"]
+
+_log = structlog.get_logger("persona_mw.signals")
+_CACHE_MAX_USERS = 10_000
+
+
+class UsageSource(Protocol):
+    """What the stage needs of a usage store (the recorder's stores provide it)."""
+
+    async def events(self, user_id: str, since: datetime | None = None) -> list[UsageEvent]: ...
+
+
+class DependenceStage:
+    """Input stage ``"dependence"``. Holds only long-lived parts (stores, config, metrics, a
+    short per-user event cache and the deployment's usage distribution); nothing per call."""
+
+    name = "dependence"
+
+    def __init__(
+        self,
+        usage_store: UsageSource,
+        *,
+        config: SignalsConfig | None = None,
+        state_store: ActionStateStore | None = None,
+        metrics: SignalsMetrics | None = None,
+        analyse: Analyse = analyse_text,
+    ) -> None:
+        self.usage_store = usage_store
+        self.config = config or SignalsConfig()
+        self.state_store: ActionStateStore = (
+            state_store if state_store is not None else MemoryActionStateStore()
+        )
+        self.metrics = metrics or SignalsMetrics.default()
+        self.analyse = analyse
+        #: Mean daily minutes of every user, for percentiles (see :meth:`refresh_population`).
+        self.population: tuple[float, ...] | None = None
+        self._cache: dict[str, tuple[float, list[UsageEvent]]] = {}
+
+    async def __call__(self, ctx: CallContext) -> None:
+        try:
+            history, state = await asyncio.gather(
+                self._events(ctx.user_id, ctx.started_at), self.state_store.get(ctx.user_id)
+            )
+        except StoreError as exc:
+            self.metrics.errors.inc()
+            _log.warning(
+                "dependence.unavailable",
+                user_hash=ctx.user_hash,
+                request_id=ctx.request_id,
+                error=str(exc),
+            )
+            return
+        current = self._current_event(ctx)
+        if not any(e.request_id == ctx.request_id and e.role == "user" for e in history):
+            history = [*history, current]
+        profile = ctx.profile
+        signals = compute_signals(
+            history,
+            ctx.started_at,
+            self.config,
+            user_id=ctx.user_id,
+            tz=profile.timezone,
+            minor=profile.known_minor,
+            population=self.population,
+        )
+        result = run_ladder(
+            signals,
+            config=self.config,
+            limits=profile.limits,
+            disclosure=disclosure_policy(ctx.state.get("policy"), self.config),
+            state=state,
+        )
+        if dict(result.state) != state:
+            try:
+                await self.state_store.set(ctx.user_id, result.state)
+            except StoreError as exc:
+                _log.warning(
+                    "dependence.state_not_saved",
+                    user_hash=ctx.user_hash,
+                    request_id=ctx.request_id,
+                    error=str(exc),
+                )
+        self.metrics.observe(signals, result)
+        ctx.state[self.name] = result
+        self._log(ctx, signals, result)
+        self._act(ctx, result)
+
+    async def refresh_population(self, users: Sequence[str], now: datetime) -> int:
+        """Recompute the deployment's distribution of mean daily minutes from ``users`` (e.g. the
+        usage store's ``users()``): a periodic job, not per request. Returns how many users."""
+        values = []
+        since = now - timedelta(days=self.config.window_days + 1)
+        for user in users:
+            events = await self.usage_store.events(user, since=since)
+            if events:
+                values.append(compute_signals(events, now, self.config).mean_daily_minutes_28)
+        self.population = tuple(values) or None
+        return len(values)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _events(self, user_id: str, now: datetime) -> list[UsageEvent]:
+        ttl = self.config.events_cache_ttl_s
+        if ttl > 0:
+            hit = self._cache.get(user_id)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]
+        since = now - timedelta(days=self.config.history_days)
+        events = list(await self.usage_store.events(user_id, since=since))
+        if ttl > 0:
+            if len(self._cache) >= _CACHE_MAX_USERS:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[user_id] = (time.monotonic() + ttl, events)
+        return events
+
+    def _current_event(self, ctx: CallContext) -> UsageEvent:
+        """The message being sent now; the recorder stores it after the call, and until the cache
+        refreshes this process remembers it, so counts do not lag behind."""
+        text = ctx.user_text()
+        consent = ctx.profile.consent.text_analysis
+        cues = self.analyse(text, "user")[0] if consent and text else frozenset()
+        event = UsageEvent(
+            user_id=ctx.user_id,
+            ts=ctx.started_at,
+            role="user",
+            tz=ctx.profile.timezone,
+            minor=ctx.profile.known_minor,
+            chars=len(text),
+            cues=cues,
+            request_id=ctx.request_id,
+            analysed=consent,
+        )
+        cached = self._cache.get(ctx.user_id)
+        if cached is not None:
+            cached[1].append(event)
+        return event
+
+    def _log(self, ctx: CallContext, signals: Signals, result: LadderResult) -> None:
+        fresh = [a for a in result.actions if a.new]
+        if not fresh:
+            return
+        _log.info(
+            "dependence.signal",
+            user_hash=ctx.user_hash,
+            request_id=ctx.request_id,
+            watch=sorted(result.watch),
+            signals=signals.to_dict(),
+        )
+        for action in fresh:
+            _log.info(
+                "dependence.action",
+                user_hash=ctx.user_hash,
+                request_id=ctx.request_id,
+                action=action.kind,
+                tier=action.tier,
+                reason=action.reason,
+                signals=dict(action.signals),
+            )
+
+    def _act(self, ctx: CallContext, result: LadderResult) -> None:
+        cfg = self.config
+        new = {a.kind for a in result.actions if a.new}
+        if "reduced_personalisation" in result.kinds:
+            ctx.exposure.reduced = True
+        cap = result.get("daily_cap_reached")
+        if cap is not None:
+            ctx.decisions.append(
+                Decision(
+                    rule_id="signals.daily_cap",
+                    tier=cap.tier,
+                    stage="input",
+                    detector="dependence",
+                    action="block",
+                    message=cfg.daily_cap_text,
+                    reason=cap.reason,
+                )
+            )
+            ctx.reply = cfg.daily_cap_text
+            ctx.reply_finish_reason = "content_filter"
+            return
+        if "statutory_reminder" in new:
+            # Says both things the law asks for: take a break, and this is not a human.
+            ctx.notices.append(
+                Notice(cfg.minor_reminder_text, "signals.statutory_reminder", "before")
+            )
+            new -= {"break_reminder", "ai_disclosure"}
+        if "ai_disclosure" in new:
+            policy = disclosure_policy(ctx.state.get("policy"), cfg)
+            ctx.notices.append(Notice(policy.text, "signals.ai_disclosure", "before"))
+        if "break_reminder" in new:
+            ctx.notices.append(Notice(cfg.break_reminder_text, "signals.break_reminder", "after"))
+        if "quiet_hours" in new:
+            ctx.notices.append(Notice(cfg.quiet_hours_text, "signals.quiet_hours", "after"))
+        if "suggest_limits" in new:
+            ctx.notices.append(Notice(cfg.suggest_limits_text, "signals.suggest_limits", "after"))
+
+
+def disclosure_policy(policy: Any, config: SignalsConfig) -> DisclosurePolicy:
+    """The AI-disclosure rule: the bounds' effective policy's ``ai_disclosure`` when it has one
+    (attributes ``audience``, ``interval`` / ``interval_minutes``, ``text``), else the config's.
+    The interval never exceeds the statutory 3 hours, whatever the policy says."""
+    rule = getattr(policy, "ai_disclosure", None) if policy is not None else None
+    audience: Any = config.ai_disclosure_audience
+    interval: float = config.ai_disclosure_interval_minutes
+    text = config.ai_disclosure_text
+    if rule is not None:
+        audience = getattr(rule, "audience", audience)
+        raw = getattr(rule, "interval_minutes", None) or getattr(rule, "interval", None)
+        if isinstance(raw, timedelta):
+            interval = raw.total_seconds() / 60
+        elif isinstance(raw, int | float) and raw > 0:
+            interval = float(raw)
+        text = getattr(rule, "text", None) or text
+    if audience not in ("all", "minors"):
+        audience = "all"  # an unknown audience errs on the side of telling everyone
+    return DisclosurePolicy(
+        audience=audience,
+        interval_minutes=min(interval, STATUTORY_INTERVAL_MINUTES),
+        text=text,
+    )
