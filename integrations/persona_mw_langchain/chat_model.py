@@ -312,12 +312,15 @@ class PersonaChatModel(BaseChatModel):
 
 
 def _with_user(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``configurable["persona_user"]`` travels to ``_generate`` as a kwarg (LangChain hands a
-    chat model's ``_generate`` the metadata, through the run manager, but not ``configurable``)."""
-    user = (ensure_config(config).get("configurable") or {}).get(USER_KEY)
-    if user is not None and USER_KEY not in kwargs:
-        return {**kwargs, USER_KEY: user}
-    return kwargs
+    """The user named in the run config travels to ``_generate`` / ``_stream`` as a kwarg:
+    LangChain hands a chat model's ``_stream`` neither ``configurable`` nor the metadata."""
+    if USER_KEY in kwargs:
+        return kwargs
+    config = ensure_config(config)
+    user = (config.get("configurable") or {}).get(USER_KEY)
+    if user is None:
+        user = (config.get("metadata") or {}).get(USER_KEY)
+    return kwargs if user is None else {**kwargs, USER_KEY: user}
 
 
 def _streams(model: BaseChatModel, *, async_api: bool) -> bool:

@@ -65,10 +65,8 @@ class _StopFilter:
             )
             released, self.buffer = self.buffer[:at], ""
             return released
-        keep = len(self.word) - 1
-        released, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[-keep:]
-        if len(released) < 0:
-            return ""
+        cut = max(0, len(self.buffer) - (len(self.word) - 1))
+        released, self.buffer = self.buffer[:cut], self.buffer[cut:]
         return released
 
     def finish(self) -> str:
