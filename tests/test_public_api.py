@@ -1,0 +1,26 @@
+"""Pin the public names: adding one is a decision, removing one is a breaking change."""
+
+import persona_mw
+
+EXPECTED = {
+    "BoundsError", "CachedProfileStore", "CallContext", "Config", "ConfigError", "Consent",
+    "Decision", "Exposure", "FilterChain", "FinishStage", "InputBlocked", "InputStage",
+    "Instruction", "LLMClient", "Limits", "MemoryProfileStore", "Middleware", "Notice",
+    "OutputFilter", "OutputStage", "PersonaError", "PolicyError", "Profile",
+    "ProfileConflictError", "ProfileError", "ProfileStore", "ProfileValidationError",
+    "RedisProfileStore", "Settings", "Span", "StatedPreferences", "StoreConfig", "StoreError",
+    "Style", "UpstreamError", "UpstreamTimeout", "UserBounds", "UserHasher", "__version__",
+    "build_middleware", "configure_logging", "load_config", "merge_patch", "open_store",
+    "parse_profile", "update_profile",
+}
+
+
+def test_exported_names() -> None:
+    assert set(persona_mw.__all__) == EXPECTED
+    for name in persona_mw.__all__:
+        assert hasattr(persona_mw, name), name
+
+
+def test_every_error_derives_from_the_root() -> None:
+    errors = [getattr(persona_mw, n) for n in persona_mw.__all__ if n.endswith(("Error", "Blocked", "Timeout"))]
+    assert errors and all(issubclass(e, persona_mw.PersonaError) for e in errors)
