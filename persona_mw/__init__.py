@@ -19,7 +19,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .observability import UserHasher, configure_logging
-from .pipeline import FilterChain, Middleware
+from .pipeline import FilterChain, Middleware, block_message, notices_text, with_notices
 from .profile import (
     Consent,
     Limits,
@@ -94,11 +94,14 @@ __all__ = [
     "UserBounds",
     "UserHasher",
     "__version__",
+    "block_message",
     "build_middleware",
     "configure_logging",
     "load_config",
     "merge_patch",
+    "notices_text",
     "open_store",
     "parse_profile",
     "update_profile",
+    "with_notices",
 ]

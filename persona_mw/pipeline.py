@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from .config import Settings
 
-__all__ = ["FilterChain", "Middleware"]
+__all__ = ["FilterChain", "Middleware", "block_message", "notices_text", "with_notices"]
 
 _log = structlog.get_logger("persona_mw")
 _warned_ephemeral = False  # warn once per process, not per middleware
@@ -109,9 +109,9 @@ class Middleware:
         """Personalise, call the model, enforce the bounds, record usage; return LiteLLM's
         ``ModelResponse``. A blocked input is answered with the rule's message and
         ``finish_reason="content_filter"``; upstream failures raise UpstreamError."""
-        ctx = await self._begin(user, model, messages, llm_kwargs, stream=False, surface=surface)
+        ctx = await self.begin(user, model, messages, llm_kwargs, stream=False, surface=surface)
         try:
-            await self._run_input_stages(ctx)
+            await self.run_input_stages(ctx)
             if ctx.reply is not None:
                 return _synthetic_response(ctx)
             started = time.perf_counter()
@@ -124,7 +124,7 @@ class Middleware:
             _mark_failed(ctx, exc)
             raise
         finally:
-            await self._finish(ctx)
+            await self.finish(ctx)
 
     async def astream(
         self,
@@ -141,9 +141,9 @@ class Middleware:
         redact is ever yielded. Closing the iterator early cancels the upstream call; usage is
         still recorded.
         """
-        ctx = await self._begin(user, model, messages, llm_kwargs, stream=True, surface=surface)
+        ctx = await self.begin(user, model, messages, llm_kwargs, stream=True, surface=surface)
         try:
-            await self._run_input_stages(ctx)
+            await self.run_input_stages(ctx)
             if ctx.reply is not None:
                 for chunk in _synthetic_chunks(ctx):
                     yield chunk
@@ -154,7 +154,7 @@ class Middleware:
             _mark_failed(ctx, exc)
             raise
         finally:
-            await self._finish(ctx)
+            await self.finish(ctx)
 
     async def aclose(self) -> None:
         """Flush finish stages (usage recorders) and close the store."""
@@ -198,9 +198,10 @@ class Middleware:
             return Profile.default(user_id)
         return parse_profile(self._default_profile, user_id=user_id)
 
-    # -- stages -------------------------------------------------------------------------------
+    # -- the steps, public for integrations that drive a call themselves (LangChain callbacks,
+    # the LiteLLM proxy plugin): begin → run_input_stages → (model) → open_filters → finish.
 
-    async def _begin(
+    async def begin(
         self,
         user: str,
         model: str,
@@ -210,6 +211,7 @@ class Middleware:
         stream: bool,
         surface: str,
     ) -> CallContext:
+        """Validate the call, load the profile and make the call's context."""
         _validate_call(user, model, messages)
         started = time.perf_counter()
         profile, source = await self.load_profile(user)
@@ -232,7 +234,8 @@ class Middleware:
         ctx.timings_ms["profile"] = _ms_since(started)
         return ctx
 
-    async def _run_input_stages(self, ctx: CallContext) -> None:
+    async def run_input_stages(self, ctx: CallContext) -> None:
+        """Run the input stages in order; stop at the first that answers (``ctx.reply``)."""
         for stage in self.input_stages:
             started = time.perf_counter()
             await stage(ctx)
@@ -241,7 +244,8 @@ class Middleware:
                 ctx.outcome = "blocked"
                 break
 
-    def _open_filters(self, ctx: CallContext) -> FilterChain:
+    def open_filters(self, ctx: CallContext) -> FilterChain:
+        """Fresh output filters for one call, chained."""
         return FilterChain([stage.open(ctx) for stage in self.output_stages])
 
     def _check_response(self, ctx: CallContext, response: ModelResponse) -> ModelResponse:
@@ -249,14 +253,14 @@ class Middleware:
         choice = response.choices[0]
         message = choice.message  # type: ignore[union-attr]
         text = message.content if isinstance(message.content, str) else ""
-        chain = self._open_filters(ctx)
+        chain = self.open_filters(ctx)
         released = chain.feed(text) + chain.finish() if text else ""
         if chain.stopped:
-            released = _block_message(ctx)
+            released = block_message(ctx)
             choice.finish_reason = "content_filter"
             ctx.outcome = "filtered"
         if text or ctx.notices:
-            message.content = _with_notices(ctx, released)
+            message.content = with_notices(ctx, released)
         ctx.output_text = message.content or ""
         ctx.finish_reason = choice.finish_reason
         usage = getattr(response, "usage", None)
@@ -270,7 +274,7 @@ class Middleware:
         from litellm import ModelResponseStream
         from litellm.types.utils import Delta, StreamingChoices
 
-        chain = self._open_filters(ctx)
+        chain = self.open_filters(ctx)
         started = time.perf_counter()
         header: dict[str, Any] = {}
         out: list[str] = []
@@ -286,7 +290,7 @@ class Middleware:
                 ],
             )
 
-        before = _notices_text(ctx, "before")
+        before = notices_text(ctx, "before")
         if before:
             before += "\n\n"
         upstream = self.llm.astream(model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs)
@@ -312,7 +316,7 @@ class Middleware:
                 released = chain.feed(delta.content) if delta.content else ""
                 filter_ms += _ms_since(t)
                 if chain.stopped:
-                    released += _block_message(ctx, lead="\n\n" if (released or out) else "")
+                    released += block_message(ctx, lead="\n\n" if (released or out) else "")
                     ctx.outcome = "filtered"
                     ctx.finish_reason = "content_filter"
                     out.append(released)
@@ -323,13 +327,13 @@ class Middleware:
                     released += chain.finish()
                     filter_ms += _ms_since(t)
                     if chain.stopped:
-                        released += _block_message(ctx, lead="\n\n" if (released or out) else "")
+                        released += block_message(ctx, lead="\n\n" if (released or out) else "")
                         ctx.outcome = "filtered"
                         ctx.finish_reason = "content_filter"
                         out.append(released)
                         yield chunk(released, "content_filter")
                         return
-                    after = _notices_text(ctx, "after")
+                    after = notices_text(ctx, "after")
                     if after:
                         released += ("\n\n" if released or out else "") + after
                     ctx.finish_reason = choice.finish_reason
@@ -349,7 +353,7 @@ class Middleware:
             if not ctx.completion_tokens:
                 ctx.completion_tokens = _estimate_tokens(ctx.output_text)
 
-    async def _finish(self, ctx: CallContext) -> None:
+    async def finish(self, ctx: CallContext) -> None:
         """Finish stages, then the request event. Never raises: a failing recorder must not
         turn a good reply into an error (it is logged instead)."""
         for stage in self.finish_stages:
@@ -439,19 +443,22 @@ def _mark_failed(ctx: CallContext, exc: BaseException) -> None:
         ctx.error = type(exc).__name__ if not isinstance(exc, PersonaError) else str(exc)
 
 
-def _block_message(ctx: CallContext, lead: str = "") -> str:
+def block_message(ctx: CallContext, lead: str = "") -> str:
+    """The user-facing message of the last blocking decision (what replaces blocked text)."""
     for decision in reversed(ctx.decisions):
         if decision.action == "block" and decision.message:
             return lead + decision.message
     return lead + "[response withheld by a content policy]"
 
 
-def _notices_text(ctx: CallContext, position: str) -> str:
+def notices_text(ctx: CallContext, position: str) -> str:
+    """The notices to put ``"before"`` or ``"after"`` the reply, joined."""
     return "\n\n".join(n.text for n in ctx.notices if n.position == position)
 
 
-def _with_notices(ctx: CallContext, text: str) -> str:
-    parts = [_notices_text(ctx, "before"), text, _notices_text(ctx, "after")]
+def with_notices(ctx: CallContext, text: str) -> str:
+    """``text`` framed by the call's notices."""
+    parts = [notices_text(ctx, "before"), text, notices_text(ctx, "after")]
     return "\n\n".join(p for p in parts if p)
 
 
@@ -461,7 +468,7 @@ def _synthetic_response(ctx: CallContext) -> ModelResponse:
     from litellm.types.utils import Choices, Message, Usage
 
     assert ctx.reply is not None
-    text = _with_notices(ctx, ctx.reply)
+    text = with_notices(ctx, ctx.reply)
     ctx.output_text = text
     ctx.finish_reason = ctx.reply_finish_reason
     return ModelResponse(
@@ -479,7 +486,7 @@ def _synthetic_chunks(ctx: CallContext) -> list[ModelResponseStream]:
     from litellm.types.utils import Delta, StreamingChoices
 
     assert ctx.reply is not None
-    text = _with_notices(ctx, ctx.reply)
+    text = with_notices(ctx, ctx.reply)
     ctx.output_text = text
     ctx.finish_reason = ctx.reply_finish_reason
     header = {"id": f"chatcmpl-{ctx.request_id}", "model": ctx.model}

@@ -10,8 +10,8 @@ EXPECTED = {
     "ProfileConflictError", "ProfileError", "ProfileStore", "ProfileValidationError",
     "RedisProfileStore", "Settings", "Span", "StatedPreferences", "StoreConfig", "StoreError",
     "Style", "UpstreamError", "UpstreamTimeout", "UserBounds", "UserHasher", "__version__",
-    "build_middleware", "configure_logging", "load_config", "merge_patch", "open_store",
-    "parse_profile", "update_profile",
+    "block_message", "build_middleware", "configure_logging", "load_config", "merge_patch", "open_store",
+    "notices_text", "parse_profile", "update_profile", "with_notices",
 }
 
 
