@@ -9,11 +9,14 @@ AI-disclosure interval may not exceed 3 hours (New York GBL Art. 47).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["STATUTORY_INTERVAL_MINUTES", "SignalsConfig"]
+from persona_mw.errors import ConfigError
+
+__all__ = ["STATUTORY_INTERVAL_MINUTES", "SignalsConfig", "load_signals_config"]
 
 #: "At least every 3 hours of continuing interaction" (CA SB 243 for known minors; NY GBL §1702
 #: for all users of an AI companion).
@@ -130,3 +133,19 @@ class SignalsConfig(BaseModel):
                 "limits only after it has reduced personalisation"
             )
         return self
+
+
+def load_signals_config(data: Mapping[str, Any], *, source: str = "config") -> SignalsConfig:
+    """The ``signals:`` section of a deployment config as a :class:`SignalsConfig`; a bad value
+    raises :class:`ConfigError` naming ``signals.<field>`` and what is allowed."""
+    try:
+        return SignalsConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "signals." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "signals"
+        hint = (
+            "unknown field; see docs/signals.md for the fields"
+            if first["type"] == "extra_forbidden"
+            else first["msg"].removeprefix("Value error, ")
+        )
+        raise ConfigError(hint, source=source, field=field) from None
