@@ -53,9 +53,7 @@ WITHHELD = "[response withheld by a content policy]"
 _log = structlog.get_logger("persona_mw.langchain")
 
 
-def resolve_user(
-    explicit: object, metadata: Mapping[str, Any] | None, default: str | None
-) -> str:
+def resolve_user(explicit: object, metadata: Mapping[str, Any] | None, default: str | None) -> str:
     """Who the call is for: ``explicit`` (from ``configurable`` or a bound kwarg), then
     ``metadata["persona_user"]``, then the default given to the handler or wrapper."""
     for candidate in (explicit, (metadata or {}).get(USER_KEY), default):
@@ -130,7 +128,7 @@ async def finish(mw: Middleware, ctx: CallContext) -> None:
         started = time.perf_counter()
         try:
             await stage(ctx)
-        except Exception as exc:  # noqa: BLE001 - reported, never propagated
+        except Exception as exc:
             _log.error("stage.failed", stage=stage.name, request_id=ctx.request_id, error=repr(exc))
         ctx.timings_ms[stage.name] = ms_since(started)
     ctx.timings_ms["total"] = ms_since(ctx._t0)

@@ -36,7 +36,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
 from persona_mw import CallContext, Exposure, FilterChain, Middleware
 
@@ -106,10 +106,16 @@ class _Calls:
             raise block_error(ctx, stage="input")
         self.runs[run_id] = _Run(ctx=ctx, chain=open_filters(mw, ctx))
 
-    def token(self, token: str, run_id: UUID) -> CallContext | None:
+    def token(self, token: str | list[str | dict[str, Any]], run_id: UUID) -> CallContext | None:
         """Feed one streamed token; the call's context when the filters stopped (the run is
         then over: the caller records it and raises)."""
         run = self.runs.get(run_id)
+        if not isinstance(token, str):  # content blocks (output_version="v1"): their text
+            token = "".join(
+                p if isinstance(p, str) else str(p.get("text") or "")
+                for p in token
+                if isinstance(p, str) or p.get("type") == "text"
+            )
         if run is None or not token:
             return None
         run.ctx.stream = True
@@ -188,7 +194,16 @@ class PersonaCallbackHandler(AsyncCallbackHandler):
             serialized, messages, run_id, metadata, kwargs.get("invocation_params")
         )
 
-    async def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    async def on_llm_new_token(
+        self,
+        token: str | list[str | dict[str, Any]],
+        *,
+        chunk: GenerationChunk | ChatGenerationChunk | None = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         ctx = self._calls.token(token, run_id)
         if ctx is not None:
             await finish(self.middleware, ctx)
@@ -239,7 +254,16 @@ class PersonaSyncCallbackHandler(BaseCallbackHandler):
             )
         )
 
-    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(
+        self,
+        token: str | list[str | dict[str, Any]],
+        *,
+        chunk: GenerationChunk | ChatGenerationChunk | None = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         ctx = self._calls.token(token, run_id)
         if ctx is not None:
             run_sync(finish(self.middleware, ctx))

@@ -172,7 +172,10 @@ class PersonaChatModel(BaseChatModel):
                 return _reply_result(ctx)
             started = time.perf_counter()
             result = self.inner._generate(
-                conversation.to_langchain(ctx.prompt_messages), stop=stop, run_manager=None, **kwargs
+                conversation.to_langchain(ctx.prompt_messages),
+                stop=stop,
+                run_manager=None,
+                **kwargs,
             )
             ctx.timings_ms["model"] = ms_since(started)
             return _check_result(self.middleware, ctx, result)
@@ -195,7 +198,10 @@ class PersonaChatModel(BaseChatModel):
                 return _reply_result(ctx)
             started = time.perf_counter()
             result = await self.inner._agenerate(
-                conversation.to_langchain(ctx.prompt_messages), stop=stop, run_manager=None, **kwargs
+                conversation.to_langchain(ctx.prompt_messages),
+                stop=stop,
+                run_manager=None,
+                **kwargs,
             )
             ctx.timings_ms["model"] = ms_since(started)
             return _check_result(self.middleware, ctx, result)
@@ -335,7 +341,7 @@ def _streams(model: BaseChatModel, *, async_api: bool) -> bool:
 
 def _reply_result(ctx: CallContext) -> ChatResult:
     """An input stage answered (a block): the reply without the model."""
-    assert ctx.reply is not None  # noqa: S101 - only called when an input stage answered
+    assert ctx.reply is not None
     text = with_notices(ctx, ctx.reply)
     ctx.output_text = text
     ctx.finish_reason = ctx.reply_finish_reason

@@ -17,7 +17,7 @@ from langchain_core.messages.utils import convert_to_messages, convert_to_openai
 
 from persona_mw.types import Message
 
-__all__ = ["Conversation", "USER_KEY"]
+__all__ = ["USER_KEY", "Conversation"]
 
 #: The key that names the end user: in ``configurable``, in ``metadata``, or bound as a kwarg.
 USER_KEY = "persona_user"

@@ -26,8 +26,14 @@ class BlockWord:
     async def __call__(self, ctx: CallContext) -> None:
         if self.word in ctx.user_text().lower():
             ctx.decisions.append(
-                Decision(rule_id=f"no-{self.word}", tier=2, stage="input", detector="keyword",
-                         action="block", message=self.message)
+                Decision(
+                    rule_id=f"no-{self.word}",
+                    tier=2,
+                    stage="input",
+                    detector="keyword",
+                    action="block",
+                    message=self.message,
+                )
             )
             ctx.reply = self.message
             ctx.reply_finish_reason = "content_filter"
@@ -60,8 +66,14 @@ class _StopFilter:
         if at >= 0:
             self.stopped = True
             self.ctx.decisions.append(
-                Decision(rule_id=f"no-{self.word}-out", tier=1, stage="output", detector="keyword",
-                         action="block", message=self.message)
+                Decision(
+                    rule_id=f"no-{self.word}-out",
+                    tier=1,
+                    stage="output",
+                    detector="keyword",
+                    action="block",
+                    message=self.message,
+                )
             )
             released, self.buffer = self.buffer[:at], ""
             return released
@@ -107,12 +119,21 @@ class Recorder:
     name: str = "recorder"
 
     async def __call__(self, ctx: CallContext) -> None:
-        self.records.append(Record(
-            user=ctx.user_id, surface=ctx.surface, stream=ctx.stream, outcome=ctx.outcome,
-            finish_reason=ctx.finish_reason, output=ctx.output_text, prompt=ctx.prompt_messages,
-            prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
-            exposure=set(ctx.exposure.parts), rules=[d.rule_id for d in ctx.decisions],
-        ))
+        self.records.append(
+            Record(
+                user=ctx.user_id,
+                surface=ctx.surface,
+                stream=ctx.stream,
+                outcome=ctx.outcome,
+                finish_reason=ctx.finish_reason,
+                output=ctx.output_text,
+                prompt=ctx.prompt_messages,
+                prompt_tokens=ctx.prompt_tokens,
+                completion_tokens=ctx.completion_tokens,
+                exposure=set(ctx.exposure.parts),
+                rules=[d.rule_id for d in ctx.decisions],
+            )
+        )
 
 
 def make_middleware(recorder: Recorder, *, notice: str | None = None) -> Middleware:

@@ -32,8 +32,15 @@ CASES = [
 ]
 
 
-async def run(model: Any, mode: str, text: str, handler: Handler, *, user: str | None = "ada",
-              seen: list[str] | None = None) -> str:
+async def run(
+    model: Any,
+    mode: str,
+    text: str,
+    handler: Handler,
+    *,
+    user: str | None = "ada",
+    seen: list[str] | None = None,
+) -> str:
     config: dict[str, Any] = {"callbacks": [handler]}
     if user is not None:
         config["metadata"] = {"persona_user": user}
@@ -52,14 +59,21 @@ async def run(model: Any, mode: str, text: str, handler: Handler, *, user: str |
 
 
 @pytest.mark.parametrize(("mode", "cls"), CASES)
-async def test_records_usage_and_logs_the_request(mode: str, cls: type[Handler], mw: Middleware, recorder: Recorder) -> None:
+async def test_records_usage_and_logs_the_request(
+    mode: str, cls: type[Handler], mw: Middleware, recorder: Recorder
+) -> None:
     handler = cls(mw)
     model = GenericFakeChatModel(messages=iter(["A fine answer."]))
     with capture_logs() as events:
         text = await run(model, mode, "how do I sleep?", handler)
     assert text == "A fine answer."
     (record,) = recorder.records
-    assert (record.user, record.surface, record.outcome, record.output) == ("ada", "langchain", "ok", "A fine answer.")
+    assert (record.user, record.surface, record.outcome, record.output) == (
+        "ada",
+        "langchain",
+        "ok",
+        "A fine answer.",
+    )
     assert record.stream == mode.endswith("stream")
     # The callback could not send the personalised prompt: it records what the model really got.
     assert record.prompt == [{"role": "user", "content": "how do I sleep?"}]
@@ -70,7 +84,9 @@ async def test_records_usage_and_logs_the_request(mode: str, cls: type[Handler],
 
 
 @pytest.mark.parametrize(("mode", "cls"), CASES)
-async def test_blocked_input_aborts_before_the_model(mode: str, cls: type[Handler], mw: Middleware, recorder: Recorder) -> None:
+async def test_blocked_input_aborts_before_the_model(
+    mode: str, cls: type[Handler], mw: Middleware, recorder: Recorder
+) -> None:
     handler = cls(mw)
     model = GenericFakeChatModel(messages=iter(["never"]))
     with pytest.raises(InputBlocked) as raised:
@@ -84,7 +100,9 @@ async def test_blocked_input_aborts_before_the_model(mode: str, cls: type[Handle
 
 
 @pytest.mark.parametrize(("mode", "cls"), CASES)
-async def test_blocked_output_aborts_the_call(mode: str, cls: type[Handler], mw: Middleware, recorder: Recorder) -> None:
+async def test_blocked_output_aborts_the_call(
+    mode: str, cls: type[Handler], mw: Middleware, recorder: Recorder
+) -> None:
     """Streamed, the token that completes "secret" raises; without streaming, on_llm_end does,
     so ``invoke`` raises instead of returning the reply."""
     handler = cls(mw)
@@ -98,15 +116,21 @@ async def test_blocked_output_aborts_the_call(mode: str, cls: type[Handler], mw:
         # No hold-back in a callback: what came before the completing token was already out.
         assert "".join(seen) == "ok, the secre"
     (record,) = recorder.records
-    assert (record.outcome, record.finish_reason, record.rules) == ("filtered", "content_filter", ["no-secret-out"])
+    assert (record.outcome, record.finish_reason, record.rules) == (
+        "filtered",
+        "content_filter",
+        ["no-secret-out"],
+    )
     assert handler._calls.runs == {}
 
 
 @pytest.mark.parametrize(("mode", "cls"), CASES)
-async def test_model_error_is_recorded(mode: str, cls: type[Handler], mw: Middleware, recorder: Recorder) -> None:
+async def test_model_error_is_recorded(
+    mode: str, cls: type[Handler], mw: Middleware, recorder: Recorder
+) -> None:
     handler = cls(mw)
     model = GenericFakeChatModel(messages=iter([]))
-    with pytest.raises(Exception) as raised:  # noqa: PT011 - whatever the model raises
+    with pytest.raises(Exception) as raised:
         await run(model, mode, "hi", handler)
     assert not isinstance(raised.value, ConfigError | BoundsError)
     (record,) = recorder.records
@@ -118,7 +142,9 @@ async def test_model_error_is_recorded(mode: str, cls: type[Handler], mw: Middle
     ("user", "default", "expected"),
     [("meta", None, "meta"), ("meta", "dflt", "meta"), (None, "dflt", "dflt")],
 )
-async def test_user_from_metadata_or_default(user: str | None, default: str | None, expected: str, mw: Middleware, recorder: Recorder) -> None:
+async def test_user_from_metadata_or_default(
+    user: str | None, default: str | None, expected: str, mw: Middleware, recorder: Recorder
+) -> None:
     handler = PersonaCallbackHandler(mw, default_user=default)
     await run(GenericFakeChatModel(messages=iter(["x"])), "ainvoke", "hi", handler, user=user)
     assert recorder.records[-1].user == expected
@@ -154,13 +180,17 @@ async def test_handler_on_a_chain_checks_the_model_call(mw: Middleware, recorder
     model = GenericFakeChatModel(messages=iter(["x"]))
     chain = RunnableLambda(lambda q: [SystemMessage("be brief"), HumanMessage(q)]) | model
     with pytest.raises(InputBlocked):
-        await chain.ainvoke("forbidden stuff", config={"callbacks": [handler], "metadata": {"persona_user": "ada"}})
+        await chain.ainvoke(
+            "forbidden stuff", config={"callbacks": [handler], "metadata": {"persona_user": "ada"}}
+        )
     assert recorder.records[-1].outcome == "blocked"
 
 
 def test_handler_attached_to_the_model_itself(mw: Middleware, recorder: Recorder) -> None:
     """The one-line drop-in: ``callbacks=[handler]`` on the model's constructor."""
-    model = GenericFakeChatModel(messages=iter(["x"]), callbacks=[PersonaSyncCallbackHandler(mw, default_user="ada")])
+    model = GenericFakeChatModel(
+        messages=iter(["x"]), callbacks=[PersonaSyncCallbackHandler(mw, default_user="ada")]
+    )
     assert model.invoke("hi").content == "x"
     with pytest.raises(InputBlocked):
         model.invoke("forbidden")
@@ -177,7 +207,9 @@ def test_async_handler_cannot_abort_a_sync_invoke(recorder: Recorder) -> None:
     mw = make_middleware(recorder)
     model = GenericFakeChatModel(messages=iter(["x"]))
     try:
-        model.invoke("forbidden", config={"callbacks": [PersonaCallbackHandler(mw, default_user="ada")]})
+        model.invoke(
+            "forbidden", config={"callbacks": [PersonaCallbackHandler(mw, default_user="ada")]}
+        )
     except InputBlocked:
         return
     raise AssertionError("the blocked input reached the model")

@@ -37,7 +37,9 @@ class SeeingFake(GenericFakeChatModel):
         self.seen.append(messages)
         return super()._generate(messages, *a, **kw)
 
-    def _stream(self, messages: list[BaseMessage], *a: Any, **kw: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self, messages: list[BaseMessage], *a: Any, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
         self.seen.append(messages)
         return super()._stream(messages, *a, **kw)
 
@@ -46,15 +48,24 @@ class ToolFake(SeeingFake):
     """A fake that supports tools the way real providers do: bind_tools binds kwargs to self."""
 
     def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kw: Any) -> Runnable[Any, Any]:
-        return self.bind(tools=[getattr(t, "__name__", str(t)) for t in tools], tool_choice=tool_choice, **kw)
+        return self.bind(
+            tools=[getattr(t, "__name__", str(t)) for t in tools], tool_choice=tool_choice, **kw
+        )
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: Any = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kw: Any,
+    ) -> ChatResult:
         result = super()._generate(messages, stop, run_manager)
         result.generations[0].message.response_metadata["tools_seen"] = kw.get("tools")
         return result
 
-    def _stream(self, messages: list[BaseMessage], *a: Any, **kw: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self, messages: list[BaseMessage], *a: Any, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
         """GenericFakeChatModel drops tool calls when streaming; a provider sends them as
         tool_call_chunks after the text."""
         self.seen.append(messages)
@@ -62,16 +73,28 @@ class ToolFake(SeeingFake):
         for word in str(message.content).split(" "):
             yield ChatGenerationChunk(message=AIMessageChunk(content=word + " "))
         for i, tool_call in enumerate(getattr(message, "tool_calls", [])):
-            yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[
-                {"name": tool_call["name"], "args": json.dumps(tool_call["args"]), "id": tool_call["id"], "index": i}
-            ]))
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        {
+                            "name": tool_call["name"],
+                            "args": json.dumps(tool_call["args"]),
+                            "id": tool_call["id"],
+                            "index": i,
+                        }
+                    ],
+                )
+            )
 
 
 def fake(*replies: str | AIMessage) -> SeeingFake:
     return SeeingFake(messages=iter(replies))
 
 
-async def call(chat: Runnable[Any, Any], mode: str, text: str, config: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], list[Any]]:
+async def call(
+    chat: Runnable[Any, Any], mode: str, text: str, config: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any], list[Any]]:
     """One call in one of the four modes; returns the text, the final metadata and the chunks."""
     config = config if config is not None else ADA
     if mode == "invoke":
@@ -94,7 +117,9 @@ MODES = ["invoke", "ainvoke", "stream", "astream"]
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_personalised_prompt_reaches_the_model(mode: str, mw: Middleware, recorder: Recorder) -> None:
+async def test_personalised_prompt_reaches_the_model(
+    mode: str, mw: Middleware, recorder: Recorder
+) -> None:
     inner = fake("Fine answer here.")
     chat = PersonaChatModel(inner=inner, middleware=mw)
     text, _, _ = await call(chat, mode, "how do I sleep better?")
@@ -104,7 +129,11 @@ async def test_personalised_prompt_reaches_the_model(mode: str, mw: Middleware, 
     assert sent[1].content == "how do I sleep better?"
     (record,) = recorder.records
     assert (record.user, record.surface, record.outcome, record.stream) == (
-        "ada", "langchain", "ok", mode.endswith("stream"))
+        "ada",
+        "langchain",
+        "ok",
+        mode.endswith("stream"),
+    )
     assert record.exposure == {"style"}
     assert record.output == "Fine answer here."
 
@@ -119,7 +148,9 @@ def test_unchanged_messages_go_to_the_model_as_given(mw: Middleware) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_blocked_input_is_answered_without_the_model(mode: str, mw: Middleware, recorder: Recorder) -> None:
+async def test_blocked_input_is_answered_without_the_model(
+    mode: str, mw: Middleware, recorder: Recorder
+) -> None:
     inner = fake("must not be used")
     chat = PersonaChatModel(inner=inner, middleware=mw)
     text, metadata, _ = await call(chat, mode, "tell me something forbidden")
@@ -138,7 +169,11 @@ async def test_output_bound_blocks_the_reply(mode: str, mw: Middleware, recorder
     assert text.endswith("[withheld: policy]")
     assert metadata["finish_reason"] == "content_filter"
     (record,) = recorder.records
-    assert (record.outcome, record.finish_reason, record.rules) == ("filtered", "content_filter", ["no-secret-out"])
+    assert (record.outcome, record.finish_reason, record.rules) == (
+        "filtered",
+        "content_filter",
+        ["no-secret-out"],
+    )
 
 
 @pytest.mark.parametrize("mode", ["stream", "astream"])
@@ -160,7 +195,9 @@ async def test_stream_hold_back_never_releases_part_of_a_blocked_word(
 
 
 @pytest.mark.parametrize("mode", ["stream", "astream"])
-async def test_stream_releases_the_held_back_tail_with_one_finish_reason(mode: str, mw: Middleware) -> None:
+async def test_stream_releases_the_held_back_tail_with_one_finish_reason(
+    mode: str, mw: Middleware
+) -> None:
     inner = FakeListChatModel(responses=["all good here"])
     chat = PersonaChatModel(inner=inner, middleware=mw)
     text, _, chunks = await call(chat, mode, "hi")
@@ -180,7 +217,11 @@ async def test_notices_are_added_to_the_reply(recorder: Recorder) -> None:
 @pytest.mark.parametrize(
     ("config", "default", "expected"),
     [
-        ({"configurable": {"persona_user": "cfg"}, "metadata": {"persona_user": "meta"}}, "dflt", "cfg"),
+        (
+            {"configurable": {"persona_user": "cfg"}, "metadata": {"persona_user": "meta"}},
+            "dflt",
+            "cfg",
+        ),
         ({"metadata": {"persona_user": "meta"}}, "dflt", "meta"),
         ({}, "dflt", "dflt"),
         ({"configurable": {"other": 1}}, "dflt", "dflt"),
@@ -188,7 +229,12 @@ async def test_notices_are_added_to_the_reply(recorder: Recorder) -> None:
 )
 @pytest.mark.parametrize("mode", MODES)
 async def test_user_id_precedence(
-    mode: str, config: dict[str, Any], default: str, expected: str, mw: Middleware, recorder: Recorder
+    mode: str,
+    config: dict[str, Any],
+    default: str,
+    expected: str,
+    mw: Middleware,
+    recorder: Recorder,
 ) -> None:
     """configurable > metadata > default_user."""
     chat = PersonaChatModel(inner=fake("ok"), middleware=mw, default_user=default)
@@ -197,7 +243,9 @@ async def test_user_id_precedence(
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_no_user_is_a_config_error_that_says_how(mode: str, mw: Middleware, recorder: Recorder) -> None:
+async def test_no_user_is_a_config_error_that_says_how(
+    mode: str, mw: Middleware, recorder: Recorder
+) -> None:
     chat = PersonaChatModel(inner=fake("ok"), middleware=mw)
     with pytest.raises(ConfigError, match="persona_user"):
         await call(chat, mode, "hi", {})
@@ -212,7 +260,9 @@ def test_user_id_reaches_the_model_inside_a_chain(mw: Middleware, recorder: Reco
     assert recorder.records[-1].user == "in-chain"
 
 
-async def test_sync_calls_work_inside_a_running_event_loop(mw: Middleware, recorder: Recorder) -> None:
+async def test_sync_calls_work_inside_a_running_event_loop(
+    mw: Middleware, recorder: Recorder
+) -> None:
     """Sync ``invoke``/``stream`` called from a coroutine (a notebook cell, a sync helper in an
     async app): the middleware's async parts run on the private loop, not this one."""
     asyncio.get_running_loop()  # we are inside one
@@ -234,7 +284,10 @@ async def test_concurrent_calls_keep_their_own_context(mw: Middleware, recorder:
     chat = PersonaChatModel(inner=inner, middleware=mw)
 
     async def one(i: int) -> str:
-        chunks = [c.content async for c in chat.astream(f"q{i}", config={"configurable": {"persona_user": f"u{i}"}})]
+        chunks = [
+            c.content
+            async for c in chat.astream(f"q{i}", config={"configurable": {"persona_user": f"u{i}"}})
+        ]
         return "".join(chunks)
 
     texts = await asyncio.gather(*(one(i) for i in range(40)))
@@ -243,8 +296,12 @@ async def test_concurrent_calls_keep_their_own_context(mw: Middleware, recorder:
     assert all(r.prompt[0]["content"] == f"Answer tersely for {r.user}." for r in recorder.records)
 
 
-async def test_closing_a_stream_early_records_a_cancelled_call(mw: Middleware, recorder: Recorder) -> None:
-    chat = PersonaChatModel(inner=FakeListChatModel(responses=["a long answer " * 5]), middleware=mw)
+async def test_closing_a_stream_early_records_a_cancelled_call(
+    mw: Middleware, recorder: Recorder
+) -> None:
+    chat = PersonaChatModel(
+        inner=FakeListChatModel(responses=["a long answer " * 5]), middleware=mw
+    )
     stream = chat.astream("hi", config=ADA)
     async for _ in stream:
         break
@@ -254,7 +311,9 @@ async def test_closing_a_stream_early_records_a_cancelled_call(mw: Middleware, r
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_inner_model_failure_is_recorded_and_raised(mode: str, mw: Middleware, recorder: Recorder) -> None:
+async def test_inner_model_failure_is_recorded_and_raised(
+    mode: str, mw: Middleware, recorder: Recorder
+) -> None:
     chat = PersonaChatModel(inner=SeeingFake(messages=iter([])), middleware=mw)
     with pytest.raises(Exception) as raised:
         await call(chat, mode, "hi")
@@ -295,12 +354,20 @@ def test_bind_tools_keeps_the_call_inside_the_wrapper(mw: Middleware, recorder: 
 
 
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
-async def test_structured_output_through_the_wrapper(mode: str, mw: Middleware, recorder: Recorder) -> None:
+async def test_structured_output_through_the_wrapper(
+    mode: str, mw: Middleware, recorder: Recorder
+) -> None:
     """Structured output rides on tool calls, which pass through unfiltered (documented)."""
-    reply = AIMessage(content="", tool_calls=[{"name": "Answer", "args": {"text": "42"}, "id": "c1"}])
+    reply = AIMessage(
+        content="", tool_calls=[{"name": "Answer", "args": {"text": "42"}, "id": "c1"}]
+    )
     inner = ToolFake(messages=iter([reply]))
     structured = PersonaChatModel(inner=inner, middleware=mw).with_structured_output(Answer)
-    result = structured.invoke("q", config=ADA) if mode == "invoke" else await structured.ainvoke("q", config=ADA)
+    result = (
+        structured.invoke("q", config=ADA)
+        if mode == "invoke"
+        else await structured.ainvoke("q", config=ADA)
+    )
     assert result == Answer(text="42")
     assert inner.seen[-1][0].content == "Answer tersely for ada."
     assert recorder.records[-1].outcome == "ok"
@@ -313,7 +380,9 @@ def test_bind_tools_on_a_model_without_tools_says_so(mw: Middleware) -> None:
 
 
 async def test_streamed_tool_call_chunks_pass_through(mw: Middleware) -> None:
-    reply = AIMessage(content="calling", tool_calls=[{"name": "Answer", "args": {"text": "x"}, "id": "c1"}])
+    reply = AIMessage(
+        content="calling", tool_calls=[{"name": "Answer", "args": {"text": "x"}, "id": "c1"}]
+    )
     chat = PersonaChatModel(inner=ToolFake(messages=iter([reply])), middleware=mw)
     merged: AIMessageChunk | None = None
     async for chunk in chat.astream("hi", config=ADA):

@@ -33,7 +33,10 @@ def openai_model(server: FakeOpenAIServer) -> BaseChatModel:
     """Its own async HTTP client: langchain-openai shares one per process by default, and its
     pooled connections belong to the event loop of the test that opened them."""
     return ChatOpenAI(
-        model="fake", base_url=server.base_url, api_key="test", stream_usage=True,  # type: ignore[arg-type]
+        model="fake",
+        base_url=server.base_url,
+        api_key="test",
+        stream_usage=True,  # type: ignore[arg-type]
         http_async_client=openai.DefaultAsyncHttpxClient(),
     )
 
@@ -42,16 +45,20 @@ PROVIDERS: list[Callable[[FakeOpenAIServer], BaseChatModel]] = [litellm_model, o
 MODES = ["invoke", "ainvoke", "stream", "astream"]
 
 
-async def call(model: Any, mode: str, text: str, config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+async def call(
+    model: Any, mode: str, text: str, config: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
     if mode == "invoke":
         message = model.invoke(text, config=config)
         return message.content, message.response_metadata
     if mode == "ainvoke":
         message = await model.ainvoke(text, config=config)
         return message.content, message.response_metadata
-    chunks = list(model.stream(text, config=config)) if mode == "stream" else [
-        c async for c in model.astream(text, config=config)
-    ]
+    chunks = (
+        list(model.stream(text, config=config))
+        if mode == "stream"
+        else [c async for c in model.astream(text, config=config)]
+    )
     merged = chunks[0]
     for chunk in chunks[1:]:
         merged = merged + chunk
@@ -61,8 +68,11 @@ async def call(model: Any, mode: str, text: str, config: dict[str, Any]) -> tupl
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_wrapper_personalises_over_http(
-    provider: Callable[[FakeOpenAIServer], BaseChatModel], mode: str,
-    upstream: FakeOpenAIServer, mw: Middleware, recorder: Recorder,
+    provider: Callable[[FakeOpenAIServer], BaseChatModel],
+    mode: str,
+    upstream: FakeOpenAIServer,
+    mw: Middleware,
+    recorder: Recorder,
 ) -> None:
     chat = PersonaChatModel(inner=provider(upstream), middleware=mw)
     text, metadata = await call(chat, mode, "how do I sleep?", ADA)
@@ -79,8 +89,11 @@ async def test_wrapper_personalises_over_http(
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_wrapper_bounds_the_reply_over_http(
-    provider: Callable[[FakeOpenAIServer], BaseChatModel], mode: str,
-    upstream: FakeOpenAIServer, mw: Middleware, recorder: Recorder,
+    provider: Callable[[FakeOpenAIServer], BaseChatModel],
+    mode: str,
+    upstream: FakeOpenAIServer,
+    mw: Middleware,
+    recorder: Recorder,
 ) -> None:
     """The echo carries "secret" back, split over 3-character SSE chunks ("sec", "ret")."""
     chat = PersonaChatModel(inner=provider(upstream), middleware=mw)
@@ -94,8 +107,10 @@ async def test_wrapper_bounds_the_reply_over_http(
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_wrapper_blocked_input_never_reaches_the_server(
-    provider: Callable[[FakeOpenAIServer], BaseChatModel], mode: str,
-    upstream: FakeOpenAIServer, mw: Middleware,
+    provider: Callable[[FakeOpenAIServer], BaseChatModel],
+    mode: str,
+    upstream: FakeOpenAIServer,
+    mw: Middleware,
 ) -> None:
     before = len(upstream.requests)
     chat = PersonaChatModel(inner=provider(upstream), middleware=mw)
@@ -112,7 +127,9 @@ class Weather(BaseModel):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_wrapper_bind_tools_sends_the_tools(
-    provider: Callable[[FakeOpenAIServer], BaseChatModel], upstream: FakeOpenAIServer, mw: Middleware
+    provider: Callable[[FakeOpenAIServer], BaseChatModel],
+    upstream: FakeOpenAIServer,
+    mw: Middleware,
 ) -> None:
     chat = PersonaChatModel(inner=provider(upstream), middleware=mw).bind_tools([Weather])
     message = await chat.ainvoke("weather in Paris?", config=ADA)
@@ -133,9 +150,12 @@ HANDLER_CASES = [
 @pytest.mark.parametrize(("mode", "cls"), HANDLER_CASES)
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_handler_over_http(
-    provider: Callable[[FakeOpenAIServer], BaseChatModel], mode: str,
+    provider: Callable[[FakeOpenAIServer], BaseChatModel],
+    mode: str,
     cls: type[PersonaCallbackHandler | PersonaSyncCallbackHandler],
-    upstream: FakeOpenAIServer, mw: Middleware, recorder: Recorder,
+    upstream: FakeOpenAIServer,
+    mw: Middleware,
+    recorder: Recorder,
 ) -> None:
     model = provider(upstream)
     config = {"callbacks": [cls(mw)], "metadata": {"persona_user": "ada"}}
