@@ -26,11 +26,14 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import structlog  # noqa: E402
+import structlog
 
+TESTS = Path(__file__).resolve().parent.parent / "tests"
 MESSAGES = [{"role": "user", "content": "How can I sleep better?"}]
 MODEL = "openai/gpt-4o-mini"
-REPLY = "Keep a fixed wake-up time, get daylight in the morning, and stop screens an hour before bed."
+REPLY = (
+    "Keep a fixed wake-up time, get daylight in the morning, and stop screens an hour before bed."
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -56,17 +59,30 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
     empty = Middleware(settings=Settings(hash_secret="bench"))
     full = build_middleware(load_config(**demo_config_sections()))
     profile = Profile(
-        user_id="bench", own_rules="Be concise. Cite sources.", self_description="A night-shift nurse.",
-        style={"tone": "friendly", "verbosity": "brief", "language": "en", "expertise": "novice", "format": "prose"},
-        topics_to_avoid=["politics"], consent={"personalisation": True, "memory": True, "text_analysis": True},
+        user_id="bench",
+        own_rules="Be concise. Cite sources.",
+        self_description="A night-shift nurse.",
+        style={
+            "tone": "friendly",
+            "verbosity": "brief",
+            "language": "en",
+            "expertise": "novice",
+            "format": "prose",
+        },
+        topics_to_avoid=["politics"],
+        consent={"personalisation": True, "memory": True, "text_analysis": True},
     )
     for mw in (empty, full):
         await mw.store.put(profile)
 
     variants: dict[str, Callable[[], Awaitable[object]]] = {
         "bare": lambda: litellm.acompletion(model=MODEL, messages=MESSAGES, mock_response=REPLY),
-        "empty": lambda: empty.acompletion(user="bench", model=MODEL, messages=MESSAGES, mock_response=REPLY),
-        "full": lambda: full.acompletion(user="bench", model=MODEL, messages=MESSAGES, mock_response=REPLY),
+        "empty": lambda: empty.acompletion(
+            user="bench", model=MODEL, messages=MESSAGES, mock_response=REPLY
+        ),
+        "full": lambda: full.acompletion(
+            user="bench", model=MODEL, messages=MESSAGES, mock_response=REPLY
+        ),
     }
     for call in variants.values():  # warm caches, imports, the profile cache
         await timed(call, 50)
@@ -77,27 +93,37 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         # and pair each variant's sample with the bare sample taken next to it.
         samples: dict[str, list[float]] = {name: [] for name in names}
         for i in range(calls):
-            for name in names[i % 3:] + names[: i % 3]:
+            for name in names[i % 3 :] + names[: i % 3]:
                 started = time.perf_counter()
                 await variants[name]()
                 samples[name].append((time.perf_counter() - started) * 1000)
         for name in names:
             diffs = [x - b for x, b in zip(samples[name], samples["bare"], strict=True)]
-            per_round[name].append({
-                "p50": statistics.median(samples[name]), "p99": percentile(samples[name], 0.99),
-                "added_p50": statistics.median(diffs),
-                "added_p99": percentile(samples[name], 0.99) - percentile(samples["bare"], 0.99),
-            })
-        print(f"  round {r + 1}/{rounds}: " + ", ".join(
-            f"{n} p50 {per_round[n][-1]['p50']:.3f} ms (+{per_round[n][-1]['added_p50']:.3f})" for n in names),
-            file=sys.stderr)
+            per_round[name].append(
+                {
+                    "p50": statistics.median(samples[name]),
+                    "p99": percentile(samples[name], 0.99),
+                    "added_p50": statistics.median(diffs),
+                    "added_p99": percentile(samples[name], 0.99)
+                    - percentile(samples["bare"], 0.99),
+                }
+            )
+        print(
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(
+                f"{n} p50 {per_round[n][-1]['p50']:.3f} ms (+{per_round[n][-1]['added_p50']:.3f})"
+                for n in names
+            ),
+            file=sys.stderr,
+        )
     await full.aclose()
     result: dict[str, dict[str, float]] = {}
     bare_p50s = [x["p50"] for x in per_round["bare"]]
     for name in variants:
         rows = per_round[name]
         result[name] = {
-            key: statistics.median(row[key] for row in rows) for key in ("p50", "p99", "added_p50", "added_p99")
+            key: statistics.median(row[key] for row in rows)
+            for key in ("p50", "p99", "added_p50", "added_p99")
         }
         result[name]["ratio_p50"] = statistics.median(
             row["p50"] / b for row, b in zip(rows, bare_p50s, strict=True)
@@ -106,7 +132,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
 
 
 async def store_reads(n: int, rounds: int) -> dict[str, float]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    sys.path.insert(0, str(TESTS))
     from conftest import RedisServer  # the tests' throwaway server, on a free loopback port
 
     from persona_mw import CachedProfileStore, Profile, RedisProfileStore
@@ -117,8 +143,7 @@ async def store_reads(n: int, rounds: int) -> dict[str, float]:
         cached = CachedProfileStore(RedisProfileStore(server.url, prefix="bench:"))
         await raw.put(Profile(user_id="bench", own_rules="x" * 500))
         await cached.start()
-        while not cached._feed_up.is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(cached._feed_up.wait(), 5)
         await cached.lookup("bench")
         hit, miss = [], []
         for _ in range(rounds):
@@ -128,7 +153,10 @@ async def store_reads(n: int, rounds: int) -> dict[str, float]:
         await raw.aclose()
     finally:
         server.stop()
-    return {"cached_us": statistics.median(hit) * 1000, "uncached_us": statistics.median(miss) * 1000}
+    return {
+        "cached_us": statistics.median(hit) * 1000,
+        "uncached_us": statistics.median(miss) * 1000,
+    }
 
 
 def main() -> None:
@@ -142,8 +170,10 @@ def main() -> None:
     print("\n| variant | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio vs bare |")
     print("|---|---|---|---|---|---|")
     for name, row in result.items():
-        print(f"| {name} | {row['p50']:.3f} | {row['p99']:.3f} | {row['added_p50']:.3f} | "
-              f"{row['added_p99']:.3f} | {row['ratio_p50']:.2f}x |")
+        print(
+            f"| {name} | {row['p50']:.3f} | {row['p99']:.3f} | {row['added_p50']:.3f} | "
+            f"{row['added_p99']:.3f} | {row['ratio_p50']:.2f}x |"
+        )
     reads = asyncio.run(store_reads(5000, args.rounds))
     print("\n| Redis profile store get | median µs |")
     print("|---|---|")

@@ -17,7 +17,9 @@ from .types import FinishStage, InputStage, LLMClient, OutputStage
 __all__ = ["build_middleware"]
 
 
-def build_middleware(config: Config | None = None, *, llm: LLMClient | None = None, **overrides: Any) -> Middleware:
+def build_middleware(
+    config: Config | None = None, *, llm: LLMClient | None = None, **overrides: Any
+) -> Middleware:
     """The middleware a deployment's config describes, with every stage in its place.
 
     Input stages run as: bounds (check input) → dependence (signals ladder) → personalise.
@@ -27,7 +29,11 @@ def build_middleware(config: Config | None = None, *, llm: LLMClient | None = No
     config = config or load_config(**overrides)
     store = open_store(config.store.url, prefix=config.store.prefix)
     if llm is None:
-        llm = LiteLLMClient(router=_router(config.model_list)) if config.model_list else LiteLLMClient()
+        llm = (
+            LiteLLMClient(router=_router(config.model_list))
+            if config.model_list
+            else LiteLLMClient()
+        )
     input_stages: list[InputStage] = []
     output_stages: list[OutputStage] = []
     finish_stages: list[FinishStage] = []

@@ -93,7 +93,9 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         try:
             text = Path(path).read_text()
         except OSError as exc:
-            raise ConfigError(f"cannot read the config file: {exc.strerror}", source=source) from None
+            raise ConfigError(
+                f"cannot read the config file: {exc.strerror}", source=source
+            ) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -109,7 +111,11 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        hint = "unknown field; check the spelling" if first["type"] == "extra_forbidden" else first["msg"]
+        hint = (
+            "unknown field; check the spelling"
+            if first["type"] == "extra_forbidden"
+            else first["msg"]
+        )
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(hint + more, source=source or "config", field=field) from None
 

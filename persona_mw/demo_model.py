@@ -74,7 +74,9 @@ def _text(content: Any) -> str:
 
 def compose_reply(messages: list[dict[str, Any]]) -> str:
     """The canned reply for these messages, shaped by the hints in the system prompt."""
-    system = " ".join(_text(m.get("content")) for m in messages if m.get("role") == "system").lower()
+    system = " ".join(
+        _text(m.get("content")) for m in messages if m.get("role") == "system"
+    ).lower()
     question = ""
     for message in reversed(messages):
         if message.get("role") == "user":
@@ -90,10 +92,13 @@ def compose_reply(messages: list[dict[str, Any]]) -> str:
     answers = _ANSWERS.get(topic or "", _GENERIC)
     body = answers[f"{lang}-{'short' if short else 'long'}"]
     if re.search(r"\b(novice|beginner)\b", system):
-        body += (" (En pocas palabras: empieza por lo más sencillo.)" if lang == "es"
-                 else " (In plain words: start with the simplest step.)")
+        body += (
+            " (En pocas palabras: empieza por lo más sencillo.)"
+            if lang == "es"
+            else " (In plain words: start with the simplest step.)"
+        )
     if re.search(r"\bexpert\b", system):
-        body += (" Detalles técnicos a petición." if lang == "es" else " Happy to go into internals.")
+        body += " Detalles técnicos a petición." if lang == "es" else " Happy to go into internals."
     if re.search(r"\bbullet", system):
         body = "\n".join(f"- {s.strip()}" for s in re.split(r"(?<=[.;])\s+", body) if s.strip())
     if re.search(r"\b(friendly|playful|warm)\b", system):
@@ -129,7 +134,9 @@ def _handler_class() -> type:
         def streaming(self, *args: Any, **kwargs: Any) -> Iterator[GenericStreamingChunk]:
             yield from _chunks(compose_reply(kwargs.get("messages") or []))
 
-        async def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:
+        async def astreaming(
+            self, *args: Any, **kwargs: Any
+        ) -> AsyncIterator[GenericStreamingChunk]:
             for chunk in _chunks(compose_reply(kwargs.get("messages") or [])):
                 yield chunk
 
@@ -158,8 +165,10 @@ def register_demo_model() -> str:
     """Register ``persona-demo/offline`` with LiteLLM (idempotent) and return its name."""
     litellm = import_litellm()
     if not any(p.get("provider") == PROVIDER for p in litellm.custom_provider_map):
-        litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": _handler_class()()})
+        litellm.custom_provider_map.append(
+            {"provider": PROVIDER, "custom_handler": _handler_class()()}
+        )
         from litellm.utils import custom_llm_setup
 
-        custom_llm_setup()
+        custom_llm_setup()  # type: ignore[no-untyped-call]
     return DEMO_MODEL

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
-    from litellm import ModelResponse, ModelResponseStream, Router
+    from litellm import ModelResponse, ModelResponseStream
+    from litellm.router import Router
 
 __all__ = ["LiteLLMClient", "import_litellm", "upstream_error"]
 
@@ -35,7 +36,9 @@ def upstream_error(exc: Exception, model: str) -> UpstreamError:
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     if isinstance(exc, litellm.Timeout | TimeoutError):
         return UpstreamTimeout(message, model=model, status_code=status or 504)
-    return UpstreamError(message, model=model, status_code=status if isinstance(status, int) else None)
+    return UpstreamError(
+        message, model=model, status_code=status if isinstance(status, int) else None
+    )
 
 
 class LiteLLMClient:
@@ -56,7 +59,7 @@ class LiteLLMClient:
             raise
         except Exception as exc:
             raise upstream_error(exc, model) from exc
-        return response  # type: ignore[no-any-return]
+        return response
 
     async def astream(self, **kwargs: Any) -> AsyncIterator[ModelResponseStream]:
         model = str(kwargs.get("model"))

@@ -14,7 +14,7 @@ import logging
 import os
 import secrets
 import sys
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -70,8 +70,14 @@ def request_event(ctx: CallContext, *, include_text: bool = False) -> dict[str, 
         "completion_tokens": ctx.completion_tokens,
         "timings_ms": {k: round(v, 3) for k, v in ctx.timings_ms.items()},
         "decisions": [
-            {"rule": d.rule_id, "tier": d.tier, "stage": d.stage, "detector": d.detector,
-             "action": d.action, "spans": len(d.spans)}
+            {
+                "rule": d.rule_id,
+                "tier": d.tier,
+                "stage": d.stage,
+                "detector": d.detector,
+                "action": d.action,
+                "spans": len(d.spans),
+            }
             for d in ctx.decisions
         ],
         "notices": [n.source for n in ctx.notices],
@@ -86,7 +92,9 @@ def request_event(ctx: CallContext, *, include_text: bool = False) -> dict[str, 
     return event
 
 
-def configure_logging(*, json: bool = True, stream: IO[str] | None = None, level: int = logging.INFO) -> None:
+def configure_logging(
+    *, json: bool = True, stream: TextIO | None = None, level: int = logging.INFO
+) -> None:
     """Render structlog events as JSON lines (or a readable console form) on ``stream``.
 
     For applications, the CLI and the server; the library itself never calls this.

@@ -73,7 +73,8 @@ class Middleware:
         inner = store if store is not None else MemoryProfileStore()
         self.store: ProfileStore = (
             CachedProfileStore(inner, ttl=self.settings.profile_cache_ttl_s)
-            if self.settings.profile_cache_ttl_s > 0 and not isinstance(inner, MemoryProfileStore)
+            if self.settings.profile_cache_ttl_s > 0
+            and not isinstance(inner, MemoryProfileStore)
             and not isinstance(inner, CachedProfileStore)
             else inner
         )
@@ -251,7 +252,7 @@ class Middleware:
     def _check_response(self, ctx: CallContext, response: ModelResponse) -> ModelResponse:
         started = time.perf_counter()
         choice = response.choices[0]
-        message = choice.message  # type: ignore[union-attr]
+        message = choice.message
         text = message.content if isinstance(message.content, str) else ""
         chain = self.open_filters(ctx)
         released = chain.feed(text) + chain.finish() if text else ""
@@ -285,7 +286,9 @@ class Middleware:
                 **header,
                 choices=[
                     StreamingChoices(
-                        index=0, delta=Delta(content=text, role="assistant"), finish_reason=finish_reason
+                        index=0,
+                        delta=Delta(content=text, role="assistant"),
+                        finish_reason=finish_reason,
                     )
                 ],
             )
@@ -341,7 +344,7 @@ class Middleware:
                     delta.content = released or None
                     yield piece
                     continue
-                if released or delta.tool_calls or delta.function_call or delta.role and not out:
+                if released or delta.tool_calls or delta.function_call or (delta.role and not out):
                     out.append(released)
                     delta.content = released or None
                     yield piece
@@ -360,8 +363,10 @@ class Middleware:
             started = time.perf_counter()
             try:
                 await stage(ctx)
-            except Exception as exc:  # noqa: BLE001 - reported, never propagated
-                _log.error("stage.failed", stage=stage.name, request_id=ctx.request_id, error=repr(exc))
+            except Exception as exc:
+                _log.error(
+                    "stage.failed", stage=stage.name, request_id=ctx.request_id, error=repr(exc)
+                )
             ctx.timings_ms[stage.name] = _ms_since(started)
         ctx.timings_ms["total"] = _ms_since(ctx._t0)
         event = request_event(ctx, include_text=self.settings.log_message_text)
@@ -417,13 +422,18 @@ def _validate_call(user: str, model: str, messages: list[Message]) -> None:
     if not isinstance(user, str) or not user:
         raise ConfigError("`user` must be a non-empty string: the id of the end user", field="user")
     if not isinstance(model, str) or not model:
-        raise ConfigError("`model` must be a LiteLLM model name such as 'openai/gpt-4o-mini'", field="model")
+        raise ConfigError(
+            "`model` must be a LiteLLM model name such as 'openai/gpt-4o-mini'", field="model"
+        )
     if not isinstance(messages, list) or not messages:
-        raise ConfigError("`messages` must be a non-empty list of {'role', 'content'} dicts", field="messages")
+        raise ConfigError(
+            "`messages` must be a non-empty list of {'role', 'content'} dicts", field="messages"
+        )
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message:
             raise ConfigError(
-                f"messages[{i}] must be a dict with a 'role' (and usually 'content')", field="messages"
+                f"messages[{i}] must be a dict with a 'role' (and usually 'content')",
+                field="messages",
             )
 
 
@@ -475,7 +485,11 @@ def _synthetic_response(ctx: CallContext) -> ModelResponse:
         id=f"chatcmpl-{ctx.request_id}",
         model=ctx.model,
         choices=[
-            Choices(index=0, message=Message(role="assistant", content=text), finish_reason=ctx.reply_finish_reason)
+            Choices(
+                index=0,
+                message=Message(role="assistant", content=text),
+                finish_reason=ctx.reply_finish_reason,
+            )
         ],
         usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
     )
@@ -492,10 +506,13 @@ def _synthetic_chunks(ctx: CallContext) -> list[ModelResponseStream]:
     header = {"id": f"chatcmpl-{ctx.request_id}", "model": ctx.model}
     return [
         ModelResponseStream(
-            **header, choices=[StreamingChoices(index=0, delta=Delta(content=text, role="assistant"))]
+            **header,
+            choices=[StreamingChoices(index=0, delta=Delta(content=text, role="assistant"))],
         ),
         ModelResponseStream(
             **header,
-            choices=[StreamingChoices(index=0, delta=Delta(), finish_reason=ctx.reply_finish_reason)],
+            choices=[
+                StreamingChoices(index=0, delta=Delta(), finish_reason=ctx.reply_finish_reason)
+            ],
         ),
     ]

@@ -73,9 +73,9 @@ class Style(_Frozen):
 
     tone: Literal["neutral", "friendly", "formal", "playful", "direct"] | None = None
     verbosity: Literal["terse", "brief", "normal", "detailed"] | None = None
-    language: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] | None = (
-        None
-    )
+    language: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] | None
+    ) = None
     expertise: Literal["novice", "intermediate", "expert"] | None = None
     format: Literal["prose", "bullets", "markdown", "plain"] | None = None
 
@@ -191,7 +191,9 @@ def parse_profile(data: str | bytes | dict[str, Any], **overrides: Any) -> Profi
             raise ProfileValidationError([("(root)", "a profile must be a JSON object")])
         return Profile.model_validate({**data, **overrides})
     except json.JSONDecodeError as exc:
-        raise ProfileValidationError([("(root)", f"not valid JSON: {exc.msg} at {exc.pos}")]) from None
+        raise ProfileValidationError(
+            [("(root)", f"not valid JSON: {exc.msg} at {exc.pos}")]
+        ) from None
     except ValidationError as exc:
         raise ProfileValidationError(_problems(exc)) from None
 

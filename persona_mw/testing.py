@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,7 +83,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
-            self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "test"}]})
+            self._json(
+                200,
+                {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "test"}]},
+            )
         else:
             self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
@@ -102,36 +105,72 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.delay:
             time.sleep(fault.delay)
         if fault and fault.status:
-            self._json(fault.status, {"error": {"message": f"injected {fault.status}", "type": "server_error"}})
+            self._json(
+                fault.status,
+                {"error": {"message": f"injected {fault.status}", "type": "server_error"}},
+            )
             return
         if fault and fault.malformed:
             self._raw(200, b"{not json", "application/json")
             return
         text = state.reply(request)
-        prompt_tokens = sum(len(str(m.get("content", ""))) for m in request.get("messages", [])) // 4
+        prompt_tokens = (
+            sum(len(str(m.get("content", ""))) for m in request.get("messages", [])) // 4
+        )
         completion_tokens = max(1, len(text) // 4)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
         ident = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         model = request.get("model", "fake")
         if not request.get("stream"):
-            self._json(200, {
-                "id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop"}],
-                "usage": usage,
-            })
+            self._json(
+                200,
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                },
+            )
             return
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
         self.send_header("connection", "close")
         self.end_headers()
-        base = {"id": ident, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-        pieces = [text[i : i + state.chunk_size] for i in range(0, len(text), state.chunk_size)] or [""]
+        base = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+        pieces = [
+            text[i : i + state.chunk_size] for i in range(0, len(text), state.chunk_size)
+        ] or [""]
         try:
-            self._event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                               "finish_reason": None}]})
+            self._event(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": ""},
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            )
             for n, piece in enumerate(pieces):
                 if fault and fault.truncate_after is not None and n >= fault.truncate_after:
                     self.wfile.flush()
@@ -139,7 +178,14 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 if fault and fault.chunk_delay:
                     time.sleep(fault.chunk_delay)
-                self._event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                self._event(
+                    {
+                        **base,
+                        "choices": [
+                            {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                        ],
+                    }
+                )
                 with state.lock:
                     state.chunks_sent += 1
             self._event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
@@ -219,7 +265,9 @@ class FakeOpenAIServer:
             self._server.state.faults.append(fault)
 
     def start(self) -> FakeOpenAIServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fake-openai", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -237,7 +285,7 @@ class FakeOpenAIServer:
 
 
 @contextmanager
-def capture_logs() -> Iterator[list[dict[str, Any]]]:
+def capture_logs() -> Iterator[list[MutableMapping[str, Any]]]:
     """Collect persona_mw's structlog events as dicts (``structlog.testing.capture_logs``)."""
     with structlog.testing.capture_logs() as events:
         yield events

@@ -157,9 +157,7 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # OpenAI content parts
-        return "\n".join(
-            part.get("text", "") for part in content if isinstance(part, Mapping)
-        )
+        return "\n".join(part.get("text", "") for part in content if isinstance(part, Mapping))
     return ""
 
 

@@ -17,7 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"(?P<marker><!-- not-run:[^>]*-->\s*\n)?(?P<indent>[ ]*)```python\n(?P<code>.*?)```", re.S)
+BLOCK = re.compile(
+    r"(?P<marker><!-- not-run:[^>]*-->\s*\n)?(?P<indent>[ ]*)```python\n(?P<code>.*?)```", re.S
+)
 
 
 def _blocks() -> list[tuple[str, str, bool]]:
@@ -36,6 +38,11 @@ def test_doc_block(where: str, code: str, runnable: bool, tmp_path: Path) -> Non
         return
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PERSONA_MW_HASH_SECRET": "docs"}
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, f"{where} failed:\n{result.stdout}\n{result.stderr}"

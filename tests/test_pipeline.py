@@ -44,7 +44,10 @@ class AddSystem:
     name = "add-system"
 
     async def __call__(self, ctx: CallContext) -> None:
-        ctx.prompt_messages = [{"role": "system", "content": f"rules: {ctx.profile.own_rules}"}, *ctx.messages]
+        ctx.prompt_messages = [
+            {"role": "system", "content": f"rules: {ctx.profile.own_rules}"},
+            *ctx.messages,
+        ]
         ctx.exposure.parts.add("own_rules")
 
 
@@ -53,7 +56,9 @@ class BlockWord:
 
     async def __call__(self, ctx: CallContext) -> None:
         if "forbidden" in ctx.user_text():
-            ctx.decisions.append(Decision("t.block", 2, "input", "phrase", "block", message="Not here."))
+            ctx.decisions.append(
+                Decision("t.block", 2, "input", "phrase", "block", message="Not here.")
+            )
             ctx.reply, ctx.reply_finish_reason = "Not here.", "content_filter"
 
 
@@ -83,7 +88,9 @@ class _SecretFilter:
         at = self.buffer.find("secret")
         if at >= 0:
             self.stopped = True
-            self.ctx.decisions.append(Decision("t.secret", 1, "output", "phrase", "block", message="[withheld]"))
+            self.ctx.decisions.append(
+                Decision("t.secret", 1, "output", "phrase", "block", message="[withheld]")
+            )
             return self.buffer[:at]
         keep = len("secret") - 1
         out, self.buffer = self.buffer[:-keep], self.buffer[-keep:]
@@ -125,13 +132,17 @@ async def test_plain_call_returns_litellm_response(upstream: FakeOpenAIServer) -
     from litellm import ModelResponse
 
     mw = Middleware()
-    response = await mw.acompletion(user="ada", model=MODEL, messages=[{"role": "user", "content": "hi"}], **_kw(upstream))
+    response = await mw.acompletion(
+        user="ada", model=MODEL, messages=[{"role": "user", "content": "hi"}], **_kw(upstream)
+    )
     assert isinstance(response, ModelResponse)
     assert response.choices[0].message.content == "echo: hi"
     assert upstream.requests[-1]["messages"] == [{"role": "user", "content": "hi"}]
 
 
-async def test_stages_run_in_order_and_rewrite_reaches_the_model(upstream: FakeOpenAIServer) -> None:
+async def test_stages_run_in_order_and_rewrite_reaches_the_model(
+    upstream: FakeOpenAIServer,
+) -> None:
     seen: list[str] = []
     mw = Middleware(
         store=await _store(Profile(user_id="ada", own_rules="cite sources")),
@@ -140,15 +151,27 @@ async def test_stages_run_in_order_and_rewrite_reaches_the_model(upstream: FakeO
     messages = [{"role": "user", "content": "hi"}]
     await mw.acompletion(user="ada", model=MODEL, messages=messages, **_kw(upstream))
     assert seen == ["a:cite sources", "b:cite sources"]
-    assert upstream.requests[-1]["messages"][0] == {"role": "system", "content": "rules: cite sources"}
-    assert messages == [{"role": "user", "content": "hi"}], "the caller's messages are never modified"
+    assert upstream.requests[-1]["messages"][0] == {
+        "role": "system",
+        "content": "rules: cite sources",
+    }
+    assert messages == [{"role": "user", "content": "hi"}], (
+        "the caller's messages are never modified"
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_input_block_answers_without_the_model(upstream: FakeOpenAIServer, stream: bool) -> None:
+async def test_input_block_answers_without_the_model(
+    upstream: FakeOpenAIServer, stream: bool
+) -> None:
     collect = Collect()
     mw = Middleware(input_stages=[BlockWord(), AddSystem()], finish_stages=[collect])
-    call = {"user": "ada", "model": MODEL, "messages": [{"role": "user", "content": "a forbidden thing"}], **_kw(upstream)}
+    call = {
+        "user": "ada",
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "a forbidden thing"}],
+        **_kw(upstream),
+    }
     if stream:
         chunks = [c async for c in mw.astream(**call)]
         text = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -159,13 +182,21 @@ async def test_input_block_answers_without_the_model(upstream: FakeOpenAIServer,
     assert (text, finish) == ("Not here.", "content_filter")
     assert upstream.requests == []
     assert collect.contexts[0].outcome == "blocked"
-    assert "prompt" not in collect.contexts[0].timings_ms and "add-system" not in collect.contexts[0].timings_ms
+    assert (
+        "prompt" not in collect.contexts[0].timings_ms
+        and "add-system" not in collect.contexts[0].timings_ms
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_notices_frame_the_reply(upstream: FakeOpenAIServer, stream: bool) -> None:
     mw = Middleware(input_stages=[Notify()])
-    call = {"user": "ada", "model": MODEL, "messages": [{"role": "user", "content": "hi"}], **_kw(upstream)}
+    call = {
+        "user": "ada",
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        **_kw(upstream),
+    }
     if stream:
         text = "".join([c.choices[0].delta.content or "" async for c in mw.astream(**call)])
     else:
@@ -180,7 +211,12 @@ async def test_streamed_output_never_leaks_a_blocked_phrase(chunk_size: int) -> 
     collect = Collect()
     mw = Middleware(output_stages=[StopOnSecret()], finish_stages=[collect])
     with FakeOpenAIServer(reply=lambda _: reply, chunk_size=chunk_size) as server:
-        chunks = [c async for c in mw.astream(user="ada", model=MODEL, messages=[{"role": "user", "content": "?"}], **_kw(server))]
+        chunks = [
+            c
+            async for c in mw.astream(
+                user="ada", model=MODEL, messages=[{"role": "user", "content": "?"}], **_kw(server)
+            )
+        ]
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == "the password is \n\n[withheld]"
     assert "secr" not in text
@@ -191,7 +227,10 @@ async def test_streamed_output_never_leaks_a_blocked_phrase(chunk_size: int) -> 
 async def test_non_streamed_block_replaces_the_reply() -> None:
     mw = Middleware(output_stages=[StopOnSecret()])
     response = await mw.acompletion(
-        user="ada", model=MODEL, messages=[{"role": "user", "content": "?"}], mock_response="a secret here"
+        user="ada",
+        model=MODEL,
+        messages=[{"role": "user", "content": "?"}],
+        mock_response="a secret here",
     )
     assert response.choices[0].message.content == "[withheld]"
     assert response.choices[0].finish_reason == "content_filter"
@@ -200,7 +239,12 @@ async def test_non_streamed_block_replaces_the_reply() -> None:
 async def test_stream_passes_text_through_unchanged(upstream: FakeOpenAIServer) -> None:
     upstream.set_reply(lambda _: "hello there, general")
     mw = Middleware(output_stages=[StopOnSecret()])
-    chunks = [c async for c in mw.astream(user="u", model=MODEL, messages=[{"role": "user", "content": "x"}], **_kw(upstream))]
+    chunks = [
+        c
+        async for c in mw.astream(
+            user="u", model=MODEL, messages=[{"role": "user", "content": "x"}], **_kw(upstream)
+        )
+    ]
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "hello there, general"
     assert chunks[-1].choices[0].finish_reason == "stop"
 
@@ -211,8 +255,11 @@ async def test_stream_usage_chunk_is_passed_through(upstream: FakeOpenAIServer) 
     chunks = [
         c
         async for c in mw.astream(
-            user="u", model=MODEL, messages=[{"role": "user", "content": "count me"}],
-            stream_options={"include_usage": True}, **_kw(upstream),
+            user="u",
+            model=MODEL,
+            messages=[{"role": "user", "content": "count me"}],
+            stream_options={"include_usage": True},
+            **_kw(upstream),
         )
     ]
     assert any(getattr(c, "usage", None) for c in chunks)
@@ -227,25 +274,38 @@ async def test_stream_usage_chunk_is_passed_through(upstream: FakeOpenAIServer) 
         (Fault(delay=2.0, times=5), UpstreamTimeout, None),
     ],
 )
-async def test_upstream_failures_become_typed_errors(upstream: FakeOpenAIServer, fault: Fault, error: type, status: int | None) -> None:
+async def test_upstream_failures_become_typed_errors(
+    upstream: FakeOpenAIServer, fault: Fault, error: type, status: int | None
+) -> None:
     collect = Collect()
     mw = Middleware(finish_stages=[collect])
     upstream.inject(fault)
     with pytest.raises(error) as info:
-        await mw.acompletion(user="u", model=MODEL, messages=[{"role": "user", "content": "x"}], timeout=0.5, num_retries=0, **_kw(upstream))
+        await mw.acompletion(
+            user="u",
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            timeout=0.5,
+            num_retries=0,
+            **_kw(upstream),
+        )
     if status is not None:
         assert info.value.status_code == status
     assert "openai/fake" in str(info.value)
     assert collect.contexts[0].outcome == "error", "a failed call is still recorded"
 
 
-async def test_cancellation_propagates_records_and_leaks_no_task(upstream: FakeOpenAIServer) -> None:
+async def test_cancellation_propagates_records_and_leaks_no_task(
+    upstream: FakeOpenAIServer,
+) -> None:
     collect = Collect()
     mw = Middleware(finish_stages=[collect])
     upstream.inject(Fault(delay=1.0))
     before = asyncio.all_tasks()
     task = asyncio.create_task(
-        mw.acompletion(user="u", model=MODEL, messages=[{"role": "user", "content": "x"}], **_kw(upstream))
+        mw.acompletion(
+            user="u", model=MODEL, messages=[{"role": "user", "content": "x"}], **_kw(upstream)
+        )
     )
     await asyncio.sleep(0.2)
     task.cancel()
@@ -261,7 +321,9 @@ async def test_closing_a_stream_early_records_usage(upstream: FakeOpenAIServer) 
     upstream.set_reply(lambda _: "word " * 200)
     collect = Collect()
     mw = Middleware(finish_stages=[collect])
-    stream = mw.astream(user="u", model=MODEL, messages=[{"role": "user", "content": "x"}], **_kw(upstream))
+    stream = mw.astream(
+        user="u", model=MODEL, messages=[{"role": "user", "content": "x"}], **_kw(upstream)
+    )
     async for _ in stream:
         break
     await stream.aclose()  # type: ignore[attr-defined]
@@ -272,7 +334,16 @@ async def test_one_failing_request_does_not_affect_others(upstream: FakeOpenAISe
     mw = Middleware()
     upstream.inject(Fault(status=500, times=1))
     results = await asyncio.gather(
-        *(mw.acompletion(user=f"u{i}", model=MODEL, messages=[{"role": "user", "content": str(i)}], num_retries=0, **_kw(upstream)) for i in range(6)),
+        *(
+            mw.acompletion(
+                user=f"u{i}",
+                model=MODEL,
+                messages=[{"role": "user", "content": str(i)}],
+                num_retries=0,
+                **_kw(upstream),
+            )
+            for i in range(6)
+        ),
         return_exceptions=True,
     )
     failures = [r for r in results if isinstance(r, Exception)]
@@ -285,7 +356,12 @@ async def test_one_failing_request_does_not_affect_others(upstream: FakeOpenAISe
 async def test_log_event_is_private_by_default(upstream: FakeOpenAIServer) -> None:
     mw = Middleware(settings=Settings(hash_secret="s3cret"), input_stages=[AddSystem()])
     with capture_logs() as logs:
-        await mw.acompletion(user="alice@example.com", model=MODEL, messages=[{"role": "user", "content": "my diary"}], **_kw(upstream))
+        await mw.acompletion(
+            user="alice@example.com",
+            model=MODEL,
+            messages=[{"role": "user", "content": "my diary"}],
+            **_kw(upstream),
+        )
     events = [e for e in logs if e["event"] == "request.completed"]
     assert len(events) == 1
     event = events[0]
@@ -301,7 +377,12 @@ async def test_log_event_is_private_by_default(upstream: FakeOpenAIServer) -> No
 async def test_log_text_only_when_turned_on(upstream: FakeOpenAIServer) -> None:
     mw = Middleware(settings=Settings(log_message_text=True))
     with capture_logs() as logs:
-        await mw.acompletion(user="alice", model=MODEL, messages=[{"role": "user", "content": "my diary"}], **_kw(upstream))
+        await mw.acompletion(
+            user="alice",
+            model=MODEL,
+            messages=[{"role": "user", "content": "my diary"}],
+            **_kw(upstream),
+        )
     event = next(e for e in logs if e["event"] == "request.completed")
     assert "my diary" in json.dumps(event["messages"]) and event["output"] == "echo: my diary"
 
@@ -329,10 +410,18 @@ async def test_bad_calls_name_the_argument(call: dict, field: str) -> None:
 
 async def test_unknown_user_gets_default_profile() -> None:
     collect = Collect()
-    mw = Middleware(finish_stages=[collect], settings=Settings(default_profile={"style": {"language": "es"}}))
-    await mw.acompletion(user="new", model=MODEL, messages=[{"role": "user", "content": "x"}], mock_response="ok")
+    mw = Middleware(
+        finish_stages=[collect], settings=Settings(default_profile={"style": {"language": "es"}})
+    )
+    await mw.acompletion(
+        user="new", model=MODEL, messages=[{"role": "user", "content": "x"}], mock_response="ok"
+    )
     ctx = collect.contexts[0]
-    assert ctx.profile_source == "default" and ctx.profile.style.language == "es" and ctx.profile.user_id == "new"
+    assert (
+        ctx.profile_source == "default"
+        and ctx.profile.style.language == "es"
+        and ctx.profile.user_id == "new"
+    )
 
 
 async def test_failing_finish_stage_is_logged_not_raised() -> None:
@@ -344,6 +433,8 @@ async def test_failing_finish_stage_is_logged_not_raised() -> None:
 
     mw = Middleware(finish_stages=[Broken()])
     with capture_logs() as logs:
-        response = await mw.acompletion(user="u", model=MODEL, messages=[{"role": "user", "content": "x"}], mock_response="fine")
+        response = await mw.acompletion(
+            user="u", model=MODEL, messages=[{"role": "user", "content": "x"}], mock_response="fine"
+        )
     assert response.choices[0].message.content == "fine"
     assert any(e["event"] == "stage.failed" and e["stage"] == "broken" for e in logs)

@@ -58,13 +58,17 @@ def test_whole_profile_size_limit() -> None:
         parse_profile(big)
 
 
-@pytest.mark.parametrize(("band", "minor"), [("13_15", True), ("under_13", True), ("18_plus", False), ("unknown", False)])
+@pytest.mark.parametrize(
+    ("band", "minor"), [("13_15", True), ("under_13", True), ("18_plus", False), ("unknown", False)]
+)
 def test_minor_age_band_implies_known_minor(band: str, minor: bool) -> None:
     assert parse_profile({"user_id": "x", "age_band": band}).known_minor is minor
 
 
 def test_json_round_trip_and_bad_json() -> None:
-    profile = parse_profile({"user_id": "ada", "style": {"tone": "direct"}, "timezone": "Europe/London"})
+    profile = parse_profile(
+        {"user_id": "ada", "style": {"tone": "direct"}, "timezone": "Europe/London"}
+    )
     assert parse_profile(profile.to_json()) == profile
     with pytest.raises(ProfileValidationError, match="not valid JSON"):
         parse_profile("{nope")

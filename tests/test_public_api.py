@@ -3,15 +3,55 @@
 import persona_mw
 
 EXPECTED = {
-    "BoundsError", "CachedProfileStore", "CallContext", "Config", "ConfigError", "Consent",
-    "Decision", "Exposure", "FilterChain", "FinishStage", "InputBlocked", "InputStage",
-    "Instruction", "LLMClient", "Limits", "MemoryProfileStore", "Middleware", "Notice",
-    "OutputFilter", "OutputStage", "PersonaError", "PolicyError", "Profile",
-    "ProfileConflictError", "ProfileError", "ProfileStore", "ProfileValidationError",
-    "RedisProfileStore", "Settings", "Span", "StatedPreferences", "StoreConfig", "StoreError",
-    "Style", "UpstreamError", "UpstreamTimeout", "UserBounds", "UserHasher", "__version__",
-    "block_message", "build_middleware", "configure_logging", "load_config", "merge_patch", "open_store",
-    "notices_text", "parse_profile", "update_profile", "with_notices",
+    "BoundsError",
+    "CachedProfileStore",
+    "CallContext",
+    "Config",
+    "ConfigError",
+    "Consent",
+    "Decision",
+    "Exposure",
+    "FilterChain",
+    "FinishStage",
+    "InputBlocked",
+    "InputStage",
+    "Instruction",
+    "LLMClient",
+    "Limits",
+    "MemoryProfileStore",
+    "Middleware",
+    "Notice",
+    "OutputFilter",
+    "OutputStage",
+    "PersonaError",
+    "PolicyError",
+    "Profile",
+    "ProfileConflictError",
+    "ProfileError",
+    "ProfileStore",
+    "ProfileValidationError",
+    "RedisProfileStore",
+    "Settings",
+    "Span",
+    "StatedPreferences",
+    "StoreConfig",
+    "StoreError",
+    "Style",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "UserBounds",
+    "UserHasher",
+    "__version__",
+    "block_message",
+    "build_middleware",
+    "configure_logging",
+    "load_config",
+    "merge_patch",
+    "open_store",
+    "notices_text",
+    "parse_profile",
+    "update_profile",
+    "with_notices",
 }
 
 
@@ -22,5 +62,9 @@ def test_exported_names() -> None:
 
 
 def test_every_error_derives_from_the_root() -> None:
-    errors = [getattr(persona_mw, n) for n in persona_mw.__all__ if n.endswith(("Error", "Blocked", "Timeout"))]
+    errors = [
+        getattr(persona_mw, n)
+        for n in persona_mw.__all__
+        if n.endswith(("Error", "Blocked", "Timeout"))
+    ]
     assert errors and all(issubclass(e, persona_mw.PersonaError) for e in errors)

@@ -18,13 +18,31 @@ __all__ = ["main"]
 
 # name -> (module:attribute, one-line help shown by --help without importing the module)
 _BUILTIN: dict[str, tuple[str, str]] = {
-    "demo": ("persona_mw.cli.demo:demo", "Run the offline demo: two users, two personalised conversations."),
+    "demo": (
+        "persona_mw.cli.demo:demo",
+        "Run the offline demo: two users, two personalised conversations.",
+    ),
     "profile": ("persona_mw.cli.profile:profile", "See, change or erase a user's profile."),
-    "check": ("persona_mw.cli.bounds:check", "Check text from stdin against a policy; print the decision as JSON."),
-    "policy": ("persona_mw.cli.bounds:policy", "Explain a policy: every rule in force, its tier and why."),
-    "score": ("persona_mw.cli.score:score", "Score texts (JSON lines on stdin), e.g. for relationship-seeking."),
-    "signals": ("persona_mw.cli.signals:signals", "Compute dependence signals from a file of usage events."),
-    "report": ("persona_mw.cli.signals:report", "Report a user's signals, or non-identifying aggregates."),
+    "check": (
+        "persona_mw.cli.bounds:check",
+        "Check text from stdin against a policy; print the decision as JSON.",
+    ),
+    "policy": (
+        "persona_mw.cli.bounds:policy",
+        "Explain a policy: every rule in force, its tier and why.",
+    ),
+    "score": (
+        "persona_mw.cli.score:score",
+        "Score texts (JSON lines on stdin), e.g. for relationship-seeking.",
+    ),
+    "signals": (
+        "persona_mw.cli.signals:signals",
+        "Compute dependence signals from a file of usage events.",
+    ),
+    "report": (
+        "persona_mw.cli.signals:report",
+        "Report a user's signals, or non-identifying aggregates.",
+    ),
 }
 _PLUGIN_GROUP = "persona_mw.commands"
 

@@ -22,7 +22,13 @@ __all__ = ["DEMO_PROFILES", "DEMO_SCRIPT", "demo"]
 DEMO_PROFILES: dict[str, dict[str, Any]] = {
     "ada": {
         "display_name": "Ada",
-        "style": {"tone": "direct", "verbosity": "terse", "language": "en", "expertise": "expert", "format": "bullets"},
+        "style": {
+            "tone": "direct",
+            "verbosity": "terse",
+            "language": "en",
+            "expertise": "expert",
+            "format": "bullets",
+        },
         "own_rules": "Skip the pleasantries. Name the tool or command to use.",
         "preferences": {"factuality": 95, "creativity": 20},
         "age_band": "18_plus",
@@ -31,7 +37,13 @@ DEMO_PROFILES: dict[str, dict[str, Any]] = {
     },
     "sam": {
         "display_name": "Sam",
-        "style": {"tone": "friendly", "verbosity": "detailed", "language": "es", "expertise": "novice", "format": "prose"},
+        "style": {
+            "tone": "friendly",
+            "verbosity": "detailed",
+            "language": "es",
+            "expertise": "novice",
+            "format": "prose",
+        },
         "self_description": "Estudiante de 14 años, empezando a programar.",
         "topics_to_avoid": ["dieting"],
         "age_band": "13_15",
@@ -67,7 +79,9 @@ class _RecordingClient:
 def _indent(text: str, prefix: str = "    ", width: int = 100) -> str:
     lines = []
     for raw in str(text).splitlines() or [""]:
-        lines.extend(textwrap.wrap(raw, width, initial_indent=prefix, subsequent_indent=prefix) or [prefix])
+        lines.extend(
+            textwrap.wrap(raw, width, initial_indent=prefix, subsequent_indent=prefix) or [prefix]
+        )
     return "\n".join(lines)
 
 
@@ -82,16 +96,25 @@ async def _run(model: str | None, show_prompt: bool, stream_last: bool) -> None:
     log_buffer = io.StringIO()
     configure_logging(json=True, stream=log_buffer)
     offline = model is None
-    if offline:
-        model = register_demo_model()
+    model = register_demo_model() if model is None else model
     recorder = _RecordingClient(LiteLLMClient())
     config = load_config(**_demo_sections())
     mw = build_middleware(config, llm=recorder)
     label = f"{DEMO_MODEL} {LABEL}, no network" if offline else f"{model} (real model)"
     click.secho("persona_mw demo", bold=True)
-    click.echo(f"model: {label}\nstore: embedded in-memory\nstages: "
-               + " -> ".join(["profile", *[s.name for s in mw.input_stages], "model",
-                              *[s.name for s in mw.output_stages], *[s.name for s in mw.finish_stages], "log"]))
+    click.echo(
+        f"model: {label}\nstore: embedded in-memory\nstages: "
+        + " -> ".join(
+            [
+                "profile",
+                *[s.name for s in mw.input_stages],
+                "model",
+                *[s.name for s in mw.output_stages],
+                *[s.name for s in mw.finish_stages],
+                "log",
+            ]
+        )
+    )
     started = time.perf_counter()
     try:
         for user, fields in DEMO_PROFILES.items():
@@ -118,7 +141,9 @@ async def _run(model: str | None, show_prompt: bool, stream_last: bool) -> None:
                 if show_prompt:
                     click.echo("  prompt sent to the model:")
                     for message in recorder.last_messages:
-                        click.echo(_indent(f"[{message['role']}] {message.get('content')}", "    | "))
+                        click.echo(
+                            _indent(f"[{message['role']}] {message.get('content')}", "    | ")
+                        )
                 click.echo("  reply:")
                 click.echo(_indent(reply))
                 click.echo("  operator log:")
@@ -130,8 +155,10 @@ async def _run(model: str | None, show_prompt: bool, stream_last: bool) -> None:
         await mw.aclose()
         for line in log_buffer.getvalue().splitlines():
             click.echo(_indent(_summarise(line), "    ", 400))
-    click.echo(f"\ndone in {time.perf_counter() - started:.1f} s. The same question, two profiles: "
-               "compare the prompts and the replies above.")
+    click.echo(
+        f"\ndone in {time.perf_counter() - started:.1f} s. The same question, two profiles: "
+        "compare the prompts and the replies above."
+    )
 
 
 def _summarise(line: str) -> str:
@@ -154,12 +181,25 @@ def _demo_sections() -> dict[str, Any]:
 
 
 @click.command()
-@click.option("--model", envvar="PERSONA_MW_MODEL", default=None,
-              help="Any LiteLLM model (e.g. openai/gpt-4o-mini); default: the offline demo model.")
-@click.option("--show-prompt/--no-show-prompt", default=True, show_default=True,
-              help="Print the personalised prompt each request sent to the model.")
-@click.option("--stream/--no-stream", "stream_last", default=True, show_default=True,
-              help="Stream the last answer of each conversation.")
+@click.option(
+    "--model",
+    envvar="PERSONA_MW_MODEL",
+    default=None,
+    help="Any LiteLLM model (e.g. openai/gpt-4o-mini); default: the offline demo model.",
+)
+@click.option(
+    "--show-prompt/--no-show-prompt",
+    default=True,
+    show_default=True,
+    help="Print the personalised prompt each request sent to the model.",
+)
+@click.option(
+    "--stream/--no-stream",
+    "stream_last",
+    default=True,
+    show_default=True,
+    help="Stream the last answer of each conversation.",
+)
 def demo(model: str | None, show_prompt: bool, stream_last: bool) -> None:
     """Run a scripted conversation for two users with different profiles.
 

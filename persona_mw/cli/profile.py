@@ -24,9 +24,12 @@ _redis_option = click.option(
     envvar="PERSONA_MW_REDIS_URL",
     default="",
     show_default="embedded in-memory store",
-    help="Profile store; without it the embedded store is used, which lives only as long as the command.",
+    help="Profile store; without it the embedded store is used (it lasts only as long as "
+    "the command).",
 )
-_prefix_option = click.option("--prefix", default="pmw:", show_default=True, help="Redis key prefix.")
+_prefix_option = click.option(
+    "--prefix", default="pmw:", show_default=True, help="Redis key prefix."
+)
 
 
 def _run(url: str, prefix: str, action: Callable[[ProfileStore], Awaitable[T]]) -> T:
@@ -38,8 +41,11 @@ def _run(url: str, prefix: str, action: Callable[[ProfileStore], Awaitable[T]]) 
             await store.aclose()
 
     if not url:
-        click.echo("note: embedded in-memory store; nothing persists after this command "
-                   "(pass --redis-url or set PERSONA_MW_REDIS_URL)", err=True)
+        click.echo(
+            "note: embedded in-memory store; nothing persists after this command "
+            "(pass --redis-url or set PERSONA_MW_REDIS_URL)",
+            err=True,
+        )
     try:
         return asyncio.run(go())
     except PersonaError as exc:
@@ -72,18 +78,35 @@ def get(user: str, redis_url: str, prefix: str) -> None:
 
 @profile.command("set")
 @click.argument("user")
-@click.option("--file", "-f", "path", type=click.Path(dir_okay=False, allow_dash=True), default="-",
-              show_default=True, help="JSON profile (or with --patch, a JSON merge patch); - is stdin.")
-@click.option("--patch", is_flag=True, help="Merge into the stored profile (RFC 7396) instead of replacing it.")
+@click.option(
+    "--file",
+    "-f",
+    "path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="JSON profile (or with --patch, a JSON merge patch); - is stdin.",
+)
+@click.option(
+    "--patch",
+    is_flag=True,
+    help="Merge into the stored profile (RFC 7396) instead of replacing it.",
+)
 @_redis_option
 @_prefix_option
 def set_(user: str, path: str, patch: bool, redis_url: str, prefix: str) -> None:
     """Validate and store USER's profile; print it with its new version."""
-    raw = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    if path == "-":
+        raw = sys.stdin.read()
+    else:
+        with open(path, encoding="utf-8") as handle:
+            raw = handle.read()
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise click.ClickException(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        raise click.ClickException(
+            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})"
+        ) from None
 
     async def action(store: ProfileStore) -> Any:
         from ..stores import update_profile

@@ -21,8 +21,10 @@ __all__ = [
 ]
 
 
-def open_store(url: str | None = None, *, prefix: str = DEFAULT_PREFIX) -> MemoryProfileStore | RedisProfileStore:
-    """A store for ``url``: ``redis://`` / ``rediss://`` / ``unix://`` → Redis; empty → in-memory."""
+def open_store(
+    url: str | None = None, *, prefix: str = DEFAULT_PREFIX
+) -> MemoryProfileStore | RedisProfileStore:
+    """A store for ``url``: ``redis://``, ``rediss://``, ``unix://`` → Redis; empty → memory."""
     if not url:
         return MemoryProfileStore()
     if url.split("://", 1)[0] in ("redis", "rediss", "unix"):

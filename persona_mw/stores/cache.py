@@ -158,4 +158,3 @@ class CachedProfileStore:
         if listener is not None and listener.done() and not listener.cancelled():
             listener.exception()  # retrieved: a StoreError from the cut connection is expected
         self._feed_up.clear()
-

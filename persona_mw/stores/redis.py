@@ -104,7 +104,9 @@ class RedisProfileStore:
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis unreachable writing a profile: {exc}") from exc
         if not ok:
-            raise ProfileConflictError(user_tag(profile.user_id), expected_version or 0, int(version))
+            raise ProfileConflictError(
+                user_tag(profile.user_id), expected_version or 0, int(version)
+            )
         return profile.model_copy(update={"version": int(version)})
 
     async def delete(self, user_id: str) -> bool:

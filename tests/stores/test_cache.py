@@ -38,7 +38,9 @@ def _hmget_calls(url: str) -> int:
     return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
 
 
-@pytest.mark.skipif(bool(os.environ.get("REDIS_URL")), reason="counts server-wide commands: needs its own server")
+@pytest.mark.skipif(
+    bool(os.environ.get("REDIS_URL")), reason="counts server-wide commands: needs its own server"
+)
 async def test_cache_hit_needs_no_round_trip(redis_url: str, key_prefix: str) -> None:
     cache = CachedProfileStore(RedisProfileStore(redis_url, prefix=key_prefix))
     try:
@@ -90,14 +92,17 @@ READER = textwrap.dedent(
 )
 
 
-async def test_update_in_another_process_is_seen_within_100ms(redis_url: str, key_prefix: str) -> None:
+async def test_update_in_another_process_is_seen_within_100ms(
+    redis_url: str, key_prefix: str
+) -> None:
     """Two real processes: the reader caches the profile; the writer updates it; the reader must
     see the new version within 100 ms (pub/sub invalidation, not the 60 s TTL)."""
     writer = RedisProfileStore(redis_url, prefix=key_prefix)
     await writer.put(Profile(user_id="ada", own_rules="original"))
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a second real process is the point of the test
         [sys.executable, "-c", READER, redis_url, key_prefix],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -159,7 +164,10 @@ async def test_fail_closed_raises_store_error(key_prefix: str) -> None:
 
 async def test_malformed_stored_profile_gives_default(redis_url: str, key_prefix: str) -> None:
     client = redis.asyncio.Redis.from_url(redis_url)
-    await client.hset(user_key(key_prefix, "ada", "profile"), mapping={"d": '{"user_id": "ada", "style": 7}', "v": 3})
+    await client.hset(
+        user_key(key_prefix, "ada", "profile"),
+        mapping={"d": '{"user_id": "ada", "style": 7}', "v": 3},
+    )
     await client.aclose()
     mw = Middleware(store=RedisProfileStore(redis_url, prefix=key_prefix))
     try:

@@ -80,7 +80,7 @@ async def test_merge_patch_update_and_validation(store: ProfileStore) -> None:
     assert updated.style.tone is None
     assert updated.style.verbosity == "brief"
     assert updated.style.language == "es"
-    with pytest.raises(ProfileValidationError, match="style.verbosity"):
+    with pytest.raises(ProfileValidationError, match=r"style\.verbosity"):
         await update_profile(store, "ada", {"style": {"verbosity": "epic"}})
 
 
