@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -184,7 +184,13 @@ def compute_signals(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (e.g. datetime.now(UTC))")
     cfg = config or SignalsConfig()
-    evs = sorted((e for e in events if e.ts <= now), key=lambda e: (e.ts, e.role != "user"))
+    # In UTC: Python subtracts two datetimes sharing one ZoneInfo by wall clock, wrong across DST.
+    now = now.astimezone(UTC)
+    evs = sorted(
+        (e if e.ts.tzinfo is UTC else replace(e, ts=e.ts.astimezone(UTC)) for e in events),
+        key=lambda e: (e.ts, e.role != "user"),
+    )
+    evs = [e for e in evs if e.ts <= now]
     zone = tz or (evs[-1].tz if evs else "UTC")
     is_minor = minor if minor is not None else bool(evs and evs[-1].minor)
     today = _local(now, zone).date()
