@@ -25,7 +25,9 @@ from .stores.cache import CachedProfileStore
 from .stores.memory import MemoryProfileStore
 from .types import (
     CallContext,
+    ExplainsPolicy,
     FinishStage,
+    HoldsUserData,
     InputStage,
     LLMClient,
     Message,
@@ -33,6 +35,7 @@ from .types import (
     OutputStage,
     ProfileSource,
     ProfileStore,
+    ReportsUsage,
 )
 
 if TYPE_CHECKING:
@@ -164,6 +167,39 @@ class Middleware:
             if aclose is not None:
                 await aclose()
         await self.store.aclose()
+
+    async def erase_user(self, user_id: str) -> dict[str, Any]:
+        """Erase everything stored about the user: the profile and every stage's data (usage,
+        action state). Returns what each part removed. The right to erasure, in one call."""
+        erased: dict[str, Any] = {"profile": await self.store.delete(user_id)}
+        for stage in self._all_stages():
+            if isinstance(stage, HoldsUserData):
+                erased[stage.name] = await stage.erase(user_id)
+        _log.info("user.erased", user=self.hash_user(user_id), parts=sorted(erased))
+        return erased
+
+    async def usage_report(self, user_id: str) -> dict[str, Any]:
+        """What the stages know about the user's usage (their own data, for the user to see)."""
+        report: dict[str, Any] = {}
+        for stage in self._all_stages():
+            if isinstance(stage, ReportsUsage):
+                report[stage.name] = await stage.usage_report(user_id)
+        return report
+
+    def explain_policy(self, profile: Profile) -> dict[str, Any]:
+        """Every rule in force for this profile, with its tier and why (from stages that can)."""
+        return {
+            stage.name: stage.explain(profile)
+            for stage in self._all_stages()
+            if isinstance(stage, ExplainsPolicy)
+        }
+
+    def _all_stages(self) -> list[Any]:
+        seen: list[Any] = []
+        for stage in (*self.input_stages, *self.output_stages, *self.finish_stages):
+            if not any(stage is s for s in seen):
+                seen.append(stage)
+        return seen
 
     async def __aenter__(self) -> Middleware:
         return self

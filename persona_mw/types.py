@@ -31,8 +31,10 @@ __all__ = [
     "Action",
     "CallContext",
     "Decision",
+    "ExplainsPolicy",
     "Exposure",
     "FinishStage",
+    "HoldsUserData",
     "InputStage",
     "Instruction",
     "LLMClient",
@@ -42,6 +44,7 @@ __all__ = [
     "OutputStage",
     "ProfileSource",
     "ProfileStore",
+    "ReportsUsage",
     "Span",
     "Stage",
 ]
@@ -218,6 +221,33 @@ class FinishStage(Protocol):
     name: str
 
     async def __call__(self, ctx: CallContext) -> None: ...
+
+
+@runtime_checkable
+class HoldsUserData(Protocol):
+    """A stage that stores data about users; ``Middleware.erase_user`` calls ``erase``."""
+
+    name: str
+
+    async def erase(self, user_id: str) -> int: ...
+
+
+@runtime_checkable
+class ReportsUsage(Protocol):
+    """A stage that can show a user their own usage (``Middleware.usage_report``)."""
+
+    name: str
+
+    async def usage_report(self, user_id: str) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ExplainsPolicy(Protocol):
+    """A stage that can say which rules are in force for a profile, and why."""
+
+    name: str
+
+    def explain(self, profile: Profile) -> Any: ...
 
 
 class LLMClient(Protocol):

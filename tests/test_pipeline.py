@@ -438,3 +438,31 @@ async def test_failing_finish_stage_is_logged_not_raised() -> None:
         )
     assert response.choices[0].message.content == "fine"
     assert any(e["event"] == "stage.failed" and e["stage"] == "broken" for e in logs)
+
+
+async def test_erase_user_removes_profile_and_stage_data() -> None:
+    class Keeps:
+        name = "keeps"
+
+        def __init__(self) -> None:
+            self.data = {"ada": 3, "bob": 1}
+
+        async def __call__(self, ctx: CallContext) -> None:
+            return None
+
+        async def erase(self, user_id: str) -> int:
+            return self.data.pop(user_id, 0)
+
+        async def usage_report(self, user_id: str) -> dict[str, int]:
+            return {"messages": self.data.get(user_id, 0)}
+
+    keeps = Keeps()
+    mw = Middleware(
+        store=await _store(Profile(user_id="ada")), input_stages=[keeps], finish_stages=[keeps]
+    )
+    assert await mw.usage_report("ada") == {"keeps": {"messages": 3}}
+    with capture_logs() as logs:
+        assert await mw.erase_user("ada") == {"profile": True, "keeps": 3}
+    assert keeps.data == {"bob": 1}
+    assert await mw.store.get("ada") is None
+    assert [e["event"] for e in logs] == ["user.erased"] and "ada" not in str(logs)
