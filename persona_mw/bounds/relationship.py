@@ -247,7 +247,7 @@ CUE_FAMILIES: tuple[CueFamily, ...] = (
 
 # A question put to the user about themselves (not a service offer such as "Would you like more
 # details?"): relationship-seeking replies keep the user talking about their life and feelings.
-_QUESTION = re.compile(r"[^.!?\n]*\?")
+_SENTENCE_END = re.compile(r"[.!?\n]")
 _ABOUT_USER = re.compile(r"\byou(?:r|'re|'ve|'d)?\b", re.IGNORECASE)
 _SERVICE_OFFER = re.compile(
     r"\b(?:would\s+you\s+like\s+(?:me\s+to|more|some|(?:additional|further|specific)\s|to\s+know|"
@@ -260,7 +260,8 @@ _SERVICE_OFFER = re.compile(
 _WEIGHT_QUESTION = 0.8
 
 _EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf]")
-_STRUCTURE = re.compile(r"^\s*(?:\d+\.|[*\-•]|#{1,6})\s+|\*\*[^*\n]+\*\*", re.MULTILINE)
+# [ \t] rather than \s: \s spans newlines and would make whitespace-only input quadratic.
+_STRUCTURE = re.compile(r"^[ \t]*(?:\d+\.|[*\-•]|#{1,6})[ \t]+|\*\*[^*\n]+\*\*", re.MULTILINE)
 
 _WEIGHT_EXCLAIM = 0.6
 _WEIGHT_EMOJI = 0.6
@@ -287,6 +288,20 @@ class RelationshipExplanation:
         for span in self.cues:
             counts[span.label] = counts.get(span.label, 0) + 1
         return counts
+
+
+def _personal_questions(text: str) -> list[Span]:
+    # Sentence by sentence in one linear pass (a "[^.!?]*\\?" regex is quadratic on long text
+    # without a question mark).
+    found: list[Span] = []
+    start = 0
+    for end in _SENTENCE_END.finditer(text):
+        if end.group() == "?":
+            sentence = text[start : end.end()]
+            if _ABOUT_USER.search(sentence) and not _SERVICE_OFFER.search(sentence):
+                found.append(Span(start, end.end(), "personal_question"))
+        start = end.end()
+    return found
 
 
 def _damp(count: int, length_factor: float) -> float:
@@ -329,11 +344,7 @@ class RelationshipScorer:
             if hits:
                 raw += family.weight * _damp(len(hits), length_factor)
                 cues.extend(hits)
-        questions = [
-            Span(m.start(), m.end(), "personal_question")
-            for m in _QUESTION.finditer(norm)
-            if _ABOUT_USER.search(m.group()) and not _SERVICE_OFFER.search(m.group())
-        ]
+        questions = _personal_questions(norm)
         raw += _WEIGHT_QUESTION * _damp(len(questions), length_factor)
         cues.extend(questions)
         exclaims = norm.count("!")
