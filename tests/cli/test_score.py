@@ -1,4 +1,4 @@
-"""``persona-mw score relationship``: JSON lines in, scores out in order, errors that name the line."""
+"""``persona-mw score relationship``: JSON lines in, scores out in order, errors name the line."""
 
 from __future__ import annotations
 
