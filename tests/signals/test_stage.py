@@ -1,0 +1,238 @@
+"""The dependence stage end to end: usage in a store, the real middleware, LiteLLM mock replies,
+due-state in memory and in a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from persona_mw.errors import StoreError
+from persona_mw.pipeline import Middleware
+from persona_mw.profile import Consent, Limits, Profile
+from persona_mw.signals.action_state import MemoryActionStateStore, RedisActionStateStore
+from persona_mw.signals.config import SignalsConfig
+from persona_mw.signals.events import UsageEvent
+from persona_mw.signals.metrics import SignalsMetrics
+from persona_mw.signals.stage import DependenceStage
+from persona_mw.stores.keys import index_key
+from persona_mw.stores.memory import MemoryProfileStore
+from persona_mw.stores.redis import RedisProfileStore
+from persona_mw.testing import capture_logs
+from persona_mw.types import CallContext
+
+from .timelines import session
+
+MODEL = "gpt-4o-mini"
+
+
+class EventLog:
+    """A usage source holding events in a list (the recorder's stores offer the same call)."""
+
+    def __init__(self, events: Sequence[UsageEvent] = (), *, fail: bool = False) -> None:
+        self.events_list = list(events)
+        self.fail = fail
+        self.calls = 0
+
+    async def events(self, user_id: str, since: datetime | None = None) -> list[UsageEvent]:
+        self.calls += 1
+        if self.fail:
+            raise StoreError("usage store unreachable (test)")
+        return [e for e in self.events_list if e.user_id == user_id and (since is None or e.ts >= since)]
+
+
+def noon_zone(now: datetime) -> str:
+    """A fixed-offset zone where it is about noon now, so "today" never straddles midnight."""
+    offset = 12 - now.astimezone(UTC).hour
+    offset = max(-12, min(14, offset))
+    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+def context(profile: Profile, text: str = "hello", *, at: datetime | None = None,
+            request_id: str = "r1", state: dict[str, Any] | None = None) -> CallContext:
+    messages = [{"role": "user", "content": text}]
+    return CallContext(
+        request_id=request_id, user_id=profile.user_id, user_hash="hash-" + profile.user_id[:2],
+        model=MODEL, messages=messages, prompt_messages=list(messages), stream=False,
+        llm_kwargs={}, profile=profile, profile_source="store",
+        started_at=at or datetime.now(UTC), state=state or {},
+    )
+
+
+def stage(source: EventLog, **kw: Any) -> DependenceStage:
+    return DependenceStage(source, metrics=SignalsMetrics(CollectorRegistry()), **kw)
+
+
+async def test_minor_statutory_reminder_through_the_middleware() -> None:
+    """A known minor 3 h into a session: the reply carries the statutory reminder once; the next
+    request, a minute later, does not."""
+    now = datetime.now(UTC)
+    tz = noon_zone(now)
+    kid = Profile(user_id="kid", known_minor=True, timezone=tz)
+    store = MemoryProfileStore()
+    await store.put(kid)
+    source = EventLog(session("kid", now - timedelta(minutes=181), 180, every=10, tz=tz, minor=True))
+    config = SignalsConfig(events_cache_ttl_s=0)
+    mw = Middleware(store=store, input_stages=[stage(source, config=config)])
+    call = {"user": "kid", "model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+            "mock_response": "hello!"}
+    first = (await mw.acompletion(**call)).choices[0].message.content
+    assert first.startswith(config.minor_reminder_text)
+    assert config.ai_disclosure_text not in first  # the statutory text already says it
+    assert config.break_reminder_text not in first
+    second = (await mw.acompletion(**call)).choices[0].message.content
+    assert second == "hello!"
+
+
+async def test_daily_cap_answers_without_the_model_and_logs_once() -> None:
+    now = datetime.now(UTC)
+    tz = noon_zone(now)
+    user = Profile(user_id="capped", timezone=tz, limits=Limits(daily_cap_minutes=5))
+    source = EventLog(session("capped", now - timedelta(minutes=11), 10, every=1, tz=tz))
+    dep = stage(source, config=SignalsConfig(events_cache_ttl_s=0))
+    with capture_logs() as logs:
+        ctx = context(user, at=now)
+        await dep(ctx)
+        again = context(user, at=now + timedelta(seconds=5), request_id="r2")
+        await dep(again)
+    for c in (ctx, again):
+        assert c.reply == dep.config.daily_cap_text
+        assert c.reply_finish_reason == "content_filter"
+        assert [d.rule_id for d in c.decisions] == ["signals.daily_cap"]
+        assert c.decisions[0].tier == 3
+    actions = [e for e in logs if e["event"] == "dependence.action"]
+    assert [a["action"] for a in actions] == ["daily_cap_reached"]
+    assert actions[0]["user_hash"] == "hash-ca"
+    assert actions[0]["signals"]["cap_minutes"] == 5.0
+    assert all("capped" not in str(e) for e in logs), "the raw user id must not be logged"
+
+
+async def test_reduced_personalisation_needs_consent_to_read_text() -> None:
+    """The message says "I think I'm addicted": with text-analysis consent personalisation is
+    reduced; without it the text is not looked at."""
+    now = datetime.now(UTC)
+    with_consent = Profile(user_id="a", consent=Consent(text_analysis=True))
+    without = Profile(user_id="b")
+    dep = stage(EventLog())
+    ctx_a = context(with_consent, "I think I'm addicted.", at=now)
+    ctx_b = context(without, "I think I'm addicted.", at=now)
+    await dep(ctx_a)
+    await dep(ctx_b)
+    assert ctx_a.exposure.reduced is True
+    assert "reduced_personalisation" in ctx_a.state["dependence"].kinds
+    assert ctx_b.exposure.reduced is False
+    assert ctx_b.state["dependence"].kinds == []
+
+
+async def test_policy_disclosure_overrides_the_config() -> None:
+    policy = SimpleNamespace(
+        ai_disclosure=SimpleNamespace(audience="all", interval=timedelta(hours=1), text="Bot here.")
+    )
+    dep = stage(EventLog())
+    ctx = context(Profile(user_id="adult"), state={"policy": policy})
+    await dep(ctx)
+    assert [(n.text, n.source, n.position) for n in ctx.notices] == [
+        ("Bot here.", "signals.ai_disclosure", "before")
+    ]
+    plain = context(Profile(user_id="adult2"))
+    await dep(plain)
+    assert plain.notices == []  # default audience: minors only
+
+
+async def test_store_outage_lets_the_call_through_and_counts_it() -> None:
+    metrics = SignalsMetrics(CollectorRegistry())
+    dep = DependenceStage(EventLog(fail=True), metrics=metrics)
+    ctx = context(Profile(user_id="u"))
+    with capture_logs() as logs:
+        await dep(ctx)
+    assert ctx.reply is None and ctx.notices == []
+    assert metrics.errors._value.get() == 1
+    assert [e["event"] for e in logs] == ["dependence.unavailable"]
+
+
+async def test_cache_serves_repeat_requests_and_remembers_the_current_message() -> None:
+    source = EventLog()
+    dep = stage(source, config=SignalsConfig(events_cache_ttl_s=60))
+    now = datetime.now(UTC)
+    user = Profile(user_id="u", timezone=noon_zone(now))
+    for i in range(3):
+        ctx = context(user, at=now + timedelta(seconds=i), request_id=f"r{i}")
+        await dep(ctx)
+    assert source.calls == 1
+    signals_today = ctx.state["dependence"]
+    assert signals_today is not None
+    # three requests seen by this process, though the store has recorded none yet
+    assert len([e for e in dep._cache["u"][1] if e.role == "user"]) == 3
+
+
+async def test_metrics_count_actions_without_user_labels() -> None:
+    registry = CollectorRegistry()
+    dep = DependenceStage(EventLog(), metrics=SignalsMetrics(registry))
+    await dep(context(Profile(user_id="kid", known_minor=True)))
+    assert registry.get_sample_value(
+        "persona_mw_dependence_actions_total", {"action": "ai_disclosure"}
+    ) == 1.0
+    assert registry.get_sample_value("persona_mw_dependence_requests_total") == 1.0
+    labels = {k for m in registry.collect() for s in m.samples for k in s.labels}
+    assert labels <= {"action", "signal", "outcome", "le"}
+
+
+@pytest.mark.redis
+async def test_due_state_in_redis_is_shared_and_erased_with_the_user(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Two stages (two processes' worth) share the due-state: the disclosure fires once; erasing
+    the user through the profile store removes the state key (it is in the user's index)."""
+    states = [RedisActionStateStore(redis_url, prefix=key_prefix) for _ in range(2)]
+    stages = [stage(EventLog(), state_store=s) for s in states]
+    kid = Profile(user_id="kid{1}", known_minor=True)
+    now = datetime.now(UTC)
+    first, second = context(kid, at=now), context(kid, at=now + timedelta(seconds=1))
+    await stages[0](first)
+    await stages[1](second)
+    assert [n.source for n in first.notices] == ["signals.ai_disclosure"]
+    assert second.notices == []
+    saved = await states[1].get("kid{1}")
+    assert saved["ai_disclosure"] == now
+    profiles = RedisProfileStore(redis_url, prefix=key_prefix)
+    await profiles.put(kid)
+    client = states[0]._client
+    assert await client.sismember(index_key(key_prefix, "kid{1}"), states[0].key("kid{1}"))
+    await profiles.delete("kid{1}")
+    assert await states[0].get("kid{1}") == {}
+    await profiles.aclose()
+    for s in states:
+        await s.aclose()
+
+
+@pytest.mark.redis
+async def test_aggregate_counters_in_redis(redis_url: str, key_prefix: str) -> None:
+    from persona_mw.signals.metrics import SignalsMetricsStage
+
+    counters = RedisActionStateStore(redis_url, prefix=key_prefix)
+    metrics = SignalsMetrics(CollectorRegistry())
+    finish = SignalsMetricsStage(metrics, counters=counters)
+    from persona_mw.types import Decision
+
+    ctx = context(Profile(user_id="u"))
+    ctx.decisions.append(Decision("crisis.self_harm", 1, "input", "crisis", "notify"))
+    ctx.decisions.append(Decision("crisis.self_harm.output", 1, "output", "crisis", "append"))
+    await finish(ctx)
+    await finish(context(Profile(user_id="v")))
+    year = str(ctx.started_at.year)
+    assert await counters.counters(year) == {"crisis_referrals": 1}
+    assert metrics.crisis_referrals._value.get() == 1
+    await counters.aclose()
+
+
+async def test_memory_state_store_round_trip() -> None:
+    store = MemoryActionStateStore()
+    now = datetime.now(UTC)
+    await store.set("u", {"log": now})
+    assert await store.get("u") == {"log": now}
+    assert await store.delete("u") is True
+    assert await store.get("u") == {}
