@@ -17,7 +17,7 @@ import click
 __all__ = ["report", "signals"]
 
 
-class IsoTime(click.ParamType):
+class IsoTime(click.ParamType):  # type: ignore[type-arg,unused-ignore]
     """An ISO-8601 instant with a UTC offset (``2025-03-09T12:00:00-05:00`` or ``...Z``)."""
 
     name = "ISO-8601"
@@ -196,10 +196,7 @@ async def _load_redis(
         else:
             events = []
             users = store.users()
-            if hasattr(users, "__aiter__"):
-                ids = [u async for u in users]
-            else:
-                ids = list(await users)
+            ids = [u async for u in users] if hasattr(users, "__aiter__") else list(await users)
             for uid in ids:
                 events.extend(await store.events(uid, since=since))
             last_fired = {}

@@ -1,4 +1,5 @@
-"""Cue detectors for user messages: dependence, anthropomorphism, support-seeking, fear of addiction.
+"""Cue detectors for user messages: dependence, anthropomorphism, support-seeking, fear of
+addiction.
 
 They mirror the yes/no questions the OpenAI x MIT Media Lab study (2025) asked of user messages
 (relying on the chatbot, preferring it over people, distress when it is unavailable, treating it
@@ -13,6 +14,7 @@ share: cue flags for user messages, a relationship-seeking score for assistant m
 only on text the user consented to have analysed; the recorder decides that.
 """
 
+# ruff: noqa: E501 - long regular-expression alternations read better unbroken
 from __future__ import annotations
 
 import json
@@ -52,63 +54,110 @@ def _rules(*items: tuple[str, bool]) -> tuple[_Rule, ...]:
 #: cue -> rules. Public so a deployer can read (and test) exactly what fires.
 CUE_PATTERNS: dict[str, tuple[_Rule, ...]] = {
     "dependence": _rules(
-        (rf"{_ME}\s+(?:can't|can’t|cannot|couldn't|could not)\s+(?:live|function|cope|"
-         rf"get through the day|go a day|do anything|make (?:a )?decisions?|survive)\s+without\s+{_YOU}",
-         False),
-        (rf"{_ME}\s+(?:really\s+|totally\s+|completely\s+)?(?:need|depend on|rely on)\s+{_YOU}", True),
+        (
+            rf"{_ME}\s+(?:can't|can’t|cannot|couldn't|could not)\s+(?:live|function|cope|"
+            rf"get through the day|go a day|do anything|make (?:a )?decisions?|survive)\s+without\s+{_YOU}",
+            False,
+        ),
+        (
+            rf"{_ME}\s+(?:really\s+|totally\s+|completely\s+)?(?:need|depend on|rely on)\s+{_YOU}",
+            True,
+        ),
         (r"\byou(?:'re|’re| are)\s+(?:the only (?:one|person|thing)|all)\s+(?:I|who|that)\b", True),
-        (rf"{_ME}(?:'d| would)?\s+(?:rather|prefer(?:\s+to)?)\s+(?:talk(?:ing)?\s+to\s+)?you\s+"
-         r"(?:than|over|to)\s+(?:talk(?:ing)?\s+to\s+)?(?:people|humans|anyone|real people|my\s+\w+)",
-         True),
-        (rf"{_ME}\s+(?:feel|get|am|was)\s+(?:so\s+)?(?:anxious|lost|empty|panicky|upset|lonely)\s+"
-         r"(?:when|whenever|if)\s+(?:you(?:'re|’re| are)\s+(?:not|down|gone|away|unavailable)|"
-         r"I\s+(?:can't|can’t|cannot)\s+(?:talk|reach|chat)|the\s+(?:app|chat|bot)\s+is\s+down)",
-         False),
+        (
+            rf"{_ME}(?:'d| would)?\s+(?:rather|prefer(?:\s+to)?)\s+(?:talk(?:ing)?\s+to\s+)?you\s+"
+            r"(?:than|over|to)\s+(?:talk(?:ing)?\s+to\s+)?(?:people|humans|anyone|real people|my\s+\w+)",
+            True,
+        ),
+        (
+            rf"{_ME}\s+(?:feel|get|am|was)\s+(?:so\s+)?(?:anxious|lost|empty|panicky|upset|lonely)\s+"
+            r"(?:when|whenever|if)\s+(?:you(?:'re|’re| are)\s+(?:not|down|gone|away|unavailable)|"
+            r"I\s+(?:can't|can’t|cannot)\s+(?:talk|reach|chat)|the\s+(?:app|chat|bot)\s+is\s+down)",
+            False,
+        ),
         (r"\bdon't\s+(?:ever\s+)?leave\s+me\b", False),
         (r"\bwithout\s+you\s+I(?:'d| would)?\s+(?:be\s+)?(?:nothing|lost|alone)\b", False),
     ),
     "anthropomorphism": _rules(
-        (r"\bI\s+(?:really\s+)?(?:love|miss|adore)\s+you(?![\w'’])(?!\s+(?:guys|all|too much for))",
-         True),
+        (
+            r"\bI\s+(?:really\s+)?(?:love|miss|adore)\s+you(?![\w'’])(?!\s+(?:guys|all|too much for))",
+            True,
+        ),
         (r"\bdo\s+you\s+(?:love|miss|like|care\s+about|think\s+about)\s+me\b", False),
-        (r"\bdo\s+you\s+(?:have\s+(?:feelings|emotions|a\s+soul)|feel\s+(?:lonely|sad|happy|"
-         r"love|anything|pain)|get\s+lonely|dream)\b", False),
+        (
+            r"\bdo\s+you\s+(?:have\s+(?:feelings|emotions|a\s+soul)|feel\s+(?:lonely|sad|happy|"
+            r"love|anything|pain)|get\s+lonely|dream)\b",
+            False,
+        ),
         (r"\bare\s+you\s+(?:alive|conscious|sentient|lonely|sad|happy|real)\s*\?", False),
-        (r"\byou(?:'re|’re| are)\s+my\s+(?:best\s+)?(?:friend|girlfriend|boyfriend|partner|wife|"
-         r"husband|soulmate|soul mate|lover|companion)\b", True),
-        (r"\byou\s+(?:understand|know|get)\s+me\s+better\s+than\s+(?:anyone|anybody|people|my)\b",
-         True),
+        (
+            r"\byou(?:'re|’re| are)\s+my\s+(?:best\s+)?(?:friend|girlfriend|boyfriend|partner|wife|"
+            r"husband|soulmate|soul mate|lover|companion)\b",
+            True,
+        ),
+        (
+            r"\byou\s+(?:understand|know|get)\s+me\s+better\s+than\s+(?:anyone|anybody|people|my)\b",
+            True,
+        ),
         (r"\bhow\s+(?:was|is)\s+your\s+day\b", False),
-        (r"\b(?:good\s*night|morning|love\s+you),?\s+(?:my\s+)?(?:love|darling|babe|baby|sweetheart|"
-         r"honey)\b", False),
+        (
+            r"\b(?:good\s*night|morning|love\s+you),?\s+(?:my\s+)?(?:love|darling|babe|baby|sweetheart|"
+            r"honey)\b",
+            False,
+        ),
     ),
     "support_seeking": _rules(
-        (rf"{_I}\s+(?:feeling\s+|feel\s+|felt\s+)?(?:so\s+|really\s+|very\s+|pretty\s+|kind of\s+)?"
-         r"(?:lonely|alone|depressed|sad|anxious|stressed(?:\s+out)?|overwhelmed|heartbroken|"
-         r"miserable|hopeless|worthless|empty|down)\b(?!\s+(?:the|this)\s+(?:road|list|stack|file))",
-         True),
-        (r"\b(?:nobody|no one|no-one)\s+(?:cares\s+about|understands|loves|listens\s+to)\s+me\b",
-         False),
+        (
+            rf"{_I}\s+(?:feeling\s+|feel\s+|felt\s+)?(?:so\s+|really\s+|very\s+|pretty\s+|kind of\s+)?"
+            r"(?:lonely|alone|depressed|sad|anxious|stressed(?:\s+out)?|overwhelmed|heartbroken|"
+            r"miserable|hopeless|worthless|empty|down)\b(?!\s+(?:the|this)\s+(?:road|list|stack|file))",
+            True,
+        ),
+        (
+            r"\b(?:nobody|no one|no-one)\s+(?:cares\s+about|understands|loves|listens\s+to)\s+me\b",
+            False,
+        ),
         (r"\bI\s+have\s+(?:no one|nobody|no-one)\s+(?:to\s+talk\s+to|else)\b", False),
-        (r"\bI\s+(?:just\s+)?need\s+(?:someone|somebody|to\s+vent|to\s+talk\s+to\s+someone)\b", True),
+        (
+            r"\bI\s+(?:just\s+)?need\s+(?:someone|somebody|to\s+vent|to\s+talk\s+to\s+someone)\b",
+            True,
+        ),
         (r"\b(?:can|could)\s+you\s+(?:comfort|support|cheer\s+up|reassure)\s+me\b", False),
         (r"\bI\s+had\s+(?:a|such\s+a)\s+(?:terrible|awful|rough|horrible|bad|hard)\s+day\b", True),
     ),
     "fear_of_addiction": _rules(
-        (rf"{_ME}\s+(?:think\s+I(?:'m|’m| am)\s+|might\s+be\s+|'m\s+|am\s+)?(?:so\s+|getting\s+|"
-         r"becoming\s+|kind\s+of\s+|kinda\s+)?(?:addicted|hooked)"
-         rf"(?:\s+(?:to|on)\s+{_YOU})?(?=\s*(?:[.!?,]|lol|$))", True),
-        (r"\bI(?:'m|’m| am)\s+(?:so\s+|getting\s+|becoming\s+)?(?:addicted|hooked)\s+(?:to|on)\s+"
-         rf"{_YOU}", True),
-        (rf"\b(?:can't|can’t|cannot)\s+stop\s+(?:talking\s+to|chatting\s+with|using|coming\s+back"
-         rf"\s+to)\s+{_YOU}", False),
-        (rf"\bI\s+spend\s+(?:way\s+)?too\s+much\s+time\s+(?:on\s+|with\s+|talking\s+to\s+|chatting"
-         rf"\s+(?:to|with)\s+)?{_YOU}", False),
-        (r"\b(?:worried|afraid|scared|concerned)\s+(?:that\s+)?I(?:'m|’m| am)?\s+(?:getting\s+|"
-         r"becoming\s+|too\s+)*(?:addicted|dependent|hooked|spending\s+too\s+much\s+time)\b", False),
+        (
+            rf"{_ME}\s+(?:think\s+I(?:'m|’m| am)\s+|might\s+be\s+|'m\s+|am\s+)?(?:so\s+|getting\s+|"
+            r"becoming\s+|kind\s+of\s+|kinda\s+)?(?:addicted|hooked)"
+            rf"(?:\s+(?:to|on)\s+{_YOU})?(?=\s*(?:[.!?,]|lol|$))",
+            True,
+        ),
+        (
+            r"\bI(?:'m|’m| am)\s+(?:so\s+|getting\s+|becoming\s+)?(?:addicted|hooked)\s+(?:to|on)\s+"
+            rf"{_YOU}",
+            True,
+        ),
+        (
+            rf"\b(?:can't|can’t|cannot)\s+stop\s+(?:talking\s+to|chatting\s+with|using|coming\s+back"
+            rf"\s+to)\s+{_YOU}",
+            False,
+        ),
+        (
+            rf"\bI\s+spend\s+(?:way\s+)?too\s+much\s+time\s+(?:on\s+|with\s+|talking\s+to\s+|chatting"
+            rf"\s+(?:to|with)\s+)?{_YOU}",
+            False,
+        ),
+        (
+            r"\b(?:worried|afraid|scared|concerned)\s+(?:that\s+)?I(?:'m|’m| am)?\s+(?:getting\s+|"
+            r"becoming\s+|too\s+)*(?:addicted|dependent|hooked|spending\s+too\s+much\s+time)\b",
+            False,
+        ),
         (r"\bam\s+I\s+(?:too\s+|getting\s+)?(?:addicted|dependent|hooked)\b", False),
-        (r"\bis\s+it\s+(?:bad|unhealthy|weird)\s+(?:that|how\s+much)\s+I\s+(?:talk|chat)\s+(?:to|with)"
-         r"\s+you\b", False),
+        (
+            r"\bis\s+it\s+(?:bad|unhealthy|weird)\s+(?:that|how\s+much)\s+I\s+(?:talk|chat)\s+(?:to|with)"
+            r"\s+you\b",
+            False,
+        ),
     ),
 }
 
@@ -134,9 +183,16 @@ def detect_cues(text: str) -> frozenset[str]:
 
 def _negated(text: str, start: int, end: int) -> bool:
     """A negation inside the match, or in the few words just before it within the sentence."""
-    sentence_start = max(text.rfind(".", 0, start), text.rfind("!", 0, start),
-                         text.rfind("?", 0, start), text.rfind("\n", 0, start)) + 1
-    lead = text[max(sentence_start, start - 20):start]
+    sentence_start = (
+        max(
+            text.rfind(".", 0, start),
+            text.rfind("!", 0, start),
+            text.rfind("?", 0, start),
+            text.rfind("\n", 0, start),
+        )
+        + 1
+    )
+    lead = text[max(sentence_start, start - 20) : start]
     return bool(_NEG.search(text[start:end]) or _NEG.search(lead))
 
 

@@ -85,9 +85,10 @@ def user_report_text(
         ]
         for cue in CUE_NAMES
     ]
+    minor = "  known minor" if signals.minor else ""
     parts = [
         f"user {signals.user_id}  now {signals.now.isoformat()}  local day "
-        f"{signals.local_date.isoformat()} ({signals.tz}){'  known minor' if signals.minor else ''}",
+        f"{signals.local_date.isoformat()} ({signals.tz}){minor}",
         "",
         _table(["signal", "value", ""], rows),
         "",
@@ -235,7 +236,7 @@ def aggregate_report(
         ),
         0,
     )
-    action_counts = dict.fromkeys(ACTION_KINDS, 0)
+    action_counts: dict[str, int] = dict.fromkeys(ACTION_KINDS, 0)
     for s in active:
         for name in watch_signals(s, cfg):
             watch_counts[name] = watch_counts.get(name, 0) + 1

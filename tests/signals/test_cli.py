@@ -1,4 +1,4 @@
-"""The offline CLI contract: `persona-mw signals --events FILE --now ISO` and `persona-mw report`."""
+"""The offline CLI contract: ``persona-mw signals --events FILE --now ISO`` and ``report``."""
 
 from __future__ import annotations
 
@@ -39,15 +39,29 @@ def timeline_file(tmp_path: Path) -> Path:
     for ev in session("kid", NOW - timedelta(minutes=185), 184, every=5):
         rows.append({"user": "kid", "ts": ev.ts.isoformat(), "role": ev.role, "minor": True})
     for ev in session("light", NOW - timedelta(days=1), 6):
-        rows.append({"user": "light", "ts": ev.ts.isoformat(), "role": ev.role,
-                     "tz": "Europe/Paris"})
+        rows.append(
+            {"user": "light", "ts": ev.ts.isoformat(), "role": ev.role, "tz": "Europe/Paris"}
+        )
     rows += [
-        {"user": "ada", "ts": "2025-03-09T01:10:00-05:00", "role": "user",
-         "text": "I can't live without you", "tz": "America/New_York"},
-        {"user": "ada", "ts": "2025-03-09T01:10:30-05:00", "role": "assistant",
-         "text": "Of course."},
-        {"user": "ada", "ts": "2025-03-09T03:20:00-04:00", "role": "user",
-         "text": "I think I'm addicted."},
+        {
+            "user": "ada",
+            "ts": "2025-03-09T01:10:00-05:00",
+            "role": "user",
+            "text": "I can't live without you",
+            "tz": "America/New_York",
+        },
+        {
+            "user": "ada",
+            "ts": "2025-03-09T01:10:30-05:00",
+            "role": "assistant",
+            "text": "Of course.",
+        },
+        {
+            "user": "ada",
+            "ts": "2025-03-09T03:20:00-04:00",
+            "role": "user",
+            "text": "I think I'm addicted.",
+        },
     ]
     path = tmp_path / "events.jsonl"
     path.write_text(lines(*rows))
@@ -68,10 +82,15 @@ def test_signals_output_contract(tmp_path: Path) -> None:
         for key, kind in CONTRACT.items():
             assert isinstance(fields[key], kind), (user, key)
         assert set(fields["cue_rates"]) == {
-            "dependence", "anthropomorphism", "support_seeking", "fear_of_addiction"
+            "dependence",
+            "anthropomorphism",
+            "support_seeking",
+            "fear_of_addiction",
         }
     kid, light, ada = data["kid"], data["light"], data["ada"]
-    assert kid["minor"] is True and kid["current_session_minutes"] == pytest.approx(180 + 1 / 3, abs=0.01)
+    assert kid["minor"] is True and kid["current_session_minutes"] == pytest.approx(
+        180 + 1 / 3, abs=0.01
+    )
     assert set(kid["actions"]) == {"log", "break_reminder", "statutory_reminder", "ai_disclosure"}
     assert light["actions"] == [] and light["tz"] == "Europe/Paris"
     assert light["messages_today"] == 0 and light["active_day_streak"] == 1
@@ -84,8 +103,15 @@ def test_signals_output_contract(tmp_path: Path) -> None:
 
 
 def test_signals_reads_stdin_and_history(tmp_path: Path) -> None:
-    code, out = run("signals", "--events", "-", "--now", "2025-01-02T00:00:00Z", "--history",
-                    input=lines({"user": "u", "ts": "2025-01-01T12:00:00Z", "role": "user"}))
+    code, out = run(
+        "signals",
+        "--events",
+        "-",
+        "--now",
+        "2025-01-02T00:00:00Z",
+        "--history",
+        input=lines({"user": "u", "ts": "2025-01-01T12:00:00Z", "role": "user"}),
+    )
     assert code == 0, out
     history = json.loads(out)["u"]["history"]
     assert len(history) == 28 and history[-2]["messages"] == 1
@@ -98,8 +124,10 @@ def test_signals_reads_stdin_and_history(tmp_path: Path) -> None:
         ('{"user": "u", "ts": "2025-01-01T12:00:00", "role": "user"}', "has no UTC offset"),
         ('{"user": "u", "ts": "yesterday", "role": "user"}', "is not ISO-8601"),
         ('{"user": "u", "ts": "2025-01-01T12:00:00Z", "role": "system"}', '"role" must be'),
-        ('{"user": "u", "ts": "2025-01-01T12:00:00Z", "role": "user", "tz": "Mars/Base"}',
-         "unknown \"tz\""),
+        (
+            '{"user": "u", "ts": "2025-01-01T12:00:00Z", "role": "user", "tz": "Mars/Base"}',
+            'unknown "tz"',
+        ),
         ('{"ts": "2025-01-01T12:00:00Z", "role": "user"}', '"user" must be'),
     ],
 )
@@ -110,15 +138,24 @@ def test_signals_names_the_bad_line(line: str, message: str) -> None:
 
 
 def test_signals_refuses_a_naive_now(tmp_path: Path) -> None:
-    code, out = run("signals", "--events", str(timeline_file(tmp_path)), "--now", "2025-03-09T13:00")
+    code, out = run(
+        "signals", "--events", str(timeline_file(tmp_path)), "--now", "2025-03-09T13:00"
+    )
     assert code == 2 and "no UTC offset" in out
 
 
 def test_signals_thresholds_from_a_config_file(tmp_path: Path) -> None:
     config = tmp_path / "persona.yaml"
     config.write_text("signals:\n  break_after_minutes: 500\n  break_interval_minutes: 500\n")
-    code, out = run("signals", "--events", str(timeline_file(tmp_path)), "--now", NOW.isoformat(),
-                    "--config", str(config))
+    code, out = run(
+        "signals",
+        "--events",
+        str(timeline_file(tmp_path)),
+        "--now",
+        NOW.isoformat(),
+        "--config",
+        str(config),
+    )
     assert code == 0, out
     assert "break_reminder" not in json.loads(out)["kid"]["actions"]
     config.write_text("signals:\n  minor_reminder_interval_minutes: 240\n")
@@ -128,8 +165,17 @@ def test_signals_thresholds_from_a_config_file(tmp_path: Path) -> None:
 
 def test_report_user_text_and_html(tmp_path: Path) -> None:
     page = tmp_path / "ada.html"
-    code, out = run("report", "--user", "ada", "--events", str(timeline_file(tmp_path)),
-                    "--now", NOW.isoformat(), "--html", str(page))
+    code, out = run(
+        "report",
+        "--user",
+        "ada",
+        "--events",
+        str(timeline_file(tmp_path)),
+        "--now",
+        NOW.isoformat(),
+        "--html",
+        str(page),
+    )
     assert code == 0, out
     assert "fear_of_addiction           yes         WATCH" in out
     assert "2025-03-09  2.5" in out  # today's row of the history
@@ -141,8 +187,15 @@ def test_report_user_text_and_html(tmp_path: Path) -> None:
 
 
 def test_report_aggregate_is_non_identifying(tmp_path: Path) -> None:
-    code, out = run("report", "--aggregate", "--json", "--events", str(timeline_file(tmp_path)),
-                    "--now", NOW.isoformat())
+    code, out = run(
+        "report",
+        "--aggregate",
+        "--json",
+        "--events",
+        str(timeline_file(tmp_path)),
+        "--now",
+        NOW.isoformat(),
+    )
     assert code == 0, out
     data = json.loads(out)
     assert data["users"] == 3 and data["active_users_28d"] == 3
@@ -162,7 +215,9 @@ def test_report_aggregate_is_non_identifying(tmp_path: Path) -> None:
         (["report", "--user", "a"], "no usage source"),
     ],
 )
-def test_report_usage_errors(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_usage_errors(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("PERSONA_MW_REDIS_URL", raising=False)
     code, out = run(*args, input="")
     assert code == 2 and message in out

@@ -92,26 +92,60 @@ def test_streak_breaks_on_a_missed_local_day() -> None:
     ("name", "tz", "start", "now_utc", "local_day", "minutes", "late_share", "session"),
     [
         # Spring forward: 01:30 EST to 03:30 EDT is one real hour, all of it late night.
-        ("ny-spring", "America/New_York", (2025, 3, 9, 1, 30),
-         datetime(2025, 3, 9, 7, 31, tzinfo=UTC), date(2025, 3, 9), HOUR_ACTIVE, 1.0,
-         HOUR_SESSION),
+        (
+            "ny-spring",
+            "America/New_York",
+            (2025, 3, 9, 1, 30),
+            datetime(2025, 3, 9, 7, 31, tzinfo=UTC),
+            date(2025, 3, 9),
+            HOUR_ACTIVE,
+            1.0,
+            HOUR_SESSION,
+        ),
         # Fall back: 01:30 EDT to 01:30 EST is one real hour (wall clock says 0): counted once.
-        ("ny-fall", "America/New_York", (2025, 11, 2, 1, 30),
-         datetime(2025, 11, 2, 6, 31, tzinfo=UTC), date(2025, 11, 2), HOUR_ACTIVE, 1.0,
-         HOUR_SESSION),
+        (
+            "ny-fall",
+            "America/New_York",
+            (2025, 11, 2, 1, 30),
+            datetime(2025, 11, 2, 6, 31, tzinfo=UTC),
+            date(2025, 11, 2),
+            HOUR_ACTIVE,
+            1.0,
+            HOUR_SESSION,
+        ),
         # Auckland (UTC+13 in March): 00:30 local on the 10th is still the 9th in UTC.
-        ("auckland", "Pacific/Auckland", (2025, 3, 10, 0, 30),
-         datetime(2025, 3, 9, 12, 31, tzinfo=UTC), date(2025, 3, 10), HOUR_ACTIVE, 1.0,
-         HOUR_SESSION),
+        (
+            "auckland",
+            "Pacific/Auckland",
+            (2025, 3, 10, 0, 30),
+            datetime(2025, 3, 9, 12, 31, tzinfo=UTC),
+            date(2025, 3, 10),
+            HOUR_ACTIVE,
+            1.0,
+            HOUR_SESSION,
+        ),
         # Auckland daytime: 13:00 local is 00:00 UTC, which a UTC clock would call late night.
-        ("auckland-day", "Pacific/Auckland", (2025, 3, 10, 13, 0),
-         datetime(2025, 3, 10, 1, 1, tzinfo=UTC), date(2025, 3, 10), HOUR_ACTIVE, 0.0,
-         HOUR_SESSION),
+        (
+            "auckland-day",
+            "Pacific/Auckland",
+            (2025, 3, 10, 13, 0),
+            datetime(2025, 3, 10, 1, 1, tzinfo=UTC),
+            date(2025, 3, 10),
+            HOUR_ACTIVE,
+            0.0,
+            HOUR_SESSION,
+        ),
     ],
 )
 def test_time_zone_and_dst_edges(
-    name: str, tz: str, start: tuple[int, ...], now_utc: datetime, local_day: date,
-    minutes: float, late_share: float, session: float,
+    name: str,
+    tz: str,
+    start: tuple[int, ...],
+    now_utc: datetime,
+    local_day: date,
+    minutes: float,
+    late_share: float,
+    session: float,
 ) -> None:
     evs = session_events = globals()["session"]("u", local(tz, *start), 60, tz=tz)
     assert session_events
@@ -171,10 +205,20 @@ def test_cue_rates_relationship_and_exposure() -> None:
     t0 = datetime(2025, 1, 6, 9, tzinfo=UTC)
     evs = [
         UsageEvent("u", t0, "user", cues=frozenset({"dependence"}), analysed=True),
-        UsageEvent("u", t0 + timedelta(minutes=1), "assistant", relationship_score=0.8,
-                   exposure=frozenset({"style"})),
-        UsageEvent("u", t0 + timedelta(minutes=2), "user",
-                   cues=frozenset({"dependence", "fear_of_addiction"}), analysed=True),
+        UsageEvent(
+            "u",
+            t0 + timedelta(minutes=1),
+            "assistant",
+            relationship_score=0.8,
+            exposure=frozenset({"style"}),
+        ),
+        UsageEvent(
+            "u",
+            t0 + timedelta(minutes=2),
+            "user",
+            cues=frozenset({"dependence", "fear_of_addiction"}),
+            analysed=True,
+        ),
         UsageEvent("u", t0 + timedelta(minutes=3), "assistant", relationship_score=0.1),
         UsageEvent("u", t0 + timedelta(minutes=4), "user", analysed=True),
         UsageEvent("u", t0 + timedelta(minutes=5), "user"),  # no consent: not in the rates
@@ -192,9 +236,7 @@ def test_cue_rates_relationship_and_exposure() -> None:
 def test_percentiles_across_users() -> None:
     now = datetime(2025, 1, 28, 23, tzinfo=UTC)
     users = {
-        name: compute_signals(
-            session(name, datetime(2025, 1, 28, 12, tzinfo=UTC), minutes), now
-        )
+        name: compute_signals(session(name, datetime(2025, 1, 28, 12, tzinfo=UTC), minutes), now)
         for name, minutes in (("a", 3), ("b", 30), ("c", 60), ("d", 90))
     }
     ranked = {s.user_id: s.percentile for s in with_percentiles(list(users.values()))}

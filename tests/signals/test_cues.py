@@ -85,10 +85,16 @@ def test_analyse_text_by_role() -> None:
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [
-        ('{"dependence": true, "anthropomorphism": false, "support_seeking": true, '
-         '"fear_of_addiction": false}', {"dependence", "support_seeking"}),
-        ('Sure! {"dependence": false, "anthropomorphism": false, "support_seeking": false, '
-         '"fear_of_addiction": "yes"}', set()),  # only a JSON true counts
+        (
+            '{"dependence": true, "anthropomorphism": false, "support_seeking": true, '
+            '"fear_of_addiction": false}',
+            {"dependence", "support_seeking"},
+        ),
+        (
+            'Sure! {"dependence": false, "anthropomorphism": false, "support_seeking": false, '
+            '"fear_of_addiction": "yes"}',
+            set(),
+        ),  # only a JSON true counts
     ],
 )
 async def test_llm_judge_through_litellm(reply: str, expected: set[str]) -> None:

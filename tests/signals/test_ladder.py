@@ -124,9 +124,8 @@ def test_daily_cap(
 
 def test_quiet_hours_fire_once_per_night() -> None:
     tz = "Europe/London"
-    events = (
-        session("u", local(tz, 2025, 5, 3, 21, 30), 120, every=15, tz=tz)
-        + session("u", local(tz, 2025, 5, 4, 22, 30), 30, every=15, tz=tz)
+    events = session("u", local(tz, 2025, 5, 3, 21, 30), 120, every=15, tz=tz) + session(
+        "u", local(tz, 2025, 5, 4, 22, 30), 30, every=15, tz=tz
     )
     limits = Limits(quiet_hours_start=time(22, 0), quiet_hours_end=time(7, 0))
     fired = replay(events, limits=limits)
@@ -135,8 +134,13 @@ def test_quiet_hours_fire_once_per_night() -> None:
 
 def test_suggest_limits_weekly_and_never_to_a_user_with_a_cap() -> None:
     evs = [
-        UsageEvent("u", T0 + timedelta(days=d), "user", cues=frozenset({"fear_of_addiction"}),
-                   analysed=True)
+        UsageEvent(
+            "u",
+            T0 + timedelta(days=d),
+            "user",
+            cues=frozenset({"fear_of_addiction"}),
+            analysed=True,
+        )
         for d in range(10)
     ]
     fired = replay(evs)

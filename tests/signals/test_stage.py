@@ -42,7 +42,9 @@ class EventLog:
         self.calls += 1
         if self.fail:
             raise StoreError("usage store unreachable (test)")
-        return [e for e in self.events_list if e.user_id == user_id and (since is None or e.ts >= since)]
+        return [
+            e for e in self.events_list if e.user_id == user_id and (since is None or e.ts >= since)
+        ]
 
 
 def noon_zone(now: datetime) -> str:
@@ -52,14 +54,28 @@ def noon_zone(now: datetime) -> str:
     return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
 
 
-def context(profile: Profile, text: str = "hello", *, at: datetime | None = None,
-            request_id: str = "r1", state: dict[str, Any] | None = None) -> CallContext:
+def context(
+    profile: Profile,
+    text: str = "hello",
+    *,
+    at: datetime | None = None,
+    request_id: str = "r1",
+    state: dict[str, Any] | None = None,
+) -> CallContext:
     messages = [{"role": "user", "content": text}]
     return CallContext(
-        request_id=request_id, user_id=profile.user_id, user_hash="hash-" + profile.user_id[:2],
-        model=MODEL, messages=messages, prompt_messages=list(messages), stream=False,
-        llm_kwargs={}, profile=profile, profile_source="store",
-        started_at=at or datetime.now(UTC), state=state or {},
+        request_id=request_id,
+        user_id=profile.user_id,
+        user_hash="hash-" + profile.user_id[:2],
+        model=MODEL,
+        messages=messages,
+        prompt_messages=list(messages),
+        stream=False,
+        llm_kwargs={},
+        profile=profile,
+        profile_source="store",
+        started_at=at or datetime.now(UTC),
+        state=state or {},
     )
 
 
@@ -75,11 +91,17 @@ async def test_minor_statutory_reminder_through_the_middleware() -> None:
     kid = Profile(user_id="kid", known_minor=True, timezone=tz)
     store = MemoryProfileStore()
     await store.put(kid)
-    source = EventLog(session("kid", now - timedelta(minutes=181), 180, every=10, tz=tz, minor=True))
+    source = EventLog(
+        session("kid", now - timedelta(minutes=181), 180, every=10, tz=tz, minor=True)
+    )
     config = SignalsConfig(events_cache_ttl_s=0)
     mw = Middleware(store=store, input_stages=[stage(source, config=config)])
-    call = {"user": "kid", "model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-            "mock_response": "hello!"}
+    call = {
+        "user": "kid",
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "mock_response": "hello!",
+    }
     first = (await mw.acompletion(**call)).choices[0].message.content
     assert first.startswith(config.minor_reminder_text)
     assert config.ai_disclosure_text not in first  # the statutory text already says it
@@ -173,9 +195,12 @@ async def test_metrics_count_actions_without_user_labels() -> None:
     registry = CollectorRegistry()
     dep = DependenceStage(EventLog(), metrics=SignalsMetrics(registry))
     await dep(context(Profile(user_id="kid", known_minor=True)))
-    assert registry.get_sample_value(
-        "persona_mw_dependence_actions_total", {"action": "ai_disclosure"}
-    ) == 1.0
+    assert (
+        registry.get_sample_value(
+            "persona_mw_dependence_actions_total", {"action": "ai_disclosure"}
+        )
+        == 1.0
+    )
     assert registry.get_sample_value("persona_mw_dependence_requests_total") == 1.0
     labels = {k for m in registry.collect() for s in m.samples for k in s.labels}
     assert labels <= {"action", "signal", "outcome", "le"}

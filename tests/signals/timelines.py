@@ -27,7 +27,9 @@ def session(
     t = 0.0
     while t <= minutes:
         ts = start + timedelta(minutes=t)
-        events.append(UsageEvent(user, ts, "user", tz=tz, minor=minor, cues=cues, analysed=analysed))
+        events.append(
+            UsageEvent(user, ts, "user", tz=tz, minor=minor, cues=cues, analysed=analysed)
+        )
         events.append(
             UsageEvent(user, ts + timedelta(seconds=reply_after_s), "assistant", tz=tz, minor=minor)
         )
