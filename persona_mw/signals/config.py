@@ -117,9 +117,6 @@ class SignalsConfig(BaseModel):
     # -- the stage -------------------------------------------------------------------------------
     #: Seconds the stage keeps a user's loaded events (0 disables; one round trip per request).
     events_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
-    #: Cue detection: offline lexicons, or an LLM judge through LiteLLM.
-    cue_mode: Literal["lexicon", "llm"] = "lexicon"
-    cue_judge_model: str = "gpt-4o-mini"
 
     @model_validator(mode="after")
     def _late_night_order(self) -> SignalsConfig:
