@@ -4,7 +4,8 @@
 - :class:`StyleHint`: an input stage that personalises: adds a system message from the profile;
 - :class:`StopWord`: an output stage whose filter stops at a word, holding back enough text
   that no prefix of the word is released before the verdict;
-- :class:`Recorder`: a finish stage that keeps what a usage recorder would see.
+- :class:`Recorder`: a finish stage that keeps what a usage recorder would see;
+- :class:`TokenSpy`: a callback handler that keeps every streamed token callbacks are given.
 """
 
 from __future__ import annotations
@@ -12,9 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackHandler
+
 from persona_mw import CallContext, Decision, Middleware, Notice, Settings
 
-__all__ = ["BlockWord", "Record", "Recorder", "StopWord", "StyleHint", "make_middleware"]
+__all__ = [
+    "BlockWord",
+    "Record",
+    "Recorder",
+    "StopWord",
+    "StyleHint",
+    "TokenSpy",
+    "make_middleware",
+]
 
 
 @dataclass(frozen=True)
@@ -143,3 +154,14 @@ def make_middleware(recorder: Recorder, *, notice: str | None = None) -> Middlew
         finish_stages=[recorder],
         settings=Settings(hash_secret="test-secret"),
     )
+
+
+class TokenSpy(BaseCallbackHandler):
+    """Every token LangChain's callbacks are given: what LangGraph's ``stream_mode="messages"``
+    and any streaming UI would show the user."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.tokens.append(token)
