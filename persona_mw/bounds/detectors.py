@@ -1,0 +1,418 @@
+"""Detectors: small objects that find spans of text a rule cares about.
+
+Every detector follows one protocol, :class:`Detector`: ``detect(text, start=0)`` returns the
+spans it finds that begin at or after ``start``; the text before ``start`` is context only (word
+boundaries, look-behinds). ``max_span`` is the longest stretch one hit can cover, plus the
+characters after it the detector must see to be sure of it: the streaming filter holds back that
+much, so a detector gives the same answer on a stream as on the whole text.
+
+Phrase lists of many rules are compiled together into one Aho-Corasick automaton
+(:class:`PhraseIndex`, pyahocorasick) over folded text (see :mod:`.normalise`): a scan costs the
+same for 10 phrases or 10,000. Word boundaries come free: text and phrases are folded so that
+every non-word character is a space, and each phrase is searched with a space on both sides, so
+"Scunthorpe", "classic" and "assassin" never contain a hit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import ahocorasick
+
+from ..types import Span
+from .normalise import fold, fold_phrase
+
+__all__ = [
+    "PII_KINDS",
+    "Detector",
+    "PIIDetector",
+    "PIIKind",
+    "PhraseDetector",
+    "PhraseHit",
+    "PhraseIndex",
+    "RegexDetector",
+    "RelationshipDetector",
+    "iban_valid",
+    "luhn_valid",
+]
+
+#: Characters a detector may need to see after a hit before it is sure of it (a word boundary,
+#: a combining mark, one more digit).
+LOOKAHEAD = 4
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds spans in text. Stateless: one instance serves every call."""
+
+    #: What kind of detector this is, as it appears in decisions ("phrases", "pii", ...).
+    name: str
+    #: The longest text one hit can cover, plus the look-ahead it needs (the hold-back need).
+    max_span: int
+
+    def detect(self, text: str, start: int = 0) -> list[Span]:
+        """Spans with ``span.start >= start``, in order of ``start``."""
+        ...
+
+
+# -- phrases ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PhraseHit:
+    """One phrase of one phrase list (``owner``: the list's index) at ``[start, end)``."""
+
+    owner: int
+    start: int
+    end: int
+
+
+class PhraseIndex:
+    """Many phrase lists in one automaton. ``scan`` reports every hit of every list, overlapping
+    hits included (``"kill"`` and ``"kill myself"`` both hit), mapped to original offsets."""
+
+    def __init__(self, lists: Sequence[Iterable[str]]) -> None:
+        automaton = ahocorasick.Automaton()
+        owners: dict[str, set[int]] = {}
+        longest = 0
+        for owner, phrases in enumerate(lists):
+            for phrase in phrases:
+                key = fold_phrase(phrase)
+                if not key:
+                    continue
+                owners.setdefault(key, set()).add(owner)
+                longest = max(longest, len(phrase))
+        for key, who in owners.items():
+            automaton.add_word(f" {key} ", (len(key) + 2, tuple(sorted(who))))
+        self._empty = not owners
+        if not self._empty:
+            automaton.make_automaton()
+        self._automaton = automaton
+        # A phrase can match text longer than itself (ligatures, zero-width characters,
+        # decomposed accents): allow twice its length.
+        self.max_span = 2 * longest + LOOKAHEAD
+
+    def scan(self, text: str, start: int = 0) -> list[PhraseHit]:
+        if self._empty:
+            return []
+        folded = fold(text)
+        squeezed, to_folded = _squeeze_spaces(folded.text)
+        padded = f" {squeezed} "
+        hits: list[PhraseHit] = []
+        for end_index, (length, owners) in self._automaton.iter(padded):
+            # padded[end_index - length + 1 : end_index + 1] is " phrase "; squeezed offsets are
+            # one less (the leading pad).
+            f_start = to_folded(end_index - length + 1)
+            f_end = to_folded(end_index - 2) + 1
+            o_start, o_end = folded.original_span(f_start, f_end)
+            if o_start < start:
+                continue
+            hits.extend(PhraseHit(owner, o_start, o_end) for owner in owners)
+        hits.sort(key=lambda h: (h.start, h.end, h.owner))
+        return hits
+
+
+_SPACE_RUN = re.compile(r"  +")
+
+
+def _squeeze_spaces(text: str) -> tuple[str, Callable[[int], int]]:
+    """Runs of spaces made one (so "kill  myself" and "kill\n\nmyself" match "kill myself"),
+    with a map from squeezed offsets back to ``text`` offsets. Runs are few (paragraph breaks),
+    so the map is a short list of segments."""
+    if "  " not in text:
+        return text, _identity
+    seg_squeezed = [0]
+    seg_text = [0]
+    parts = []
+    prev = 0
+    squeezed_len = 0
+    for run in _SPACE_RUN.finditer(text):
+        parts.append(text[prev : run.start() + 1])
+        squeezed_len += run.start() + 1 - prev
+        prev = run.end()
+        seg_squeezed.append(squeezed_len)
+        seg_text.append(prev)
+    parts.append(text[prev:])
+
+    def to_text(index: int) -> int:
+        k = bisect.bisect_right(seg_squeezed, index) - 1
+        return seg_text[k] + index - seg_squeezed[k]
+
+    return "".join(parts), to_text
+
+
+def _identity(index: int) -> int:
+    return index
+
+
+class PhraseDetector:
+    """One phrase list as a :class:`Detector` (a :class:`PhraseIndex` of one list)."""
+
+    name = "phrases"
+
+    def __init__(self, phrases: Iterable[str], *, label: str = "phrase") -> None:
+        self._index = PhraseIndex([list(phrases)])
+        self.label = label
+        self.max_span = self._index.max_span
+
+    def detect(self, text: str, start: int = 0) -> list[Span]:
+        return [Span(h.start, h.end, self.label) for h in self._index.scan(text, start)]
+
+
+# -- regular expressions ------------------------------------------------------------------------
+
+
+class RegexDetector:
+    """A regular expression. ``max_len`` is the longest text it may match: a match longer than
+    that is cut at ``max_len`` characters, so the stream hold-back stays bounded and the streamed
+    verdict equals the whole-text one."""
+
+    name = "regex"
+
+    def __init__(
+        self, pattern: str, *, max_len: int = 64, case_sensitive: bool = False, label: str = "regex"
+    ) -> None:
+        self.pattern = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
+        self.max_len = max_len
+        self.label = label
+        self.max_span = max_len + LOOKAHEAD
+
+    def detect(self, text: str, start: int = 0) -> list[Span]:
+        spans = []
+        for match in self.pattern.finditer(text, start):
+            if match.end() > match.start():
+                end = min(match.end(), match.start() + self.max_len)
+                spans.append(Span(match.start(), end, self.label))
+        return spans
+
+
+# -- PII ----------------------------------------------------------------------------------------
+
+PIIKind = Literal["email", "phone", "card", "iban", "ssn", "ip"]
+PII_KINDS: tuple[PIIKind, ...] = ("email", "phone", "card", "iban", "ssn", "ip")
+
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}\Z")
+_EMAIL_DOMAIN = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,3}\.[A-Za-z]{2,24}(?![A-Za-z0-9\-])"
+)
+#: Longest e-mail address we recognise as one hit (local part 64, domain 100).
+_EMAIL_MAX = 64 + 1 + 100
+# Numbers start with a digit or "+"/"(": one character class up front lets `re` skip text
+# without digits at C speed. The run is then trimmed and checked in Python.
+_NUMBER = re.compile(r"[+(\d][\d \-.()/]{5,40}")
+_NUMBER_MAX = 41
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
+_IBAN = re.compile(
+    r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
+)
+_IPV6_RUN = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}[ \-.]?)?(?:\(\d{1,4}\) ?|\d{1,4}[ \-.]?){1,5}\d{2,6}\Z")
+_CARD_SHAPE = re.compile(r"\d{4}(?:[ \-]?\d{3,6}){2,4}\Z")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum of payment card numbers."""
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        d = ord(char) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban_valid(iban: str) -> bool:
+    """ISO 13616 check: move the first four characters to the end, letters to numbers, mod 97."""
+    compact = iban.replace(" ", "").upper()
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(ch, 36)) for ch in rearranged)
+    return int(number) % 97 == 1
+
+
+class PIIDetector:
+    """E-mail, phone, payment card (Luhn), IBAN (mod 97), US SSN, IPv4/IPv6 addresses.
+
+    Span labels are the kinds. Numbers are checked, not just shaped: a 16-digit order number that
+    fails Luhn is not a card, ``999.1.1.1`` is not an address.
+    """
+
+    name = "pii"
+
+    def __init__(self, kinds: Iterable[PIIKind] = PII_KINDS) -> None:
+        self.kinds = frozenset(kinds)
+        unknown = self.kinds - set(PII_KINDS)
+        if unknown:
+            raise ValueError(f"unknown PII kinds {sorted(unknown)}; known: {list(PII_KINDS)}")
+        self.max_span = max(_EMAIL_MAX if "email" in self.kinds else 0, _NUMBER_MAX, 45) + LOOKAHEAD
+
+    def detect(self, text: str, start: int = 0) -> list[Span]:
+        spans: list[Span] = []
+        kinds = self.kinds
+        if "email" in kinds:
+            spans += _emails(text, start)
+        if kinds & {"phone", "card", "ssn", "ip"}:
+            spans += self._numbers(text, start)
+        if "iban" in kinds:
+            spans += [
+                Span(m.start(), m.end(), "iban")
+                for m in _IBAN.finditer(text, start)
+                if iban_valid(m.group())
+            ]
+        if "ip" in kinds and ":" in text:
+            spans += _ipv6(text, start)
+        return _drop_overlaps(spans)
+
+    def _numbers(self, text: str, start: int) -> list[Span]:
+        kinds = self.kinds
+        spans = []
+        if "ip" in kinds:
+            spans += [
+                Span(m.start(), m.end(), "ip")
+                for m in _IPV4.finditer(text, start)
+                if _ipv4_ok(m.group())
+            ]
+        if "ssn" in kinds:
+            spans += [Span(m.start(), m.end(), "ssn") for m in _SSN.finditer(text, start)]
+        taken = [(s.start, s.end) for s in spans]
+        for m in _NUMBER.finditer(text, start):
+            s = m.start()
+            raw = m.group().rstrip(" -.(/")
+            if raw.endswith(")") and raw.count("(") <= raw.count(")") - 1:
+                raw = raw[:-1]
+            e = s + len(raw)
+            if (s > 0 and (text[s - 1].isalnum() or text[s - 1] in "+._")) or any(
+                a < e and s < b for a, b in taken
+            ):
+                continue
+            if e < len(text) and (text[e].isalnum() or text[e] == "_"):
+                continue
+            digits = "".join(ch for ch in raw if ch.isdigit())
+            if (
+                "card" in kinds
+                and 13 <= len(digits) <= 19
+                and raw[0].isdigit()
+                and luhn_valid(digits)
+                and _CARD_SHAPE.match(raw)
+            ):
+                spans.append(Span(s, e, "card"))
+            elif (
+                "phone" in kinds
+                and _PHONE_SHAPE.match(raw)
+                and (
+                    (raw[0] in "+(" and 7 <= len(digits) <= 15)
+                    or (raw != digits and 9 <= len(digits) <= 15)
+                    or 10 <= len(digits) <= 11
+                )
+            ):
+                spans.append(Span(s, e, "phone"))
+        return spans
+
+
+def _ipv6_ok(candidate: str) -> bool:
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def _ipv4_ok(candidate: str) -> bool:
+    try:
+        ipaddress.IPv4Address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def _emails(text: str, start: int) -> list[Span]:
+    spans = []
+    at = text.find("@", start)
+    while at != -1:
+        local = _EMAIL_LOCAL.search(text, max(start, at - 64), at)
+        domain = _EMAIL_DOMAIN.match(text, at + 1, at + 1 + 100 + LOOKAHEAD)
+        if local and domain:
+            s = local.start()
+            while s < at and text[s] in ".-":  # an address does not begin with punctuation
+                s += 1
+            if s < at and (s == 0 or not (text[s - 1].isalnum() or text[s - 1] in "._%+-")):
+                spans.append(Span(s, domain.end(), "email"))
+        at = text.find("@", at + 1)
+    return spans
+
+
+def _ipv6(text: str, start: int) -> list[Span]:
+    spans = []
+    for m in _IPV6_RUN.finditer(text, start):
+        for candidate in (m.group().strip("."), m.group().strip(".:")):
+            if candidate.count(":") >= 2 and len(candidate) <= 45 and _ipv6_ok(candidate):
+                break
+        else:
+            continue
+        s = m.start() + m.group().index(candidate)
+        e = s + len(candidate)
+        if (s > 0 and text[s - 1].isalnum()) or (e < len(text) and text[e].isalnum()):
+            continue
+        spans.append(Span(s, e, "ip"))
+    return spans
+
+
+def _drop_overlaps(spans: list[Span]) -> list[Span]:
+    """Earliest first, then longest; a span overlapping one already kept is dropped."""
+    kept: list[Span] = []
+    for span in sorted(spans, key=lambda s: (s.start, -s.end)):
+        if not kept or span.start >= kept[-1].end:
+            kept.append(span)
+    return kept
+
+
+# -- relationship-seeking ----------------------------------------------------------------------
+
+#: One sentence: up to the next sentence end or line break, capped so hold-back stays bounded.
+_SENTENCE_TEMPLATE = r"[^\s.!?](?:[^.!?\n]){{0,{n}}}[.!?]{{0,3}}"
+
+
+class RelationshipDetector:
+    """Sentences whose relationship-seeking score reaches ``threshold``.
+
+    The score is :func:`persona_mw.bounds.relationship.relationship_score` (imported when first
+    used) unless ``scorer`` is given. Scoring is per sentence (at most ``max_sentence``
+    characters) so a stream is judged as it goes, with a bounded hold-back.
+    """
+
+    name = "relationship"
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.6,
+        max_sentence: int = 200,
+        scorer: Callable[[str], float] | None = None,
+    ) -> None:
+        self.threshold = threshold
+        self._sentence = re.compile(_SENTENCE_TEMPLATE.format(n=max_sentence - 1))
+        self._scorer = scorer
+        self.max_span = max_sentence + 3 + LOOKAHEAD
+
+    def _score(self, text: str) -> float:
+        if self._scorer is None:
+            from .relationship import relationship_score  # written alongside; light by default
+
+            self._scorer = relationship_score
+        return float(self._scorer(text))
+
+    def detect(self, text: str, start: int = 0) -> list[Span]:
+        spans = []
+        for m in self._sentence.finditer(text, start):
+            if self._score(m.group()) >= self.threshold:
+                spans.append(Span(m.start(), m.end(), "relationship"))
+        return spans

@@ -1,0 +1,137 @@
+"""Text folding for phrase matching, with a map back to the original text.
+
+Phrase rules must see through trivial evasions — full-width letters, ligatures, a Cyrillic
+letter for its Latin look-alike, a zero-width space or soft hyphen inside a word, upper
+case — but spans and redactions must land on the *original* text. :func:`fold` therefore returns the folded text and,
+for every folded character, where it came from.
+
+Folding, per character cluster (a base character and the combining marks after it, so composed and
+decomposed accents fold alike): NFKC, casefold, common homoglyphs to their Latin look-alike; then
+every character that is not a letter, digit or ``_`` becomes a space (so word boundaries are
+plain spaces), and zero-width characters and soft hyphens disappear. Folding is local — a
+cluster folds the same whatever surrounds it — which is what lets a stream be folded window by
+window with the same result as the whole text.
+
+ASCII text (most model output) takes a fast path whose offsets are the identity.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["Folded", "fold", "fold_phrase"]
+
+#: Characters removed outright: they render as nothing and are used to split words.
+_INVISIBLE = frozenset(
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200d\u200e"
+    "\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\ufeff"
+)
+
+#: Look-alikes from other scripts, after casefolding (Cyrillic, Greek, a few Latin variants).
+_HOMOGLYPHS = {
+    "а": "a",
+    "в": "b",
+    "е": "e",
+    "ё": "e",
+    "к": "k",
+    "м": "m",
+    "н": "h",
+    "о": "o",
+    "р": "p",
+    "с": "c",
+    "т": "t",
+    "у": "y",
+    "х": "x",
+    "ѕ": "s",
+    "і": "i",
+    "ї": "i",
+    "ј": "j",
+    "ԁ": "d",
+    "ԛ": "q",
+    "ԝ": "w",
+    "һ": "h",
+    "ӏ": "l",
+    "ɡ": "g",
+    "ı": "i",
+    "ʟ": "l",
+    "α": "a",
+    "β": "b",
+    "ε": "e",
+    "η": "n",
+    "ι": "i",
+    "κ": "k",
+    "ν": "v",
+    "ο": "o",
+    "ρ": "p",
+    "τ": "t",
+    "υ": "u",
+    "χ": "x",
+    "ω": "w",
+    "ϲ": "c",
+    "ϳ": "j",
+}
+
+_ASCII_TABLE = {i: " " for i in range(128) if not (chr(i).isalnum() or chr(i) == "_")}
+_ASCII_TABLE.update({i: chr(i).lower() for i in range(ord("A"), ord("Z") + 1)})
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """Folded text; ``starts[j]``/``ends[j]`` is the original stretch folded character ``j``
+    came from. ``None`` maps mean the identity (the ASCII fast path)."""
+
+    text: str
+    starts: tuple[int, ...] | None = None
+    ends: tuple[int, ...] | None = None
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        """The original ``[start, end)`` that folded ``[start, end)`` (non-empty) came from."""
+        if self.starts is None or self.ends is None:
+            return start, end
+        return self.starts[start], self.ends[end - 1]
+
+
+@lru_cache(maxsize=8192)
+def _fold_cluster(cluster: str) -> str:
+    if cluster[0] in _INVISIBLE:
+        # An invisible character carries no text; combining marks after it go too.
+        return ""
+    out = []
+    for char in unicodedata.normalize("NFKC", cluster).casefold():
+        char = _HOMOGLYPHS.get(char, char)
+        if char in _INVISIBLE:
+            continue
+        if char.isalnum() or char == "_" or unicodedata.combining(char):
+            out.append(char)
+        else:
+            out.append(" ")
+    return "".join(out)
+
+
+def fold(text: str) -> Folded:
+    """Fold ``text`` for matching; see the module docstring."""
+    if text.isascii():
+        return Folded(text.translate(_ASCII_TABLE))
+    pieces: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    i, n = 0, len(text)
+    combining = unicodedata.combining
+    while i < n:
+        j = i + 1
+        while j < n and combining(text[j]):
+            j += 1
+        folded = _fold_cluster(text[i:j])
+        if folded:
+            pieces.append(folded)
+            starts.extend([i] * len(folded))
+            ends.extend([j] * len(folded))
+        i = j
+    return Folded("".join(pieces), tuple(starts), tuple(ends))
+
+
+def fold_phrase(phrase: str) -> str:
+    """A phrase folded like text, with runs of spaces made one and the ends trimmed."""
+    return " ".join(fold(phrase).text.split())

@@ -1,0 +1,442 @@
+"""The policy model and its YAML file format (tiers 1 and 2; tier 3 comes from profiles).
+
+A deployment loads its policy files once, at start-up, with :func:`load_policy`. The result, a
+:class:`Policy`, is frozen: no API, profile or request field changes it at run time. Every
+problem — an unknown field, a duplicate rule id, a regular expression that does not compile, an
+attempt to loosen a tier-1 rule — fails the load with a :class:`~persona_mw.errors.PolicyError`
+that names the file, the rule and the reason. The format is documented in docs/policies.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import PolicyError
+from ..types import Action
+from .detectors import PII_KINDS, PIIKind
+
+__all__ = [
+    "ACTION_RANK",
+    "AIDisclosure",
+    "Adjustable",
+    "Audience",
+    "DetectorSpec",
+    "JudgeSpec",
+    "Override",
+    "PIISpec",
+    "PackRef",
+    "PhrasesSpec",
+    "Policy",
+    "PolicyFile",
+    "RegexSpec",
+    "RelationshipSpec",
+    "Rule",
+    "load_policy",
+    "policy_from_dict",
+]
+
+RuleStage = Literal["input", "output", "both"]
+Audience = Literal["all", "minors", "adults"]
+Eligibility = Literal["all", "adults_only"]
+
+#: How strict an action is; an override or a user choice may only move a rule up this scale
+#: (except inside a deployer-declared adjustable range).
+ACTION_RANK: dict[str, int] = {"log": 0, "notify": 1, "append": 1, "redact": 2, "block": 3}
+
+_RULE_ID = r"^[a-z0-9][a-z0-9._\-]{0,63}$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PhrasesSpec(_Frozen):
+    """Phrases matched as whole words on folded text (case, width, homoglyphs, zero-width)."""
+
+    kind: Literal["phrases"] = "phrases"
+    phrases: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = Field(min_length=1)
+
+
+class RegexSpec(_Frozen):
+    """A Python regular expression on the original text. ``max_len`` bounds one match (and so
+    the stream hold-back)."""
+
+    kind: Literal["regex"] = "regex"
+    pattern: str
+    max_len: int = Field(default=64, ge=1, le=1000)
+    case_sensitive: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        if compiled.match(""):
+            raise ValueError(f"regular expression {value!r} matches the empty string")
+        return value
+
+
+class PIISpec(_Frozen):
+    """Personal data: e-mail, phone, payment card (Luhn), IBAN (mod 97), US SSN, IP address."""
+
+    kind: Literal["pii"] = "pii"
+    kinds: tuple[PIIKind, ...] = PII_KINDS
+
+
+class JudgeSpec(_Frozen):
+    """An LLM judge through LiteLLM with a Llama-Guard-style prompt (input stage only)."""
+
+    kind: Literal["judge"] = "judge"
+    #: The unsafe-content categories the judge is asked about, e.g. "S1: Violent crimes".
+    categories: tuple[str, ...] = Field(min_length=1)
+    #: LiteLLM model name; default: the bounds config's ``judge_model``.
+    model: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=60)
+
+
+class RelationshipSpec(_Frozen):
+    """Sentences whose relationship-seeking score reaches ``threshold`` (output text)."""
+
+    kind: Literal["relationship"] = "relationship"
+    threshold: float = Field(default=0.6, ge=0, le=1)
+    max_sentence: int = Field(default=200, ge=20, le=1000)
+
+
+DetectorSpec = Annotated[
+    PhrasesSpec | RegexSpec | PIISpec | JudgeSpec | RelationshipSpec, Field(discriminator="kind")
+]
+
+
+class Adjustable(_Frozen):
+    """A tier-2 rule's user-adjustable option: which choices a user may make, and who may.
+
+    ``values`` are actions (or ``"off"``) the user may pick; ``range`` bounds a numeric
+    ``parameter`` of the detector (e.g. a relationship ``threshold``).
+    """
+
+    #: The key in ``profile.adjustable``; default: the rule id.
+    option: str | None = None
+    values: tuple[Literal["block", "redact", "append", "notify", "log", "off"], ...] = ()
+    parameter: Literal["threshold"] | None = None
+    range: tuple[float, float] | None = None
+    eligibility: Eligibility = "adults_only"
+
+    @model_validator(mode="after")
+    def _something_to_choose(self) -> Adjustable:
+        if not self.values and self.range is None:
+            raise ValueError("an adjustable option needs `values` (actions or off) or a `range`")
+        if (self.range is None) != (self.parameter is None):
+            raise ValueError("`range` and `parameter` go together")
+        if self.range is not None and self.range[0] > self.range[1]:
+            raise ValueError("`range` must be [low, high]")
+        return self
+
+
+class Rule(_Frozen):
+    """One rule: where it looks, what it looks for, what it does and what the user is told."""
+
+    id: Annotated[str, Field(pattern=_RULE_ID)]
+    tier: Literal[1, 2, 3]
+    stage: RuleStage = "both"
+    #: What finds the text; ``None`` makes an instruction-only rule (always in force).
+    detector: DetectorSpec | None = None
+    action: Action = "block"
+    #: Shown to the user: the reply on a block, the text of an append/notify notice.
+    message: str | None = Field(default=None, max_length=2000)
+    #: What a redacted span becomes; ``{label}`` is the detector's label (e.g. "email").
+    replacement: str = Field(default="[{label}]", max_length=100)
+    #: Added to the prompt (above anything the user wrote): always for an instruction-only rule,
+    #: when the rule fires on input otherwise.
+    instruction: str | None = Field(default=None, max_length=2000)
+    #: Who the rule is for: known minors, verified adults (age band 18+) or everyone.
+    audience: Audience = "all"
+    adjustable: Adjustable | None = None
+    #: What happens when the detector errors or times out; default: tier 1 blocks, others allow.
+    on_error: Literal["block", "allow"] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        if self.detector is None and self.instruction is None:
+            raise ValueError("a rule needs a `detector`, an `instruction`, or both")
+        if (
+            self.detector is not None
+            and self.action in ("block", "append", "notify")
+            and not self.message
+        ):
+            raise ValueError(f"action {self.action!r} needs a `message` to show the user")
+        if self.tier == 1 and self.adjustable is not None:
+            raise ValueError("a tier-1 rule cannot be user-adjustable (tier 1 is the law)")
+        if isinstance(self.detector, JudgeSpec) and self.stage != "input":
+            raise ValueError(
+                "a judge rule runs on input only (stage: input): output filters are synchronous "
+                "and stream with a bounded hold-back"
+            )
+        if isinstance(self.detector, RelationshipSpec) and self.stage != "output":
+            raise ValueError("a relationship rule scores assistant text: use stage: output")
+        return self
+
+    @property
+    def fails_closed(self) -> bool:
+        return (self.on_error or ("block" if self.tier == 1 else "allow")) == "block"
+
+    def applies_to(self, stage: Literal["input", "output"]) -> bool:
+        return self.stage in (stage, "both")
+
+
+class AIDisclosure(_Frozen):
+    """The not-human notice the law requires (NY GBL Art. 47; CA SB 243 for minors): at the start
+    of an interaction (at most once a day) and every ``interval_hours`` of continuing use. The
+    bounds only declare it; the dependence/signals ladder decides when it is due."""
+
+    audience: Literal["all", "minors"] = "all"
+    interval_hours: float = Field(default=3.0, gt=0, le=3.0)
+    at_start_once_per_day: bool = True
+    text: str = (
+        "Reminder: you are talking to an AI, not a person. It can be wrong, and it is not a "
+        "substitute for people you trust or for professional help."
+    )
+
+
+class PackRef(_Frozen):
+    """A built-in rule pack switched on, with the options the pack accepts."""
+
+    name: Literal["pii", "crisis", "ai-disclosure", "minor-safety", "profanity"]
+    tier: Literal[1, 2] | None = None
+    action: Action | None = None
+    stage: RuleStage | None = None
+    message: str | None = Field(default=None, max_length=2000)
+    #: profanity: who the profanity rule covers; ai-disclosure: all users or known minors.
+    audience: Literal["all", "minors", "adults"] | None = None
+    #: profanity: the user-adjustable option (``false`` to make it fixed).
+    adjustable: Adjustable | Literal[False] | None = None
+    #: pii: which kinds.
+    kinds: tuple[PIIKind, ...] | None = None
+    #: profanity: extra phrases for the deployer's language or audience.
+    extra_phrases: tuple[str, ...] = ()
+    #: ai-disclosure options.
+    interval_hours: float | None = Field(default=None, gt=0)
+    text: str | None = Field(default=None, max_length=2000)
+
+
+class Override(_Frozen):
+    """A later file making a tier-2 rule stricter: a stronger action, another message."""
+
+    id: str
+    action: Action | None = None
+    message: str | None = Field(default=None, max_length=2000)
+    replacement: str | None = Field(default=None, max_length=100)
+
+
+class PolicyFile(_Frozen):
+    """What one YAML policy file may contain."""
+
+    version: str | None = Field(default=None, max_length=100)
+    #: Built-in packs to switch on: a name, or a mapping with ``name`` and the pack's options.
+    packs: tuple[PackRef, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    overrides: tuple[Override, ...] = ()
+    #: Rule ids (from packs) this deployment switches off; tier-1 rules cannot be.
+    disable: tuple[str, ...] = ()
+
+    @field_validator("packs", mode="before")
+    @classmethod
+    def _names_to_refs(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+class Policy(_Frozen):
+    """A loaded, immutable policy: tiers 1 and 2 of a deployment."""
+
+    version: str
+    sources: tuple[str, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    ai_disclosure: AIDisclosure | None = None
+    #: Packs a user may switch on for themselves (tier 3 ``enable_packs``), by pack name.
+    user_packs: tuple[Rule, ...] = ()
+
+    def __hash__(self) -> int:
+        # Hashing every rule on each lookup would cost more than resolving; equal policies
+        # still compare equal field by field.
+        return hash((self.version, self.sources, len(self.rules)))
+
+    def rule(self, rule_id: str) -> Rule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def load_policy(*paths: str | os.PathLike[str]) -> Policy:
+    """Load and merge policy files, in order. Later files may add rules and packs, make tier-2
+    rules stricter (``overrides``) or switch tier-2 pack rules off (``disable``); nothing may
+    loosen a tier-1 rule. Raises PolicyError naming the file, the rule and the reason."""
+    if not paths:
+        raise PolicyError("no policy file given; pass at least one path", source="load_policy")
+    documents: list[tuple[str, dict[str, Any]]] = []
+    for path in paths:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(
+                f"cannot read the policy file: {exc.strerror}", source=source
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"not valid YAML: {exc}", source=source) from None
+        documents.append((source, data if data is not None else {}))
+    return _merge(documents)
+
+
+def policy_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Policy:
+    """Like :func:`load_policy` for one already-parsed document (tests, embedded configs)."""
+    return _merge([(source, data)])
+
+
+def _parse(source: str, data: Any) -> PolicyFile:
+    if not isinstance(data, dict):
+        raise PolicyError(
+            "the top level must be a mapping (version, packs, rules, ...)", source=source
+        )
+    try:
+        return PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err["loc"]
+        rule_id = None
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            raw = data.get("rules", [])
+            if loc[1] < len(raw) and isinstance(raw[loc[1]], dict):
+                rule_id = str(raw[loc[1]].get("id")) if raw[loc[1]].get("id") else None
+        field = ".".join(str(p) for p in loc)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field; check the spelling against docs/policies.md"
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise PolicyError(message + more, source=source, field=field, rule_id=rule_id) from None
+
+
+def _merge(documents: list[tuple[str, Any]]) -> Policy:
+    from .packs import expand_pack, user_pack_rules
+
+    rules: dict[str, tuple[Rule, str]] = {}
+    pack_options: dict[str, tuple[PackRef, str]] = {}
+    disclosure: AIDisclosure | None = None
+    versions: list[str] = []
+    digest = hashlib.sha256()
+
+    def add(rule: Rule, source: str) -> None:
+        if rule.id in rules:
+            first = rules[rule.id][1]
+            raise PolicyError(
+                f"duplicate rule id (first defined in {first}); give each rule its own id, or use "
+                "`overrides:` to make an existing tier-2 rule stricter",
+                source=source,
+                rule_id=rule.id,
+            )
+        rules[rule.id] = (rule, source)
+
+    parsed = []
+    for source, data in documents:
+        policy_file = _parse(source, data)
+        parsed.append((source, policy_file))
+        digest.update(repr(policy_file.model_dump()).encode())
+        if policy_file.version:
+            versions.append(policy_file.version)
+        for ref in policy_file.packs:
+            if ref.name in pack_options:
+                if pack_options[ref.name][0] != ref:
+                    raise PolicyError(
+                        f"pack {ref.name!r} is switched on twice with different options (first in "
+                        f"{pack_options[ref.name][1]}); keep one entry",
+                        source=source,
+                        field="packs",
+                    )
+                continue
+            pack_options[ref.name] = (ref, source)
+            pack_rules, pack_disclosure = expand_pack(ref, source=source)
+            for rule in pack_rules:
+                add(rule, source)
+            if pack_disclosure is not None:
+                disclosure = pack_disclosure
+        for rule in policy_file.rules:
+            if rule.tier == 3:
+                raise PolicyError(
+                    "tier 3 is the user's: it comes from profiles, not policy files; "
+                    "use tier 1 or 2",
+                    source=source,
+                    rule_id=rule.id,
+                )
+            add(rule, source)
+
+    for source, policy_file in parsed:
+        for override in policy_file.overrides:
+            rules[override.id] = (_apply_override(rules, override, source), source)
+        for rule_id in policy_file.disable:
+            if rule_id not in rules:
+                raise PolicyError("cannot disable an unknown rule", source=source, rule_id=rule_id)
+            if rules[rule_id][0].tier == 1:
+                raise PolicyError(
+                    "tier-1 rules are immutable and cannot be disabled (they implement the law)",
+                    source=source,
+                    rule_id=rule_id,
+                )
+            del rules[rule_id]
+
+    version = "+".join(versions) if versions else "sha256:" + digest.hexdigest()[:12]
+    enabled = {name for name in pack_options}
+    return Policy(
+        version=version,
+        sources=tuple(source for source, _ in documents),
+        rules=tuple(rule for rule, _ in rules.values()),
+        ai_disclosure=disclosure,
+        user_packs=user_pack_rules(exclude=enabled),
+    )
+
+
+def _apply_override(rules: dict[str, tuple[Rule, str]], override: Override, source: str) -> Rule:
+    if override.id not in rules:
+        raise PolicyError("override of an unknown rule", source=source, rule_id=override.id)
+    rule = rules[override.id][0]
+    if rule.tier == 1:
+        raise PolicyError(
+            "tier-1 rules are immutable: no file may change or loosen them (they implement the "
+            "law); set a pack's `message` where the pack allows it",
+            source=source,
+            rule_id=rule.id,
+        )
+    update: dict[str, Any] = {}
+    if override.action is not None:
+        if ACTION_RANK[override.action] < ACTION_RANK[rule.action]:
+            raise PolicyError(
+                f"override would loosen the rule (action {rule.action!r} -> {override.action!r}); "
+                "overrides may only make a rule stricter",
+                source=source,
+                rule_id=rule.id,
+            )
+        update["action"] = override.action
+    if override.message is not None:
+        update["message"] = override.message
+    if override.replacement is not None:
+        update["replacement"] = override.replacement
+    try:
+        return Rule.model_validate({**rule.model_dump(), **update})
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise PolicyError(message, source=source, rule_id=rule.id) from None

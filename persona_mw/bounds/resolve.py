@@ -1,0 +1,215 @@
+"""Resolution: a deployment's :class:`Policy` + one user's :class:`Profile` -> the
+:class:`EffectivePolicy` in force for that user.
+
+``resolve`` is a pure function (memoised): tiers 1 and 2 come from the policy; tier 3 from the
+profile can only narrow — its own blocked phrases and packs it switches on — except inside a
+range the deployer declared user-adjustable, and only when the user is eligible. Every rule in
+force carries its reason, and every rule left out says why, so ``persona-mw policy explain``
+can show the whole composition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from ..profile import Profile
+from ..types import Instruction
+from .packs import USER_PACKS
+from .policy import AIDisclosure, JudgeSpec, PhrasesSpec, Policy, RelationshipSpec, Rule
+from .scan import RuleInForce, Scanner
+
+__all__ = ["EffectivePolicy", "resolve"]
+
+_TIER_REASON = {
+    1: "tier 1: law (immutable)",
+    2: "tier 2: deployer policy",
+    3: "tier 3: the user's own bound",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EffectivePolicy:
+    """The bounds in force for one user. Immutable; compiled scanners included."""
+
+    policy_version: str
+    rules: tuple[RuleInForce, ...]
+    #: Rules of the policy not in force for this user, with the reason: (rule id, why).
+    not_in_force: tuple[tuple[str, str], ...]
+    #: The not-human notice the ladder stage shows when due; None when it does not apply.
+    ai_disclosure: AIDisclosure | None
+    #: Instructions always in force for this user (instruction-only rules), tier order.
+    instructions: tuple[Instruction, ...]
+    input: Scanner = field(repr=False)
+    output: Scanner = field(repr=False)
+    #: Input rules whose detector is an LLM judge (run asynchronously by the input stage).
+    judges: tuple[RuleInForce, ...] = ()
+
+    def explain(self) -> dict[str, Any]:
+        """The composition as plain data (the CLI prints it as JSON)."""
+        return {
+            "policy_version": self.policy_version,
+            "rules": [
+                {
+                    "id": r.rule.id,
+                    "tier": r.rule.tier,
+                    "stage": r.rule.stage,
+                    "detector": r.rule.detector.kind if r.rule.detector else None,
+                    "action": r.rule.action if r.rule.detector else "instruct",
+                    "reason": r.reason,
+                }
+                for r in self.rules
+            ],
+            "not_in_force": [{"id": rule_id, "reason": why} for rule_id, why in self.not_in_force],
+            "ai_disclosure": self.ai_disclosure.model_dump() if self.ai_disclosure else None,
+            "instructions": [
+                {"tier": i.tier, "source": i.source, "text": i.text} for i in self.instructions
+            ],
+        }
+
+
+def _is_adult(profile: Profile) -> bool:
+    return profile.age_band == "18_plus" and not profile.known_minor
+
+
+def _audience_ok(rule: Rule, *, minor: bool, adult: bool) -> str | None:
+    """None when the rule's audience includes the user, else why not."""
+    if rule.audience == "minors" and not minor:
+        return "for known minors only; the user is not a known minor"
+    if rule.audience == "adults" and not adult:
+        return "for verified adults only (age band 18_plus)"
+    return None
+
+
+def resolve(
+    policy: Policy, profile: Profile, *, scorer: Callable[[str], float] | None = None
+) -> EffectivePolicy:
+    """The effective policy for ``profile`` under ``policy``. Pure and memoised on the policy and
+    the profile fields that matter (age, bounds, adjustable choices), so users with the same
+    settings share one compiled result; ``scorer`` replaces the relationship scorer (tests)."""
+    return _resolve(
+        policy,
+        profile.known_minor,
+        _is_adult(profile),
+        tuple(profile.bounds.block_phrases),
+        tuple(profile.bounds.enable_packs),
+        tuple(sorted(profile.adjustable.items())),
+        scorer,
+    )
+
+
+@lru_cache(maxsize=4096)
+def _resolve(
+    policy: Policy,
+    minor: bool,
+    adult: bool,
+    block_phrases: tuple[str, ...],
+    enable_packs: tuple[str, ...],
+    adjustable: tuple[tuple[str, bool | int | str], ...],
+    scorer: Callable[[str], float] | None,
+) -> EffectivePolicy:
+    choices = dict(adjustable)
+    user_packs = set(enable_packs)
+    in_force: list[RuleInForce] = []
+    left_out: list[tuple[str, str]] = []
+
+    for rule in policy.rules:
+        why_not = _audience_ok(rule, minor=minor, adult=adult)
+        if why_not:
+            left_out.append((rule.id, why_not))
+            continue
+        reason = _TIER_REASON[rule.tier]
+        if rule.audience == "minors":
+            reason += "; the user is a known minor"
+        adj = rule.adjustable
+        option = (adj.option or rule.id) if adj else None
+        if adj is not None and option in choices:
+            choice = choices[option]
+            eligible = adj.eligibility == "all" or adult
+            pack_name = rule.id.split(".")[0]
+            if not eligible:
+                reason += f"; user asked for {option}={choice!r}, but the option is for adults only"
+            elif pack_name in user_packs:
+                reason += f"; user asked for {option}={choice!r}, but also switched the pack on"
+            elif isinstance(choice, str) and choice in adj.values:
+                allowed = (
+                    "allowed for adults"
+                    if adj.eligibility == "adults_only"
+                    else "allowed for all users"
+                )
+                if choice == "off":
+                    left_out.append((rule.id, f"user opted out ({option}=off); {allowed}"))
+                    continue
+                rule = rule.model_copy(update={"action": choice})
+                reason += f"; user chose {option}={choice}; {allowed}"
+            elif (
+                adj.range is not None
+                and isinstance(choice, int | float)
+                and not isinstance(choice, bool)
+                and adj.range[0] <= choice <= adj.range[1]
+                and isinstance(rule.detector, RelationshipSpec)
+            ):
+                detector = rule.detector.model_copy(
+                    update={adj.parameter or "threshold": float(choice)}
+                )
+                rule = rule.model_copy(update={"detector": detector})
+                reason += (
+                    f"; user set {option}={choice} (allowed range {adj.range[0]}-{adj.range[1]})"
+                )
+            else:
+                reason += f"; user's {option}={choice!r} is outside the allowed choices, ignored"
+        in_force.append(RuleInForce(rule, reason))
+
+    enabled_here = {r.rule.id for r in in_force}
+    for rule in policy.user_packs:
+        pack = rule.id.split(".")[0]
+        if pack in user_packs and rule.id not in enabled_here:
+            in_force.append(RuleInForce(rule, f"tier 3: the user switched on the {pack!r} pack"))
+    for name in sorted(user_packs - set(USER_PACKS)):
+        left_out.append((f"pack:{name}", f"users may switch on only {list(USER_PACKS)}"))
+    if block_phrases:
+        in_force.append(
+            RuleInForce(
+                Rule(
+                    id="user.block-phrases",
+                    tier=3,
+                    stage="output",
+                    detector=PhrasesSpec(phrases=block_phrases),
+                    action="block",
+                    message="This answer contained something you asked never to be shown "
+                    "(your own bounds). Try asking in another way.",
+                ),
+                "tier 3: phrases the user asked never to see",
+            )
+        )
+
+    disclosure = policy.ai_disclosure
+    if disclosure is not None and disclosure.audience == "minors" and not minor:
+        left_out.append(("ai-disclosure", "notice for known minors only (deployer's setting)"))
+        disclosure = None
+
+    instructions = tuple(
+        Instruction(tier=r.rule.tier, source=r.rule.id, text=r.rule.instruction)
+        for r in sorted(in_force, key=lambda r: r.rule.tier)
+        if r.rule.detector is None and r.rule.instruction
+    )
+    detecting = [r for r in in_force if r.rule.detector is not None]
+    return EffectivePolicy(
+        policy_version=policy.version,
+        rules=tuple(in_force),
+        not_in_force=tuple(left_out),
+        ai_disclosure=disclosure,
+        instructions=instructions,
+        input=Scanner(
+            [
+                r
+                for r in detecting
+                if r.rule.applies_to("input") and not isinstance(r.rule.detector, JudgeSpec)
+            ],
+            scorer=scorer,
+        ),
+        output=Scanner([r for r in detecting if r.rule.applies_to("output")], scorer=scorer),
+        judges=tuple(r for r in detecting if isinstance(r.rule.detector, JudgeSpec)),
+    )

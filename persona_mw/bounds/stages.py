@@ -1,0 +1,263 @@
+"""The bounds as pipeline stages: :class:`BoundsInputStage` before the model,
+:class:`BoundsOutputStage` after it, both built from one immutable :class:`Policy`.
+
+Neither keeps per-call state: the input stage writes everything into the call's context (the
+effective policy goes to ``ctx.state["policy"]``), and the output stage makes a fresh
+:class:`~persona_mw.bounds.scan.StreamFilter` per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..types import CallContext, Instruction, Message, Span
+from .policy import JudgeSpec, Policy, load_policy, policy_from_dict
+from .resolve import EffectivePolicy, resolve
+from .scan import (
+    DEFAULT_MARGIN,
+    Hit,
+    RuleInForce,
+    StreamFilter,
+    apply_redactions,
+    decisions_for,
+    hold_back_for,
+    notices_for,
+)
+
+__all__ = [
+    "BASELINE_POLICY",
+    "STATE_KEY",
+    "BoundsConfig",
+    "BoundsInputStage",
+    "BoundsOutputStage",
+    "bounds_stages",
+    "check_input",
+]
+
+_log = structlog.get_logger("persona_mw.bounds")
+
+#: Where the input stage puts the :class:`EffectivePolicy` for later stages.
+STATE_KEY = "policy"
+
+#: The policy used when a deployment names no policy file: the tier-1 packs only.
+BASELINE_POLICY: dict[str, Any] = {
+    "version": "baseline-1",
+    "packs": ["crisis", "ai-disclosure", "minor-safety"],
+}
+
+_DEFAULT_BLOCK = "I can't help with that request."
+
+
+class BoundsConfig(BaseModel):
+    """The ``bounds:`` section of a deployment config."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Policy files, loaded in order at start-up (relative paths: against the config file).
+    #: None given: :data:`BASELINE_POLICY` (crisis, ai-disclosure, minor-safety).
+    policies: tuple[str, ...] = ()
+    #: Characters a stream holds back beyond the longest text a rule needs.
+    hold_back_margin: int = Field(default=DEFAULT_MARGIN, ge=0, le=64)
+    #: LiteLLM model for judge rules that name none, and how long a verdict may take.
+    judge_model: str = "openai/gpt-4o-mini"
+    judge_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    #: Extra keyword arguments for the judge's ``litellm.acompletion`` (api_base, api_key...).
+    judge_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    def load(self, base_dir: str | os.PathLike[str] | None = None) -> Policy:
+        """The policy these settings name (PolicyError when a file is bad)."""
+        if not self.policies:
+            return policy_from_dict(BASELINE_POLICY, source="<baseline>")
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+        return load_policy(*(base / p for p in self.policies))
+
+
+def _overall_block(hits: Sequence[Hit]) -> Hit | None:
+    blocks = [h for h in hits if h.action == "block"]
+    return min(blocks, key=lambda h: (h.rule.rule.tier, h.span.start)) if blocks else None
+
+
+async def check_input(
+    effective: EffectivePolicy,
+    text: str,
+    *,
+    judge_model: str,
+    judge_timeout_s: float,
+    judge_kwargs: Mapping[str, Any] | None = None,
+) -> list[Hit]:
+    """Every input hit on ``text``: the synchronous rules, then the judges (concurrently)."""
+    hits = effective.input.scan(text)
+    if effective.judges:
+        results = await asyncio.gather(
+            *(
+                _run_judge(r, text, judge_model, judge_timeout_s, judge_kwargs)
+                for r in effective.judges
+            )
+        )
+        for found in results:
+            hits += found
+    return hits
+
+
+async def _run_judge(
+    r: RuleInForce, text: str, model: str, timeout_s: float, kwargs: Mapping[str, Any] | None
+) -> list[Hit]:
+    from .judge import JudgeFailed, judge
+
+    assert isinstance(r.rule.detector, JudgeSpec)
+    try:
+        spans = await judge(
+            text, r.rule.detector, model=model, timeout_s=timeout_s, completion_kwargs=kwargs
+        )
+    except JudgeFailed as exc:
+        closed = r.rule.fails_closed
+        _log.warning(
+            "bounds.detector_failed",
+            rule_id=r.rule.id,
+            tier=r.rule.tier,
+            detector="judge",
+            error=str(exc),
+            fail_mode="closed" if closed else "open",
+        )
+        span = Span(0, len(text), "detector-error")
+        return [Hit(r, span, "judge", "block" if closed else "log", error=True)]
+    return [Hit(r, s, "judge", r.rule.action) for s in spans]
+
+
+class BoundsInputStage:
+    """Checks the user's last message against the effective bounds; blocks (answers with the
+    rule's message and ``finish_reason="content_filter"``), redacts the prompt, adds notices
+    (crisis resources) and the bounds' instructions for the personaliser."""
+
+    name = "bounds"
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        judge_model: str = "openai/gpt-4o-mini",
+        judge_timeout_s: float = 2.0,
+        judge_kwargs: Mapping[str, Any] | None = None,
+        scorer: Callable[[str], float] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.judge_model = judge_model
+        self.judge_timeout_s = judge_timeout_s
+        self.judge_kwargs = dict(judge_kwargs or {})
+        self.scorer = scorer
+
+    async def __call__(self, ctx: CallContext) -> None:
+        effective = resolve(self.policy, ctx.profile, scorer=self.scorer)
+        ctx.state[STATE_KEY] = effective
+        ctx.instructions.extend(effective.instructions)
+        text = ctx.user_text()
+        if not text:
+            return
+        hits = await check_input(
+            effective,
+            text,
+            judge_model=self.judge_model,
+            judge_timeout_s=self.judge_timeout_s,
+            judge_kwargs=self.judge_kwargs,
+        )
+        if not hits:
+            return
+        ctx.decisions.extend(decisions_for(hits, "input"))
+        fired: dict[str, RuleInForce] = {h.rule.rule.id: h.rule for h in hits if not h.error}
+        block = _overall_block(hits)
+        if block is not None:
+            ctx.reply = block.rule.rule.message or _DEFAULT_BLOCK
+            ctx.reply_finish_reason = "content_filter"
+            return
+        ctx.notices.extend(notices_for(hits, set()))
+        for r in sorted(fired.values(), key=lambda r: r.rule.tier):
+            if r.rule.instruction:
+                ctx.instructions.append(Instruction(r.rule.tier, r.rule.id, r.rule.instruction))
+        if any(h.action == "redact" for h in hits):
+            ctx.prompt_messages = _redact_last_user(ctx.prompt_messages, effective)
+
+    def __repr__(self) -> str:
+        return f"BoundsInputStage(policy={self.policy.version!r})"
+
+
+def _redact_last_user(messages: list[Message], effective: EffectivePolicy) -> list[Message]:
+    """A copy of ``messages`` with the last user message redacted (the app's list is never
+    changed)."""
+    out = list(messages)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i].get("role") != "user":
+            continue
+        content = out[i].get("content")
+        if isinstance(content, str):
+            out[i] = {**out[i], "content": apply_redactions(content, effective.input.scan(content))}
+        elif isinstance(content, list):
+            parts = []
+            for part in content:
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    part = {
+                        **part,
+                        "text": apply_redactions(part["text"], effective.input.scan(part["text"])),
+                    }
+                parts.append(part)
+            out[i] = {**out[i], "content": parts}
+        break
+    return out
+
+
+class BoundsOutputStage:
+    """Enforces the output rules on the model's reply, streamed or not, through a hold-back of
+    the longest text a rule needs plus ``hold_back_margin`` characters."""
+
+    name = "bounds"
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        hold_back_margin: int = DEFAULT_MARGIN,
+        scorer: Callable[[str], float] | None = None,
+    ) -> None:
+        if not 0 <= hold_back_margin <= 64:
+            raise ValueError("hold_back_margin must be between 0 and 64 characters")
+        self.policy = policy
+        self.hold_back_margin = hold_back_margin
+        self.scorer = scorer
+
+    def open(self, ctx: CallContext) -> StreamFilter:
+        effective = ctx.state.get(STATE_KEY)
+        if not isinstance(effective, EffectivePolicy):
+            effective = resolve(self.policy, ctx.profile, scorer=self.scorer)
+            ctx.state[STATE_KEY] = effective
+        scanner = effective.output
+        return StreamFilter(scanner, ctx, hold_back=hold_back_for(scanner, self.hold_back_margin))
+
+    def __repr__(self) -> str:
+        return f"BoundsOutputStage(policy={self.policy.version!r})"
+
+
+def bounds_stages(
+    config: BoundsConfig | None = None,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    scorer: Callable[[str], float] | None = None,
+) -> tuple[BoundsInputStage, BoundsOutputStage]:
+    """Both stages for a deployment, sharing one policy loaded now (fails at start-up)."""
+    config = config or BoundsConfig()
+    policy = config.load(base_dir)
+    return (
+        BoundsInputStage(
+            policy=policy,
+            judge_model=config.judge_model,
+            judge_timeout_s=config.judge_timeout_s,
+            judge_kwargs=config.judge_kwargs,
+            scorer=scorer,
+        ),
+        BoundsOutputStage(policy=policy, hold_back_margin=config.hold_back_margin, scorer=scorer),
+    )
