@@ -10,7 +10,8 @@ The tree::
     │   └── ProfileConflictError    an optimistic update lost a race; re-read and retry
     ├── StoreError                  the profile or usage store could not be reached
     ├── BoundsError                 a bound stopped the call
-    │   └── InputBlocked            input refused (raised only where a caller asked for raising)
+    │   ├── InputBlocked            input refused (raised only where a caller asked for raising)
+    │   └── OutputBlocked           output withheld (raised only where a reply cannot be replaced)
     └── UpstreamError               the model call failed (wraps LiteLLM's exception)
         └── UpstreamTimeout
 
@@ -27,6 +28,7 @@ __all__ = [
     "BoundsError",
     "ConfigError",
     "InputBlocked",
+    "OutputBlocked",
     "PersonaError",
     "PolicyError",
     "ProfileConflictError",
@@ -111,6 +113,11 @@ class BoundsError(PersonaError):
 
 class InputBlocked(BoundsError):
     """The input broke a bound and the caller asked for an exception instead of a reply."""
+
+
+class OutputBlocked(BoundsError):
+    """The model's output broke a bound where it could not be replaced by the rule's message
+    (e.g. a LangChain callback, which can only abort the call)."""
 
 
 class UpstreamError(PersonaError):

@@ -20,7 +20,7 @@ EXPECTED = {
     "Limits",
     "MemoryProfileStore",
     "Middleware",
-    "Notice",
+    "Notice", "OutputBlocked",
     "OutputFilter",
     "OutputStage",
     "PersonaError",
