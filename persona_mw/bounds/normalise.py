@@ -2,8 +2,8 @@
 
 Phrase rules must see through trivial evasions — full-width letters, ligatures, a Cyrillic
 letter for its Latin look-alike, a zero-width space or soft hyphen inside a word, upper
-case — but spans and redactions must land on the *original* text. :func:`fold` therefore returns the folded text and,
-for every folded character, where it came from.
+case — but spans and redactions must land on the *original* text. :func:`fold` therefore
+returns the folded text and, for every folded character, where it came from.
 
 Folding, per character cluster (a base character and the combining marks after it, so composed and
 decomposed accents fold alike): NFKC, casefold, common homoglyphs to their Latin look-alike; then

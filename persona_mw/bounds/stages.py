@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..types import CallContext, Instruction, Message, Span
+from ..types import CallContext, Decision, Instruction, Message, Notice, Span
 from .policy import JudgeSpec, Policy, load_policy, policy_from_dict
 from .resolve import EffectivePolicy, resolve
 from .scan import (
@@ -37,8 +38,11 @@ __all__ = [
     "BoundsConfig",
     "BoundsInputStage",
     "BoundsOutputStage",
+    "InputVerdict",
     "bounds_stages",
     "check_input",
+    "input_verdict",
+    "redact_last_user",
 ]
 
 _log = structlog.get_logger("persona_mw.bounds")
@@ -77,6 +81,39 @@ class BoundsConfig(BaseModel):
             return policy_from_dict(BASELINE_POLICY, source="<baseline>")
         base = Path(base_dir) if base_dir is not None else Path.cwd()
         return load_policy(*(base / p for p in self.policies))
+
+
+@dataclass(frozen=True, slots=True)
+class InputVerdict:
+    """What the input hits mean for the call: decisions, and either a reply (a block) or
+    notices, instructions and whether to redact the prompt."""
+
+    decisions: tuple[Decision, ...]
+    reply: str | None
+    notices: tuple[Notice, ...]
+    instructions: tuple[Instruction, ...]
+    redact: bool
+
+
+def input_verdict(hits: Sequence[Hit]) -> InputVerdict:
+    """Pure: the verdict on one input's hits. The strictest tier's block wins."""
+    decisions = tuple(decisions_for(hits, "input"))
+    block = _overall_block(hits)
+    if block is not None:
+        return InputVerdict(decisions, block.rule.rule.message or _DEFAULT_BLOCK, (), (), False)
+    fired: dict[str, RuleInForce] = {h.rule.rule.id: h.rule for h in hits if not h.error}
+    instructions = tuple(
+        Instruction(r.rule.tier, r.rule.id, r.rule.instruction)
+        for r in sorted(fired.values(), key=lambda r: r.rule.tier)
+        if r.rule.instruction
+    )
+    return InputVerdict(
+        decisions,
+        None,
+        tuple(notices_for(hits, set())),
+        instructions,
+        any(h.action == "redact" for h in hits),
+    )
 
 
 def _overall_block(hits: Sequence[Hit]) -> Hit | None:
@@ -169,25 +206,22 @@ class BoundsInputStage:
         )
         if not hits:
             return
-        ctx.decisions.extend(decisions_for(hits, "input"))
-        fired: dict[str, RuleInForce] = {h.rule.rule.id: h.rule for h in hits if not h.error}
-        block = _overall_block(hits)
-        if block is not None:
-            ctx.reply = block.rule.rule.message or _DEFAULT_BLOCK
+        verdict = input_verdict(hits)
+        ctx.decisions.extend(verdict.decisions)
+        if verdict.reply is not None:
+            ctx.reply = verdict.reply
             ctx.reply_finish_reason = "content_filter"
             return
-        ctx.notices.extend(notices_for(hits, set()))
-        for r in sorted(fired.values(), key=lambda r: r.rule.tier):
-            if r.rule.instruction:
-                ctx.instructions.append(Instruction(r.rule.tier, r.rule.id, r.rule.instruction))
-        if any(h.action == "redact" for h in hits):
-            ctx.prompt_messages = _redact_last_user(ctx.prompt_messages, effective)
+        ctx.notices.extend(verdict.notices)
+        ctx.instructions.extend(verdict.instructions)
+        if verdict.redact:
+            ctx.prompt_messages = redact_last_user(ctx.prompt_messages, effective)
 
     def __repr__(self) -> str:
         return f"BoundsInputStage(policy={self.policy.version!r})"
 
 
-def _redact_last_user(messages: list[Message], effective: EffectivePolicy) -> list[Message]:
+def redact_last_user(messages: list[Message], effective: EffectivePolicy) -> list[Message]:
     """A copy of ``messages`` with the last user message redacted (the app's list is never
     changed)."""
     out = list(messages)

@@ -1,0 +1,222 @@
+"""``persona-mw check`` and ``persona-mw policy explain``: a policy evaluated like ``opa eval``.
+
+Both are fast and offline: they never import litellm (judge rules run only with ``--judge``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import PersonaError
+from ..profile import Profile, parse_profile
+from ..types import CallContext, Decision
+
+__all__ = ["check", "policy"]
+
+_RANK = {"allow": 0, "log": 1, "notify": 2, "append": 3, "redact": 4, "block": 5}
+
+
+def _load(policy_files: tuple[str, ...], profile_file: str | None) -> tuple[Any, Profile]:
+    from ..bounds import load_policy
+
+    try:
+        loaded = load_policy(*policy_files)
+        if profile_file is None:
+            profile = Profile.default("cli")
+        else:
+            profile = parse_profile(
+                Path(profile_file).read_text(encoding="utf-8"), **_user_id(profile_file)
+            )
+    except PersonaError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"{profile_file}: cannot read the profile: {exc.strerror}"
+        ) from None
+    return loaded, profile
+
+
+def _user_id(profile_file: str) -> dict[str, str]:
+    try:
+        data = json.loads(Path(profile_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {} if isinstance(data, dict) and data.get("user_id") else {"user_id": "cli"}
+
+
+def _decision_json(decision: Decision, text: str) -> dict[str, Any]:
+    return {
+        "rule_id": decision.rule_id,
+        "tier": decision.tier,
+        "stage": decision.stage,
+        "detector": decision.detector,
+        "action": decision.action,
+        "reason": decision.reason,
+        "message": decision.message,
+        "spans": [
+            {"start": s.start, "end": s.end, "label": s.label, "text": text[s.start : s.end]}
+            for s in decision.spans
+        ],
+    }
+
+
+def _context(profile: Profile, text: str) -> CallContext:
+    return CallContext(
+        request_id="cli",
+        user_id=profile.user_id,
+        user_hash="cli",
+        model="none",
+        messages=[{"role": "user", "content": text}],
+        prompt_messages=[{"role": "user", "content": text}],
+        stream=False,
+        llm_kwargs={},
+        profile=profile,
+        profile_source="default",
+        started_at=datetime.now(UTC),
+        surface="cli",
+    )
+
+
+@click.command()
+@click.option(
+    "--policy",
+    "policy_files",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Policy YAML file; repeat to merge several, in order.",
+)
+@click.option(
+    "--profile",
+    "profile_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A user profile (JSON) for tier 3.",
+)
+@click.option(
+    "--stage",
+    type=click.Choice(["input", "output"]),
+    default="output",
+    show_default=True,
+    help="Check as user input or as model output.",
+)
+@click.option(
+    "--stream-chunk-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Output: feed the text through the stream filter in chunks of N characters.",
+)
+@click.option(
+    "--judge",
+    is_flag=True,
+    help="Input: also run LLM-judge rules (calls the model; imports litellm).",
+)
+def check(
+    policy_files: tuple[str, ...],
+    profile_file: str | None,
+    stage: str,
+    stream_chunk_size: int | None,
+    judge: bool,
+) -> None:
+    """Check the text on stdin against a policy; print the decision as one JSON object."""
+    from ..bounds import resolve
+    from ..bounds.scan import StreamFilter, hold_back_for
+    from ..bounds.stages import check_input, input_verdict, redact_last_user
+
+    loaded, profile = _load(policy_files, profile_file)
+    text = sys.stdin.read()
+    effective = resolve(loaded, profile)
+    ctx = _context(profile, text)
+    result: dict[str, Any] = {"stage": stage, "policy_version": effective.policy_version}
+    skipped = []
+    if stage == "input":
+        if judge:
+            hits = asyncio.run(
+                check_input(effective, text, judge_model="openai/gpt-4o-mini", judge_timeout_s=5.0)
+            )
+        else:
+            hits = effective.input.scan(text)
+            skipped = [r.rule.id for r in effective.judges]
+        verdict = input_verdict(hits)
+        decisions = list(verdict.decisions)
+        if verdict.reply is not None:
+            final = verdict.reply
+        elif verdict.redact:
+            final = redact_last_user(ctx.prompt_messages, effective)[-1]["content"]
+        else:
+            final = text
+        notices = list(verdict.notices)
+        result["instructions"] = [
+            {"tier": i.tier, "source": i.source, "text": i.text}
+            for i in (*effective.instructions, *verdict.instructions)
+        ]
+        stopped = verdict.reply is not None
+    else:
+        scanner = effective.output
+        filt = StreamFilter(scanner, ctx, hold_back=hold_back_for(scanner))
+        size = stream_chunk_size or max(1, len(text))
+        released = "".join(filt.feed(text[i : i + size]) for i in range(0, len(text), size))
+        released += filt.finish()
+        stopped = filt.stopped
+        decisions = list(ctx.decisions)
+        notices = list(ctx.notices)
+        final = _block_message(decisions) if stopped else released
+        result["hold_back"] = filt.hold_back
+    overall = max((d.action for d in decisions), key=lambda a: _RANK[a], default="allow")
+    result.update(
+        {
+            "action": overall,
+            "stopped": stopped,
+            "text": final,
+            "decisions": [_decision_json(d, text) for d in decisions],
+            "notices": [
+                {"position": n.position, "source": n.source, "text": n.text} for n in notices
+            ],
+        }
+    )
+    if skipped:
+        result["skipped_judge_rules"] = skipped
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+def _block_message(decisions: list[Decision]) -> str:
+    for decision in reversed(decisions):
+        if decision.action == "block" and decision.message:
+            return decision.message
+    return "[response withheld by a content policy]"
+
+
+@click.group()
+def policy() -> None:
+    """Inspect policies."""
+
+
+@policy.command()
+@click.option(
+    "--policy",
+    "policy_files",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Policy YAML file; repeat to merge several, in order.",
+)
+@click.option(
+    "--profile",
+    "profile_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A user profile (JSON) for tier 3.",
+)
+def explain(policy_files: tuple[str, ...], profile_file: str | None) -> None:
+    """Print the effective policy: every rule in force, its tier and why, and what is not."""
+    from ..bounds import resolve
+
+    loaded, profile = _load(policy_files, profile_file)
+    explained = resolve(loaded, profile).explain()
+    explained["sources"] = list(loaded.sources)
+    click.echo(json.dumps(explained, ensure_ascii=False, indent=2))
