@@ -7,7 +7,8 @@ bounds block, a blank line, the application's text unchanged, a blank line, the
 personalisation block. Without a system message, one is inserted at the top. For a model
 without a system role, every system message and both blocks are folded, in that order, into a
 ``<persona-mw:folded>`` block at the start of the first user message (as LiteLLM itself does
-for such models).
+for such models); the application's system text inside it is wrapped in
+``<persona-mw:app-system>`` so that stripping the fold gives it back as a system message.
 
 Every block we add is wrapped in a ``<persona-mw:...>`` tag. :func:`strip_personalisation`
 removes such blocks from system, developer and user messages (separators included), so a
@@ -26,9 +27,16 @@ from persona_mw.types import Message
 
 from .instruction import BOUNDS_TAG, PERSONAL_TAG, PersonalInstruction
 
-__all__ = ["FOLDED_TAG", "SYSTEM_ROLES", "apply_instruction", "strip_personalisation"]
+__all__ = [
+    "APP_SYSTEM_TAG",
+    "FOLDED_TAG",
+    "SYSTEM_ROLES",
+    "apply_instruction",
+    "strip_personalisation",
+]
 
 FOLDED_TAG = "persona-mw:folded"
+APP_SYSTEM_TAG = "persona-mw:app-system"
 SYSTEM_ROLES = frozenset({"system", "developer"})
 _SEP = "\n\n"
 
@@ -44,6 +52,15 @@ _STRIP = (
     re.compile(f"(?:{_SEP})?" + _block(PERSONAL_TAG), re.S),
 )
 _ANY_TAG = "<persona-mw:"
+_FOLDED = re.compile(_block(FOLDED_TAG), re.S)
+_APP_SYSTEM = re.compile(
+    f"<{re.escape(APP_SYSTEM_TAG)}>\n(.*?)\n</{re.escape(APP_SYSTEM_TAG)}>", re.S
+)
+
+
+def _folded_app_system(text: str) -> list[str]:
+    """The application's system texts inside the folded blocks of ``text``."""
+    return [app for fold in _FOLDED.findall(text) for app in _APP_SYSTEM.findall(fold)]
 
 
 def _strip_text(text: str) -> str:
@@ -73,18 +90,27 @@ def _strip_content(content: Any) -> tuple[Any, bool]:
 
 def strip_personalisation(messages: Sequence[Message]) -> list[Message]:
     """``messages`` without any block the personaliser added (a system message that held only
-    our blocks goes; a user message always stays)."""
+    our blocks goes; a user message always stays). Application system text that was folded into
+    a user turn comes back as a system message at the top, unless the messages already have a
+    system message with that text (the application sent it again)."""
     out: list[Message] = []
+    unfolded: list[str] = []
     for message in messages:
         role = message.get("role")
         content = message.get("content")
         if (role not in SYSTEM_ROLES and role != "user") or not _mentions_tag(content):
             out.append(message)
             continue
+        if role == "user":
+            unfolded += _folded_app_system(_content_text(content))
         stripped, only_ours = _strip_content(content)
         if only_ours and role in SYSTEM_ROLES:
             continue
         out.append({**message, "content": stripped})
+    if unfolded:
+        present = {_content_text(m.get("content")) for m in out if m.get("role") in SYSTEM_ROLES}
+        restored = [{"role": "system", "content": t} for t in unfolded if t not in present]
+        out = [*restored, *out]
     return out
 
 
@@ -145,7 +171,9 @@ def _merge_system(messages: Sequence[Message], bounds: str, personal: str) -> li
 
 def _fold(messages: Sequence[Message], bounds: str, personal: str) -> list[Message]:
     app_system = [
-        _content_text(m.get("content")) for m in messages if m.get("role") in SYSTEM_ROLES
+        f"<{APP_SYSTEM_TAG}>\n{text}\n</{APP_SYSTEM_TAG}>"
+        for m in messages
+        if m.get("role") in SYSTEM_ROLES and (text := _content_text(m.get("content")))
     ]
     inner = _SEP.join(t for t in (bounds, *app_system, personal) if t)
     folded = f"<{FOLDED_TAG}>\n{inner}\n</{FOLDED_TAG}>"
