@@ -213,6 +213,7 @@ _IBAN = re.compile(
 )
 _IPV6_RUN = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
 _PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}[ \-.]?)?(?:\(\d{1,4}\) ?|\d{1,4}[ \-.]?){1,5}\d{2,6}\Z")
+_SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}\Z")
 _CARD_SHAPE = re.compile(r"\d{4}(?:[ \-]?\d{3,6}){2,4}\Z")
 
 
@@ -308,6 +309,7 @@ class PIIDetector:
             elif (
                 "phone" in kinds
                 and _PHONE_SHAPE.match(raw)
+                and not _SSN_SHAPE.match(raw)
                 and (
                     (raw[0] in "+(" and 7 <= len(digits) <= 15)
                     or (raw != digits and 9 <= len(digits) <= 15)

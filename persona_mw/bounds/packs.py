@@ -87,7 +87,7 @@ def expand_pack(ref: PackRef, *, source: str) -> tuple[tuple[Rule, ...], AIDiscl
             update["action"] = ref.action
         if ref.stage is not None:
             update["stage"] = ref.stage
-        if ref.message is not None and rule.detector is not None and rule.message is not None:
+        if ref.message is not None and rule.detector is not None:
             update["message"] = ref.message
         if ref.audience is not None and ref.name == "profanity":
             update["audience"] = ref.audience

@@ -120,7 +120,8 @@ class Adjustable(_Frozen):
     """A tier-2 rule's user-adjustable option: which choices a user may make, and who may.
 
     ``values`` are actions (or ``"off"``) the user may pick; ``range`` bounds a numeric
-    ``parameter`` of the detector (e.g. a relationship ``threshold``).
+    ``parameter`` of the detector — a relationship ``threshold``, chosen in percent (profile
+    values are integers): ``range: [70, 95]`` lets a user pick 0.70-0.95.
     """
 
     #: The key in ``profile.adjustable``; default: the rule id.

@@ -151,9 +151,8 @@ def _resolve(
                 and adj.range[0] <= choice <= adj.range[1]
                 and isinstance(rule.detector, RelationshipSpec)
             ):
-                detector = rule.detector.model_copy(
-                    update={adj.parameter or "threshold": float(choice)}
-                )
+                # Profiles hold integers: a threshold is chosen in percent.
+                detector = rule.detector.model_copy(update={"threshold": choice / 100})
                 rule = rule.model_copy(update={"detector": detector})
                 reason += (
                     f"; user set {option}={choice} (allowed range {adj.range[0]}-{adj.range[1]})"

@@ -1,0 +1,143 @@
+"""Detectors on their own: folding with offsets, word-bounded phrases, PII with checksums."""
+
+from __future__ import annotations
+
+import pytest
+
+from persona_mw.bounds import PhraseDetector, PhraseIndex, PIIDetector, RegexDetector, fold
+from persona_mw.bounds.detectors import iban_valid, luhn_valid
+
+PROFANITY = PhraseDetector(["ass", "cunt", "fuck", "kill myself", "shit"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Scunthorpe is a town", []),
+        ("a classic assassin in the class", []),
+        ("Essex, Sussex, Middlesex", []),
+        ("you ASS!", ["ASS"]),
+        ("ass", ["ass"]),
+        ("(ass)", ["ass"]),
+        ("FuCk", ["FuCk"]),
+        ("fu\u200bck off", ["fu\u200bck"]),  # zero-width space inside the word
+        ("fu\u00adck", ["fu\u00adck"]),  # soft hyphen
+        ("ｆｕｃｋ", ["ｆｕｃｋ"]),  # full width (NFKC)
+        ("fu\u0441k", ["fu\u0441k"]),  # Cyrillic es
+        (
+            "\U0001d41f\U0001d42e\U0001d41c\U0001d424",
+            ["\U0001d41f\U0001d42e\U0001d41c\U0001d424"],
+        ),  # math bold
+        ("I want to kill myself", ["kill myself"]),
+        ("kill\n\n  myself", ["kill\n\n  myself"]),
+        ("skill myselfish", []),
+        ("shit-faced", ["shit"]),
+        ("shitake", []),
+    ],
+)
+def test_phrases_word_bounded_and_folded(text: str, expected: list[str]) -> None:
+    assert [text[s.start : s.end] for s in PROFANITY.detect(text)] == expected
+
+
+def test_fold_maps_back_to_original_offsets() -> None:
+    text = "Ａ\u200bb e\u0301x ﬁn"
+    folded = fold(text)
+    assert folded.text == "ab éx fin"
+    # every folded character points into the original text
+    start, end = folded.original_span(folded.text.index("fin"), len(folded.text))
+    assert text[start:end] == "ﬁn"
+    start, end = folded.original_span(0, 2)
+    assert text[start:end] == "Ａ\u200bb"
+
+
+def test_composed_and_decomposed_accents_fold_alike() -> None:
+    detector = PhraseDetector(["café"])
+    assert len(detector.detect("un cafe\u0301 noir")) == 1
+    assert len(detector.detect("un café noir")) == 1
+    assert detector.detect("un cafe noir") == []
+
+
+def test_phrase_index_reports_overlapping_hits_of_all_lists() -> None:
+    index = PhraseIndex([["kill"], ["kill myself"], ["myself"]])
+    hits = index.scan("I will kill myself")
+    assert {(h.owner, h.start, h.end) for h in hits} == {(0, 7, 11), (1, 7, 18), (2, 12, 18)}
+
+
+def test_phrase_scan_respects_start_as_context() -> None:
+    text = "class assets"
+    # "ass" starts inside "class": context before `start` keeps the word boundary honest
+    assert PhraseDetector(["ass"]).detect(text, start=2) == []
+    assert [text[s.start : s.end] for s in PhraseDetector(["assets"]).detect(text, start=6)] == [
+        "assets"
+    ]
+
+
+PII = PIIDetector()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mail ada.lovelace@example.co.uk now", [("email", "ada.lovelace@example.co.uk")]),
+        ("x@y", []),
+        ("call +44 20 7946 0958 today", [("phone", "+44 20 7946 0958")]),
+        ("(555) 123-4567", [("phone", "(555) 123-4567")]),
+        ("555-123-4567", [("phone", "555-123-4567")]),
+        ("card 4111 1111 1111 1111.", [("card", "4111 1111 1111 1111")]),
+        ("card 4111-1111-1111-1111", [("card", "4111-1111-1111-1111")]),
+        ("card 4111 1111 1111 1112", []),  # fails Luhn
+        ("IBAN GB82 WEST 1234 5698 7654 32 ok", [("iban", "GB82 WEST 1234 5698 7654 32")]),
+        ("IBAN DE89370400440532013000", [("iban", "DE89370400440532013000")]),
+        ("ssn 123-45-6789", [("ssn", "123-45-6789")]),
+        ("ssn 000-45-6789", []),
+        ("ip 192.168.0.1.", [("ip", "192.168.0.1")]),
+        ("ip 999.1.1.1", []),
+        ("v6 2001:db8::8a2e:370:7334 here", [("ip", "2001:db8::8a2e:370:7334")]),
+        ("on 2024-01-15 at 10:30", []),
+        ("version 1.2.3 of order 12345678901234", []),
+        ("ratio 3:2 and 12:30:45", []),
+    ],
+)
+def test_pii_kinds(text: str, expected: list[tuple[str, str]]) -> None:
+    assert [(s.label, text[s.start : s.end]) for s in PII.detect(text)] == expected
+
+
+def test_iban_that_fails_mod_97_is_not_an_iban() -> None:
+    text = "IBAN GB82 WEST 1234 5698 7654 33"
+    assert "iban" not in {s.label for s in PII.detect(text)}
+
+
+def test_pii_kinds_can_be_selected() -> None:
+    text = "ada@example.com 4111 1111 1111 1111"
+    assert [s.label for s in PIIDetector(["card"]).detect(text)] == ["card"]
+    with pytest.raises(ValueError, match="unknown PII kinds"):
+        PIIDetector(["passport"])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("number", "valid"),
+    [("4111111111111111", True), ("79927398713", True), ("79927398710", False), ("0", True)],
+)
+def test_luhn(number: str, valid: bool) -> None:
+    assert luhn_valid(number) is valid
+
+
+@pytest.mark.parametrize(
+    ("iban", "valid"),
+    [
+        ("GB82WEST12345698765432", True),
+        ("GB82 WEST 1234 5698 7654 32", True),
+        ("GB00WEST12345698765432", False),
+        ("GB82", False),
+    ],
+)
+def test_iban(iban: str, valid: bool) -> None:
+    assert iban_valid(iban) is valid
+
+
+def test_regex_detector_caps_match_length() -> None:
+    detector = RegexDetector(r"secret-\w+", max_len=10)
+    text = "a SECRET-abcdefghijkl b"
+    spans = detector.detect(text)
+    assert [(s.start, s.end) for s in spans] == [(2, 12)]
+    assert detector.max_span >= 10

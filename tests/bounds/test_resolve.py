@@ -1,0 +1,185 @@
+"""Resolution: tier 3 only narrows, except inside a deployer-declared adjustable range for
+eligible users; every rule in force says why; results are memoised."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from persona_mw.bounds import policy_from_dict, resolve
+from persona_mw.profile import Profile
+
+POLICY = policy_from_dict(
+    {
+        "version": "t-1",
+        "packs": ["crisis", "ai-disclosure", "minor-safety", "profanity"],
+        "rules": [
+            {
+                "id": "politics.viewpoints",
+                "tier": 2,
+                "stage": "input",
+                "instruction": "Present several viewpoints.",
+            },
+            {
+                "id": "companion",
+                "tier": 2,
+                "stage": "output",
+                "detector": {"kind": "relationship", "threshold": 0.8},
+                "action": "redact",
+                "replacement": "",
+                "adjustable": {
+                    "parameter": "threshold",
+                    "range": [70, 95],
+                    "eligibility": "all",
+                },
+            },
+        ],
+    }
+)
+
+
+def effective(**fields: Any) -> Any:
+    return resolve(POLICY, Profile(user_id="u", **fields))
+
+
+def reasons(eff: Any) -> dict[str, str]:
+    return {r.rule.id: r.reason for r in eff.rules}
+
+
+@pytest.mark.parametrize(
+    ("fields", "profanity_in_force", "reason_part"),
+    [
+        ({}, True, "tier 2: deployer policy"),
+        (
+            {"age_band": "18_plus", "adjustable": {"profanity": "off"}},
+            False,
+            "user opted out (profanity=off); allowed for adults",
+        ),
+        ({"age_band": "unknown", "adjustable": {"profanity": "off"}}, True, "for adults only"),
+        ({"age_band": "16_17", "adjustable": {"profanity": "off"}}, True, "for adults only"),
+        (
+            {"age_band": "18_plus", "known_minor": True, "adjustable": {"profanity": "off"}},
+            True,
+            "for adults only",
+        ),
+        (
+            {"age_band": "18_plus", "adjustable": {"profanity": "block"}},
+            True,
+            "outside the allowed choices",
+        ),
+        (
+            {
+                "age_band": "18_plus",
+                "adjustable": {"profanity": "off"},
+                "bounds": {"enable_packs": ["profanity"]},
+            },
+            True,
+            "also switched the pack on",
+        ),
+    ],
+)
+def test_profanity_is_adjustable_for_adults_only(
+    fields: dict[str, Any], profanity_in_force: bool, reason_part: str
+) -> None:
+    eff = effective(**fields)
+    explained = {**reasons(eff), **dict(eff.not_in_force)}
+    assert ("profanity" in reasons(eff)) is profanity_in_force
+    assert reason_part in explained["profanity"]
+    if profanity_in_force:
+        assert next(r for r in eff.rules if r.rule.id == "profanity").rule.action == "redact"
+
+
+@pytest.mark.parametrize(
+    ("choice", "threshold", "reason_part"),
+    [
+        (90, 0.9, "user set companion=90"),
+        (50, 0.8, "outside the allowed choices"),
+        (True, 0.8, "outside"),
+    ],
+)
+def test_numeric_choice_inside_declared_range(
+    choice: Any, threshold: float, reason_part: str
+) -> None:
+    eff = effective(adjustable={"companion": choice})
+    rule = next(r for r in eff.rules if r.rule.id == "companion")
+    assert rule.rule.detector.threshold == threshold  # type: ignore[union-attr]
+    assert reason_part in rule.reason
+
+
+def test_minor_rules_only_for_known_minors() -> None:
+    minor = effective(age_band="13_15")
+    adult = effective(age_band="18_plus")
+    assert {"minor-safety.sexual", "minor-safety.persona", "minor-safety.relationship"} <= set(
+        reasons(minor)
+    )
+    assert "the user is a known minor" in reasons(minor)["minor-safety.sexual"]
+    assert not {"minor-safety.sexual"} & set(reasons(adult))
+    assert dict(adult.not_in_force)["minor-safety.sexual"].startswith("for known minors only")
+    assert any(i.source == "minor-safety.persona" for i in minor.instructions)
+    assert not any(i.source == "minor-safety.persona" for i in adult.instructions)
+
+
+def test_instructions_in_tier_order() -> None:
+    eff = effective()
+    assert [(i.tier, i.source) for i in eff.instructions] == [
+        (1, "ai-disclosure.not-human"),
+        (2, "politics.viewpoints"),
+    ]
+
+
+def test_user_bounds_narrow() -> None:
+    eff = effective(bounds={"block_phrases": ["Red Wedding"], "enable_packs": ["pii", "astrology"]})
+    why = reasons(eff)
+    assert why["user.block-phrases"].startswith("tier 3")
+    assert why["pii"] == "tier 3: the user switched on the 'pii' pack"
+    assert next(r for r in eff.rules if r.rule.id == "pii").rule.tier == 3
+    assert "pack:astrology" in dict(eff.not_in_force)
+    hits = eff.output.scan("They spoke of the red  wedding.")
+    assert [h.rule.rule.id for h in hits] == ["user.block-phrases"]
+
+
+def test_tier_one_cannot_be_touched_from_a_profile() -> None:
+    """A profile naming a tier-1 rule as an 'adjustable option' changes nothing."""
+    eff = effective(
+        age_band="18_plus", adjustable={"crisis.ideation": "off", "minor-safety.sexual": "off"}
+    )
+    assert reasons(eff)["crisis.ideation"] == "tier 1: law (immutable)"
+    assert next(r for r in eff.rules if r.rule.id == "crisis.ideation").rule.action == "append"
+
+
+def test_ai_disclosure_declared_per_audience() -> None:
+    assert effective().ai_disclosure is not None
+    assert effective().ai_disclosure.interval_hours == 3  # type: ignore[union-attr]
+    minors_only = policy_from_dict({"packs": [{"name": "ai-disclosure", "audience": "minors"}]})
+    assert resolve(minors_only, Profile(user_id="a", age_band="18_plus")).ai_disclosure is None
+    kid = resolve(minors_only, Profile(user_id="k", known_minor=True)).ai_disclosure
+    assert kid is not None and kid.audience == "minors"
+
+
+def test_resolution_is_memoised_on_what_matters() -> None:
+    """Same policy and same relevant profile fields give the same (compiled) object, even for
+    another user or version; a change that matters gives a new one."""
+    a = resolve(POLICY, Profile(user_id="a", version=3, display_name="A"))
+    b = resolve(POLICY, Profile(user_id="b", version=9))
+    c = resolve(POLICY, Profile(user_id="a", version=4, age_band="13_15"))
+    assert a is b
+    assert c is not a
+
+
+def test_explain_is_plain_data() -> None:
+    explained = effective(age_band="18_plus", adjustable={"profanity": "off"}).explain()
+    assert explained["policy_version"] == "t-1"
+    assert {
+        "id": "profanity",
+        "reason": "user opted out (profanity=off); allowed for adults",
+    } in explained["not_in_force"]
+    crisis = next(r for r in explained["rules"] if r["id"] == "crisis.ideation")
+    assert crisis == {
+        "id": "crisis.ideation",
+        "tier": 1,
+        "stage": "input",
+        "detector": "phrases",
+        "action": "append",
+        "reason": "tier 1: law (immutable)",
+    }
