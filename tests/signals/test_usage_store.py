@@ -1,0 +1,274 @@
+"""One contract, both usage stores: what the in-memory store does, the Redis store does too; then
+what only Redis has (key layout, hash tags, TTL, erasure leaving no key, one round trip)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from persona_mw.errors import ConfigError, StoreError
+from persona_mw.signals.events import UsageEvent
+from persona_mw.signals.usage_store import (
+    MemoryUsageStore,
+    RedisUsageStore,
+    UsageStore,
+    open_usage_store,
+)
+from persona_mw.stores.keys import index_key, user_tag
+
+NOW = datetime.now(UTC).replace(microsecond=123456)
+
+
+def ev(user: str = "ada", minutes_ago: float = 0, role: str = "user", **kw: Any) -> UsageEvent:
+    return UsageEvent(
+        user_id=user,
+        ts=NOW - timedelta(minutes=minutes_ago),
+        role=role,  # type: ignore[arg-type]
+        **kw,
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[UsageStore]:
+    if request.param == "memory":
+        yield MemoryUsageStore()
+        return
+    redis_url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("key_prefix")
+    redis_store = RedisUsageStore(redis_url, prefix=prefix)
+    yield redis_store
+    await redis_store.aclose()
+
+
+async def test_round_trip_keeps_every_field(store: UsageStore) -> None:
+    full = ev(
+        "ada",
+        5,
+        "assistant",
+        tz="Europe/Paris",
+        minor=True,
+        tokens=321,
+        chars=1200,
+        cues=frozenset({"dependence", "support_seeking"}),
+        relationship_score=0.3125,
+        exposure=frozenset({"style", "own_rules"}),
+        request_id="req-1",
+        analysed=True,
+    )
+    bare = ev("ada", 6)
+    assert await store.append([full, bare]) == 2
+    assert await store.events("ada") == [bare, full]
+
+
+async def test_events_are_ordered_and_filtered_by_since(store: UsageStore) -> None:
+    events = [ev("ada", m, request_id=f"r{m}") for m in (50, 10, 30, 20, 40)]
+    await store.append(events)
+    got = await store.events("ada")
+    assert [e.request_id for e in got] == ["r50", "r40", "r30", "r20", "r10"]
+    since = NOW - timedelta(minutes=30)
+    assert [e.request_id for e in await store.events("ada", since=since)] == ["r30", "r20", "r10"]
+
+
+async def test_since_is_exact_to_the_microsecond(store: UsageStore) -> None:
+    """Scores are milliseconds; the cut at ``since`` must still be exact."""
+    a = UsageEvent("ada", NOW, "user", request_id="a")
+    b = UsageEvent("ada", NOW + timedelta(microseconds=1), "user", request_id="b")
+    await store.append([a, b])
+    got = await store.events("ada", since=NOW + timedelta(microseconds=1))
+    assert got == [b]
+
+
+async def test_same_event_twice_is_stored_once(store: UsageStore) -> None:
+    """A retried batch that had in fact reached the store must not double-count."""
+    e = ev("ada", 1, request_id="r1", tokens=3)
+    assert await store.append([e]) == 1
+    assert await store.append([e, e]) == 0
+    assert await store.events("ada") == [e]
+
+
+async def test_distinct_events_at_the_same_instant_are_kept(store: UsageStore) -> None:
+    pair = [ev("ada", 0, "user", request_id="r1"), ev("ada", 0, "assistant", request_id="r1")]
+    other = ev("ada", 0, "user", request_id="r2")
+    assert await store.append([*pair, other]) == 3
+    assert len(await store.events("ada")) == 3
+
+
+async def test_users_are_kept_apart_and_listed_by_id(store: UsageStore) -> None:
+    odd = "user {with} braces: ünïcode / slashes"
+    await store.append([ev("ada", 1), ev("bob", 2), ev(odd, 3), ev("bob", 4)])
+    assert await store.users() == sorted(["ada", "bob", odd])
+    assert [e.user_id for e in await store.events(odd)] == [odd]
+    assert len(await store.events("bob")) == 2
+    assert await store.events("nobody") == []
+
+
+async def test_erase_removes_the_user_and_only_them(store: UsageStore) -> None:
+    await store.append([ev("ada", 1), ev("ada", 2), ev("bob", 1)])
+    assert await store.erase("ada") == 2
+    assert await store.events("ada") == []
+    assert await store.users() == ["bob"]
+    assert len(await store.events("bob")) == 1
+    assert await store.erase("ada") == 0
+
+
+async def test_events_older_than_retention_are_gone(store: UsageStore) -> None:
+    """Retention trims on write and hides on read, the same way in both stores."""
+    retention_days = 90
+    old = ev("ada", (retention_days + 1) * 24 * 60, request_id="old")
+    fresh = ev("ada", 1, request_id="fresh")
+    stale_user = ev("carol", (retention_days + 2) * 24 * 60)
+    await store.append([old, fresh, stale_user])
+    assert [e.request_id for e in await store.events("ada")] == ["fresh"]
+    assert await store.users() == ["ada"]
+
+
+async def test_naive_time_is_refused_with_a_fix(store: UsageStore) -> None:
+    naive = UsageEvent("ada", datetime(2026, 1, 1, 12, 0), "user")
+    with pytest.raises(ValueError, match="no time zone"):
+        await store.append([ev("ada", 1), naive])
+    assert await store.events("ada") == []  # nothing of a bad batch is written
+
+
+async def test_empty_batch_is_a_no_op(store: UsageStore) -> None:
+    assert await store.append([]) == 0
+    assert await store.users() == []
+
+
+@pytest.mark.parametrize(
+    ("retention_days", "message"),
+    [(0, "positive"), (-1, "positive"), (True, "positive")],
+)
+def test_bad_retention_fails_at_start_up(retention_days: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        MemoryUsageStore(retention_days=retention_days)
+    with pytest.raises(ConfigError, match=message):
+        RedisUsageStore("redis://127.0.0.1:1/0", retention_days=retention_days)
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [("", MemoryUsageStore), (None, MemoryUsageStore), ("redis://127.0.0.1:1/0", RedisUsageStore)],
+)
+async def test_open_usage_store_picks_by_url(url: str | None, kind: type) -> None:
+    opened = open_usage_store(url)
+    assert isinstance(opened, kind)
+    await opened.aclose()
+
+
+def test_open_usage_store_names_a_bad_url() -> None:
+    with pytest.raises(ConfigError, match=r"usage\.url.*postgres://x"):
+        open_usage_store("postgres://x")
+
+
+# -- Redis only ---------------------------------------------------------------------------------
+
+
+async def keys_under(client: redis.asyncio.Redis, prefix: str) -> set[str]:
+    return {k.decode() async for k in client.scan_iter(match=f"{prefix}*", count=1000)}
+
+
+async def test_redis_layout_hash_tags_ttl_and_index(
+    redis_client: redis.asyncio.Redis, redis_url: str, key_prefix: str
+) -> None:
+    """Every per-user key carries the user's hash tag (one Cluster slot) and is in the user's
+    key index; the event keys expire after the retention window; no raw id in any key name."""
+    store = RedisUsageStore(redis_url, prefix=key_prefix, retention_days=7)
+    user = "ada@example.com"
+    await store.append([ev(user, 1, tokens=5), ev(user, 0, "assistant")])
+    tag = user_tag(user)
+    events_key, id_key = store.events_key(user), store.id_key(user)
+    assert await keys_under(redis_client, key_prefix) == {
+        events_key,
+        id_key,
+        index_key(key_prefix, user),
+        f"{key_prefix}usage:users",
+    }
+    for key in (events_key, id_key, index_key(key_prefix, user)):
+        assert f"{{{tag}}}" in key and user not in key
+    for key in (events_key, id_key):
+        ttl = await redis_client.ttl(key)
+        assert 7 * 86400 - 5 <= ttl <= 7 * 86400
+    index = {k.decode() for k in await redis_client.smembers(index_key(key_prefix, user))}
+    assert index == {events_key, id_key}
+    assert await redis_client.zrange(f"{key_prefix}usage:users", 0, -1) == [tag.encode()]
+    members = await redis_client.zrange(events_key, 0, -1, withscores=True)
+    first = json.loads(members[0][0])
+    assert first["k"] == 5 and "text" not in first and user not in members[0][0].decode()
+    assert members[0][1] == first["t"] // 1000
+    await store.aclose()
+
+
+async def test_redis_without_retention_sets_no_ttl(
+    redis_client: redis.asyncio.Redis, redis_url: str, key_prefix: str
+) -> None:
+    store = RedisUsageStore(redis_url, prefix=key_prefix, retention_days=None)
+    await store.append([ev("ada", 400 * 24 * 60)])
+    assert await redis_client.ttl(store.events_key("ada")) == -1
+    assert len(await store.events("ada")) == 1
+    await store.aclose()
+
+
+async def test_redis_erase_leaves_no_key_of_the_user(
+    redis_client: redis.asyncio.Redis, redis_url: str, key_prefix: str
+) -> None:
+    store = RedisUsageStore(redis_url, prefix=key_prefix)
+    await store.append([ev("ada", m) for m in range(5)] + [ev("bob", 1)])
+    assert await store.erase("ada") == 5
+    left = await keys_under(redis_client, key_prefix)
+    assert not any(f"{{{user_tag('ada')}}}" in k for k in left)
+    assert await redis_client.zrange(f"{key_prefix}usage:users", 0, -1) == [
+        user_tag("bob").encode()
+    ]
+    await store.aclose()
+
+
+async def test_redis_batch_is_one_round_trip(
+    redis_client: redis.asyncio.Redis, redis_url: str, key_prefix: str
+) -> None:
+    """A batch for many users is one pipelined round trip: the server sees one client command
+    batch, counted here with INFO's per-connection command total on a fresh client."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    store = RedisUsageStore(client, prefix=key_prefix)
+    await client.ping()
+    before = await _pipeline_round_trips(client, store, [ev(f"u{i}", i) for i in range(50)])
+    assert before == 1
+    await store.aclose()  # the client is ours: the store leaves it open
+    assert await client.ping()
+    await client.aclose()
+
+
+async def _pipeline_round_trips(
+    client: redis.asyncio.Redis, store: RedisUsageStore, events: list[UsageEvent]
+) -> int:
+    """Count socket writes made while appending (each pipeline execute is one write + read)."""
+    connection = await client.connection_pool.get_connection()
+    await client.connection_pool.release(connection)
+    writes = 0
+    original = connection.send_packed_command
+
+    async def counting(command: Any, check_health: bool = True) -> None:
+        nonlocal writes
+        writes += 1
+        await original(command, check_health)
+
+    connection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        await store.append(events)
+    finally:
+        connection.send_packed_command = original  # type: ignore[method-assign]
+    return writes
+
+
+async def test_redis_unreachable_is_a_store_error_naming_the_fix(key_prefix: str) -> None:
+    from tests.conftest import free_port
+
+    store = RedisUsageStore(f"redis://127.0.0.1:{free_port()}/0", prefix=key_prefix)
+    for call in (store.append([ev()]), store.events("ada"), store.users(), store.erase("ada")):
+        with pytest.raises(StoreError, match="check the usage store URL"):
+            await call
+    await store.aclose()
