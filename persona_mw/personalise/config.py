@@ -22,7 +22,7 @@ class PersonaliseConfig(BaseModel):
     enabled: bool = True
     #: Tokens the added text may take (tier instructions included). Lower-priority profile parts
     #: are dropped to fit; tier instructions never are, even when they alone exceed it.
-    budget_tokens: int = Field(default=400, ge=0, le=32_000)
+    budget_tokens: int = Field(default=500, ge=0, le=32_000)
     #: Each free-text field the user wrote (own rules, self-description) is cut to this length
     #: after sanitising, so one field cannot crowd out the rest of the budget.
     max_user_text_chars: int = Field(default=500, ge=20, le=2000)

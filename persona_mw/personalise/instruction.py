@@ -186,7 +186,7 @@ def build_instruction(
     *,
     instructions: Sequence[Instruction] = (),
     reduced: bool = False,
-    budget_tokens: int = 400,
+    budget_tokens: int = 500,
     max_user_chars: int = 500,
     strong_preference: int = 80,
     personalise: bool = True,

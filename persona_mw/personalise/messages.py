@@ -89,8 +89,9 @@ def _strip_content(content: Any) -> tuple[Any, bool]:
 
 
 def strip_personalisation(messages: Sequence[Message]) -> list[Message]:
-    """``messages`` without any block the personaliser added (a system message that held only
-    our blocks goes; a user message always stays). Application system text that was folded into
+    """``messages`` without any block the personaliser added (a system message, or a user
+    message holding only a folded block, that held only our text goes; other user messages
+    stay, emptied if need be). Application system text that was folded into
     a user turn comes back as a system message at the top, unless the messages already have a
     system message with that text (the application sent it again)."""
     out: list[Message] = []
@@ -101,11 +102,14 @@ def strip_personalisation(messages: Sequence[Message]) -> list[Message]:
         if (role not in SYSTEM_ROLES and role != "user") or not _mentions_tag(content):
             out.append(message)
             continue
+        folded = False
         if role == "user":
-            unfolded += _folded_app_system(_content_text(content))
+            text = _content_text(content)
+            folded = f"<{FOLDED_TAG}>" in text
+            unfolded += _folded_app_system(text)
         stripped, only_ours = _strip_content(content)
-        if only_ours and role in SYSTEM_ROLES:
-            continue
+        if only_ours and (role in SYSTEM_ROLES or folded):
+            continue  # a message we created
         out.append({**message, "content": stripped})
     if unfolded:
         present = {_content_text(m.get("content")) for m in out if m.get("role") in SYSTEM_ROLES}

@@ -246,4 +246,4 @@ def test_bad_config_names_the_field(data: dict[str, Any], field: str) -> None:
 
 def test_config_defaults() -> None:
     cfg = load_personalise_config({})
-    assert cfg == PersonaliseConfig() and cfg.budget_tokens == 400 and cfg.enabled
+    assert cfg == PersonaliseConfig() and cfg.budget_tokens == 500 and cfg.enabled
