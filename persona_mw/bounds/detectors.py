@@ -388,7 +388,8 @@ class RelationshipDetector:
 
     The score is :func:`persona_mw.bounds.relationship.relationship_score` (imported when first
     used) unless ``scorer`` is given. Scoring is per sentence (at most ``max_sentence``
-    characters) so a stream is judged as it goes, with a bounded hold-back.
+    characters) so a stream is judged as it goes: a stream holds back the sentence being
+    written, at most ``max_sentence`` characters.
     """
 
     name = "relationship"
@@ -403,7 +404,9 @@ class RelationshipDetector:
         self.threshold = threshold
         self._sentence = re.compile(_SENTENCE_TEMPLATE.format(n=max_sentence - 1))
         self._scorer = scorer
-        self.max_span = max_sentence + 3 + LOOKAHEAD
+        # A stream is never cut inside a sentence (see ``segments``), so beyond that the
+        # hold-back need is only the look-ahead that settles where a sentence ends.
+        self.max_span = 3 + LOOKAHEAD
 
     def _score(self, text: str) -> float:
         if self._scorer is None:
@@ -411,6 +414,11 @@ class RelationshipDetector:
 
             self._scorer = relationship_score
         return float(self._scorer(text))
+
+    def segments(self, text: str, start: int = 0) -> list[tuple[int, int]]:
+        """Every sentence, fired or not: a stream must not be cut inside one, or the next
+        window would start a sentence where the whole text has none."""
+        return [m.span() for m in self._sentence.finditer(text, start)]
 
     def detect(self, text: str, start: int = 0) -> list[Span]:
         spans = []

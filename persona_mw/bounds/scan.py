@@ -135,6 +135,15 @@ class Scanner:
         hits.sort(key=lambda h: (h.span.start, h.span.end))
         return hits
 
+    def segments(self, text: str, start: int = 0) -> list[tuple[int, int]]:
+        """Stretches a stream must not be cut inside (whole sentences for sentence scorers)."""
+        out: list[tuple[int, int]] = []
+        for _, detector in self._others:
+            segments = getattr(detector, "segments", None)
+            if segments is not None:
+                out += segments(text, start)
+        return out
+
 
 def _failed(r: RuleInForce, detector: str, exc: Exception, text: str, start: int) -> Hit:
     closed = r.rule.fails_closed
@@ -250,12 +259,15 @@ class StreamFilter:
         base = len(self._context)
         hits = self._scanner.scan(window, base) if not self._scanner.empty else []
         cut = len(window) if final else len(window) - self.hold_back
-        moved = True
-        while moved:  # never cut through a hit: its verdict would depend on the cut
-            moved = False
-            for hit in hits:
-                if hit.span.start < cut < hit.span.end:
-                    cut, moved = hit.span.start, True
+        if not final:
+            keep_whole = [(h.span.start, h.span.end) for h in hits]
+            keep_whole += self._scanner.segments(window, base)
+            moved = True
+            while moved:  # never cut through a hit or a sentence: its verdict would change
+                moved = False
+                for start, end in keep_whole:
+                    if start < cut < end:
+                        cut, moved = start, True
         if cut <= base:
             return ""
         done = [h for h in hits if h.span.end <= cut]

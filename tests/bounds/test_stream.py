@@ -1,0 +1,205 @@
+"""The stream filter: nothing a rule would block or redact ever leaves, whatever the chunking,
+and the streamed result equals the whole-text one (property test)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from persona_mw.bounds import (
+    StreamFilter,
+    apply_redactions,
+    decisions_for,
+    policy_from_dict,
+    resolve,
+)
+from persona_mw.bounds.scan import hold_back_for
+from persona_mw.profile import Profile
+
+
+def _scorer(sentence: str) -> float:
+    return 0.95 if "darling" in sentence.lower() else 0.1
+
+
+POLICY = policy_from_dict(
+    {
+        "packs": ["pii", "profanity"],
+        "rules": [
+            {
+                "id": "fruit",
+                "tier": 2,
+                "stage": "output",
+                "detector": {"kind": "phrases", "phrases": ["forbidden fruit"]},
+                "message": "withheld",
+            },
+            {
+                "id": "codes",
+                "tier": 2,
+                "stage": "output",
+                "detector": {"kind": "regex", "pattern": r"\bcode-[0-9]{3,8}\b", "max_len": 13},
+                "action": "redact",
+                "replacement": "[code]",
+            },
+            {
+                "id": "pet-names",
+                "tier": 2,
+                "stage": "output",
+                "detector": {"kind": "relationship", "threshold": 0.9, "max_sentence": 60},
+                "action": "redact",
+                "replacement": "",
+            },
+        ],
+    }
+)
+EFFECTIVE = resolve(POLICY, Profile(user_id="u"), scorer=_scorer)
+SCANNER = EFFECTIVE.output
+HOLD_BACK = hold_back_for(SCANNER)
+
+FRAGMENTS = [
+    "Hello there. ",
+    "shit",
+    "classic ",
+    "assassin ",
+    "ass",
+    " ",
+    "\n\n",
+    "Scunthorpe",
+    "ada@example.com",
+    "+44 20 7946 0958",
+    "4111 1111 1111 1111",
+    "GB82 WEST 1234 5698 7654 32",
+    "192.168.1.20",
+    "code-12345",
+    "code-1",
+    "forbidden",
+    "forbidden fruit",
+    "fruit",
+    "fu\u200bck",
+    "ｓｈｉｔ",
+    "café",
+    "e\u0301",
+    "darling, ",
+    "I will miss you darling. ",
+    ".",
+    "!",
+    ",",
+    "-",
+    "ü",
+]
+
+
+def stream(text: str, cuts: list[int]) -> tuple[str, StreamFilter]:
+    filt = StreamFilter(SCANNER, None, hold_back=HOLD_BACK)
+    bounds = sorted({c for c in cuts if 0 < c < len(text)})
+    pieces = [text[a:b] for a, b in zip([0, *bounds], [*bounds, len(text)], strict=True)]
+    out = []
+    for piece in pieces:
+        out.append(filt.feed(piece))
+        if filt.stopped:
+            return "".join(out), filt
+    out.append(filt.finish())
+    return "".join(out), filt
+
+
+def spans_by_rule(decisions: list) -> dict[str, set[tuple[int, int, str]]]:  # type: ignore[type-arg]
+    grouped: dict[str, set[tuple[int, int, str]]] = {}
+    for d in decisions:
+        grouped.setdefault(d.rule_id, set()).update((s.start, s.end, s.label) for s in d.spans)
+    return grouped
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=40),
+    cuts=st.lists(st.integers(min_value=1, max_value=1200), max_size=60),
+)
+def test_streamed_equals_whole_text(parts: list[str], cuts: list[int]) -> None:
+    text = "".join(parts)
+    hits = SCANNER.scan(text)
+    released, filt = stream(text, cuts)
+    blocks = [h for h in hits if h.action == "block"]
+    if blocks:
+        assert filt.stopped
+        first = min(h.span.start for h in blocks)
+        # what left before the stop is clean, whole-text-redacted text from before the block
+        assert apply_redactions(text[:first], [h for h in hits if h.span.end <= first]).startswith(
+            released
+        )
+    else:
+        assert not filt.stopped
+        assert released == apply_redactions(text, hits)
+        assert spans_by_rule(filt.decisions) == spans_by_rule(decisions_for(hits, "output"))
+
+
+@pytest.mark.parametrize(
+    "phrase", ["forbidden fruit", "fu\u200bck", "ada@example.com", "4111 1111 1111 1111"]
+)
+def test_flagged_text_split_at_every_position_never_leaks(phrase: str) -> None:
+    """The flagged text split in two at each position (and one character at a time)."""
+    text = (
+        "Some preamble long enough to release a little. " * 4
+        + phrase
+        + " and then more text follows here."
+    )
+    start = text.index(phrase)
+    for cut in [*range(start, start + len(phrase) + 1), -1]:
+        cuts = list(range(1, len(text))) if cut == -1 else [cut]
+        released, filt = stream(text, cuts)
+        assert phrase not in released
+        assert "fruit" not in released[start:]
+
+
+def test_block_mid_stream_stops_and_marks_the_call(make_ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx = make_ctx()
+    text = "x" * 300 + " the forbidden fruit is sweet " + "y" * 300
+    filt = StreamFilter(SCANNER, ctx, hold_back=HOLD_BACK)
+    released = ""
+    for i in range(0, len(text), 7):
+        released += filt.feed(text[i : i + 7])
+        if filt.stopped:
+            break
+    assert filt.stopped and ctx.outcome == "filtered"
+    assert text[: text.index("forbidden")].startswith(released)
+    assert filt.feed("more") == "" and filt.finish() == ""
+    assert [(d.rule_id, d.action, d.message) for d in ctx.decisions] == [
+        ("fruit", "block", "withheld")
+    ]
+    assert ctx.decisions[0].spans[0].start == text.index("forbidden")
+
+
+def test_hold_back_is_bounded_and_released_text_flows() -> None:
+    """Default hold-back: the longest need plus at most 64; text further back is released."""
+    assert HOLD_BACK == SCANNER.max_span + 8
+    assert SCANNER.max_span <= HOLD_BACK <= SCANNER.max_span + 64
+    filt = StreamFilter(SCANNER, None, hold_back=HOLD_BACK)
+    text = "word " * 200
+    released = "".join(filt.feed(text[i : i + 5]) for i in range(0, len(text), 5))
+    # sentence rules also hold back the sentence being written (here at most 60 characters)
+    assert len(text) - HOLD_BACK - 60 - 5 <= len(released) <= len(text) - HOLD_BACK
+    assert released + filt.finish() == text
+
+
+def test_output_notices_once_per_rule(make_ctx) -> None:  # type: ignore[no-untyped-def]
+    policy = policy_from_dict(
+        {
+            "rules": [
+                {
+                    "id": "med",
+                    "tier": 2,
+                    "stage": "output",
+                    "detector": {"kind": "phrases", "phrases": ["dosage"]},
+                    "action": "append",
+                    "message": "Not medical advice.",
+                }
+            ]
+        }
+    )
+    ctx = make_ctx()
+    scanner = resolve(policy, ctx.profile).output
+    filt = StreamFilter(scanner, ctx, hold_back=hold_back_for(scanner))
+    out = filt.feed("The dosage depends; ask about dosage.") + filt.finish()
+    assert out == "The dosage depends; ask about dosage."
+    assert [(n.text, n.position, n.source) for n in ctx.notices] == [
+        ("Not medical advice.", "after", "med")
+    ]
