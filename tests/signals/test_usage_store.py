@@ -193,13 +193,15 @@ async def test_redis_layout_hash_tags_ttl_and_index(
     for key in (events_key, id_key):
         ttl = await redis_client.ttl(key)
         assert 7 * 86400 - 5 <= ttl <= 7 * 86400
-    index = {k.decode() for k in await redis_client.smembers(index_key(key_prefix, user))}
+    index_members: Any = await redis_client.smembers(index_key(key_prefix, user))
+    index = {k.decode() for k in index_members}
     assert index == {events_key, id_key}
     assert await redis_client.zrange(f"{key_prefix}usage:users", 0, -1) == [tag.encode()]
-    members = await redis_client.zrange(events_key, 0, -1, withscores=True)
-    first = json.loads(members[0][0])
-    assert first["k"] == 5 and "text" not in first and user not in members[0][0].decode()
-    assert members[0][1] == first["t"] // 1000
+    members: Any = await redis_client.zrange(events_key, 0, -1, withscores=True)
+    raw, score = members[0]
+    first = json.loads(raw)
+    assert first["k"] == 5 and "text" not in first and user not in raw.decode()
+    assert score == first["t"] // 1000
     await store.aclose()
 
 
@@ -246,7 +248,7 @@ async def _pipeline_round_trips(
     client: redis.asyncio.Redis, store: RedisUsageStore, events: list[UsageEvent]
 ) -> int:
     """Count socket writes made while appending (each pipeline execute is one write + read)."""
-    connection = await client.connection_pool.get_connection()
+    connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
     await client.connection_pool.release(connection)
     writes = 0
     original = connection.send_packed_command
@@ -256,11 +258,11 @@ async def _pipeline_round_trips(
         writes += 1
         await original(command, check_health)
 
-    connection.send_packed_command = counting  # type: ignore[method-assign]
+    connection.send_packed_command = counting
     try:
         await store.append(events)
     finally:
-        connection.send_packed_command = original  # type: ignore[method-assign]
+        connection.send_packed_command = original
     return writes
 
 

@@ -1,0 +1,383 @@
+"""The usage recorder: a finish stage that records each request off the request's critical path.
+
+Per request it makes two :class:`~persona_mw.signals.events.UsageEvent`\\ s — the user's message
+(at ``ctx.started_at``) and the assistant's reply (at completion) — and appends them to a bounded
+in-process buffer. That is all the request waits for (a few microseconds). A background task,
+started lazily in the running event loop on first use, drains the buffer in batches into a
+:class:`~persona_mw.signals.usage_store.UsageStore`, one pipelined round trip per batch.
+
+**Back-pressure: drop the newest, count it, log it.** When the buffer is full (the store is down
+or slower than traffic for long enough), the events that do not fit are dropped at once rather
+than making requests wait: usage recording is care, not a gate, and a request must never slow down
+because Redis did. Every drop is counted (:attr:`UsageRecorder.dropped`) and reported as a
+``usage.dropped`` warning carrying the count (at most one per second while drops continue, and
+a final one on close), so loss is never silent. Older buffered events are kept: they are already
+in order and a retry writes them as soon as the store is back.
+
+**Failures are retried.** A batch the store could not write (:class:`~persona_mw.errors.StoreError`)
+stays buffered and is retried with exponential backoff (``retry_initial_s`` doubling to
+``retry_max_s``); a write that reached the server before the error is harmless to repeat, because
+stores keep an event once. Any other error is a bug in the batch itself: the batch is dropped and
+counted (``usage.dropped`` with ``reason="write_error"``) so one bad event cannot wedge the queue.
+
+**Books balance**: ``produced == stored + dropped + pending`` at every await point.
+
+**Graceful stop loses nothing**: :meth:`UsageRecorder.flush` waits until everything buffered is
+written; :meth:`UsageRecorder.aclose` (called by ``Middleware.aclose``) flushes, stops the task and
+closes the store. Events still unwritten when its timeout ends are reported (``usage.unflushed``).
+
+**Logs**: one ``usage.recorded`` event per event *written* (after the store accepted it), with
+stable keys ``user_hash`` (the pipeline's HMAC, never the raw id), ``request_id``, ``role``,
+``ts``, ``tokens``, ``chars``, ``analysed``, ``cues``, ``relationship_score``, ``exposure`` and
+``minor``. No text, no raw user id, no session id: sessions are derived from timestamps by
+:func:`~persona_mw.signals.compute.compute_signals` (see :mod:`persona_mw.signals.usage_store`).
+
+**Text analysis** (cue flags, relationship-seeking score) runs only when the user consented
+(``profile.consent.text_analysis``) and an ``analyse`` callable was given, and it runs in the
+background task, not in the request; the text waits in the buffer and is never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+import structlog
+
+from persona_mw.errors import ConfigError, StoreError
+from persona_mw.types import CallContext
+
+from .events import UsageEvent
+from .usage_store import UsageStore
+
+__all__ = ["UsageRecorder"]
+
+_log = structlog.get_logger("persona_mw.signals")
+
+#: ``analyse(text, role) -> (cue flags, relationship-seeking score or None)`` (the signals'
+#: :data:`persona_mw.signals.cues.Analyse`; repeated here so this module does not import cues).
+_Analyse = Callable[[str, Literal["user", "assistant"]], tuple[frozenset[str], float | None]]
+
+_DROP_LOG_INTERVAL_S = 1.0
+_ANALYSE_SLICE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """One event waiting to be written, with what the log and the analysis need (in memory
+    only): the user's hash, and the message text when the user consented to analysis."""
+
+    event: UsageEvent
+    user_hash: str
+    text: str | None
+
+
+class UsageRecorder:
+    """Finish stage ``"usage"``: records each request's two usage events through a bounded
+    background queue (policy in the module docstring).
+
+    ``store`` is any :class:`~persona_mw.signals.usage_store.UsageStore` (the recorder closes it
+    in :meth:`aclose`). ``analyse`` is the cue detector, e.g.
+    :func:`persona_mw.signals.analyse_text`; without it no text is analysed. ``queue_size``
+    bounds the events held in memory (buffered plus in flight); ``batch_size`` caps one write
+    (at most ``queue_size``).
+
+    Holds only long-lived parts: the buffer, the counters and the writer task; nothing per call.
+    """
+
+    name = "usage"
+
+    def __init__(
+        self,
+        store: UsageStore,
+        *,
+        analyse: _Analyse | None = None,
+        queue_size: int = 10_000,
+        batch_size: int = 500,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        if queue_size < 2:
+            raise ConfigError(
+                f"queue_size must be at least 2 (one request's events), not {queue_size}",
+                field="queue_size",
+            )
+        if batch_size < 1:
+            raise ConfigError(
+                f"batch_size must be at least 1, not {batch_size}", field="batch_size"
+            )
+        if not 0 < retry_initial_s <= retry_max_s:
+            raise ConfigError(
+                "retry delays must satisfy 0 < retry_initial_s <= retry_max_s "
+                f"(got {retry_initial_s} and {retry_max_s})",
+                field="retry_initial_s",
+            )
+        self.store = store
+        self.analyse = analyse
+        self.queue_size = queue_size
+        self.batch_size = min(batch_size, queue_size)
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        #: Events handed to the recorder / written by the store / dropped (never silently).
+        self.produced = 0
+        self.stored = 0
+        self.dropped = 0
+        #: Batches the store failed to write (each retried).
+        self.write_failures = 0
+        self._buffer: deque[_Pending] = deque()
+        self._inflight: list[_Pending] = []
+        self._unlogged_drops = 0
+        self._last_drop_log = 0.0
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def pending(self) -> int:
+        """Events held in memory: buffered plus the batch being written."""
+        return len(self._buffer) + len(self._inflight)
+
+    # -- the stage ----------------------------------------------------------------------------
+
+    async def __call__(self, ctx: CallContext) -> None:
+        self._submit(self._pending_for(ctx))
+
+    def _pending_for(self, ctx: CallContext) -> list[_Pending]:
+        """The request's events: the user's message, and the reply unless none reached the user
+        (a model error, or a cancellation before any text)."""
+        profile = ctx.profile
+        consent = profile.consent.text_analysis and self.analyse is not None
+        started = ctx.started_at if ctx.started_at.tzinfo else ctx.started_at.replace(tzinfo=UTC)
+        user_text = ctx.user_text()
+        base = UsageEvent(
+            user_id=ctx.user_id,
+            ts=started,
+            role="user",
+            tz=profile.timezone,
+            minor=profile.known_minor,
+            tokens=ctx.prompt_tokens,
+            chars=len(user_text),
+            request_id=ctx.request_id,
+            analysed=consent,
+        )
+        out = [_Pending(base, ctx.user_hash, user_text if consent else None)]
+        replied = ctx.outcome != "error" and (ctx.outcome != "cancelled" or bool(ctx.output_text))
+        if replied:
+            reply_text = _without_notices(ctx)
+            reply = replace(
+                base,
+                ts=max(datetime.now(UTC), started),
+                role="assistant",
+                tokens=ctx.completion_tokens,
+                chars=len(reply_text),
+                exposure=frozenset(ctx.exposure.parts),
+            )
+            out.append(_Pending(reply, ctx.user_hash, reply_text if consent else None))
+        return out
+
+    def _submit(self, items: list[_Pending]) -> None:
+        """Buffer events for the writer; drop (and count) what does not fit. Never waits."""
+        self.produced += len(items)
+        if self._closed:
+            self._drop(len(items), "closed")
+            return
+        room = self.queue_size - self.pending
+        self._buffer.extend(items[: max(room, 0)])
+        if len(items) > room:
+            self._drop(len(items) - max(room, 0), "queue_full")
+        self._ensure_writer()
+        assert self._wake is not None and self._idle is not None  # set by _ensure_writer
+        if self.pending:
+            self._idle.clear()
+        self._wake.set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every buffered event is written; False if ``timeout_s`` ran out first
+        (the events stay buffered, and the writer keeps retrying)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.pending:
+            self._ensure_writer()
+            assert self._wake is not None and self._idle is not None
+            self._idle.clear()
+            self._wake.set()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(self._idle.wait(), left)
+            except TimeoutError:
+                return False
+        return True
+
+    async def aclose(self, timeout_s: float = 30.0) -> None:
+        """Flush (for up to ``timeout_s``), stop the writer and close the store. Later calls
+        drop their events (counted). Events that could not be written are reported."""
+        if self._closed:
+            return
+        flushed = await self.flush(timeout_s)
+        self._closed = True
+        if not flushed:
+            _log.error(
+                "usage.unflushed",
+                pending=self.pending,
+                hint="the usage store stayed unreachable during shutdown; these events are lost",
+            )
+        await self._stop_writer()
+        self._log_drops(force=True)
+        await self.store.aclose()
+
+    async def erase(self, user_id: str) -> int:
+        """Erase the user's usage (``Middleware.erase_user``): write what is buffered first, so
+        an event still in the queue cannot bring their data back after the erasure."""
+        await self.flush(timeout_s=10.0)
+        return await self.store.erase(user_id)
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    def _ensure_writer(self) -> None:
+        """Start the writer in the running loop (again, if the loop it ran in has gone: the
+        buffer is plain memory and survives; the task and its events are per loop)."""
+        loop = asyncio.get_running_loop()
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._buffer.extendleft(reversed(self._inflight))  # a batch a dead loop never finished
+        self._inflight = []
+        self._task = loop.create_task(self._write_loop(), name="persona_mw.usage_recorder")
+
+    async def _stop_writer(self) -> None:
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._buffer.extendleft(reversed(self._inflight))
+        self._inflight = []
+
+    async def _write_loop(self) -> None:
+        wake, idle = self._wake, self._idle
+        assert wake is not None and idle is not None
+        delay = self.retry_initial_s
+        while True:
+            if not self._inflight:
+                if not self._buffer:
+                    idle.set()
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                idle.clear()
+                await self._take_batch()
+            batch = self._inflight
+            try:
+                await self.store.append([p.event for p in batch])
+            except StoreError as exc:
+                self.write_failures += 1
+                _log.warning(
+                    "usage.write_failed",
+                    events=len(batch),
+                    pending=self.pending,
+                    retry_in_s=round(delay, 3),
+                    error=str(exc),
+                )
+                self._log_drops()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            except Exception as exc:  # a bad batch must not wedge the queue
+                self._inflight = []
+                self._drop(len(batch), "write_error", error=repr(exc))
+                continue
+            self._inflight = []
+            self.stored += len(batch)
+            delay = self.retry_initial_s
+            for item in batch:
+                _log_recorded(item)
+            self._log_drops()
+
+    async def _take_batch(self) -> None:
+        """Move the next batch from the buffer to in-flight, analysing text on the way; yields
+        to the loop now and then so a batch of analyses does not stall concurrent requests."""
+        take = min(self.batch_size, len(self._buffer))
+        for n in range(take):
+            self._inflight.append(self._analysed(self._buffer.popleft()))
+            if self.analyse is not None and n % _ANALYSE_SLICE == _ANALYSE_SLICE - 1:
+                await asyncio.sleep(0)
+
+    def _analysed(self, item: _Pending) -> _Pending:
+        if item.text is None or self.analyse is None:
+            return item
+        event = item.event
+        try:
+            cues, score = self.analyse(item.text, event.role) if item.text else (frozenset(), None)
+        except Exception as exc:  # a detector bug loses the flags, not the event
+            _log.warning("usage.analyse_failed", user_hash=item.user_hash, error=repr(exc))
+            return _Pending(replace(event, analysed=False), item.user_hash, None)
+        return _Pending(
+            replace(event, cues=frozenset(cues), relationship_score=score), item.user_hash, None
+        )
+
+    def _drop(self, count: int, reason: str, **extra: str) -> None:
+        self.dropped += count
+        self._unlogged_drops += count
+        if reason != "queue_full":  # rare: say so at once, with the reason
+            _log.warning(
+                "usage.dropped", count=count, dropped_total=self.dropped, reason=reason, **extra
+            )
+            self._unlogged_drops -= count
+            return
+        self._log_drops()
+
+    def _log_drops(self, *, force: bool = False) -> None:
+        """One ``usage.dropped`` per second at most while the queue overflows, so an outage
+        does not also flood the logs; ``force`` reports the remainder (on close)."""
+        now = time.monotonic()
+        if not self._unlogged_drops:
+            return
+        if not force and now - self._last_drop_log < _DROP_LOG_INTERVAL_S:
+            return
+        _log.warning(
+            "usage.dropped",
+            count=self._unlogged_drops,
+            dropped_total=self.dropped,
+            reason="queue_full",
+            queue_size=self.queue_size,
+        )
+        self._unlogged_drops = 0
+        self._last_drop_log = now
+
+
+def _without_notices(ctx: CallContext) -> str:
+    """The model's reply without our own notices (an AI disclosure is not the assistant
+    seeking a relationship, and is not its length either)."""
+    text = ctx.output_text
+    for notice in ctx.notices:
+        text = text.replace(notice.text, "")
+    return text.strip() if ctx.notices else text
+
+
+def _log_recorded(item: _Pending) -> None:
+    event = item.event
+    _log.info(
+        "usage.recorded",
+        user_hash=item.user_hash,
+        request_id=event.request_id,
+        role=event.role,
+        ts=event.ts.isoformat(),
+        tokens=event.tokens,
+        chars=event.chars,
+        analysed=event.analysed,
+        cues=sorted(event.cues),
+        relationship_score=event.relationship_score,
+        exposure=sorted(event.exposure),
+        minor=event.minor,
+    )
