@@ -7,7 +7,9 @@ A model LiteLLM has no data for is assumed to take a system role (almost every c
 does); ``litellm.supports_system_messages`` itself answers False for unknown models, so we ask
 it only about models in its price/feature list that say something about system messages.
 Token counts use ``litellm.token_counter`` for models LiteLLM knows, and ``estimate_tokens``
-(characters / 4) for the rest, e.g. a Router alias or a custom provider.
+(characters / 4) for the rest, e.g. a Router alias or a custom provider. Counts are memoised
+per (model, text): the bounds block is the same on almost every request and a user's block the
+same until their profile changes, and tokenising costs ~50-150 µs a block.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def supports_system_role(model: str) -> bool:
     return bool(litellm.supports_system_messages(model=model, custom_llm_provider=None))
 
 
-def _litellm_count(litellm: Any, model: str, text: str) -> int:
-    return int(litellm.token_counter(model=model, text=text))
+@lru_cache(maxsize=4096)
+def _litellm_count(model: str, text: str) -> int:
+    return int(import_litellm().token_counter(model=model, text=text))
 
 
 @lru_cache(maxsize=256)
@@ -50,4 +53,4 @@ def token_counter_for(model: str) -> Callable[[str], int]:
     """A function counting the tokens of a text for ``model``."""
     if _entry(model) is None:
         return estimate_tokens
-    return partial(_litellm_count, import_litellm(), model)
+    return partial(_litellm_count, model)

@@ -43,6 +43,8 @@ _INVISIBLE = frozenset(
 )
 _NEWLINES = frozenset("\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 _SPACES = re.compile(r"[^\S\n]+")
+# Printable ASCII and newlines: nothing to drop or normalise (the common case, ~10x faster).
+_PLAIN = re.compile(r"[\x20-\x7e\n]*")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
@@ -69,10 +71,11 @@ def sanitise_user_text(text: str, *, max_chars: int | None = None) -> str:
     if max_chars is not None and max_chars <= len(CUT_MARK):
         raise ValueError(f"max_chars must be more than {len(CUT_MARK)}, got {max_chars}")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    # Strip, normalise, strip again: NFKC can turn a visible compatibility character into a
-    # sequence we drop, and dropping can leave a sequence NFKC would change; two rounds settle.
-    text = _visible(unicodedata.normalize("NFKC", _visible(text)))
-    text = unicodedata.normalize("NFKC", text)
+    if not _PLAIN.fullmatch(text):
+        # Strip, normalise, strip, normalise: NFKC can turn a visible compatibility character
+        # into one we drop, and dropping can leave a sequence NFKC would change; this settles.
+        text = _visible(unicodedata.normalize("NFKC", _visible(text)))
+        text = unicodedata.normalize("NFKC", text)
     text = text.replace("<", "\u2039").replace(">", "\u203a").replace("```", "'''")
     text = _SPACES.sub(" ", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
