@@ -39,8 +39,10 @@ from .stages import (
     BoundsConfig,
     BoundsInputStage,
     BoundsOutputStage,
+    InputVerdict,
     bounds_stages,
     check_input,
+    input_verdict,
 )
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "EffectivePolicy",
     "Folded",
     "Hit",
+    "InputVerdict",
     "Override",
     "PIIDetector",
     "PackRef",
@@ -75,6 +78,7 @@ __all__ = [
     "decisions_for",
     "fold",
     "iban_valid",
+    "input_verdict",
     "load_policy",
     "luhn_valid",
     "policy_from_dict",

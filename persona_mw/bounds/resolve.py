@@ -155,7 +155,7 @@ def _resolve(
                 detector = rule.detector.model_copy(update={"threshold": choice / 100})
                 rule = rule.model_copy(update={"detector": detector})
                 reason += (
-                    f"; user set {option}={choice} (allowed range {adj.range[0]}-{adj.range[1]})"
+                    f"; user set {option}={choice} (allowed range {adj.range[0]:g}-{adj.range[1]:g})"
                 )
             else:
                 reason += f"; user's {option}={choice!r} is outside the allowed choices, ignored"

@@ -145,7 +145,7 @@ def test_flagged_text_split_at_every_position_never_leaks(phrase: str) -> None:
     start = text.index(phrase)
     for cut in [*range(start, start + len(phrase) + 1), -1]:
         cuts = list(range(1, len(text))) if cut == -1 else [cut]
-        released, filt = stream(text, cuts)
+        released, _filt = stream(text, cuts)
         assert phrase not in released
         assert "fruit" not in released[start:]
 
@@ -170,7 +170,7 @@ def test_block_mid_stream_stops_and_marks_the_call(make_ctx) -> None:  # type: i
 
 def test_hold_back_is_bounded_and_released_text_flows() -> None:
     """Default hold-back: the longest need plus at most 64; text further back is released."""
-    assert HOLD_BACK == SCANNER.max_span + 8
+    assert SCANNER.max_span + 8 == HOLD_BACK
     assert SCANNER.max_span <= HOLD_BACK <= SCANNER.max_span + 64
     filt = StreamFilter(SCANNER, None, hold_back=HOLD_BACK)
     text = "word " * 200
