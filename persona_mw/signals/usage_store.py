@@ -3,7 +3,8 @@
 Both stores keep the same contract (one test suite runs against both):
 
 - ``append(events)`` writes a batch in at most one round trip (Redis: one non-transactional
-  pipeline, no Lua, so no ``SCRIPT LOAD`` round trip either). Writing the same event twice stores
+  pipeline, no Lua, so no ``SCRIPT LOAD`` round trip either; on a Cluster, one per node, sent
+  in parallel by redis-py's cluster pipeline). Writing the same event twice stores
   it once: an event's identity is its encoded form (time to the microsecond, role, request id and
   every other field), so a batch retried after a timeout that did reach the server does not
   double-count.

@@ -274,3 +274,122 @@ async def test_redis_unreachable_is_a_store_error_naming_the_fix(key_prefix: str
         with pytest.raises(StoreError, match="check the usage store URL"):
             await call
     await store.aclose()
+
+
+# -- Redis Cluster ------------------------------------------------------------------------------
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    import random
+    import socket
+
+    while True:
+        port = random.randrange(20000, 50000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+
+
+class ClusterOfThree:
+    """Three masters on loopback (cluster mode, no replicas), torn down after the test."""
+
+    def __init__(self) -> None:
+        import shutil
+        import subprocess
+        import tempfile
+
+        if not shutil.which("redis-cli"):
+            pytest.fail("redis-cli is needed to form the cluster (apt-get install redis-tools)")
+        self.dir = tempfile.mkdtemp(prefix="persona-cluster-")
+        self.ports: list[int] = []
+        while len(self.ports) < 3:
+            port = _cluster_port()
+            if all(abs(port - p) not in (0, 10000) for p in self.ports):
+                self.ports.append(port)
+        self.procs = [
+            subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                 "--appendonly", "no", "--cluster-enabled", "yes",
+                 "--cluster-config-file", f"{self.dir}/nodes-{port}.conf", "--dir", self.dir],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for port in self.ports
+        ]  # fmt: skip
+        for port in self.ports:
+            self._wait(port)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        self._wait_ok()
+
+    def _wait(self, port: int) -> None:
+        import time
+
+        import redis
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(host="127.0.0.1", port=port).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _wait_ok(self) -> None:
+        import time
+
+        import redis
+
+        deadline = time.monotonic() + 15
+        while (
+            redis.Redis(host="127.0.0.1", port=self.ports[0]).cluster("info")["cluster_state"]
+            != "ok"
+        ):
+            if time.monotonic() > deadline:
+                pytest.fail("the local test cluster did not become ready")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        import shutil
+
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def test_redis_cluster_append_read_list_erase() -> None:
+    """On a real three-node cluster: users spread over slots on different nodes, one batch for
+    all of them is one pipeline, and every per-user command stays inside one slot."""
+    from redis.asyncio.cluster import RedisCluster
+
+    cluster = ClusterOfThree()
+    client = RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    try:
+        store = RedisUsageStore(client, prefix="pmw:")
+        users = [f"user-{i}" for i in range(30)]
+        assert await store.append([ev(u, m) for u in users for m in (1, 2)]) == 60
+        assert await store.users() == sorted(users)
+        assert [len(await store.events(u)) for u in users] == [2] * 30
+        slots = {client.keyslot(store.events_key(u)) for u in users}
+        nodes = {client.get_node_from_key(store.events_key(u)) for u in users}
+        assert len(nodes) == 3  # the users really are spread over every node
+        assert len(slots) > 3
+        assert await store.erase("user-0") == 2
+        assert await store.events("user-0") == []
+        assert "user-0" not in await store.users()
+        keys = await client.keys(f"pmw:{{{user_tag('user-0')}}}*", target_nodes="all")
+        assert keys == []
+    finally:
+        await client.aclose()
+        cluster.close()
