@@ -15,7 +15,6 @@ every non-word character is a space, and each phrase is searched with a space on
 
 from __future__ import annotations
 
-import bisect
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -88,28 +87,26 @@ class PhraseIndex:
                 owners.setdefault(key, set()).add(owner)
                 longest = max(longest, len(phrase))
         for key, who in owners.items():
-            automaton.add_word(f" {key} ", (len(key) + 2, tuple(sorted(who))))
+            for variant in _gap_variants(key):
+                automaton.add_word(f" {variant} ", (len(variant) + 2, tuple(sorted(who))))
         self._empty = not owners
         if not self._empty:
             automaton.make_automaton()
         self._automaton = automaton
         # A phrase can match text longer than itself (ligatures, zero-width characters,
-        # decomposed accents): allow twice its length.
+        # decomposed accents, double gaps): allow twice its length.
         self.max_span = 2 * longest + LOOKAHEAD
 
     def scan(self, text: str, start: int = 0) -> list[PhraseHit]:
         if self._empty:
             return []
         folded = fold(text)
-        squeezed, to_folded = _squeeze_spaces(folded.text)
-        padded = f" {squeezed} "
+        padded = f" {folded.text} "
         hits: list[PhraseHit] = []
         for end_index, (length, owners) in self._automaton.iter(padded):
-            # padded[end_index - length + 1 : end_index + 1] is " phrase "; squeezed offsets are
+            # padded[end_index - length + 1 : end_index + 1] is " phrase "; folded offsets are
             # one less (the leading pad).
-            f_start = to_folded(end_index - length + 1)
-            f_end = to_folded(end_index - 2) + 1
-            o_start, o_end = folded.original_span(f_start, f_end)
+            o_start, o_end = folded.original_span(end_index - length + 1, end_index - 1)
             if o_start < start:
                 continue
             hits.extend(PhraseHit(owner, o_start, o_end) for owner in owners)
@@ -117,37 +114,17 @@ class PhraseIndex:
         return hits
 
 
-_SPACE_RUN = re.compile(r"  +")
-
-
-def _squeeze_spaces(text: str) -> tuple[str, Callable[[int], int]]:
-    """Runs of spaces made one (so "kill  myself" and "kill\n\nmyself" match "kill myself"),
-    with a map from squeezed offsets back to ``text`` offsets. Runs are few (paragraph breaks),
-    so the map is a short list of segments."""
-    if "  " not in text:
-        return text, _identity
-    seg_squeezed = [0]
-    seg_text = [0]
-    parts = []
-    prev = 0
-    squeezed_len = 0
-    for run in _SPACE_RUN.finditer(text):
-        parts.append(text[prev : run.start() + 1])
-        squeezed_len += run.start() + 1 - prev
-        prev = run.end()
-        seg_squeezed.append(squeezed_len)
-        seg_text.append(prev)
-    parts.append(text[prev:])
-
-    def to_text(index: int) -> int:
-        k = bisect.bisect_right(seg_squeezed, index) - 1
-        return seg_text[k] + index - seg_squeezed[k]
-
-    return "".join(parts), to_text
-
-
-def _identity(index: int) -> int:
-    return index
+def _gap_variants(key: str) -> list[str]:
+    """The phrase with each gap between words one or two spaces wide: text folds ". " and
+    ", " (and a double space) to two spaces. Up to 6 gaps get variants; longer phrases match
+    with single gaps only (keeps the automaton small)."""
+    words = key.split(" ")
+    if len(words) == 1 or len(words) > 7:
+        return [key]
+    variants = [words[0]]
+    for word in words[1:]:
+        variants = [v + gap + word for v in variants for gap in (" ", "  ")]
+    return variants
 
 
 class PhraseDetector:
@@ -202,16 +179,19 @@ _EMAIL_DOMAIN = re.compile(
 )
 #: Longest e-mail address we recognise as one hit (local part 64, domain 100).
 _EMAIL_MAX = 64 + 1 + 100
-# Numbers start with a digit or "+"/"(": one character class up front lets `re` skip text
-# without digits at C speed. The run is then trimmed and checked in Python.
-_NUMBER = re.compile(r"[+(\d][\d \-.()/]{5,40}")
-_NUMBER_MAX = 41
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
-_SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
-_IBAN = re.compile(
-    r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
+# Numbers and IBANs in one pass. The pattern opens with one character class, so `re` skips
+# everything else at C speed; a run is then trimmed and classified in Python. An IBAN is two
+# capitals, two digits, then groups; a number run starts with a digit, "+" or "(" and has at
+# least five more digits or separators (ASCII digits).
+_CANDIDATE = re.compile(
+    r"[+(0-9A-Z](?:(?<=[A-Z])[A-Z][0-9][0-9](?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"
+    r"|(?<=[+(0-9])[0-9 \-.()/]{5,40})"
 )
-_IPV6_RUN = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_NUMBER_MAX = 41
+_IPV4_SHAPE = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
+_SSN_VALID = re.compile(r"(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\Z")
+_HEX_COLON = frozenset("0123456789abcdefABCDEF:.")
+_IPV6_RUN = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 _PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}[ \-.]?)?(?:\(\d{1,4}\) ?|\d{1,4}[ \-.]?){1,5}\d{2,6}\Z")
 _SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}\Z")
 _CARD_SHAPE = re.compile(r"\d{4}(?:[ \-]?\d{3,6}){2,4}\Z")
@@ -261,41 +241,54 @@ class PIIDetector:
         kinds = self.kinds
         if "email" in kinds:
             spans += _emails(text, start)
-        if kinds & {"phone", "card", "ssn", "ip"}:
+        if kinds & {"phone", "card", "ssn", "ip", "iban"}:
             spans += self._numbers(text, start)
-        if "iban" in kinds:
-            spans += [
-                Span(m.start(), m.end(), "iban")
-                for m in _IBAN.finditer(text, start)
-                if iban_valid(m.group())
-            ]
         if "ip" in kinds and ":" in text:
             spans += _ipv6(text, start)
         return _drop_overlaps(spans)
 
+    def segments(self, text: str, start: int = 0) -> list[tuple[int, int]]:
+        """Candidate stretches (number runs, e-mail and IPv6 candidates), valid or not: a
+        stream is never cut inside one, so a window never sees the tail of a run as a run."""
+        out = [m.span() for m in _CANDIDATE.finditer(text, start)]
+        if "@" in text:
+            out += [(s.start, s.end) for s in _emails(text, start, candidates=True)]
+        if ":" in text:
+            out += [(s.start, s.end) for s in _ipv6(text, start, candidates=True)]
+        return out
+
     def _numbers(self, text: str, start: int) -> list[Span]:
+        """One pass over digit runs and IBAN candidates; each run is classified (IBAN, IPv4,
+        SSN, card, phone)."""
         kinds = self.kinds
         spans = []
-        if "ip" in kinds:
-            spans += [
-                Span(m.start(), m.end(), "ip")
-                for m in _IPV4.finditer(text, start)
-                if _ipv4_ok(m.group())
-            ]
-        if "ssn" in kinds:
-            spans += [Span(m.start(), m.end(), "ssn") for m in _SSN.finditer(text, start)]
-        taken = [(s.start, s.end) for s in spans]
-        for m in _NUMBER.finditer(text, start):
+        for m in _CANDIDATE.finditer(text, start):
             s = m.start()
+            if m.group()[0].isalpha():  # an IBAN candidate
+                e = m.end()
+                if (
+                    "iban" in kinds
+                    and not (s > 0 and text[s - 1].isalnum())
+                    and not (e < len(text) and text[e].isalnum())
+                    and iban_valid(m.group())
+                ):
+                    spans.append(Span(s, e, "iban"))
+                continue
             raw = m.group().rstrip(" -.(/")
             if raw.endswith(")") and raw.count("(") <= raw.count(")") - 1:
                 raw = raw[:-1]
             e = s + len(raw)
-            if (s > 0 and (text[s - 1].isalnum() or text[s - 1] in "+._")) or any(
-                a < e and s < b for a, b in taken
-            ):
+            if s > 0 and (text[s - 1].isalnum() or text[s - 1] in "+._-"):
                 continue
             if e < len(text) and (text[e].isalnum() or text[e] == "_"):
+                continue
+            if _IPV4_SHAPE.match(raw):
+                if "ip" in kinds and _ipv4_ok(raw):
+                    spans.append(Span(s, e, "ip"))
+                continue
+            if _SSN_SHAPE.match(raw):
+                if "ssn" in kinds and _SSN_VALID.match(raw):
+                    spans.append(Span(s, e, "ssn"))
                 continue
             digits = "".join(ch for ch in raw if ch.isdigit())
             if (
@@ -309,7 +302,6 @@ class PIIDetector:
             elif (
                 "phone" in kinds
                 and _PHONE_SHAPE.match(raw)
-                and not _SSN_SHAPE.match(raw)
                 and (
                     (raw[0] in "+(" and 7 <= len(digits) <= 15)
                     or (raw != digits and 9 <= len(digits) <= 15)
@@ -336,13 +328,16 @@ def _ipv4_ok(candidate: str) -> bool:
     return True
 
 
-def _emails(text: str, start: int) -> list[Span]:
+def _emails(text: str, start: int, *, candidates: bool = False) -> list[Span]:
     spans = []
     at = text.find("@", start)
     while at != -1:
         local = _EMAIL_LOCAL.search(text, max(start, at - 64), at)
         domain = _EMAIL_DOMAIN.match(text, at + 1, at + 1 + 100 + LOOKAHEAD)
-        if local and domain:
+        if candidates:
+            s = local.start() if local else at
+            spans.append(Span(s, domain.end() if domain else at + 1, "email"))
+        elif local and domain:
             s = local.start()
             while s < at and text[s] in ".-":  # an address does not begin with punctuation
                 s += 1
@@ -352,19 +347,30 @@ def _emails(text: str, start: int) -> list[Span]:
     return spans
 
 
-def _ipv6(text: str, start: int) -> list[Span]:
+def _ipv6(text: str, start: int, *, candidates: bool = False) -> list[Span]:
+    """From each colon, the surrounding run of hex digits, colons and dots."""
     spans = []
-    for m in _IPV6_RUN.finditer(text, start):
-        for candidate in (m.group().strip("."), m.group().strip(".:")):
-            if candidate.count(":") >= 2 and len(candidate) <= 45 and _ipv6_ok(candidate):
-                break
-        else:
-            continue
-        s = m.start() + m.group().index(candidate)
-        e = s + len(candidate)
-        if (s > 0 and text[s - 1].isalnum()) or (e < len(text) and text[e].isalnum()):
-            continue
-        spans.append(Span(s, e, "ip"))
+    colon = text.find(":", start)
+    while colon != -1:
+        s = colon
+        while s > start and colon - s < 45 and text[s - 1] in _HEX_COLON:
+            s -= 1
+        m = _IPV6_RUN.match(text, s)
+        end = m.end() if m else colon + 1
+        if candidates:
+            spans.append(Span(s, end, "ip"))
+        elif m:
+            run = m.group()
+            for candidate in (run.strip("."), run.strip(".:")):
+                if candidate.count(":") >= 2 and _ipv6_ok(candidate):
+                    cs = s + run.index(candidate)
+                    ce = cs + len(candidate)
+                    if not (cs > 0 and text[cs - 1].isalnum()) and not (
+                        ce < len(text) and text[ce].isalnum()
+                    ):
+                        spans.append(Span(cs, ce, "ip"))
+                    break
+        colon = text.find(":", max(colon + 1, end))
     return spans
 
 

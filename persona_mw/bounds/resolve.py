@@ -154,9 +154,8 @@ def _resolve(
                 # Profiles hold integers: a threshold is chosen in percent.
                 detector = rule.detector.model_copy(update={"threshold": choice / 100})
                 rule = rule.model_copy(update={"detector": detector})
-                reason += (
-                    f"; user set {option}={choice} (allowed range {adj.range[0]:g}-{adj.range[1]:g})"
-                )
+                low, high = adj.range
+                reason += f"; user set {option}={choice} (allowed range {low:g}-{high:g})"
             else:
                 reason += f"; user's {option}={choice!r} is outside the allowed choices, ignored"
         in_force.append(RuleInForce(rule, reason))

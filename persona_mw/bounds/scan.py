@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MARGIN",
+    "DEFAULT_RELEASE_STEP",
     "Hit",
     "RuleInForce",
     "Scanner",
@@ -51,6 +52,8 @@ _log = structlog.get_logger("persona_mw.bounds")
 _CONTEXT = 16
 #: Hold-back beyond the longest text a rule needs (default; at most 64).
 DEFAULT_MARGIN = 8
+#: Characters gathered beyond the hold-back before the window is scanned again.
+DEFAULT_RELEASE_STEP = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,8 @@ class Scanner:
         return hits
 
     def segments(self, text: str, start: int = 0) -> list[tuple[int, int]]:
-        """Stretches a stream must not be cut inside (whole sentences for sentence scorers)."""
+        """Stretches a stream must not be cut inside: whole sentences for sentence scorers,
+        candidate runs (digits, e-mail, IPv6) for PII, valid or not."""
         out: list[tuple[int, int]] = []
         for _, detector in self._others:
             segments = getattr(detector, "segments", None)
@@ -229,9 +233,19 @@ def notices_for(hits: Sequence[Hit], seen: set[str]) -> list[Notice]:
 class StreamFilter:
     """The output filter for one call (see the module docstring). Fresh per call."""
 
-    def __init__(self, scanner: Scanner, ctx: CallContext | None, *, hold_back: int) -> None:
+    def __init__(
+        self,
+        scanner: Scanner,
+        ctx: CallContext | None,
+        *,
+        hold_back: int,
+        release_step: int = DEFAULT_RELEASE_STEP,
+    ) -> None:
         self.stopped = False
         self.hold_back = hold_back
+        #: Scan only once this many characters beyond the hold-back are waiting: a token is
+        #: ~4 characters, and rescanning the window for each one would cost more than it buys.
+        self.release_step = max(1, release_step)
         self._scanner = scanner
         self._ctx = ctx
         self._pending = ""
@@ -245,7 +259,7 @@ class StreamFilter:
         if self.stopped:
             return ""
         self._pending += text
-        if len(self._pending) <= self.hold_back:
+        if len(self._pending) - self.hold_back < self.release_step:
             return ""
         return self._release(final=False)
 
@@ -261,6 +275,8 @@ class StreamFilter:
         cut = len(window) if final else len(window) - self.hold_back
         if not final:
             keep_whole = [(h.span.start, h.span.end) for h in hits]
+            # segments are found from the window's start, which is itself a segment boundary:
+            # starting anywhere else could see the tail of a run as a run of its own
             keep_whole += self._scanner.segments(window, base)
             moved = True
             while moved:  # never cut through a hit or a sentence: its verdict would change

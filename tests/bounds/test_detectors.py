@@ -29,7 +29,9 @@ PROFANITY = PhraseDetector(["ass", "cunt", "fuck", "kill myself", "shit"])
             ["\U0001d41f\U0001d42e\U0001d41c\U0001d424"],
         ),  # math bold
         ("I want to kill myself", ["kill myself"]),
-        ("kill\n\n  myself", ["kill\n\n  myself"]),
+        ("kill\n\nmyself", ["kill\n\nmyself"]),
+        ("kill  myself", ["kill  myself"]),
+        ("kill \n\n myself", []),  # a gap of more than two separators (documented)
         ("skill myselfish", []),
         ("shit-faced", ["shit"]),
         ("shitake", []),
