@@ -86,7 +86,8 @@ class UsageRecorder:
     in :meth:`aclose`). ``analyse`` is the cue detector, e.g.
     :func:`persona_mw.signals.analyse_text`; without it no text is analysed. ``queue_size``
     bounds the events held in memory (buffered plus in flight); ``batch_size`` caps one write
-    (at most ``queue_size``).
+    (at most ``queue_size``); the writer waits up to ``linger_s`` for a batch to fill before
+    writing a partial one (not while someone waits in :meth:`flush`).
 
     Holds only long-lived parts: the buffer, the counters and the writer task; nothing per call.
     """
@@ -102,6 +103,7 @@ class UsageRecorder:
         batch_size: int = 500,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
+        linger_s: float = 0.02,
     ) -> None:
         if queue_size < 2:
             raise ConfigError(
@@ -124,11 +126,13 @@ class UsageRecorder:
         self.batch_size = min(batch_size, queue_size)
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.linger_s = max(0.0, linger_s)
         #: Events handed to the recorder / written by the store / dropped (never silently).
         self.produced = 0
         self.stored = 0
         self.dropped = 0
-        #: Batches the store failed to write (each retried).
+        #: Batches written, and batches the store failed to write (each retried).
+        self.writes = 0
         self.write_failures = 0
         self._buffer: deque[_Pending] = deque()
         self._inflight: list[_Pending] = []
@@ -138,6 +142,8 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
+        self._full: asyncio.Event | None = None
+        self._flushing = 0
 
     @property
     def pending(self) -> int:
@@ -193,9 +199,11 @@ class UsageRecorder:
         if len(items) > room:
             self._drop(len(items) - max(room, 0), "queue_full")
         self._ensure_writer()
-        assert self._wake is not None and self._idle is not None  # set by _ensure_writer
+        assert self._wake is not None and self._idle is not None and self._full is not None
         if self.pending:
             self._idle.clear()
+        if len(self._buffer) >= self.batch_size:
+            self._full.set()
         self._wake.set()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -204,17 +212,22 @@ class UsageRecorder:
         """Wait until every buffered event is written; False if ``timeout_s`` ran out first
         (the events stay buffered, and the writer keeps retrying)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self.pending:
-            self._ensure_writer()
-            assert self._wake is not None and self._idle is not None
-            self._idle.clear()
-            self._wake.set()
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                await asyncio.wait_for(self._idle.wait(), left)
-            except TimeoutError:
-                return False
-        return True
+        self._flushing += 1  # the writer stops lingering while anyone waits here
+        try:
+            while self.pending:
+                self._ensure_writer()
+                assert self._wake and self._idle and self._full
+                self._idle.clear()
+                self._full.set()
+                self._wake.set()
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    await asyncio.wait_for(self._idle.wait(), left)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            self._flushing -= 1
 
     async def aclose(self, timeout_s: float = 30.0) -> None:
         """Flush (for up to ``timeout_s``), stop the writer and close the store. Later calls
@@ -250,6 +263,7 @@ class UsageRecorder:
             return
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._full = asyncio.Event()
         self._buffer.extendleft(reversed(self._inflight))  # a batch a dead loop never finished
         self._inflight = []
         self._task = loop.create_task(self._write_loop(), name="persona_mw.usage_recorder")
@@ -265,8 +279,8 @@ class UsageRecorder:
         self._inflight = []
 
     async def _write_loop(self) -> None:
-        wake, idle = self._wake, self._idle
-        assert wake is not None and idle is not None
+        wake, idle, full = self._wake, self._idle, self._full
+        assert wake is not None and idle is not None and full is not None
         delay = self.retry_initial_s
         while True:
             if not self._inflight:
@@ -276,6 +290,12 @@ class UsageRecorder:
                     await wake.wait()
                     continue
                 idle.clear()
+                if len(self._buffer) < self.batch_size and self.linger_s and not self._flushing:
+                    # Linger: let a batch gather, so a trickle of requests does not pay the
+                    # per-write overhead once per request.
+                    full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(full.wait(), self.linger_s)
                 await self._take_batch()
             batch = self._inflight
             try:
@@ -298,6 +318,7 @@ class UsageRecorder:
                 self._drop(len(batch), "write_error", error=repr(exc))
                 continue
             self._inflight = []
+            self.writes += 1
             self.stored += len(batch)
             delay = self.retry_initial_s
             for item in batch:

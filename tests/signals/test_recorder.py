@@ -281,6 +281,21 @@ async def test_redis_outage_buffers_and_writes_after_it_comes_back(key_prefix: s
         shutil.rmtree(server.dir, ignore_errors=True)
 
 
+@pytest.mark.parametrize(("linger_s", "at_most", "at_least"), [(0.2, 2, 1), (0.0, 40, 10)])
+async def test_a_trickle_of_requests_is_written_in_few_batches(
+    linger_s: float, at_most: int, at_least: int
+) -> None:
+    """Lingering lets a batch gather, so requests arriving one by one do not each pay for a
+    write; without it, each request that finds the writer idle is a write of its own."""
+    recorder = UsageRecorder(MemoryUsageStore(), linger_s=linger_s)
+    for i in range(20):
+        await recorder(context(Profile(user_id="ada"), request_id=f"r{i}"))
+        await asyncio.sleep(0.001)
+    assert await recorder.flush(timeout_s=5)
+    assert recorder.stored == 40
+    assert at_least <= recorder.writes <= at_most
+
+
 async def test_writer_starts_lazily_and_leaves_no_task_behind() -> None:
     recorder = UsageRecorder(MemoryUsageStore())
     assert recorder._task is None
