@@ -56,10 +56,12 @@ PII = [
 #: Model-like output: prose with a sentence of personal data about every 40 sentences.
 SENTENCES = PROSE * 20 + PII
 ACCENTED = [
-    "Le café crème coûte 3,50 € à Zürich; naïve façade, déjà vu. ",
-    "Straße, Größe, Übermaß und Äpfel: schöne Grüße aus München. ",
+    "Le café crème coûte 3,50 € à Genève; naïve façade, déjà vu. ",
     "Mañana el niño comerá jamón ibérico en la montaña. ",
+    "Ça coûte très cher, mais l'été à Noël reste à côté. ",
 ]
+#: German: "ß" folds to "ss" (two characters), so offsets need the exact path around it.
+GERMAN = ["Straße, Größe, Übermaß und Äpfel: schöne Grüße aus München. "]
 
 
 def make_policy() -> object:
@@ -238,7 +240,8 @@ def main() -> None:
     pools = (
         ("English (ASCII)", SENTENCES),
         ("English, PII in every 2nd sentence", PROSE + PII * 6),
-        ("accented (non-ASCII)", ACCENTED),
+        ("French/Spanish (accented)", ACCENTED),
+        ("German (with ß)", GERMAN + ACCENTED),
     )
     for name, pool in pools:
         for way, rate in throughput(scanner, hold_back, make_text(pool, size), args.rounds).items():

@@ -136,21 +136,34 @@ def fold(text: str) -> Folded:
     quick = text.translate(_ONE_TO_ONE)
     if "\0" not in quick:
         return Folded(quick)
+    # Otherwise fold exactly only the clusters around the characters that need it (a removed,
+    # expanded or combining character); the stretches between keep their one-to-one folding.
     pieces: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
-    i, n = 0, len(text)
     combining = unicodedata.combining
-    while i < n:
-        j = i + 1
-        while j < n and combining(text[j]):
-            j += 1
-        folded = _fold_cluster(text[i:j])
+    pos, n = 0, len(text)
+    special = quick.find("\0")
+    while special != -1:
+        begin = special
+        while begin > pos and combining(text[begin]):  # back to the cluster's base character
+            begin -= 1
+        stop = special + 1
+        while stop < n and combining(text[stop]):
+            stop += 1
+        pieces.append(quick[pos:begin])
+        starts.extend(range(pos, begin))
+        ends.extend(range(pos + 1, begin + 1))
+        folded = _fold_cluster(text[begin:stop])
         if folded:
             pieces.append(folded)
-            starts.extend([i] * len(folded))
-            ends.extend([j] * len(folded))
-        i = j
+            starts.extend([begin] * len(folded))
+            ends.extend([stop] * len(folded))
+        pos = stop
+        special = quick.find("\0", pos)
+    pieces.append(quick[pos:])
+    starts.extend(range(pos, n))
+    ends.extend(range(pos + 1, n + 1))
     return Folded("".join(pieces), tuple(starts), tuple(ends))
 
 

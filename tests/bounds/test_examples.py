@@ -145,3 +145,13 @@ def test_example_explanations() -> None:
     # the child cannot opt out of profanity in the tutoring app: it is not adjustable there
     kid_optout = resolve(TUTORING, CHILD.model_copy(update={"adjustable": {"profanity": "off"}}))
     assert "profanity" in {r.rule.id for r in kid_optout.rules}
+
+
+def test_docs_show_the_example_files_as_they_are() -> None:
+    """docs/policies.md quotes each example policy in full; the quotes must not drift."""
+    import re
+
+    doc = (EXAMPLES.parents[1] / "docs" / "policies.md").read_text()
+    quoted = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    for name in ("childrens-tutoring.yaml", "adult-creative-writing.yaml", "customer-support.yaml"):
+        assert (EXAMPLES / name).read_text() in quoted, f"docs/policies.md is stale for {name}"
