@@ -258,6 +258,8 @@ class StreamFilter:
     def feed(self, text: str) -> str:
         if self.stopped:
             return ""
+        if self._scanner.empty:  # no output rule for this user: nothing to hold back
+            return text
         self._pending += text
         if len(self._pending) - self.hold_back < self.release_step:
             return ""

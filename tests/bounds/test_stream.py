@@ -211,3 +211,12 @@ def test_output_notices_once_per_rule(make_ctx) -> None:  # type: ignore[no-unty
     assert [(n.text, n.position, n.source) for n in ctx.notices] == [
         ("Not medical advice.", "after", "med")
     ]
+
+
+def test_no_output_rules_means_no_hold_back() -> None:
+    scanner = resolve(
+        policy_from_dict({"packs": ["crisis"]}).model_copy(update={"rules": ()}),
+        Profile(user_id="u"),
+    ).output
+    filt = StreamFilter(scanner, None, hold_back=hold_back_for(scanner))
+    assert [filt.feed("a"), filt.feed("bc"), filt.finish()] == ["a", "bc", ""]
