@@ -55,7 +55,8 @@ class Record:
     outcome: str
     profile_source: str
     own_rules: str
-    tiers: tuple[int, ...]
+    rules: tuple[tuple[str, int], ...]
+    output: str
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Books:
                 ctx.outcome,
                 ctx.profile_source,
                 ctx.profile.own_rules,
-                tuple(d.tier for d in ctx.decisions),
+                tuple((d.rule_id, d.tier) for d in ctx.decisions),
+                ctx.output_text,
             )
         )
 
