@@ -147,3 +147,37 @@ async def test_invalidation_feed_on_a_fresh_cluster_client(store: RedisProfileSt
         assert await _feed_comes_up(cache), "the invalidation feed never came up on a cluster"
     finally:
         await cache.aclose()
+
+
+async def test_usage_recorder_on_the_cluster(client: RedisCluster) -> None:
+    """Usage events of users on every node are written, read back and erased; books balance."""
+    from persona_mw import Middleware
+    from persona_mw.signals.recorder import UsageRecorder
+    from persona_mw.signals.usage_store import RedisUsageStore
+
+    prefix = f"pmwc-usage-{uuid.uuid4().hex[:6]}:"
+    usage = RedisUsageStore(client, prefix=prefix)
+    recorder = UsageRecorder(usage)
+    mw = Middleware(finish_stages=[recorder])
+    users = [f"cluster-user-{i}" for i in range(12)]
+    await asyncio.gather(
+        *(
+            mw.acompletion(
+                user=user,
+                model="openai/fake",
+                messages=[{"role": "user", "content": "hello"}],
+                mock_response="hi there",
+            )
+            for user in users
+            for _ in range(3)
+        )
+    )
+    assert await recorder.flush(timeout_s=10)
+    assert (recorder.produced, recorder.stored, recorder.dropped) == (72, 72, 0)
+    for user in users:
+        events = await usage.events(user)
+        assert [e.role for e in events].count("user") == 3 and len(events) == 6
+    assert set(users) <= set(await usage.users())
+    assert await recorder.erase(users[0]) > 0
+    assert await usage.events(users[0]) == []
+    await mw.aclose()  # stops the recorder's writer; the client is the fixture's
