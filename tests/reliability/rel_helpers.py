@@ -40,11 +40,11 @@ def live_tasks() -> set[asyncio.Task[Any]]:
     return {t for t in asyncio.all_tasks() if not t.done() and t is not asyncio.current_task()}
 
 
-async def wait_until(check: Any, *, timeout: float = 10.0, every: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(check: Any, *, within_s: float = 10.0, every: float = 0.02) -> None:
+    deadline = time.monotonic() + within_s
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"condition not met within {within_s} s")
         await asyncio.sleep(every)
 
 

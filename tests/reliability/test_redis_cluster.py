@@ -48,7 +48,9 @@ def store(client: RedisCluster) -> RedisProfileStore:
     return RedisProfileStore(client, prefix=f"pmwc-{uuid.uuid4().hex[:6]}:")  # type: ignore[arg-type]
 
 
-async def test_users_spread_over_every_master(store: RedisProfileStore, client: RedisCluster) -> None:
+async def test_users_spread_over_every_master(
+    store: RedisProfileStore, client: RedisCluster
+) -> None:
     """The hash tag keeps one user's keys together, yet users land on all three nodes."""
     users = [f"user-{i}" for i in range(30)]
     for user in users:

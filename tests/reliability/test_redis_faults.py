@@ -124,7 +124,7 @@ async def _outage(server: RedisServer, run: Run, feed_up: Callable[[], bool]) ->
     await asyncio.to_thread(server.start)
     run.outage = (started, datetime.now(UTC))
     run.phase = "back"
-    await wait_until(feed_up, timeout=10)
+    await wait_until(feed_up, within_s=10)
     await asyncio.sleep(1.0)
 
 
@@ -146,7 +146,9 @@ def _assert_books(
     assert {r.profile_source for r in books.records[-20:]} <= {"cache", "store"}
     assert any(r.profile_source == "fallback" for r in books.records)
     # tier 1 in every phase: each crisis message got the crisis protocol (rule + resources)
-    crisis_records = [r for r in books.records if any(rule.startswith("crisis") for rule, _ in r.rules)]
+    crisis_records = [
+        r for r in books.records if any(rule.startswith("crisis") for rule, _ in r.rules)
+    ]
     assert len(crisis_records) == len(run.crisis_replies)
     assert all(("crisis.ideation", 1) in r.rules for r in crisis_records)
     assert {phase for phase, _ in run.crisis_replies} == {"up", "down", "back"}
