@@ -71,7 +71,7 @@ def _fuzz(base_url: str, key: str, examples: int) -> Counter[str]:
             case.validate_response(response, checks=[not_a_server_error])
             assert response.status_code < 500, (case.method, case.path, response.text[:300])
             _check_error_format(response)
-            seen[f"{operation.label} {response.status_code}"] += 1
+            seen[f"{case.operation.label} {response.status_code}"] += 1
 
         run()
     return seen
