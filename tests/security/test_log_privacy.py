@@ -138,9 +138,8 @@ def test_server_session_logs_no_personal_data(
         bounds={"policies": [POLICY]},
         settings={"hash_secret": "privacy-test"},
     )
-    with capture_logs() as events:
-        with ServerThread(create_app(load_server_config(path))) as server:
-            _server_script(server.base_url)
+    with capture_logs() as events, ServerThread(create_app(load_server_config(path))) as server:
+        _server_script(server.base_url)
     lines = [repr(dict(e)) for e in events] + stdlib_logs.lines
     assert any(e["event"] == "request.completed" for e in events)
     assert _scan(lines) == []
