@@ -6,9 +6,26 @@ server, the LiteLLM-proxy plugin) and the CLI all build their middleware here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from .bounds import BoundsConfig, bounds_stages
 from .config import Config, load_config
+from .errors import ConfigError
+from .personalise import PersonaliseStage, load_personalise_config
+from .signals import (
+    DependenceStage,
+    MemoryActionStateStore,
+    RedisActionStateStore,
+    SignalsMetrics,
+    SignalsMetricsStage,
+    UsageRecorder,
+    analyse_text,
+    load_signals_config,
+    open_usage_store,
+)
 from .llm import LiteLLMClient
 from .pipeline import Middleware
 from .stores import open_store
@@ -27,16 +44,30 @@ def build_middleware(
     default client routes through a LiteLLM ``Router`` built from it.
     """
     config = config or load_config(**overrides)
+    source = config.source or "config"
     store = open_store(config.store.url, prefix=config.store.prefix)
     if llm is None:
-        llm = (
-            LiteLLMClient(router=_router(config.model_list))
-            if config.model_list
-            else LiteLLMClient()
-        )
-    input_stages: list[InputStage] = []
-    output_stages: list[OutputStage] = []
-    finish_stages: list[FinishStage] = []
+        llm = LiteLLMClient(router=_router(config.model_list)) if config.model_list else LiteLLMClient()
+
+    check_input, check_output = bounds_stages(_bounds_config(config), base_dir=config.base_dir)
+    signals_config = load_signals_config(config.signals, source=source)
+    usage = open_usage_store(config.store.url, prefix=config.store.prefix)
+    action_state = (
+        RedisActionStateStore(config.store.url, prefix=config.store.prefix)
+        if config.store.url
+        else MemoryActionStateStore()
+    )
+    metrics = SignalsMetrics.default()
+    input_stages: list[InputStage] = [
+        check_input,
+        DependenceStage(usage, config=signals_config, state_store=action_state, metrics=metrics),
+        PersonaliseStage(config=load_personalise_config(config.personalise, source=source)),
+    ]
+    output_stages: list[OutputStage] = [check_output]
+    finish_stages: list[FinishStage] = [
+        UsageRecorder(usage, analyse=analyse_text),
+        SignalsMetricsStage(metrics, counters=action_state),
+    ]
     return Middleware(
         store=store,
         llm=llm,
@@ -47,6 +78,15 @@ def build_middleware(
     )
 
 
+def _bounds_config(config: Config) -> BoundsConfig:
+    try:
+        return BoundsConfig.model_validate(config.bounds)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "bounds." + ".".join(str(p) for p in first["loc"])
+        raise ConfigError(first["msg"], source=config.source or "config", field=field) from None
+
+
 def _router(model_list: list[dict[str, Any]]) -> Any:
     from .llm import import_litellm
 
@@ -55,5 +95,11 @@ def _router(model_list: list[dict[str, Any]]) -> Any:
 
 
 def demo_config_sections() -> dict[str, Any]:
-    """The configuration the demo (and `persona-mw serve` without a config) runs with."""
-    return {}
+    """The configuration the demo runs with: the built-in packs a deployer would switch on."""
+    return {
+        "settings": {"hash_secret": "demo-only-secret"},
+        "bounds": {"policies": [str(_DEMO_POLICY)]},
+    }
+
+
+_DEMO_POLICY = Path(__file__).parent / "demo_policy.yaml"

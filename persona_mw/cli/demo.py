@@ -148,13 +148,13 @@ async def _run(model: str | None, show_prompt: bool, stream_last: bool) -> None:
                 click.echo(_indent(reply))
                 click.echo("  operator log:")
                 for line in log_buffer.getvalue().splitlines():
-                    click.echo(_indent(_summarise(line), "    ", 400))
+                    click.echo("    " + _summarise(line))
                 log_buffer.seek(0)
                 log_buffer.truncate()
     finally:
         await mw.aclose()
         for line in log_buffer.getvalue().splitlines():
-            click.echo(_indent(_summarise(line), "    ", 400))
+            click.echo("    " + _summarise(line))
     click.echo(
         f"\ndone in {time.perf_counter() - started:.1f} s. The same question, two profiles: "
         "compare the prompts and the replies above."

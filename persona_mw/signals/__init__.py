@@ -13,12 +13,21 @@ from .events import UsageEvent
 from .ladder import ACTION_KINDS, ActionKind, DisclosurePolicy, DueAction, LadderResult, run_ladder
 from .metrics import SignalsMetrics, SignalsMetricsStage, count_crisis_referrals
 from .offline import EventLineError, analyse_events, parse_event_lines
+from .recorder import UsageRecorder
 from .report import aggregate_report, aggregate_text, user_report_html, user_report_text
 from .stage import DependenceStage, UsageSource, disclosure_policy
+from .usage_store import (
+    DEFAULT_RETENTION_DAYS,
+    MemoryUsageStore,
+    RedisUsageStore,
+    UsageStore,
+    open_usage_store,
+)
 
 __all__ = [
     "ACTION_KINDS",
     "CUE_NAMES",
+    "DEFAULT_RETENTION_DAYS",
     "STATUTORY_INTERVAL_MINUTES",
     "ActionKind",
     "ActionStateStore",
@@ -30,13 +39,17 @@ __all__ = [
     "EventLineError",
     "LadderResult",
     "MemoryActionStateStore",
+    "MemoryUsageStore",
     "RedisActionStateStore",
+    "RedisUsageStore",
     "Signals",
     "SignalsConfig",
     "SignalsMetrics",
     "SignalsMetricsStage",
     "UsageEvent",
+    "UsageRecorder",
     "UsageSource",
+    "UsageStore",
     "aggregate_report",
     "aggregate_text",
     "analyse_events",
@@ -47,6 +60,7 @@ __all__ = [
     "disclosure_policy",
     "judge_cues",
     "load_signals_config",
+    "open_usage_store",
     "parse_event_lines",
     "percentile_of",
     "run_ladder",
