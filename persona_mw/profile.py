@@ -190,6 +190,8 @@ def parse_profile(data: str | bytes | dict[str, Any], **overrides: Any) -> Profi
         if not isinstance(data, dict):
             raise ProfileValidationError([("(root)", "a profile must be a JSON object")])
         return Profile.model_validate({**data, **overrides})
+    except UnicodeDecodeError:
+        raise ProfileValidationError([("(root)", "not valid UTF-8 text")]) from None
     except json.JSONDecodeError as exc:
         raise ProfileValidationError(
             [("(root)", f"not valid JSON: {exc.msg} at {exc.pos}")]

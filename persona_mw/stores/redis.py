@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..errors import ProfileConflictError, StoreError
 from ..profile import Profile, parse_profile
@@ -125,9 +125,13 @@ class RedisProfileStore:
         Raises StoreError when the subscription breaks; the caller reconnects and must assume it
         missed messages in between.
         """
-        pubsub = self._client.pubsub()
-        self._feeds.add(pubsub)
+        pubsub = None
         try:
+            initialize = getattr(self._client, "initialize", None)
+            if initialize is not None:  # a fresh RedisCluster client has no slot map yet
+                await initialize()
+            pubsub = self._client.pubsub()
+            self._feeds.add(pubsub)
             await pubsub.subscribe(self.channel)
             # listen() blocks without a timeout wrapper: get_message(timeout=...) can swallow
             # a cancellation that lands inside its timeout and then wait on.
@@ -137,11 +141,12 @@ class RedisProfileStore:
                 elif message.get("type") == "message":
                     data = message["data"]
                     yield data.decode() if isinstance(data, bytes) else str(data)
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"profile invalidation channel lost: {exc}") from exc
+        except (RedisError, RedisClusterException, OSError, KeyError) as exc:
+            raise StoreError(f"profile invalidation channel lost: {exc!r}") from exc
         finally:
-            self._feeds.discard(pubsub)
-            await _close_pubsub(pubsub)
+            if pubsub is not None:
+                self._feeds.discard(pubsub)
+                await _close_pubsub(pubsub)
 
     async def ping(self) -> bool:
         try:

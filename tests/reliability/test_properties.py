@@ -363,15 +363,6 @@ def test_random_profile_json_gives_only_validation_errors(data: Any) -> None:
         parse_profile(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="BUG: parse_profile(bytes) that are not UTF-8 (a corrupt value in Redis: "
-    "RedisProfileStore.get passes the raw bytes) raises UnicodeDecodeError instead of "
-    "ProfileValidationError, so Middleware.load_profile does not fall back to the default "
-    "profile and the request fails. Fix: persona_mw/profile.py parse_profile, catch "
-    "UnicodeDecodeError beside json.JSONDecodeError.",
-)
 def test_profile_bytes_that_are_not_utf8_give_a_validation_error() -> None:
     with pytest.raises(ProfileValidationError):
         parse_profile(b"\x80\xff{}")

@@ -132,16 +132,6 @@ async def test_invalidation_across_processes_on_an_initialised_cluster_client(
         await other_client.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a fresh redis.asyncio.cluster.RedisCluster has an empty slot cache; "
-    "ClusterPubSub.subscribe() then raises KeyError (redis-py 8.1, get_node_from_slot), which "
-    "RedisProfileStore.invalidations does not catch (only RedisError/OSError), so "
-    "CachedProfileStore's listener task dies silently and the cache never caches. Fix: "
-    "persona_mw/stores/redis.py invalidations(): `await client.initialize()` when the client "
-    "has it, before subscribing.",
-)
 async def test_invalidation_feed_on_a_fresh_cluster_client(store: RedisProfileStore) -> None:
     """The cache's invalidation feed subscribes with ``client.pubsub()`` as the first command."""
     cache = CachedProfileStore(store)
