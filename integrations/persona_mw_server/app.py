@@ -46,7 +46,7 @@ from persona_mw.demo_model import DEMO_MODEL, register_demo_model
 from persona_mw.llm import LiteLLMClient, import_litellm
 
 from .asgi import OPEN_STREAMS, BodySizeLimit, InstanceHeader, RequestMetrics
-from .auth import Action, Principal, deny_reason, deployer_fields_changed
+from .auth import DEPLOYER_FIELDS, Action, Principal, deny_reason, deployer_fields_changed
 from .config import LITELLM_SETTINGS_APPLIED, ServerConfig
 from .errors import ApiError, from_exception
 from .keys import find_key
@@ -338,7 +338,24 @@ def create_app(
     async def delete_profile(user_id: str, who: Who) -> dict[str, Any]:
         """Delete the user's stored profile (they get the default profile from now on)."""
         allow(who, "write_profile", user_id)
-        return {"user": user_id, "deleted": await state.mw.store.delete(user_id)}
+        kept = await _deployer_fields(user_id, who)
+        deleted = await state.mw.store.delete(user_id)
+        await _restore_deployer_fields(user_id, kept)
+        return {"user": user_id, "deleted": deleted}
+
+    async def _deployer_fields(user_id: str, who: Principal) -> dict[str, Any]:
+        """What a user key may not shed by deleting: the deployer-owned fields (minor status)."""
+        if who.role != "user":
+            return {}
+        current = await state.mw.store.get(user_id)
+        default = Profile.default(user_id)
+        if current is None:
+            return {}
+        return {f: getattr(current, f) for f in DEPLOYER_FIELDS if getattr(current, f) != getattr(default, f)}
+
+    async def _restore_deployer_fields(user_id: str, kept: dict[str, Any]) -> None:
+        if kept:
+            await state.mw.store.put(Profile.default(user_id).model_copy(update=kept))
 
     @app.get("/v1/users/{user_id}/usage", responses=_ERRORS, tags=["users"])
     async def get_usage(user_id: str, who: Who) -> dict[str, Any]:
@@ -361,12 +378,9 @@ def create_app(
     async def erase_user(user_id: str, who: Who) -> dict[str, Any]:
         """Erase everything stored about the user: profile and, where recorded, usage."""
         allow(who, "erase_user", user_id)
-        erased: dict[str, Any] = {"profile": await state.mw.store.delete(user_id)}
-        for stage in _stages(state.mw):
-            erase = getattr(stage, "erase", None)
-            if erase is not None:
-                erased[stage.name] = _jsonable(await erase(user_id))
-        _log.info("user.erased", user=state.mw.hash_user(user_id), parts=sorted(erased))
+        kept = await _deployer_fields(user_id, who)
+        erased = _jsonable(await state.mw.erase_user(user_id))
+        await _restore_deployer_fields(user_id, kept)
         return {"user": user_id, "erased": erased}
 
     @app.get("/v1/policy", responses=_ERRORS, tags=["policy"])

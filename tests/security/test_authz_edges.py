@@ -183,15 +183,6 @@ def test_user_key_cannot_shed_minor_protections(
     assert (after["age_band"], after["known_minor"]) == ("13_15", True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: DELETE /v1/users/{id}/profile with the user's own key deletes the whole stored "
-    "profile, deployer-owned age_band/known_minor included, so a minor can shed the minor "
-    "protections by deleting and re-creating their profile (the PATCH/PUT guard only compares "
-    "old and new profiles). Fix in integrations/persona_mw_server/app.py delete_profile (and "
-    "erase_user): for role 'user', keep DEPLOYER_FIELDS (write a default profile carrying them) "
-    "or refuse with 403 when they differ from the defaults.",
-)
 def test_user_key_delete_keeps_the_deployer_fields(server: ServerThread, ada_minor: str) -> None:
     assert httpx.delete(ada_minor, headers=bearer(KEYS.ada)).status_code in (200, 403)
     after = _ada(ada_minor)
