@@ -44,6 +44,13 @@ def model_entry(base_url: str, name: str = "fake") -> dict[str, Any]:
 
 
 def write_config(path: Path, **sections: Any) -> Path:
+    """Write a server config. Unless a test sets ``bounds``, the policy is the crisis pack alone:
+    these tests are about transport, and the default baseline's AI-disclosure notice would
+    change every first reply of the day."""
+    if "bounds" not in sections:
+        policy = path.with_name(path.stem + "-policy.yaml")
+        policy.write_text("version: transport-tests\npacks: [crisis]\n")
+        sections["bounds"] = {"policies": [str(policy)]}
     path.write_text(yaml.safe_dump(sections))
     return path
 

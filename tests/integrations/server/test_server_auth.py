@@ -198,7 +198,8 @@ def test_erase_removes_the_profile(server: ServerThread) -> None:
     h = bearer(KEYS.admin)
     httpx.patch(server.base_url + "/v1/users/fay/profile", json={"own_rules": "x"}, headers=h)
     erased = httpx.delete(server.base_url + "/v1/users/fay", headers=h).json()
-    assert erased == {"user": "fay", "erased": {"profile": True}}
+    assert erased["user"] == "fay" and erased["erased"]["profile"] is True
+    assert erased["erased"]["usage"] == 0  # the usage recorder erased too (nothing recorded yet)
     assert httpx.get(server.base_url + "/v1/users/fay/profile", headers=h).json()["version"] == 0
 
 

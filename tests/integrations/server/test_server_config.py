@@ -55,7 +55,10 @@ def test_a_litellm_proxy_config_is_accepted(
         reply = api.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], user="u"
         )
-        assert reply.choices[0].message.content == "echo: hi"
+        # no bounds section: the baseline tier-1 policy, so the first reply carries the
+        # AI disclosure before the model's answer
+        notice, answer = reply.choices[0].message.content.split("\n\n")
+        assert answer == "echo: hi" and "you are talking to an AI" in notice
         assert (
             httpx.get(
                 server.base_url + "/v1/models", headers={"Authorization": "Bearer wrong"}
