@@ -29,7 +29,8 @@ from persona_mw_server.testing import ServerProcess, free_port
 FAKE = """
 import sys, time
 from persona_mw.testing import FakeOpenAIServer
-server = FakeOpenAIServer(chunk_size=16, reply=lambda r: "Keep a fixed wake-up time and get daylight early; stop screens an hour before bed.")
+REPLY = "Keep a fixed wake-up time and get daylight early; stop screens an hour before bed."
+server = FakeOpenAIServer(chunk_size=16, reply=lambda r: REPLY)
 # The fake writes headers and body of a plain answer separately; with Nagle on, the body waits
 # for a delayed ACK (~40 ms per request). Real upstreams do not behave so; switch Nagle off.
 server._server.RequestHandlerClass.disable_nagle_algorithm = True
@@ -111,7 +112,8 @@ def main() -> None:
         fake.terminate()
         fake.wait()
     print(
-        f"rss idle={results['rss_kib_idle'] / 1024:.1f} MiB end={results['rss_kib_end'] / 1024:.1f} MiB"
+        f"rss idle={results['rss_kib_idle'] / 1024:.1f} MiB "
+        f"end={results['rss_kib_end'] / 1024:.1f} MiB"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

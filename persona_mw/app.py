@@ -14,7 +14,9 @@ from pydantic import ValidationError
 from .bounds import BoundsConfig, bounds_stages
 from .config import Config, load_config
 from .errors import ConfigError
+from .llm import LiteLLMClient
 from .personalise import PersonaliseStage, load_personalise_config
+from .pipeline import Middleware
 from .signals import (
     DependenceStage,
     MemoryActionStateStore,
@@ -26,8 +28,6 @@ from .signals import (
     load_signals_config,
     open_usage_store,
 )
-from .llm import LiteLLMClient
-from .pipeline import Middleware
 from .stores import open_store
 from .types import FinishStage, InputStage, LLMClient, OutputStage
 
@@ -47,7 +47,11 @@ def build_middleware(
     source = config.source or "config"
     store = open_store(config.store.url, prefix=config.store.prefix)
     if llm is None:
-        llm = LiteLLMClient(router=_router(config.model_list)) if config.model_list else LiteLLMClient()
+        llm = (
+            LiteLLMClient(router=_router(config.model_list))
+            if config.model_list
+            else LiteLLMClient()
+        )
 
     check_input, check_output = bounds_stages(_bounds_config(config), base_dir=config.base_dir)
     signals_config = load_signals_config(config.signals, source=source)

@@ -351,7 +351,11 @@ def create_app(
         default = Profile.default(user_id)
         if current is None:
             return {}
-        return {f: getattr(current, f) for f in DEPLOYER_FIELDS if getattr(current, f) != getattr(default, f)}
+        return {
+            f: getattr(current, f)
+            for f in DEPLOYER_FIELDS
+            if getattr(current, f) != getattr(default, f)
+        }
 
     async def _restore_deployer_fields(user_id: str, kept: dict[str, Any]) -> None:
         if kept:

@@ -142,7 +142,8 @@ def test_graceful_shutdown_drains_an_open_stream(tmp_path: Path) -> None:
                         lines.append(line)
             assert lines[-1] == "data: [DONE]"
             text = "".join(
-                (json.loads(line[6:])["choices"] or [{"delta": {}}])[0]["delta"].get("content") or ""
+                (json.loads(line[6:])["choices"] or [{"delta": {}}])[0]["delta"].get("content")
+                or ""
                 for line in lines[:-1]
             )
             assert text == "word " * 40, "every chunk sent before SIGTERM reached the client"
