@@ -47,7 +47,7 @@ AgeBand = Literal["unknown", "under_13", "13_15", "16_17", "18_plus"]
 _MINOR_BANDS = frozenset({"under_13", "13_15", "16_17"})
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=False)]
 Score = Annotated[int, Field(ge=0, le=100)]
 
 

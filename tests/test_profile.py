@@ -80,3 +80,9 @@ def test_profile_is_immutable() -> None:
     profile = Profile.default("ada")
     with pytest.raises(Exception, match="frozen"):
         profile.own_rules = "be rude"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("user_id", ["\x85", " ada ", "\t", "a\u2028b"])
+def test_user_ids_are_opaque_and_kept_verbatim(user_id: str) -> None:
+    """Found by fuzzing the server: a whitespace-only id was stripped to "" and crashed."""
+    assert Profile.default(user_id).user_id == user_id
