@@ -31,6 +31,7 @@ import structlog
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 MESSAGES = [{"role": "user", "content": "How can I sleep better?"}]
 MODEL = "openai/gpt-4o-mini"
+USERS = 500
 REPLY = (
     "Keep a fixed wake-up time, get daylight in the morning, and stop screens an hour before bed."
 )
@@ -72,8 +73,11 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         topics_to_avoid=["politics"],
         consent={"personalisation": True, "memory": True, "text_analysis": True},
     )
+    users = [f"bench-{i}" for i in range(USERS)]
     for mw in (empty, full):
-        await mw.store.put(profile)
+        for user in users:
+            await mw.store.put(profile.model_copy(update={"user_id": user}))
+    turn = iter(range(10**9))
 
     variants: dict[str, Callable[[], Awaitable[object]]] = {
         "bare": lambda: litellm.acompletion(model=MODEL, messages=MESSAGES, mock_response=REPLY),
