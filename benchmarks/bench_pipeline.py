@@ -82,10 +82,12 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
     variants: dict[str, Callable[[], Awaitable[object]]] = {
         "bare": lambda: litellm.acompletion(model=MODEL, messages=MESSAGES, mock_response=REPLY),
         "empty": lambda: empty.acompletion(
-            user="bench", model=MODEL, messages=MESSAGES, mock_response=REPLY
+            user="bench-0", model=MODEL, messages=MESSAGES, mock_response=REPLY
         ),
+        # A population of users, as in production: each sends a message now and then. (One
+        # user sending thousands in a row is the heavy-user case; see docs/benchmarks.md.)
         "full": lambda: full.acompletion(
-            user="bench", model=MODEL, messages=MESSAGES, mock_response=REPLY
+            user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
         ),
     }
     for call in variants.values():  # warm caches, imports, the profile cache
