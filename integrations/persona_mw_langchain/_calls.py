@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -26,8 +24,10 @@ from persona_mw import (
     InputBlocked,
     Middleware,
     PersonaError,
+    block_message,
+    notices_text,
+    with_notices,
 )
-from persona_mw.observability import REQUEST_EVENT, request_event
 from persona_mw.types import Message
 
 from .messages import USER_KEY
@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 SURFACE = "langchain"
-WITHHELD = "[response withheld by a content policy]"
 
 _log = structlog.get_logger("persona_mw.langchain")
 
@@ -82,61 +81,29 @@ async def begin(
     stream: bool,
     request_id: str | None = None,
 ) -> CallContext:
-    """Load the profile and make the call's context (``Middleware._begin``'s public twin)."""
-    if not messages:
-        raise ConfigError("a chat model call needs at least one message", field="messages")
-    started = time.perf_counter()
-    profile, source = await mw.load_profile(user)
-    ctx = CallContext(
-        request_id=request_id or str(uuid.uuid4()),
-        user_id=user,
-        user_hash=mw.hash_user(user),
-        model=model,
-        messages=messages,
-        prompt_messages=list(messages),
+    """Load the profile and make the call's context. The LangChain model carries its own
+    parameters, so no LiteLLM keywords travel with the call."""
+    return await mw.begin(
+        user,
+        model,
+        messages,
+        {"request_id": request_id} if request_id else {},
         stream=stream,
-        llm_kwargs={},  # the LangChain model carries its own parameters
-        profile=profile,
-        profile_source=source,
-        started_at=datetime.now(UTC),
         surface=SURFACE,
-        _t0=started,
     )
-    ctx.timings_ms["profile"] = ms_since(started)
-    return ctx
 
 
 async def run_input_stages(mw: Middleware, ctx: CallContext) -> None:
-    """The input stages in order; the first one that answers (``ctx.reply``) ends the run."""
-    for stage in mw.input_stages:
-        started = time.perf_counter()
-        await stage(ctx)
-        ctx.timings_ms[stage.name] = ms_since(started)
-        if ctx.reply is not None:
-            ctx.outcome = "blocked"
-            break
+    await mw.run_input_stages(ctx)
 
 
 def open_filters(mw: Middleware, ctx: CallContext) -> FilterChain:
-    return FilterChain([stage.open(ctx) for stage in mw.output_stages])
+    return mw.open_filters(ctx)
 
 
 async def finish(mw: Middleware, ctx: CallContext) -> None:
-    """Finish stages (usage recording), then the request event. Never raises: a failing
-    recorder must not turn a good reply into an error; it is logged instead."""
-    for stage in mw.finish_stages:
-        started = time.perf_counter()
-        try:
-            await stage(ctx)
-        except Exception as exc:
-            _log.error("stage.failed", stage=stage.name, request_id=ctx.request_id, error=repr(exc))
-        ctx.timings_ms[stage.name] = ms_since(started)
-    ctx.timings_ms["total"] = ms_since(ctx._t0)
-    event = request_event(ctx, include_text=mw.settings.log_message_text)
-    if ctx.outcome == "error":
-        _log.warning(REQUEST_EVENT, **event)
-    else:
-        _log.info(REQUEST_EVENT, **event)
+    """Finish stages (usage recording) and the request event; never raises."""
+    await mw.finish(ctx)
 
 
 def mark_failed(ctx: CallContext, exc: BaseException) -> None:
@@ -147,12 +114,7 @@ def mark_failed(ctx: CallContext, exc: BaseException) -> None:
         ctx.error = str(exc) if isinstance(exc, PersonaError) else type(exc).__name__
 
 
-def block_text(ctx: CallContext, lead: str = "") -> str:
-    """The user-facing message of the rule that blocked (the latest block decision)."""
-    for decision in reversed(ctx.decisions):
-        if decision.action == "block" and decision.message:
-            return lead + decision.message
-    return lead + WITHHELD
+block_text = block_message
 
 
 def block_error(ctx: CallContext, *, stage: str) -> BoundsError:
@@ -165,15 +127,6 @@ def block_error(ctx: CallContext, *, stage: str) -> BoundsError:
     tier = decision.tier if decision is not None else 0
     rule = decision.rule_id if decision is not None else "unknown"
     return (InputBlocked if stage == "input" else BoundsError)(message, tier=tier, rule_id=rule)
-
-
-def notices_text(ctx: CallContext, position: str) -> str:
-    return "\n\n".join(n.text for n in ctx.notices if n.position == position)
-
-
-def with_notices(ctx: CallContext, text: str) -> str:
-    parts = [notices_text(ctx, "before"), text, notices_text(ctx, "after")]
-    return "\n\n".join(p for p in parts if p)
 
 
 def ms_since(started: float) -> float:
