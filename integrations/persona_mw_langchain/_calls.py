@@ -14,8 +14,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
-
 from persona_mw import (
     BoundsError,
     CallContext,
@@ -48,8 +46,6 @@ __all__ = [
 ]
 
 SURFACE = "langchain"
-
-_log = structlog.get_logger("persona_mw.langchain")
 
 
 def resolve_user(explicit: object, metadata: Mapping[str, Any] | None, default: str | None) -> str:

@@ -41,7 +41,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import structlog
 from litellm import ModelResponse, ModelResponseStream
 from litellm.integrations.custom_guardrail import CustomGuardrail
 from litellm.types.utils import Delta, StreamingChoices, Usage
@@ -56,7 +55,6 @@ from persona_mw import (
     configure_logging,
     load_config,
 )
-from persona_mw.observability import REQUEST_EVENT, request_event
 
 from .edge import (
     CallHandle,
@@ -75,7 +73,6 @@ __all__ = ["CONFIG_ENV", "PersonaGuardrail"]
 CONFIG_ENV = "PERSONA_MW_CONFIG"
 SURFACE = "litellm-proxy"
 
-_log = structlog.get_logger("persona_mw.litellm")
 
 LogFormat = Literal["json", "console", "none"]
 MiddlewareFactory = Callable[[Config], Middleware]
@@ -235,19 +232,7 @@ class PersonaGuardrail(CustomGuardrail):
         if handle.finished:
             return
         handle.finished = True
-        ctx = handle.ctx
-        for stage in self.middleware.finish_stages:
-            started = time.perf_counter()
-            try:
-                await stage(ctx)
-            except Exception as exc:
-                _log.error(
-                    "stage.failed", stage=stage.name, request_id=ctx.request_id, error=repr(exc)
-                )
-            ctx.timings_ms[stage.name] = _ms_since(started)
-        ctx.timings_ms["total"] = _ms_since(ctx._t0)
-        event = request_event(ctx, include_text=self.middleware.settings.log_message_text)
-        (_log.warning if ctx.outcome == "error" else _log.info)(REQUEST_EVENT, **event)
+        await self.middleware.finish(handle.ctx)
 
 
 # -- the reply, checked -------------------------------------------------------------------------
@@ -266,7 +251,7 @@ def _enforce_reply(mw: Middleware, ctx: CallContext, response: ModelResponse) ->
         ctx.finish_reason = ctx.reply_finish_reason
         return
     text = message.content if isinstance(message.content, str) else ""
-    chain = FilterChain([stage.open(ctx) for stage in mw.output_stages])
+    chain = mw.open_filters(ctx)
     released = chain.feed(text) + chain.finish() if text else ""
     if chain.stopped:
         released = block_text(ctx.decisions)
@@ -285,7 +270,7 @@ async def _enforce_stream(
 ) -> AsyncIterator[ModelResponseStream]:
     """Output stages over a stream, with hold-back: nothing a filter holds or blocks is yielded."""
     blocked_input = ctx.reply is not None
-    chain = FilterChain([] if blocked_input else [stage.open(ctx) for stage in mw.output_stages])
+    chain = FilterChain([]) if blocked_input else mw.open_filters(ctx)
     header: dict[str, Any] = {}
     out: list[str] = []
     filter_ms = 0.0
