@@ -1,6 +1,11 @@
-"""Cost of the dependence stage's pure part per request: compute_signals + run_ladder.
+"""Cost of the dependence stage's pure part per request, three users side by side (light,
+regular, very heavy), medians over repeated runs:
 
-Three users side by side in one run (light, regular, very heavy), medians over repeated runs.
+- full recompute: ``compute_signals`` over every event + ``run_ladder`` (offline analysis, and
+  what the live stage did per request before it kept a digest);
+- digest: what the live stage does per request now — add the new message to the user's
+  ``UsageDigest``, read the signals, ``run_ladder``.
+
 Run: .venv/bin/python benchmarks/bench_signals_compute.py
 """
 
@@ -10,7 +15,7 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
-from persona_mw.signals import UsageEvent, compute_signals, run_ladder
+from persona_mw.signals import UsageDigest, UsageEvent, compute_signals, run_ladder
 
 T0 = datetime(2025, 1, 1, 20, tzinfo=UTC)
 CASES = {
@@ -33,18 +38,24 @@ def timeline(days: int, per_day: int) -> list[UsageEvent]:
 
 
 def main(rounds: int = 15) -> None:
-    base = None
+    print(f"{'user':28s} {'events':>6s}  {'full recompute':>15s}  {'digest':>10s}  ratio")
     for name, (days, per_day) in CASES.items():
         events = timeline(days, per_day)
         now = events[-1].ts
-        times = []
+        full, digest_times = [], []
         for _ in range(rounds):
             start = time.perf_counter()
             run_ladder(compute_signals(events, now))
-            times.append(time.perf_counter() - start)
-        median = statistics.median(times) * 1000
-        base = base or median
-        print(f"{name:28s} {len(events):6d} events  median {median:7.2f} ms  x{median / base:6.1f}")
+            full.append(time.perf_counter() - start)
+        digest = UsageDigest.of(events[:-1])
+        for _ in range(rounds):
+            start = time.perf_counter()
+            digest.add(events[-1])
+            run_ladder(digest.signals(now))
+            digest_times.append(time.perf_counter() - start)
+            digest = UsageDigest.of(events[:-1])  # undo the add; not timed
+        f, d = statistics.median(full) * 1000, statistics.median(digest_times) * 1000
+        print(f"{name:28s} {len(events):6d}  {f:12.3f} ms  {d:7.3f} ms  x{f / d:5.1f}")
 
 
 if __name__ == "__main__":

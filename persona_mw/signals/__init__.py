@@ -6,7 +6,15 @@ response ladder. Offline, ``persona-mw signals`` feeds a file through the same f
 """
 
 from .action_state import ActionStateStore, MemoryActionStateStore, RedisActionStateStore
-from .compute import CUE_NAMES, DayStats, Signals, compute_signals, percentile_of, with_percentiles
+from .compute import (
+    CUE_NAMES,
+    DayStats,
+    Signals,
+    UsageDigest,
+    compute_signals,
+    percentile_of,
+    with_percentiles,
+)
 from .config import STATUTORY_INTERVAL_MINUTES, SignalsConfig, load_signals_config
 from .cues import Analyse, analyse_text, detect_cues, judge_cues
 from .events import UsageEvent
@@ -46,6 +54,7 @@ __all__ = [
     "SignalsConfig",
     "SignalsMetrics",
     "SignalsMetricsStage",
+    "UsageDigest",
     "UsageEvent",
     "UsageRecorder",
     "UsageSource",

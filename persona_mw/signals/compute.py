@@ -29,6 +29,7 @@ __all__ = [
     "CUE_NAMES",
     "DayStats",
     "Signals",
+    "UsageDigest",
     "compute_signals",
     "percentile_of",
     "with_percentiles",
@@ -158,12 +159,215 @@ def _local(ts: datetime, tz: str) -> datetime:
 
 @dataclass(slots=True)
 class _Day:
+    """Running totals of one local day (the day of each event in that event's own zone)."""
+
     minutes: float = 0.0
     messages: int = 0
     sessions: set[int] = field(default_factory=set)
     late: int = 0
     analysed: int = 0
     cues: dict[str, int] = field(default_factory=dict)
+    assistant: int = 0
+    exposed: int = 0
+    scored: int = 0
+    relationship_hits: int = 0
+
+
+def _order(event: UsageEvent) -> tuple[datetime, bool]:
+    """Time order; at the same instant the user's message comes before the reply."""
+    return event.ts, event.role != "user"
+
+
+def _utc(event: UsageEvent) -> UsageEvent:
+    return event if event.ts.tzinfo is UTC else replace(event, ts=event.ts.astimezone(UTC))
+
+
+class UsageDigest:
+    """One user's events folded, in time order, into per-day totals: what :meth:`signals` needs.
+
+    Adding an event costs O(1), so a live stage can keep a digest per user and add each new
+    message instead of recomputing every past day per request (:func:`compute_signals` is this
+    fold over a whole list). Only the last event's active-minute credit is open (it depends on
+    the next event); it is settled when the next one arrives and counted as the session tail
+    until then. :meth:`add` refuses an event that sorts before the last one (returns False): the
+    caller rebuilds from the sorted list, which is what a late-arriving event needs anyway.
+    """
+
+    __slots__ = ("_config", "_days", "_idle", "_last", "_session", "_session_start", "count")
+
+    def __init__(self, config: SignalsConfig | None = None) -> None:
+        self._config = config or SignalsConfig()
+        self._idle = timedelta(minutes=self._config.session_idle_gap_minutes)
+        self._days: dict[date, _Day] = {}
+        self._last: UsageEvent | None = None
+        self._session = -1
+        self._session_start: datetime | None = None
+        #: Events folded in.
+        self.count = 0
+
+    @classmethod
+    def of(cls, events: Iterable[UsageEvent], config: SignalsConfig | None = None) -> UsageDigest:
+        """A digest of ``events`` in any order."""
+        digest = cls(config)
+        for event in sorted(map(_utc, events), key=_order):
+            digest.add(event)
+        return digest
+
+    @property
+    def last_ts(self) -> datetime | None:
+        """Time of the latest event folded in (UTC), None when empty."""
+        return None if self._last is None else self._last.ts
+
+    def add(self, event: UsageEvent) -> bool:
+        """Fold in one event; False (and nothing changed) if it sorts before the last one."""
+        ev = _utc(event)
+        cfg = self._config
+        last = self._last
+        if last is not None and _order(ev) < _order(last):
+            return False
+        if last is None or ev.ts - last.ts > self._idle:
+            if last is not None:
+                self._credit(last, cfg.session_tail_minutes)
+            self._session += 1
+            self._session_start = ev.ts
+        else:
+            gap = (ev.ts - last.ts).total_seconds() / 60
+            self._credit(last, min(gap, cfg.active_gap_cap_minutes))
+        local = _local(ev.ts, ev.tz)
+        day = self._days.get(local.date())
+        if day is None:
+            day = self._days[local.date()] = _Day()
+        if ev.role == "user":
+            day.messages += 1
+            day.sessions.add(self._session)
+            day.late += cfg.late_night_start_hour <= local.hour < cfg.late_night_end_hour
+            if ev.analysed:
+                day.analysed += 1
+                for cue in ev.cues:
+                    day.cues[cue] = day.cues.get(cue, 0) + 1
+        else:
+            day.assistant += 1
+            day.exposed += bool(ev.exposure)
+            if ev.relationship_score is not None:
+                day.scored += 1
+                day.relationship_hits += ev.relationship_score >= cfg.relationship_score_threshold
+        self._last = ev
+        self.count += 1
+        return True
+
+    def _credit(self, event: UsageEvent, minutes: float) -> None:
+        self._days[_local(event.ts, event.tz).date()].minutes += minutes
+
+    def signals(
+        self,
+        now: datetime,
+        *,
+        user_id: str | None = None,
+        tz: str | None = None,
+        minor: bool | None = None,
+        population: Sequence[float] | None = None,
+    ) -> Signals:
+        """The signals at ``now``, which must not be before the last event (see
+        :func:`compute_signals` for events that may lie after ``now``)."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware (e.g. datetime.now(UTC))")
+        # In UTC: Python subtracts datetimes sharing one ZoneInfo by wall clock (wrong across DST).
+        now = now.astimezone(UTC)
+        cfg = self._config
+        last = self._last
+        if last is not None and last.ts > now:
+            raise ValueError("now is before the digest's last event; use compute_signals")
+        zone = tz or (last.tz if last is not None else "UTC")
+        is_minor = minor if minor is not None else bool(last is not None and last.minor)
+        today = _local(now, zone).date()
+        window_start = today - timedelta(days=cfg.window_days - 1)
+        late_start = today - timedelta(days=cfg.late_night_window_days - 1)
+        # The last event's credit is still open: it counts as a session tail until settled.
+        open_day = None if last is None else _local(last.ts, last.tz).date()
+        tail = cfg.session_tail_minutes
+
+        def minutes(d: date, raw: _Day) -> float:
+            return raw.minutes + (tail if d == open_day else 0.0)
+
+        cue_counts = dict.fromkeys(CUE_NAMES, 0)
+        analysed = late_total = late_hits = 0
+        scored = relationship_hits = assistant_total = exposed = 0
+        for d, raw in self._days.items():
+            if d >= late_start:
+                late_total += raw.messages
+                late_hits += raw.late
+            if d < window_start:
+                continue
+            analysed += raw.analysed
+            for cue, n in raw.cues.items():
+                if cue in cue_counts:
+                    cue_counts[cue] += n
+            assistant_total += raw.assistant
+            exposed += raw.exposed
+            scored += raw.scored
+            relationship_hits += raw.relationship_hits
+
+        current_minutes = 0.0
+        current_start: datetime | None = None
+        if last is not None and now - last.ts <= self._idle and self._session_start is not None:
+            current_start = self._session_start
+            current_minutes = (last.ts - self._session_start).total_seconds() / 60
+
+        window = [today - timedelta(days=n) for n in range(cfg.window_days - 1, -1, -1)]
+        history = tuple(
+            _day_stats(d, got, minutes(d, got)) if (got := self._days.get(d)) else DayStats(day=d)
+            for d in window
+        )
+        streak = 0
+        cursor = today if self._active(today) else today - timedelta(days=1)
+        while self._active(cursor):
+            streak += 1
+            cursor -= timedelta(days=1)
+
+        first_day = min(self._days) if self._days else today
+        usage_trend = _trend(
+            [s.active_minutes for s in history if s.day >= first_day], cfg.trend_min_days
+        )
+        today_raw = self._days.get(today)
+        n = cfg.window_days
+        signals = Signals(
+            user_id=user_id if user_id is not None else (last.user_id if last else ""),
+            now=now,
+            tz=zone,
+            local_date=today,
+            minor=is_minor,
+            current_session_minutes=current_minutes,
+            session_started_at=current_start,
+            daily_active_minutes=minutes(today, today_raw) if today_raw else 0.0,
+            messages_today=today_raw.messages if today_raw else 0,
+            sessions_today=len(today_raw.sessions) if today_raw else 0,
+            active_day_streak=streak,
+            days_active_28=sum(1 for s in history if s.messages),
+            late_night_share=late_hits / late_total if late_total else 0.0,
+            late_night_window_messages=late_total,
+            usage_trend=usage_trend,
+            mean_daily_minutes_28=sum(s.active_minutes for s in history) / n,
+            sessions_per_day_28=sum(s.sessions for s in history) / n,
+            messages_per_day_28=sum(s.messages for s in history) / n,
+            percentile=None,
+            cue_rates={c: (cue_counts[c] / analysed if analysed else 0.0) for c in CUE_NAMES},
+            analysed_messages=analysed,
+            fear_of_addiction=cue_counts["fear_of_addiction"] > 0,
+            relationship_seeking_rate=relationship_hits / scored if scored else 0.0,
+            assistant_messages_scored=scored,
+            personalisation_exposure=exposed / assistant_total if assistant_total else 0.0,
+            assistant_messages=assistant_total,
+            history=history,
+        )
+        if population is not None:
+            signals = replace(
+                signals, percentile=percentile_of(signals.mean_daily_minutes_28, population)
+            )
+        return signals
+
+    def _active(self, day: date) -> bool:
+        raw = self._days.get(day)
+        return raw is not None and raw.messages > 0
 
 
 def compute_signals(
@@ -183,131 +387,15 @@ def compute_signals(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (e.g. datetime.now(UTC))")
-    cfg = config or SignalsConfig()
-    # In UTC: Python subtracts two datetimes sharing one ZoneInfo by wall clock, wrong across DST.
-    now = now.astimezone(UTC)
-    evs = sorted(
-        (e if e.ts.tzinfo is UTC else replace(e, ts=e.ts.astimezone(UTC)) for e in events),
-        key=lambda e: (e.ts, e.role != "user"),
-    )
-    evs = [e for e in evs if e.ts <= now]
-    zone = tz or (evs[-1].tz if evs else "UTC")
-    is_minor = minor if minor is not None else bool(evs and evs[-1].minor)
-    today = _local(now, zone).date()
-    window_start = today - timedelta(days=cfg.window_days - 1)
-    late_start = today - timedelta(days=cfg.late_night_window_days - 1)
-
-    idle = timedelta(minutes=cfg.session_idle_gap_minutes)
-    cap = cfg.active_gap_cap_minutes
-    days: dict[date, _Day] = {}
-    session = -1
-    session_start: datetime | None = None
-    cue_counts = dict.fromkeys(CUE_NAMES, 0)
-    analysed = 0
-    late_total = late_hits = 0
-    scored = relationship_hits = assistant_total = exposed = 0
-
-    for i, ev in enumerate(evs):
-        if i == 0 or ev.ts - evs[i - 1].ts > idle:
-            session += 1
-            session_start = ev.ts
-        nxt = evs[i + 1] if i + 1 < len(evs) else None
-        if nxt is not None and nxt.ts - ev.ts <= idle:
-            credit = min((nxt.ts - ev.ts).total_seconds() / 60, cap)
-        else:
-            credit = cfg.session_tail_minutes
-        local = _local(ev.ts, ev.tz)
-        day = days.setdefault(local.date(), _Day())
-        day.minutes += credit
-        in_window = local.date() >= window_start
-        if ev.role == "user":
-            day.messages += 1
-            day.sessions.add(session)
-            late = cfg.late_night_start_hour <= local.hour < cfg.late_night_end_hour
-            day.late += late
-            if local.date() >= late_start:
-                late_total += 1
-                late_hits += late
-            if ev.analysed:
-                day.analysed += 1
-                for cue in ev.cues:
-                    day.cues[cue] = day.cues.get(cue, 0) + 1
-                if in_window:
-                    analysed += 1
-                    for cue in ev.cues:
-                        if cue in cue_counts:
-                            cue_counts[cue] += 1
-        elif in_window:
-            assistant_total += 1
-            exposed += bool(ev.exposure)
-            if ev.relationship_score is not None:
-                scored += 1
-                relationship_hits += ev.relationship_score >= cfg.relationship_score_threshold
-
-    current_minutes = 0.0
-    current_start: datetime | None = None
-    if evs and now - evs[-1].ts <= idle and session_start is not None:
-        current_start = session_start
-        current_minutes = (evs[-1].ts - session_start).total_seconds() / 60
-
-    window = [today - timedelta(days=n) for n in range(cfg.window_days - 1, -1, -1)]
-    history = tuple(_day_stats(d, days.get(d)) for d in window)
-    active = {d for d, s in days.items() if s.messages}
-    streak = 0
-    cursor = today if today in active else today - timedelta(days=1)
-    while cursor in active:
-        streak += 1
-        cursor -= timedelta(days=1)
-
-    minutes = [s.active_minutes for s in history]
-    first_day = min(days) if days else today
-    usage_trend = _trend(
-        [s.active_minutes for s in history if s.day >= first_day], cfg.trend_min_days
-    )
-    today_stats = days.get(today, _Day())
-    n = cfg.window_days
-    signals = Signals(
-        user_id=user_id if user_id is not None else (evs[-1].user_id if evs else ""),
-        now=now,
-        tz=zone,
-        local_date=today,
-        minor=is_minor,
-        current_session_minutes=current_minutes,
-        session_started_at=current_start,
-        daily_active_minutes=today_stats.minutes,
-        messages_today=today_stats.messages,
-        sessions_today=len(today_stats.sessions),
-        active_day_streak=streak,
-        days_active_28=sum(1 for s in history if s.messages),
-        late_night_share=late_hits / late_total if late_total else 0.0,
-        late_night_window_messages=late_total,
-        usage_trend=usage_trend,
-        mean_daily_minutes_28=sum(minutes) / n,
-        sessions_per_day_28=sum(s.sessions for s in history) / n,
-        messages_per_day_28=sum(s.messages for s in history) / n,
-        percentile=None,
-        cue_rates={c: (cue_counts[c] / analysed if analysed else 0.0) for c in CUE_NAMES},
-        analysed_messages=analysed,
-        fear_of_addiction=cue_counts["fear_of_addiction"] > 0,
-        relationship_seeking_rate=relationship_hits / scored if scored else 0.0,
-        assistant_messages_scored=scored,
-        personalisation_exposure=exposed / assistant_total if assistant_total else 0.0,
-        assistant_messages=assistant_total,
-        history=history,
-    )
-    if population is not None:
-        signals = replace(
-            signals, percentile=percentile_of(signals.mean_daily_minutes_28, population)
-        )
-    return signals
+    utc_now = now.astimezone(UTC)
+    digest = UsageDigest.of((e for e in map(_utc, events) if e.ts <= utc_now), config)
+    return digest.signals(now, user_id=user_id, tz=tz, minor=minor, population=population)
 
 
-def _day_stats(day: date, raw: _Day | None) -> DayStats:
-    if raw is None:
-        return DayStats(day=day)
+def _day_stats(day: date, raw: _Day, minutes: float) -> DayStats:
     return DayStats(
         day=day,
-        active_minutes=raw.minutes,
+        active_minutes=minutes,
         messages=raw.messages,
         sessions=len(raw.sessions),
         late_night_messages=raw.late,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from persona_mw.signals.compute import compute_signals, percentile_of, with_percentiles
+from persona_mw.signals.compute import (
+    UsageDigest,
+    compute_signals,
+    percentile_of,
+    with_percentiles,
+)
 from persona_mw.signals.config import SignalsConfig
 from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.ladder import run_ladder
@@ -267,3 +275,76 @@ def test_zone_aware_timestamps_are_compared_in_real_time() -> None:
     s = compute_signals(evs, second.astimezone(UTC) + timedelta(minutes=1))
     assert s.sessions_today == 1
     assert s.current_session_minutes == pytest.approx(20)
+
+
+# -- the incremental digest ---------------------------------------------------------------------
+
+_ZONES = ("UTC", "Europe/Berlin", "Pacific/Kiritimati", "America/Los_Angeles")
+
+
+@st.composite
+def _timelines(draw: st.DrawFn) -> list[UsageEvent]:
+    """Up to 60 events over ~40 days: gaps from seconds to days, both roles, mixed zones, cues."""
+    t = datetime(2025, 3, 1, tzinfo=UTC)
+    events = []
+    for i in range(draw(st.integers(0, 60))):
+        t += timedelta(seconds=draw(st.sampled_from([0, 20, 170, 400, 2000, 40_000, 200_000])))
+        role = draw(st.sampled_from(["user", "assistant"]))
+        score = draw(st.none() | st.floats(0, 1)) if role == "assistant" else None
+        events.append(
+            UsageEvent(
+                "u",
+                t,
+                role,
+                tz=draw(st.sampled_from(_ZONES)),
+                cues=frozenset(draw(st.sets(st.sampled_from(["dependence", "support_seeking"])))),
+                analysed=draw(st.booleans()),
+                relationship_score=score,
+                exposure=frozenset({"style"}) if draw(st.booleans()) else frozenset(),
+                request_id=f"r{i}",
+            )
+        )
+    # Time order, the user's message first at one instant: the order a digest accepts.
+    return sorted(events, key=lambda e: (e.ts, e.role != "user"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_timelines(), st.data())
+def test_digest_read_after_each_event_equals_a_full_recompute(
+    events: list[UsageEvent], data: st.DataObject
+) -> None:
+    """Reading signals must not disturb the digest, and the last event's open credit must settle
+    exactly as a full recompute counts it."""
+    digest = UsageDigest()
+    for i, event in enumerate(events):
+        assert digest.add(event)
+        now = event.ts + timedelta(seconds=data.draw(st.sampled_from([0, 90, 3000])))
+        assert digest.signals(now) == compute_signals(events[: i + 1], now)
+    assert digest.count == len(events)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_timelines(), st.randoms(use_true_random=False))
+def test_digest_refuses_an_event_out_of_order_and_stays_unchanged(
+    events: list[UsageEvent], rnd: object
+) -> None:
+    if len(events) < 2 or events[0].ts == events[-1].ts:
+        return
+    digest = UsageDigest.of(events[1:])
+    now = events[-1].ts
+    before = digest.signals(now)
+    assert not digest.add(replace(events[0], ts=events[0].ts - timedelta(seconds=1)))
+    assert digest.signals(now) == before
+
+
+def test_digest_of_any_order_equals_compute_signals() -> None:
+    evs = daily("owl", local("Europe/Berlin", 2025, 1, 1, 0, 30), 20, 150, tz="Europe/Berlin")
+    now = evs[-1].ts + timedelta(minutes=10)
+    assert UsageDigest.of(reversed(evs)).signals(now) == compute_signals(evs, now)
+
+
+def test_digest_refuses_a_time_before_its_last_event() -> None:
+    t0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+    digest = UsageDigest.of([UsageEvent("u", t0, "user")])
+    with pytest.raises(ValueError, match="before the digest's last event"):
+        digest.signals(t0 - timedelta(seconds=1))
