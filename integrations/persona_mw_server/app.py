@@ -5,10 +5,12 @@ through :class:`persona_mw.Middleware` (profile → bounds → personalisation �
 bounds → usage). Beside it: the profile API (tier 3 only; tiers 1 and 2 live in the config and
 no endpoint writes them), usage, erasure, the effective policy, health and metrics.
 
-Hooks the server looks for on the middleware's stages (duck-typed, so the stage packages need
-not import the server): ``async usage_report(user_id) -> Mapping`` for ``GET .../usage``,
-``async erase(user_id)`` for ``DELETE /v1/users/{id}``, ``explain(profile) -> Any`` for
-``GET /v1/policy``.
+Usage, erasure and the policy explanation come from the middleware's public methods
+(:meth:`~persona_mw.Middleware.usage_report`, :meth:`~persona_mw.Middleware.erase_user`,
+:meth:`~persona_mw.Middleware.explain_policy`), never from its stages directly: a stage takes
+part by implementing :class:`~persona_mw.types.ReportsUsage`,
+:class:`~persona_mw.types.HoldsUserData` or :class:`~persona_mw.types.ExplainsPolicy`, and
+needs to know nothing about the server.
 """
 
 from __future__ import annotations
@@ -363,14 +365,10 @@ def create_app(
 
     @app.get("/v1/users/{user_id}/usage", responses=_ERRORS, tags=["users"])
     async def get_usage(user_id: str, who: Who) -> dict[str, Any]:
-        """The user's self-set limits and, where the deployment records usage, their usage."""
+        """The user's self-set limits and, where stages report it, their usage by stage."""
         allow(who, "read_usage", user_id)
         profile, _ = await state.mw.load_profile(user_id)
-        reports: dict[str, Any] = {}
-        for stage in _stages(state.mw):
-            report = getattr(stage, "usage_report", None)
-            if report is not None:
-                reports[stage.name] = _jsonable(await report(user_id))
+        reports = _jsonable(await state.mw.usage_report(user_id))
         return {
             "user": user_id,
             "limits": profile.limits.model_dump(mode="json"),
@@ -402,11 +400,7 @@ def create_app(
             if user
             else state.mw.default_profile("(any user)")
         )
-        explained: dict[str, Any] = {}
-        for stage in _stages(state.mw):
-            explain = getattr(stage, "explain", None)
-            if explain is not None:
-                explained[stage.name] = _jsonable(explain(profile))
+        explained = _jsonable(state.mw.explain_policy(profile))
         settings = state.mw.settings
         return {
             "user": user,
@@ -607,10 +601,6 @@ async def _write(
                 param="If-Match",
             ) from None
         raise
-
-
-def _stages(mw: Middleware) -> list[Any]:
-    return [*mw.input_stages, *mw.output_stages, *mw.finish_stages]
 
 
 def _store_ping(mw: Middleware) -> Callable[[], Any] | None:

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..types import CallContext, Decision, Instruction, Message, Notice, Span
+from ..types import CallContext, Decision, Instruction, Message, Notice, Profile, Span
 from .policy import JudgeSpec, Policy, load_policy, policy_from_dict
 from .resolve import EffectivePolicy, resolve
 from .scan import (
@@ -189,6 +189,11 @@ class BoundsInputStage:
         self.judge_timeout_s = judge_timeout_s
         self.judge_kwargs = dict(judge_kwargs or {})
         self.scorer = scorer
+
+    def explain(self, profile: Profile) -> dict[str, Any]:
+        """Every rule in force for ``profile`` (and every rule not in force), with its tier and
+        why: what ``GET /v1/policy`` and ``persona-mw bounds policy`` show."""
+        return resolve(self.policy, profile, scorer=self.scorer).explain()
 
     async def __call__(self, ctx: CallContext) -> None:
         effective = resolve(self.policy, ctx.profile, scorer=self.scorer)

@@ -1,7 +1,9 @@
 """The dependence stage: before the model, compute the user's signals and take the ladder's actions.
 
 Per call: load the user's recent usage events (one round trip, or none within the short cache),
-add the message being sent now, :func:`~persona_mw.signals.compute.compute_signals`,
+add the message being sent now to the user's :class:`~persona_mw.signals.compute.UsageDigest`
+(kept with the cache, so a request costs the same for a user with ten events or ten thousand),
+read the signals from it,
 :func:`~persona_mw.signals.ladder.run_ladder` against the due-state kept in an
 :class:`~persona_mw.signals.action_state.ActionStateStore`, then act: notices on the reply, reduced
 personalisation, or, for a reached daily cap only, an answer without the model. Actions are logged
@@ -16,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -25,7 +28,7 @@ from persona_mw.errors import StoreError
 from persona_mw.types import CallContext, Decision, Notice
 
 from .action_state import ActionStateStore, MemoryActionStateStore
-from .compute import Signals, compute_signals
+from .compute import Signals, UsageDigest, compute_signals
 from .config import STATUTORY_INTERVAL_MINUTES, SignalsConfig
 from .cues import Analyse, analyse_text
 from .events import UsageEvent
@@ -36,6 +39,39 @@ __all__ = ["DependenceStage", "UsageSource", "disclosure_policy"]
 
 _log = structlog.get_logger("persona_mw.signals")
 _CACHE_MAX_USERS = 10_000
+
+
+@dataclass(slots=True)
+class _UserUsage:
+    """One user's events as last loaded, plus what this process added since, and their digest."""
+
+    expires: float
+    events: list[UsageEvent]
+    digest: UsageDigest
+    #: Request ids of the user messages already in ``events`` (so a retried stage adds none twice).
+    requests: set[str] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, events: list[UsageEvent], config: SignalsConfig, expires: float) -> _UserUsage:
+        return cls(
+            expires,
+            events,
+            UsageDigest.of(events, config),
+            {e.request_id for e in events if e.role == "user" and e.request_id},
+        )
+
+    def add(self, event: UsageEvent, config: SignalsConfig) -> None:
+        self.events.append(event)
+        if event.request_id:
+            self.requests.add(event.request_id)
+        if not self.digest.add(event):  # arrived out of order: fold the whole list again
+            self.digest = UsageDigest.of(self.events, config)
+
+    def signals(self, now: datetime, config: SignalsConfig, **kwargs: Any) -> Signals:
+        last = self.digest.last_ts
+        if last is not None and last > now:  # a later request of this user got here first
+            return compute_signals(self.events, now, config, **kwargs)
+        return self.digest.signals(now, **kwargs)
 
 
 class UsageSource(Protocol):
@@ -68,12 +104,12 @@ class DependenceStage:
         self.analyse = analyse
         #: Mean daily minutes of every user, for percentiles (see :meth:`refresh_population`).
         self.population: tuple[float, ...] | None = None
-        self._cache: dict[str, tuple[float, list[UsageEvent]]] = {}
+        self._cache: dict[str, _UserUsage] = {}
 
     async def __call__(self, ctx: CallContext) -> None:
         try:
-            history, state = await asyncio.gather(
-                self._events(ctx.user_id, ctx.started_at), self.state_store.get(ctx.user_id)
+            usage, state = await asyncio.gather(
+                self._usage(ctx.user_id, ctx.started_at), self.state_store.get(ctx.user_id)
             )
         except StoreError as exc:
             self.metrics.errors.inc()
@@ -84,12 +120,12 @@ class DependenceStage:
                 error=str(exc),
             )
             return
-        current = self._current_event(ctx)
-        if not any(e.request_id == ctx.request_id and e.role == "user" for e in history):
-            history = [*history, current]
+        if ctx.request_id not in usage.requests:
+            # The message being sent now; the recorder stores it after the call, and until the
+            # cache refreshes this process remembers it, so counts do not lag behind.
+            usage.add(self._current_event(ctx), self.config)
         profile = ctx.profile
-        signals = compute_signals(
-            history,
+        signals = usage.signals(
             ctx.started_at,
             self.config,
             user_id=ctx.user_id,
@@ -119,6 +155,28 @@ class DependenceStage:
         self._log(ctx, signals, result)
         self._act(ctx, result)
 
+    async def usage_report(self, user_id: str) -> dict[str, Any]:
+        """What the user may see of their own usage (``GET /v1/users/{id}/usage``): today's and
+        the window's signals, each local day of the window, and when each action last fired.
+        Read from the usage store, not this process's cache; no message text exists to show."""
+        now = datetime.now(UTC)
+        since = now - timedelta(days=self.config.history_days)
+        events, state = await asyncio.gather(
+            self.usage_store.events(user_id, since=since), self.state_store.get(user_id)
+        )
+        signals = compute_signals(events, now, self.config, user_id=user_id)
+        return {
+            "events": len(events),
+            "signals": signals.to_dict(history=True),
+            "actions_last_taken": {kind: at.isoformat() for kind, at in sorted(state.items())},
+        }
+
+    async def erase(self, user_id: str) -> int:
+        """Forget the user (``Middleware.erase_user``): this process's copy of their events and
+        the stored due-state of their actions. Returns 1 if stored state was deleted."""
+        self._cache.pop(user_id, None)
+        return int(await self.state_store.delete(user_id))
+
     async def refresh_population(self, users: Sequence[str], now: datetime) -> int:
         """Recompute the deployment's distribution of mean daily minutes from ``users`` (e.g. the
         usage store's ``users()``): a periodic job, not per request. Returns how many users."""
@@ -133,27 +191,27 @@ class DependenceStage:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def _events(self, user_id: str, now: datetime) -> list[UsageEvent]:
+    async def _usage(self, user_id: str, now: datetime) -> _UserUsage:
         ttl = self.config.events_cache_ttl_s
         if ttl > 0:
             hit = self._cache.get(user_id)
-            if hit is not None and hit[0] > time.monotonic():
-                return hit[1]
+            if hit is not None and hit.expires > time.monotonic():
+                return hit
         since = now - timedelta(days=self.config.history_days)
         events = list(await self.usage_store.events(user_id, since=since))
+        usage = _UserUsage.load(events, self.config, time.monotonic() + ttl)
         if ttl > 0:
-            if len(self._cache) >= _CACHE_MAX_USERS:
+            if len(self._cache) >= _CACHE_MAX_USERS and user_id not in self._cache:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[user_id] = (time.monotonic() + ttl, events)
-        return events
+            self._cache[user_id] = usage
+        return usage
 
     def _current_event(self, ctx: CallContext) -> UsageEvent:
-        """The message being sent now; the recorder stores it after the call, and until the cache
-        refreshes this process remembers it, so counts do not lag behind."""
+        """The user's message of this call, as the recorder will store it."""
         text = ctx.user_text()
         consent = ctx.profile.consent.text_analysis
         cues = self.analyse(text, "user")[0] if consent and text else frozenset()
-        event = UsageEvent(
+        return UsageEvent(
             user_id=ctx.user_id,
             ts=ctx.started_at,
             role="user",
@@ -164,10 +222,6 @@ class DependenceStage:
             request_id=ctx.request_id,
             analysed=consent,
         )
-        cached = self._cache.get(ctx.user_id)
-        if cached is not None:
-            cached[1].append(event)
-        return event
 
     def _log(self, ctx: CallContext, signals: Signals, result: LadderResult) -> None:
         fresh = [a for a in result.actions if a.new]

@@ -188,7 +188,7 @@ async def test_cache_serves_repeat_requests_and_remembers_the_current_message() 
     signals_today = ctx.state["dependence"]
     assert signals_today is not None
     # three requests seen by this process, though the store has recorded none yet
-    assert len([e for e in dep._cache["u"][1] if e.role == "user"]) == 3
+    assert len([e for e in dep._cache["u"].events if e.role == "user"]) == 3
 
 
 async def test_metrics_count_actions_without_user_labels() -> None:
@@ -261,3 +261,37 @@ async def test_memory_state_store_round_trip() -> None:
     assert await store.get("u") == {"log": now}
     assert await store.delete("u") is True
     assert await store.get("u") == {}
+
+
+async def test_erase_forgets_cached_events_and_due_state() -> None:
+    """In memory (the embedded default) nothing else holds the due-state: the stage erases it."""
+    source = EventLog()
+    states = MemoryActionStateStore()
+    dep = stage(source, config=SignalsConfig(events_cache_ttl_s=60), state_store=states)
+    kid = Profile(user_id="kid", known_minor=True)
+    await dep(context(kid))
+    assert "ai_disclosure" in await states.get("kid")
+    assert await dep.erase("kid") == 1
+    assert await states.get("kid") == {} and "kid" not in dep._cache
+    again = context(kid, request_id="r2")
+    await dep(again)
+    assert source.calls == 2  # reloaded from the store, not served from the old cache
+    assert [n.source for n in again.notices] == ["signals.ai_disclosure"]  # state is gone
+    assert await dep.erase("nobody") == 0
+
+
+async def test_usage_report_reads_the_store_and_the_due_state() -> None:
+    now = datetime.now(UTC)
+    events = session("u", now - timedelta(minutes=30), 5)
+    states = MemoryActionStateStore()
+    await states.set("u", {"break_reminder": now - timedelta(minutes=5)})
+    dep = stage(EventLog(events), state_store=states)
+    report = await dep.usage_report("u")
+    assert report["events"] == len(events)
+    assert report["signals"]["messages_per_day_28"] > 0
+    assert [d["day"] for d in report["signals"]["history"]][-1] == report["signals"]["local_date"]
+    assert report["actions_last_taken"] == {
+        "break_reminder": (now - timedelta(minutes=5)).isoformat()
+    }
+    empty = await dep.usage_report("stranger")
+    assert empty["events"] == 0 and empty["actions_last_taken"] == {}

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 import pytest
-from persona_mw_server import ServerConfig, check_bind, hash_key
+from persona_mw_server import ServerConfig, check_bind, create_app, hash_key
 from persona_mw_server.config import ApiKey, ServerSettings
 from persona_mw_server.keys import find_key
 from persona_mw_server.testing import ServerThread
 from server_helpers import KEYS, bearer
 
-from persona_mw import ConfigError
+from persona_mw import CallContext, ConfigError, Middleware, Profile
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "user": "ada"}
 PATCH = {"style": {"tone": "direct"}}
@@ -213,3 +214,95 @@ def test_policy_cannot_be_written(server: ServerThread) -> None:
     assert set(
         httpx.get(server.base_url + "/v1/policy", headers=bearer(KEYS.admin)).json()["tiers"]
     ) == {"1", "2", "3"}
+
+
+class Counts:
+    """A stage that keeps per-user data, reports it and explains itself: it implements
+    ReportsUsage, HoldsUserData and ExplainsPolicy, and nothing server-specific."""
+
+    name = "counts"
+
+    def __init__(self) -> None:
+        self.messages = {"gus": 3}
+
+    async def __call__(self, ctx: CallContext) -> None:
+        return None
+
+    async def usage_report(self, user_id: str) -> dict[str, Any]:
+        return {"messages": self.messages.get(user_id, 0)}
+
+    async def erase(self, user_id: str) -> int:
+        return self.messages.pop(user_id, 0)
+
+    def explain(self, profile: Profile) -> dict[str, Any]:
+        return {"tier": 3, "daily_cap_minutes": profile.limits.daily_cap_minutes}
+
+
+def test_usage_erase_and_policy_come_from_the_stages() -> None:
+    """The endpoints show what the middleware's stages report, keyed by stage name, once each
+    (the stage is both an input and a finish stage here); the policy is explained for the
+    user's own profile."""
+    counts = Counts()
+    mw = Middleware(input_stages=[counts], finish_stages=[counts])
+    with ServerThread(create_app(ServerConfig(), middleware=mw)) as server:
+        limits = {"limits": {"daily_cap_minutes": 30}}
+        httpx.patch(server.base_url + "/v1/users/gus/profile", json=limits).raise_for_status()
+        usage = httpx.get(server.base_url + "/v1/users/gus/usage").json()
+        assert usage["usage"] == {"counts": {"messages": 3}} and usage["recording"] is True
+        assert usage["limits"]["daily_cap_minutes"] == 30
+        policy = httpx.get(server.base_url + "/v1/policy?user=gus").json()
+        assert policy["explained"] == {"counts": {"tier": 3, "daily_cap_minutes": 30}}
+        anyone = httpx.get(server.base_url + "/v1/policy").json()
+        assert anyone["explained"] == {"counts": {"tier": 3, "daily_cap_minutes": None}}
+        assert policy["stages"] == {"input": ["counts"], "output": [], "finish": ["counts"]}
+        erased = httpx.delete(server.base_url + "/v1/users/gus").json()
+        assert erased == {"user": "gus", "erased": {"profile": True, "counts": 3}}
+        after = httpx.get(server.base_url + "/v1/users/gus/usage").json()
+        assert after["usage"] == {"counts": {"messages": 0}}
+
+
+def test_usage_without_reporting_stages_says_not_recording() -> None:
+    with ServerThread(create_app(ServerConfig(), middleware=Middleware())) as server:
+        usage = httpx.get(server.base_url + "/v1/users/hal/usage").json()
+        assert usage["usage"] is None and usage["recording"] is False
+        assert httpx.get(server.base_url + "/v1/policy").json()["explained"] == {}
+
+
+def test_embedded_defaults_report_usage_explain_bounds_and_erase_everything(
+    open_server: ServerThread,
+) -> None:
+    """The fully wired server: a user's calls show up in their usage (from the usage store, as
+    the recorder wrote it), the bounds explain themselves per user, and erasure removes the
+    usage and the dependence stage's due-state."""
+    url = open_server.base_url
+    body = {"model": "persona-demo/offline", "user": "ivy"}
+    for text in ("hello", "and again"):
+        message = {"messages": [{"role": "user", "content": text}]}
+        httpx.post(url + "/v1/chat/completions", json={**body, **message}).raise_for_status()
+    deadline = time.monotonic() + 10
+    while True:  # the recorder writes in the background, in small batches
+        usage = httpx.get(url + "/v1/users/ivy/usage").json()
+        if usage["usage"]["dependence"]["events"] == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert usage["recording"] is True
+    report = usage["usage"]["dependence"]
+    assert report["events"] == 4  # two user messages, two replies
+    assert report["signals"]["messages_today"] == 2
+    assert len(report["signals"]["history"]) == 28
+    # the embedded policy discloses "not a human" once a day to everyone: the due-state is kept
+    assert set(report["actions_last_taken"]) == {"ai_disclosure"}
+
+    adult = httpx.get(url + "/v1/policy?user=ivy").json()["explained"]["bounds"]
+    rules = {r["id"]: r for r in adult["rules"]}
+    assert rules and all(r["tier"] in (1, 2, 3) for r in rules.values())
+    assert any(r["tier"] == 1 for r in rules.values())
+    minor = {"age_band": "13_15"}
+    httpx.patch(url + "/v1/users/kit/profile", json=minor).raise_for_status()
+    for_minor = httpx.get(url + "/v1/policy?user=kit").json()["explained"]["bounds"]
+    assert {r["id"] for r in for_minor["rules"]} != set(rules)  # minors' protections differ
+
+    erased = httpx.delete(url + "/v1/users/ivy").json()["erased"]
+    assert erased["usage"] == 4
+    after = httpx.get(url + "/v1/users/ivy/usage").json()["usage"]["dependence"]
+    assert after["events"] == 0 and after["actions_last_taken"] == {}
