@@ -18,7 +18,8 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..types import CallContext, Decision, Instruction, Message, Notice, Profile, Span
+from ..profile import Profile
+from ..types import CallContext, Decision, Instruction, Message, Notice, Span
 from .policy import JudgeSpec, Policy, load_policy, policy_from_dict
 from .resolve import EffectivePolicy, resolve
 from .scan import (
