@@ -435,17 +435,13 @@ class _HeldStream:
         self.finish_reason: str | None = None
         self.first = True
         self.done = False
+        #: The blank line owed between the notices before the reply and its first text: sent
+        #: with that text, so the streamed reply reads exactly like the whole one.
+        self.gap = ""
 
     def feed(self, piece: ChatGenerationChunk) -> list[ChatGenerationChunk]:
         ctx = self.ctx
-        ready: list[ChatGenerationChunk] = []
-        if self.first:
-            self.first = False
-            ctx.timings_ms["first_token"] = ms_since(self.started)
-            before = notices_text(ctx, "before")
-            if before:
-                self.out.append(before)
-                ready.append(self._text_chunk(before))
+        ready = self._start()
         message = piece.message
         usage = getattr(message, "usage_metadata", None)
         if usage:
@@ -453,7 +449,7 @@ class _HeldStream:
             ctx.completion_tokens += int(usage.get("output_tokens") or 0)
         text = message.text
         t = time.perf_counter()
-        released = self.chain.feed(text) if text else ""
+        released = self._spaced(self.chain.feed(text) if text else "")
         self.filter_ms += ms_since(t)
         if self.chain.stopped:
             ready.append(self._blocked(released))
@@ -478,20 +474,39 @@ class _HeldStream:
 
     def end(self) -> list[ChatGenerationChunk]:
         """The upstream ended: release the hold-back, the notices after, the finish reason."""
+        ready = self._start()  # an empty stream still shows the notices before
         t = time.perf_counter()
-        released = self.chain.finish()
+        released = self._spaced(self.chain.finish())
         self.filter_ms += ms_since(t)
         if self.chain.stopped:
-            return [self._blocked(released)]
+            return [*ready, self._blocked(released)]
         after = notices_text(self.ctx, "after")
         if after:
             released += ("\n\n" if released or any(self.out) else "") + after
         self.ctx.finish_reason = self.finish_reason
         self.out.append(released)
         metadata = {_FINISH: self.finish_reason} if self.finish_reason else {}
-        if not released and not metadata:
+        if released or metadata:
+            ready.append(self._text_chunk(released, metadata))
+        return ready
+
+    def _start(self) -> list[ChatGenerationChunk]:
+        """Once, before anything else: the time to the first token and the notices before."""
+        if not self.first:
             return []
-        return [self._text_chunk(released, metadata)]
+        self.first = False
+        self.ctx.timings_ms["first_token"] = ms_since(self.started)
+        before = notices_text(self.ctx, "before")
+        if not before:
+            return []
+        self.out.append(before)
+        self.gap = "\n\n"
+        return [self._text_chunk(before)]
+
+    def _spaced(self, released: str) -> str:
+        if released and self.gap:
+            released, self.gap = self.gap + released, ""
+        return released
 
     def close(self) -> None:
         ctx = self.ctx
