@@ -41,14 +41,15 @@ def build_middleware(
 
     Input stages run as: bounds (check input) → dependence (signals ladder) → personalise.
     ``llm`` replaces the LiteLLM client (e.g. in tests); with a ``model_list`` in the config the
-    default client routes through a LiteLLM ``Router`` built from it.
+    default client routes through a LiteLLM ``Router`` built from it and ``router_settings``
+    (single deployments with nothing to route are called directly, see :mod:`persona_mw.llm`).
     """
     config = config or load_config(**overrides)
     source = config.source or "config"
     store = open_store(config.store.url, prefix=config.store.prefix)
     if llm is None:
         llm = (
-            LiteLLMClient(router=_router(config.model_list))
+            LiteLLMClient.from_model_list(config.model_list, config.router_settings)
             if config.model_list
             else LiteLLMClient()
         )
@@ -89,13 +90,6 @@ def _bounds_config(config: Config) -> BoundsConfig:
         first = exc.errors()[0]
         field = "bounds." + ".".join(str(p) for p in first["loc"])
         raise ConfigError(first["msg"], source=config.source or "config", field=field) from None
-
-
-def _router(model_list: list[dict[str, Any]]) -> Any:
-    from .llm import import_litellm
-
-    litellm = import_litellm()
-    return litellm.Router(model_list=model_list)
 
 
 def demo_config_sections() -> dict[str, Any]:

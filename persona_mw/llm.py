@@ -1,15 +1,23 @@
 """The model call, through LiteLLM (imported lazily: it costs ~3 s and ~200 MB).
 
-:class:`LiteLLMClient` is the default :class:`~persona_mw.types.LLMClient`. Given a LiteLLM
-``Router`` it routes through that (the server's ``model_list``); otherwise it calls
-``litellm.acompletion``. LiteLLM's exceptions become :class:`~persona_mw.errors.UpstreamError`
-at this edge; cancellation passes through untouched and closes the upstream stream.
+:class:`LiteLLMClient` is the default :class:`~persona_mw.types.LLMClient`. Built from a
+``model_list`` (:meth:`LiteLLMClient.from_model_list`) it routes through a LiteLLM ``Router``;
+otherwise it calls ``litellm.acompletion``. LiteLLM's exceptions become
+:class:`~persona_mw.errors.UpstreamError` at this edge; cancellation passes through untouched and
+closes the upstream stream.
+
+**Direct routes.** A model name with a single deployment and nothing for the Router to decide
+(no ``router_settings``, no rate limits, tags, weights or credentials by reference — see
+:func:`direct_routes`) is called with ``litellm.acompletion`` and that deployment's parameters.
+The outcome is the same (one deployment; retries and timeouts are LiteLLM's, applied by the
+call), and the call skips the Router's per-request bookkeeping, which measured ~30 % of LiteLLM's
+throughput here (docs/benchmarks.md). Any ``router_settings`` keep every name on the Router.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import UpstreamError, UpstreamTimeout
@@ -18,7 +26,47 @@ if TYPE_CHECKING:
     from litellm import ModelResponse, ModelResponseStream
     from litellm.router import Router
 
-__all__ = ["LiteLLMClient", "import_litellm", "upstream_error"]
+__all__ = ["LiteLLMClient", "direct_routes", "import_litellm", "upstream_error"]
+
+#: ``litellm_params`` a deployment may have and still be called directly: where to send the
+#: call and its credentials, given by value — what the Router itself would force onto the call.
+#: Anything else (call defaults such as ``temperature`` or ``extra_headers``, which the Router
+#: merges with the request's; ``stream_timeout``; ``rpm``/``tpm``, ``max_parallel_requests``,
+#: ``order``, ``weight``, ``tags``, budgets, ``litellm_credential_name``) keeps the Router.
+DIRECT_PARAMS = frozenset(
+    {
+        "model", "api_base", "api_key", "api_version", "organization", "custom_llm_provider",
+        "timeout", "max_retries", "region_name", "aws_region_name", "aws_access_key_id",
+        "aws_secret_access_key", "aws_session_token", "vertex_project", "vertex_location",
+        "vertex_credentials", "input_cost_per_token", "output_cost_per_token",
+    }
+)  # fmt: skip
+
+
+def direct_routes(
+    model_list: Sequence[Mapping[str, Any]], router_settings: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Model name -> deployment ``litellm_params`` for the names the Router has nothing to decide
+    for: exactly one deployment, no wildcard, only :data:`DIRECT_PARAMS`, no ``model_info`` or
+    other entry fields, and no ``router_settings`` at all (set any to keep the Router)."""
+    if router_settings:
+        return {}
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for entry in model_list:
+        groups.setdefault(str(entry.get("model_name")), []).append(entry)
+    routes = {}
+    for name, entries in groups.items():
+        entry = entries[0]
+        params = entry.get("litellm_params")
+        if (
+            len(entries) == 1
+            and "*" not in name
+            and set(entry) == {"model_name", "litellm_params"}
+            and isinstance(params, Mapping)
+            and set(params) <= DIRECT_PARAMS
+        ):
+            routes[name] = dict(params)
+    return routes
 
 
 def import_litellm() -> Any:
@@ -42,19 +90,58 @@ def upstream_error(exc: Exception, model: str) -> UpstreamError:
 
 
 class LiteLLMClient:
-    """Calls ``litellm.acompletion`` (or ``router.acompletion``), mapping errors to ours."""
+    """Calls ``litellm.acompletion`` (or ``router.acompletion``), mapping errors to ours.
 
-    def __init__(self, *, router: Router | None = None, **defaults: Any) -> None:
+    ``direct`` maps model names to deployment parameters called without the Router (see the
+    module docstring); ``defaults`` are keyword arguments of every call (e.g. ``timeout``).
+    """
+
+    def __init__(
+        self,
+        *,
+        router: Router | None = None,
+        direct: Mapping[str, Mapping[str, Any]] | None = None,
+        **defaults: Any,
+    ) -> None:
         self.router = router
+        self.direct = {name: dict(params) for name, params in (direct or {}).items()}
         self.defaults = defaults
 
-    def _target(self) -> Any:
-        return self.router if self.router is not None else import_litellm()
+    @classmethod
+    def from_model_list(
+        cls,
+        model_list: Sequence[Mapping[str, Any]],
+        router_settings: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> LiteLLMClient:
+        """A Router over ``model_list`` (LiteLLM proxy config shape) with ``router_settings``,
+        plus direct routes for the names it has nothing to decide for. ``timeout`` is the
+        Router's default (``router_settings`` may override it) and each direct route's, unless
+        the deployment sets its own — the precedence the Router applies."""
+        litellm = import_litellm()
+        settings = {
+            **({"timeout": timeout} if timeout is not None else {}),
+            **(router_settings or {}),
+        }
+        router = litellm.Router(model_list=[dict(e) for e in model_list], **settings)
+        direct = direct_routes(model_list, router_settings)
+        if timeout is not None:
+            direct = {name: {"timeout": timeout, **params} for name, params in direct.items()}
+        return cls(router=router, direct=direct)
+
+    def _call(self, kwargs: dict[str, Any]) -> Any:
+        """The LiteLLM coroutine for one call (not awaited)."""
+        params = self.direct.get(str(kwargs.get("model"))) if self.direct else None
+        if params is not None:  # where to send it: the deployment decides, as on the Router
+            return import_litellm().acompletion(**{**self.defaults, **kwargs, **params})
+        target = self.router if self.router is not None else import_litellm()
+        return target.acompletion(**{**self.defaults, **kwargs})
 
     async def acompletion(self, **kwargs: Any) -> ModelResponse:
         model = str(kwargs.get("model"))
         try:
-            response = await self._target().acompletion(**self.defaults, **kwargs)
+            response = await self._call(kwargs)
         except UpstreamError:
             raise
         except Exception as exc:
@@ -64,7 +151,7 @@ class LiteLLMClient:
     async def astream(self, **kwargs: Any) -> AsyncIterator[ModelResponseStream]:
         model = str(kwargs.get("model"))
         try:
-            stream = await self._target().acompletion(**self.defaults, **kwargs, stream=True)
+            stream = await self._call({**kwargs, "stream": True})
         except Exception as exc:
             raise upstream_error(exc, model) from exc
         try:

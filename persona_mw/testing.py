@@ -264,6 +264,11 @@ class FakeOpenAIServer:
         with self._server.state.lock:
             self._server.state.faults.append(fault)
 
+    def clear_faults(self) -> None:
+        """Drop the faults not yet used."""
+        with self._server.state.lock:
+            self._server.state.faults.clear()
+
     def start(self) -> FakeOpenAIServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="fake-openai", daemon=True

@@ -641,10 +641,10 @@ def _model_names(config: ServerConfig) -> list[str]:
 def _llm_client(config: ServerConfig) -> LiteLLMClient | None:
     if not config.persona.model_list:
         return None
-    litellm = import_litellm()
-    settings = {"timeout": config.server.upstream_timeout_s, **config.router_settings}
-    return LiteLLMClient(
-        router=litellm.Router(model_list=list(config.persona.model_list), **settings)
+    return LiteLLMClient.from_model_list(
+        config.persona.model_list,
+        config.router_settings,
+        timeout=config.server.upstream_timeout_s,
     )
 
 
