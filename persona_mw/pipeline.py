@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from litellm import ModelResponse, ModelResponseStream
+    from litellm.types.utils import Usage
 
     from .config import Settings
 
@@ -123,7 +125,7 @@ class Middleware:
                 model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs
             )
             ctx.timings_ms["model"] = _ms_since(started)
-            return self._check_response(ctx, response)
+            return self.enforce_reply(ctx, response)
         except BaseException as exc:
             _mark_failed(ctx, exc)
             raise
@@ -152,8 +154,14 @@ class Middleware:
                 for chunk in _synthetic_chunks(ctx):
                     yield chunk
                 return
-            async for chunk in self._stream_model(ctx):
-                yield chunk
+            started = time.perf_counter()
+            upstream = self.llm.astream(
+                model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs
+            )
+            enforced = self.enforce_stream(ctx, upstream, model_started=started)
+            async with aclosing(enforced) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except BaseException as exc:
             _mark_failed(ctx, exc)
             raise
@@ -235,8 +243,9 @@ class Middleware:
             return Profile.default(user_id)
         return parse_profile(self._default_profile, user_id=user_id)
 
-    # -- the steps, public for integrations that drive a call themselves (LangChain callbacks,
-    # the LiteLLM proxy plugin): begin → run_input_stages → (model) → open_filters → finish.
+    # -- the steps, public for integrations that drive a call themselves (LangChain, the LiteLLM
+    # proxy plugin): begin → run_input_stages → (model) → enforce_reply | enforce_stream (or
+    # open_filters, for a host's own chunk type) → finish.
 
     async def begin(
         self,
@@ -285,7 +294,20 @@ class Middleware:
         """Fresh output filters for one call, chained."""
         return FilterChain([stage.open(ctx) for stage in self.output_stages])
 
-    def _check_response(self, ctx: CallContext, response: ModelResponse) -> ModelResponse:
+    def enforce_reply(self, ctx: CallContext, response: ModelResponse) -> ModelResponse:
+        """The output stages over a whole reply, in place; returns ``response``.
+
+        A whole reply is one big chunk through the same :class:`FilterChain` as a stream, so a
+        bound's verdict cannot depend on transport. A block replaces the text with the rule's
+        message and sets ``finish_reason="content_filter"``; notices frame the reply; the usage
+        is recorded on ``ctx``.
+
+        When an input stage answered (``ctx.reply``), ``response`` is that answer as a host
+        delivered it (the LiteLLM proxy plugin answers through LiteLLM's ``mock_response``): our
+        own text, so it is not re-checked; it gets the reply's finish_reason and no tokens.
+        """
+        if ctx.reply is not None:
+            return _replayed_reply(ctx, response)
         started = time.perf_counter()
         choice = response.choices[0]
         message = choice.message
@@ -300,97 +322,51 @@ class Middleware:
             message.content = with_notices(ctx, released)
         ctx.output_text = message.content or ""
         ctx.finish_reason = choice.finish_reason
-        usage = getattr(response, "usage", None)
-        if usage is not None:
-            ctx.prompt_tokens = int(usage.prompt_tokens or 0)
-            ctx.completion_tokens = int(usage.completion_tokens or 0)
+        _record_usage(ctx, getattr(response, "usage", None))
         ctx.timings_ms["output"] = _ms_since(started)
         return response
 
-    async def _stream_model(self, ctx: CallContext) -> AsyncIterator[ModelResponseStream]:
-        from litellm import ModelResponseStream
-        from litellm.types.utils import Delta, StreamingChoices
+    async def enforce_stream(
+        self,
+        ctx: CallContext,
+        upstream: AsyncIterator[ModelResponseStream],
+        *,
+        model_started: float | None = None,
+    ) -> AsyncGenerator[ModelResponseStream, None]:
+        """The output stages over a streamed reply: :meth:`enforce_reply`, chunk by chunk.
 
-        chain = self.open_filters(ctx)
-        started = time.perf_counter()
-        header: dict[str, Any] = {}
-        out: list[str] = []
-        filter_ms = 0.0
+        Filters hold text back, so nothing a rule would block or redact is ever yielded. A block
+        ends the stream with the rule's message and ``finish_reason="content_filter"``; notices
+        go before the first chunk and into the last; chunks without choices (the usage chunk)
+        pass through; usage is recorded on ``ctx``, estimated from the text when the stream
+        carried none. A replayed answer to a blocked input (``ctx.reply``) is treated as in
+        :meth:`enforce_reply`.
 
-        def chunk(text: str | None, finish_reason: str | None = None) -> ModelResponseStream:
-            return ModelResponseStream(
-                **header,
-                choices=[
-                    StreamingChoices(
-                        index=0,
-                        delta=Delta(content=text, role="assistant"),
-                        finish_reason=finish_reason,
-                    )
-                ],
-            )
+        The step owns ``upstream``: it closes it however the stream ends (block, end, error, or
+        this generator being closed), which stops the model call. Callers that may stop early
+        close this generator (``contextlib.aclosing``) so that, and the bookkeeping on ``ctx``,
+        happen before :meth:`finish`.
 
-        before = notices_text(ctx, "before")
-        if before:
-            before += "\n\n"
-        upstream = self.llm.astream(model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs)
+        ``model_started`` is ``time.perf_counter()`` when the caller started the model call;
+        given, the ``first_token`` and ``model`` timings are recorded. Integrations handed a
+        stream their host opened (the LiteLLM proxy plugin) do not know it and leave it out.
+        """
+        steps: _FilteredStream | _ReplayedStream = (
+            _ReplayedStream(ctx)
+            if ctx.reply is not None
+            else _FilteredStream(ctx, self.open_filters(ctx), model_started)
+        )
         try:
             async for piece in upstream:
-                if not header:
-                    header = {"id": piece.id, "model": piece.model, "created": piece.created}
-                    ctx.timings_ms["first_token"] = _ms_since(started)
-                    if before:
-                        out.append(before)
-                        yield chunk(before)
-                usage = getattr(piece, "usage", None)
-                if usage is not None:
-                    ctx.prompt_tokens = int(usage.prompt_tokens or 0)
-                    ctx.completion_tokens = int(usage.completion_tokens or 0)
-                if not piece.choices:  # the usage-only chunk (stream_options.include_usage)
-                    if usage is not None:
-                        yield piece
-                    continue
-                choice = piece.choices[0]
-                delta = choice.delta
-                t = time.perf_counter()
-                released = chain.feed(delta.content) if delta.content else ""
-                filter_ms += _ms_since(t)
-                if chain.stopped:
-                    released += block_message(ctx, lead="\n\n" if (released or out) else "")
-                    ctx.outcome = "filtered"
-                    ctx.finish_reason = "content_filter"
-                    out.append(released)
-                    yield chunk(released, "content_filter")
+                for chunk in steps.feed(piece):
+                    yield chunk
+                if steps.done:
                     return
-                if choice.finish_reason is not None:
-                    t = time.perf_counter()
-                    released += chain.finish()
-                    filter_ms += _ms_since(t)
-                    if chain.stopped:
-                        released += block_message(ctx, lead="\n\n" if (released or out) else "")
-                        ctx.outcome = "filtered"
-                        ctx.finish_reason = "content_filter"
-                        out.append(released)
-                        yield chunk(released, "content_filter")
-                        return
-                    after = notices_text(ctx, "after")
-                    if after:
-                        released += ("\n\n" if released or out else "") + after
-                    ctx.finish_reason = choice.finish_reason
-                    out.append(released)
-                    delta.content = released or None
-                    yield piece
-                    continue
-                if released or delta.tool_calls or delta.function_call or (delta.role and not out):
-                    out.append(released)
-                    delta.content = released or None
-                    yield piece
         finally:
-            await upstream.aclose()  # type: ignore[attr-defined]
-            ctx.output_text = "".join(out)
-            ctx.timings_ms["model"] = _ms_since(started)
-            ctx.timings_ms["output"] = filter_ms
-            if not ctx.completion_tokens:
-                ctx.completion_tokens = _estimate_tokens(ctx.output_text)
+            steps.close()
+            aclose = getattr(upstream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def finish(self, ctx: CallContext) -> None:
         """Finish stages, then the request event. Never raises: a failing recorder must not
@@ -449,6 +425,132 @@ class FilterChain:
         return text
 
 
+class _FilteredStream:
+    """One streamed reply through the output filters (:meth:`Middleware.enforce_stream`).
+
+    ``feed`` takes each upstream chunk and returns what may be yielded now (nothing while the
+    filters hold text back; the notices before the first chunk); ``close`` leaves the reply's
+    text, tokens and timings on the context however the stream ended.
+    """
+
+    def __init__(self, ctx: CallContext, chain: FilterChain, model_started: float | None) -> None:
+        self.ctx = ctx
+        self.chain = chain
+        self.model_started = model_started
+        self.header: dict[str, Any] = {}
+        self.out: list[str] = []  # the text yielded so far
+        self.filter_ms = 0.0
+        self.done = False
+
+    def feed(self, piece: ModelResponseStream) -> list[ModelResponseStream]:
+        ready = self._start(piece) if not self.header else []
+        usage = getattr(piece, "usage", None)
+        _record_usage(self.ctx, usage)
+        if not piece.choices:  # the usage chunk (stream_options.include_usage): no text
+            ready.append(piece)
+            return ready
+        choice = piece.choices[0]
+        delta = choice.delta
+        started = time.perf_counter()
+        released = self.chain.feed(delta.content) if delta.content else ""
+        if choice.finish_reason is not None and not self.chain.stopped:
+            released += self.chain.finish()
+        self.filter_ms += _ms_since(started)
+        if self.chain.stopped:
+            ready.append(self._blocked(released))
+            return ready
+        if choice.finish_reason is not None:
+            after = notices_text(self.ctx, "after")
+            if after:
+                released += self._lead(released) + after
+            self.ctx.finish_reason = choice.finish_reason
+        elif not (
+            released
+            or delta.tool_calls
+            or delta.function_call
+            or (delta.role and not self.out)
+            or usage is not None  # older LiteLLM sends the usage chunk with one empty choice
+        ):
+            return ready  # everything held back: nothing to send yet
+        self.out.append(released)
+        delta.content = released or None
+        ready.append(piece)
+        return ready
+
+    def close(self) -> None:
+        ctx = self.ctx
+        ctx.output_text = "".join(self.out)
+        ctx.timings_ms["output"] = self.filter_ms
+        if self.model_started is not None:
+            ctx.timings_ms["model"] = _ms_since(self.model_started)
+        if not ctx.completion_tokens:
+            ctx.completion_tokens = _estimate_tokens(ctx.output_text)
+
+    def _start(self, piece: ModelResponseStream) -> list[ModelResponseStream]:
+        """The first chunk: its id, model and time for the chunks we make; the notices before."""
+        self.header = {"id": piece.id, "model": piece.model, "created": piece.created}
+        if self.model_started is not None:
+            self.ctx.timings_ms["first_token"] = _ms_since(self.model_started)
+        before = notices_text(self.ctx, "before")
+        if not before:
+            return []
+        self.out.append(before + "\n\n")
+        return [self._chunk(before + "\n\n")]
+
+    def _blocked(self, released: str) -> ModelResponseStream:
+        """The last chunk: what the filters released before the stop, then the rule's message."""
+        self.done = True
+        self.ctx.outcome = "filtered"
+        self.ctx.finish_reason = "content_filter"
+        text = released + block_message(self.ctx, lead=self._lead(released))
+        self.out.append(text)
+        return self._chunk(text, "content_filter")
+
+    def _lead(self, released: str) -> str:
+        return "\n\n" if released or any(self.out) else ""
+
+    def _chunk(self, text: str, finish_reason: str | None = None) -> ModelResponseStream:
+        from litellm import ModelResponseStream
+        from litellm.types.utils import Delta, StreamingChoices
+
+        return ModelResponseStream(
+            **self.header,
+            choices=[
+                StreamingChoices(
+                    index=0,
+                    delta=Delta(content=text, role="assistant"),
+                    finish_reason=finish_reason,
+                )
+            ],
+        )
+
+
+class _ReplayedStream:
+    """A host streaming back an input stage's answer (``ctx.reply``), as the LiteLLM proxy does
+    with ``mock_response``: our own text, passed through unchecked, ending with the reply's
+    finish_reason; no model ran, so no tokens are counted."""
+
+    done = False
+
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self.out: list[str] = []
+
+    def feed(self, piece: ModelResponseStream) -> list[ModelResponseStream]:
+        if getattr(piece, "usage", None) is not None:
+            piece.usage = _no_usage()  # LiteLLM's mock_response invents some
+        if piece.choices:
+            choice = piece.choices[0]
+            self.out.append(choice.delta.content or "")
+            if choice.finish_reason is not None:
+                choice.finish_reason = self.ctx.reply_finish_reason
+                self.ctx.finish_reason = self.ctx.reply_finish_reason
+        return [piece]
+
+    def close(self) -> None:
+        self.ctx.output_text = "".join(self.out)
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -481,6 +583,12 @@ def _estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+def _record_usage(ctx: CallContext, usage: Any) -> None:
+    if usage is not None:
+        ctx.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        ctx.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+
+
 def _mark_failed(ctx: CallContext, exc: BaseException) -> None:
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         ctx.outcome = "cancelled"
@@ -511,7 +619,7 @@ def with_notices(ctx: CallContext, text: str) -> str:
 def _synthetic_response(ctx: CallContext) -> ModelResponse:
     """The answer an input stage gave instead of the model (e.g. a block)."""
     from litellm import ModelResponse
-    from litellm.types.utils import Choices, Message, Usage
+    from litellm.types.utils import Choices, Message
 
     assert ctx.reply is not None
     text = with_notices(ctx, ctx.reply)
@@ -527,8 +635,25 @@ def _synthetic_response(ctx: CallContext) -> ModelResponse:
                 finish_reason=ctx.reply_finish_reason,
             )
         ],
-        usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+        usage=_no_usage(),
     )
+
+
+def _replayed_reply(ctx: CallContext, response: ModelResponse) -> ModelResponse:
+    """A host's delivery of an input stage's answer: trusted, with the reply's finish_reason and
+    no tokens (no model ran; LiteLLM's ``mock_response`` invents some)."""
+    choice = response.choices[0]
+    choice.finish_reason = ctx.reply_finish_reason
+    response.usage = _no_usage()
+    ctx.output_text = choice.message.content or ""
+    ctx.finish_reason = ctx.reply_finish_reason
+    return response
+
+
+def _no_usage() -> Usage:
+    from litellm.types.utils import Usage
+
+    return Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
 
 
 def _synthetic_chunks(ctx: CallContext) -> list[ModelResponseStream]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,8 @@ from persona_mw import (
     Settings,
     UpstreamError,
     UpstreamTimeout,
+    block_message,
+    with_notices,
 )
 from persona_mw.testing import FakeOpenAIServer, Fault, capture_logs
 
@@ -222,6 +225,21 @@ async def test_streamed_output_never_leaks_a_blocked_phrase(chunk_size: int) -> 
     assert "secr" not in text
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert collect.contexts[0].outcome == "filtered"
+
+
+async def test_a_block_before_any_text_is_only_the_rule_message() -> None:
+    """Nothing was released before the stop, so the stream ends as the whole reply does: the
+    rule's message with no blank line in front of it."""
+    mw = Middleware(output_stages=[StopOnSecret()])
+    with FakeOpenAIServer(reply=lambda _: "secret first", chunk_size=4) as server:
+        chunks = [
+            c
+            async for c in mw.astream(
+                user="ada", model=MODEL, messages=[{"role": "user", "content": "?"}], **_kw(server)
+            )
+        ]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "[withheld]"
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
 
 
 async def test_non_streamed_block_replaces_the_reply() -> None:
@@ -466,3 +484,129 @@ async def test_erase_user_removes_profile_and_stage_data() -> None:
     assert keeps.data == {"bob": 1}
     assert await mw.store.get("ada") is None
     assert [e["event"] for e in logs] == ["user.erased"] and "ada" not in str(logs)
+
+
+class Snapshot:
+    """Finish stage that copies what the context holds when the finish stages run (a change
+    made to the context afterwards does not show here)."""
+
+    name = "snapshot"
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    async def __call__(self, ctx: CallContext) -> None:
+        self.seen.append(
+            {
+                "outcome": ctx.outcome,
+                "output": ctx.output_text,
+                "completion_tokens": ctx.completion_tokens,
+                "timings": set(ctx.timings_ms),
+            }
+        )
+
+
+async def test_a_stream_closed_early_is_accounted_before_the_finish_stages(
+    upstream: FakeOpenAIServer,
+) -> None:
+    """The usage recorder sees the text already sent, its tokens and the model timing: the
+    stream's bookkeeping is done when the client closes it, not later when a generator is
+    garbage-collected."""
+    upstream.set_reply(lambda _: "word " * 200)
+    snapshot = Snapshot()
+    mw = Middleware(finish_stages=[snapshot])
+    stream = mw.astream(
+        user="u", model=MODEL, messages=[{"role": "user", "content": "x"}], **_kw(upstream)
+    )
+    sent = ""
+    async for chunk in stream:
+        sent += chunk.choices[0].delta.content or ""
+        if sent:
+            break
+    await stream.aclose()  # type: ignore[attr-defined]
+    [seen] = snapshot.seen
+    assert seen["outcome"] == "cancelled"
+    assert seen["output"] == sent and seen["completion_tokens"] > 0
+    assert {"first_token", "model", "output"} <= seen["timings"]
+
+
+# -- the output steps as an integration drives them (the LiteLLM proxy plugin) -----------------
+
+
+async def _answered_context(mw: Middleware, text: str, *, stream: bool) -> CallContext:
+    ctx = await mw.begin(
+        "ada", MODEL, [{"role": "user", "content": text}], {}, stream=stream, surface="test"
+    )
+    await mw.run_input_stages(ctx)
+    return ctx
+
+
+async def test_enforce_stream_over_a_stream_the_host_opened(upstream: FakeOpenAIServer) -> None:
+    """The proxy plugin hands enforce_stream the proxy's own stream: the same notices,
+    hold-back and block as astream; the step closes that stream when it blocks (stopping the
+    upstream call); without ``model_started`` it records no model timings (the host made the
+    call, and only the host knows when)."""
+    upstream.set_reply(lambda _: "the password is secret and more")
+    mw = Middleware(input_stages=[Notify()], output_stages=[StopOnSecret()])
+    ctx = await _answered_context(mw, "?", stream=True)
+    closed: list[bool] = []
+
+    async def opened_by_host() -> AsyncIterator[Any]:
+        try:
+            async for piece in mw.llm.astream(
+                model=MODEL, messages=ctx.prompt_messages, **_kw(upstream)
+            ):
+                yield piece
+        finally:
+            closed.append(True)
+
+    chunks = [c async for c in mw.enforce_stream(ctx, opened_by_host())]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == "[AI notice]\n\nthe password is \n\n[withheld]"
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    assert closed == [True], "the blocked stream is closed at once, not when collected"
+    assert (ctx.outcome, ctx.finish_reason, ctx.output_text) == ("filtered", "content_filter", text)
+    assert "output" in ctx.timings_ms and not {"first_token", "model"} & set(ctx.timings_ms)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_replayed_answer_to_a_blocked_input_is_passed_on_as_it_is(stream: bool) -> None:
+    """The proxy plugin answers a blocked input through LiteLLM's ``mock_response`` and hands
+    that reply to enforce_reply / enforce_stream: its notices are not added twice, it ends with
+    the input rule's finish_reason, and it counts no tokens although LiteLLM invents some."""
+    import litellm
+
+    mw = Middleware(input_stages=[Notify(), BlockWord()])
+    ctx = await _answered_context(mw, "a forbidden thing", stream=stream)
+    answer = with_notices(ctx, "Not here.")
+    call: dict[str, Any] = {"model": MODEL, "messages": ctx.messages, "mock_response": answer}
+    if stream:
+        host = await litellm.acompletion(
+            **call, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [c async for c in mw.enforce_stream(ctx, host)]
+        choices = [c.choices[0] for c in chunks if c.choices]
+        text = "".join(choice.delta.content or "" for choice in choices)
+        finish = [choice.finish_reason for choice in choices if choice.finish_reason]
+        usages = [c.usage for c in chunks if getattr(c, "usage", None) is not None]
+    else:
+        response = mw.enforce_reply(ctx, await litellm.acompletion(**call))
+        text = response.choices[0].message.content
+        finish = [response.choices[0].finish_reason]
+        usages = [response.usage]
+    assert text == answer == "[AI notice]\n\nNot here.\n\n[take a break]"
+    assert finish == ["content_filter"]
+    assert usages and all(u.total_tokens == 0 for u in usages)
+    assert (ctx.output_text, ctx.finish_reason) == (answer, "content_filter")
+    assert (ctx.outcome, ctx.prompt_tokens, ctx.completion_tokens) == ("blocked", 0, 0)
+
+
+async def test_block_message_names_the_last_blocking_rule_and_notices_frame_the_reply() -> None:
+    ctx = await _answered_context(Middleware(input_stages=[Notify()]), "hi", stream=False)
+    assert block_message(ctx) == "[response withheld by a content policy]"
+    ctx.decisions += [
+        Decision("a", 1, "output", "d", "block", message="A"),
+        Decision("b", 2, "output", "d", "redact"),
+    ]
+    assert (block_message(ctx), block_message(ctx, lead="\n\n")) == ("A", "\n\nA")
+    assert with_notices(ctx, "body") == "[AI notice]\n\nbody\n\n[take a break]"

@@ -11,19 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from persona_mw import CallContext, Decision
+from persona_mw import CallContext
 
 __all__ = [
     "ANONYMOUS_USER",
     "CALL_KEY",
     "CallHandle",
     "attach_call",
-    "block_text",
     "call_of",
     "is_chat_call",
-    "notices_text",
     "resolve_user",
-    "with_notices",
 ]
 
 #: Key under the request's metadata dict that carries our per-call state between hooks.
@@ -31,7 +28,6 @@ CALL_KEY = "_persona_mw_call"
 #: The user id for requests that name no user (no ``user`` field, no key user).
 ANONYMOUS_USER = "anonymous"
 _CHAT_CALL_TYPES = frozenset({"completion", "acompletion"})
-_DEFAULT_BLOCK = "[response withheld by a content policy]"
 
 
 class CallHandle:
@@ -118,21 +114,3 @@ def resolve_user(
         if candidate:
             return candidate
     return ANONYMOUS_USER
-
-
-def notices_text(ctx: CallContext, position: str) -> str:
-    return "\n\n".join(n.text for n in ctx.notices if n.position == position)
-
-
-def with_notices(ctx: CallContext, text: str) -> str:
-    """The reply text with the call's trusted notices before and after it."""
-    parts = [notices_text(ctx, "before"), text, notices_text(ctx, "after")]
-    return "\n\n".join(p for p in parts if p)
-
-
-def block_text(decisions: list[Decision]) -> str:
-    """What the user sees instead of a blocked reply: the blocking rule's own message."""
-    for decision in reversed(decisions):
-        if decision.action == "block" and decision.message:
-            return decision.message
-    return _DEFAULT_BLOCK

@@ -13,10 +13,12 @@ Hook by hook:
   reply (``finish_reason="content_filter"``) instead of an HTTP error: policy stays out of the
   transport.
 - ``async_post_call_success_hook`` (non-streamed): the output stages over the reply, notices
-  added, then usage recording (the finish stages) and one ``request.completed`` log event.
-- ``async_post_call_streaming_iterator_hook``: the same output stages through a hold-back
-  :class:`persona_mw.FilterChain`; a block ends the stream with ``finish_reason="content_filter"``
-  and closes the upstream; usage is recorded when the stream ends, however it ends.
+  added (:meth:`persona_mw.Middleware.enforce_reply`), then usage recording (the finish stages)
+  and one ``request.completed`` log event.
+- ``async_post_call_streaming_iterator_hook``: the same output stages with hold-back over the
+  proxy's stream (:meth:`persona_mw.Middleware.enforce_stream`, the loop ``Middleware.astream``
+  runs too); a block ends the stream with ``finish_reason="content_filter"`` and closes the
+  upstream; usage is recorded when the stream ends, however it ends.
 - ``async_post_call_failure_hook``: a failed call is recorded with outcome ``error``.
 
 Configure it in the proxy's ``config.yaml``::
@@ -37,35 +39,26 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from litellm import ModelResponse, ModelResponseStream
 from litellm.integrations.custom_guardrail import CustomGuardrail
-from litellm.types.utils import Delta, StreamingChoices, Usage
 
 from persona_mw import (
     CallContext,
     Config,
     ConfigError,
-    FilterChain,
     Middleware,
     build_middleware,
     configure_logging,
     load_config,
-)
-
-from .edge import (
-    CallHandle,
-    attach_call,
-    block_text,
-    call_of,
-    is_chat_call,
-    notices_text,
-    resolve_user,
     with_notices,
 )
+
+from .edge import CallHandle, attach_call, call_of, is_chat_call, resolve_user
 
 __all__ = ["CONFIG_ENV", "PersonaGuardrail"]
 
@@ -155,17 +148,11 @@ class PersonaGuardrail(CustomGuardrail):
             _t0=started,
         )
         ctx.timings_ms["profile"] = _ms_since(started)
-        for stage in mw.input_stages:
-            t = time.perf_counter()
-            await stage(ctx)
-            ctx.timings_ms[stage.name] = _ms_since(t)
-            if ctx.reply is not None:
-                ctx.outcome = "blocked"
-                break
+        await mw.run_input_stages(ctx)
         attach_call(data, ctx)
         if ctx.reply is not None:
             # Answered without the model: LiteLLM's mock_response returns this text as a normal
-            # (or streamed) reply; the post-call hooks set its finish_reason.
+            # (or streamed) reply; the post-call hooks pass it on with the reply's finish_reason.
             data["mock_response"] = with_notices(ctx, ctx.reply)
         else:
             data["messages"] = ctx.prompt_messages
@@ -181,7 +168,7 @@ class PersonaGuardrail(CustomGuardrail):
             return None
         ctx = handle.ctx
         try:
-            _enforce_reply(self.middleware, ctx, response)
+            self.middleware.enforce_reply(ctx, response)
         except BaseException as exc:
             _mark_failed(ctx, exc)
             raise
@@ -200,15 +187,15 @@ class PersonaGuardrail(CustomGuardrail):
                 yield item
             return
         try:
-            async for chunk in _enforce_stream(self.middleware, handle.ctx, response):
-                yield chunk
+            # enforce_stream closes the proxy's stream however it ends: a blocked or abandoned
+            # reply stops the upstream call. Closing it here, before _finish, records its text.
+            async with aclosing(self.middleware.enforce_stream(handle.ctx, response)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except BaseException as exc:
             _mark_failed(handle.ctx, exc)
             raise
         finally:
-            aclose = getattr(response, "aclose", None)
-            if aclose is not None:
-                await aclose()  # a blocked or abandoned stream stops the upstream call
             await self._finish(handle)
 
     # -- failures -------------------------------------------------------------------------------
@@ -233,115 +220,6 @@ class PersonaGuardrail(CustomGuardrail):
             return
         handle.finished = True
         await self.middleware.finish(handle.ctx)
-
-
-# -- the reply, checked -------------------------------------------------------------------------
-
-
-def _enforce_reply(mw: Middleware, ctx: CallContext, response: ModelResponse) -> None:
-    """Output stages over a whole reply; a block replaces it with the rule's message."""
-    started = time.perf_counter()
-    choice = response.choices[0]
-    message = choice.message
-    if ctx.reply is not None:  # our own answer to a blocked input: trusted, not re-checked
-        # No model ran: report no tokens (LiteLLM's mock_response invents some).
-        response.usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
-        choice.finish_reason = ctx.reply_finish_reason
-        ctx.output_text = message.content or ""
-        ctx.finish_reason = ctx.reply_finish_reason
-        return
-    text = message.content if isinstance(message.content, str) else ""
-    chain = mw.open_filters(ctx)
-    released = chain.feed(text) + chain.finish() if text else ""
-    if chain.stopped:
-        released = block_text(ctx.decisions)
-        choice.finish_reason = "content_filter"
-        ctx.outcome = "filtered"
-    if text or ctx.notices:
-        message.content = with_notices(ctx, released)
-    ctx.output_text = message.content or ""
-    ctx.finish_reason = choice.finish_reason
-    _record_usage(ctx, getattr(response, "usage", None))
-    ctx.timings_ms["output"] = _ms_since(started)
-
-
-async def _enforce_stream(
-    mw: Middleware, ctx: CallContext, upstream: AsyncIterator[ModelResponseStream]
-) -> AsyncIterator[ModelResponseStream]:
-    """Output stages over a stream, with hold-back: nothing a filter holds or blocks is yielded."""
-    blocked_input = ctx.reply is not None
-    chain = FilterChain([]) if blocked_input else mw.open_filters(ctx)
-    header: dict[str, Any] = {}
-    out: list[str] = []
-    filter_ms = 0.0
-
-    def chunk(text: str | None, finish_reason: str | None = None) -> ModelResponseStream:
-        return ModelResponseStream(
-            **header,
-            choices=[
-                StreamingChoices(
-                    index=0,
-                    delta=Delta(content=text, role="assistant"),
-                    finish_reason=finish_reason,
-                )
-            ],
-        )
-
-    def stop(released: str) -> ModelResponseStream:
-        ctx.outcome = "filtered"
-        ctx.finish_reason = "content_filter"
-        text = released + ("\n\n" if (released or any(out)) else "") + block_text(ctx.decisions)
-        out.append(text)
-        return chunk(text, "content_filter")
-
-    try:
-        async for piece in upstream:
-            if not header:
-                header = {"id": piece.id, "model": piece.model, "created": piece.created}
-                before = "" if blocked_input else notices_text(ctx, "before")
-                if before:
-                    out.append(before + "\n\n")
-                    yield chunk(before + "\n\n")
-            if not blocked_input:  # no model ran for a blocked input: no tokens to count
-                _record_usage(ctx, getattr(piece, "usage", None))
-            if not piece.choices:
-                yield piece  # the usage chunk
-                continue
-            choice = piece.choices[0]
-            delta = choice.delta
-            t = time.perf_counter()
-            released = chain.feed(delta.content) if delta.content else ""
-            filter_ms += _ms_since(t)
-            if chain.stopped:
-                yield stop(released)
-                return
-            if choice.finish_reason is not None:
-                t = time.perf_counter()
-                released += chain.finish()
-                filter_ms += _ms_since(t)
-                if chain.stopped:
-                    yield stop(released)
-                    return
-                if blocked_input:
-                    choice.finish_reason = ctx.reply_finish_reason
-                else:
-                    after = notices_text(ctx, "after")
-                    if after:
-                        released += ("\n\n" if (released or any(out)) else "") + after
-                ctx.finish_reason = choice.finish_reason
-                out.append(released)
-                delta.content = released or None
-                yield piece
-                continue
-            if released or delta.tool_calls or delta.function_call or (delta.role and not out):
-                out.append(released)
-                delta.content = released or None
-                yield piece
-    finally:
-        ctx.output_text = "".join(out)
-        ctx.timings_ms["output"] = filter_ms
-        if not ctx.completion_tokens and not blocked_input:
-            ctx.completion_tokens = (len(ctx.output_text) + 3) // 4
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -369,12 +247,6 @@ def _factory(spec: str | None) -> MiddlewareFactory:
     if not callable(factory):
         raise ConfigError(f"persona_factory {spec!r} is not callable", field="persona_factory")
     return factory  # type: ignore[no-any-return]
-
-
-def _record_usage(ctx: CallContext, usage: Any) -> None:
-    if usage is not None:
-        ctx.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        ctx.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
 
 
 def _mark_failed(ctx: CallContext, exc: BaseException) -> None:

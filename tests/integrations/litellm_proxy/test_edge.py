@@ -12,14 +12,12 @@ from persona_mw_litellm.edge import (
     ANONYMOUS_USER,
     CALL_KEY,
     attach_call,
-    block_text,
     call_of,
     is_chat_call,
     resolve_user,
-    with_notices,
 )
 
-from persona_mw import CallContext, Decision, Notice, Profile
+from persona_mw import CallContext, Profile
 
 
 def _ctx(**kw: Any) -> CallContext:
@@ -74,19 +72,6 @@ def test_the_call_survives_copies_and_serialisation_of_the_request(metadata_key:
 def test_no_call_when_nothing_was_attached() -> None:
     assert call_of({"metadata": {CALL_KEY: "forged by a client"}}) is None
     assert call_of(None) is None
-
-
-def test_block_text_names_the_last_blocking_rule_and_notices_wrap_the_reply() -> None:
-    ctx = _ctx()
-    ctx.decisions += [
-        Decision(rule_id="a", tier=1, stage="output", detector="d", action="block", message="A"),
-        Decision(rule_id="b", tier=2, stage="output", detector="d", action="redact"),
-    ]
-    ctx.notices += [Notice(text="I am an AI.", source="disclosure", position="before"),
-                    Notice(text="Take a break.", source="reminder")]
-    assert block_text(ctx.decisions) == "A"
-    assert block_text([]) == "[response withheld by a content policy]"
-    assert with_notices(ctx, "body") == "I am an AI.\n\nbody\n\nTake a break."
 
 
 def test_the_example_persona_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -264,3 +264,23 @@ def test_upstream_failure_is_recorded_as_an_error(
     assert response.status_code >= 400
     [row] = _wait_for(usage, "fails")
     assert row["outcome"] == "error"
+
+
+@pytest.mark.parametrize("blocked", [False, True], ids=["answered", "blocked-input"])
+def test_streamed_usage_reaches_the_client(
+    client: httpx.Client, usage: Any, blocked: bool
+) -> None:
+    """``stream_options.include_usage`` through the plugin: the usage chunk reaches the client
+    (older LiteLLM sends it with one empty choice, which the hold-back must not swallow); for a
+    blocked input no model ran, so it counts no tokens, not the ones LiteLLM's mock invents."""
+    user = f"usage-{blocked}"
+    content = f"{BLOCK_INPUT} x" if blocked else "count me"
+    body = {"model": MODEL, "user": user, "messages": [{"role": "user", "content": content}],
+            "stream_options": {"include_usage": True}}
+    chunks = _stream(client, body)
+    usages = [c["usage"] for c in chunks if c.get("usage")]
+    assert usages, chunks
+    tokens = (usages[-1]["prompt_tokens"], usages[-1]["completion_tokens"])
+    [row] = _wait_for(usage, user)
+    assert tokens == (row["prompt_tokens"], row["completion_tokens"])
+    assert (tokens == (0, 0)) is blocked
