@@ -7,7 +7,9 @@
   (streams included, with the hold-back) and records usage. The full enforcement.
 
 The end user comes from the run config: ``configurable={"persona_user": ...}`` (wrapper) or
-``metadata={"persona_user": ...}`` (both), or a ``default_user``. See docs/langchain.md.
+``metadata={"persona_user": ...}`` (both), or a ``default_user``. A sync app closes the
+middleware with ``close()`` (or ``with chat:``), which writes the buffered usage. See
+docs/langchain.md.
 """
 
 from .callbacks import PersonaCallbackHandler, PersonaSyncCallbackHandler

@@ -27,6 +27,7 @@ from langchain.agents.middleware.types import ModelResponse
 
 from persona_mw import Middleware
 
+from ._portal import run_sync
 from .chat_model import PersonaChatModel
 from .messages import USER_KEY
 
@@ -44,6 +45,13 @@ class PersonaAgentMiddleware(AgentMiddleware):
     @property
     def name(self) -> str:
         return "persona_mw"
+
+    def close(self) -> None:
+        """Close the middleware after sync agent runs (``invoke``, ``stream``): write the
+        buffered usage and close the stores, on the private loop those runs used (see
+        :meth:`PersonaChatModel.close`). After async runs, ``await middleware.aclose()``. The
+        middleware is the app's: this closes it for everything sharing it."""
+        run_sync(self.middleware.aclose())
 
     def wrap_model_call(
         self,

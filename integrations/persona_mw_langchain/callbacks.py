@@ -237,6 +237,13 @@ class PersonaSyncCallbackHandler(BaseCallbackHandler):
     def middleware(self) -> Middleware:
         return self._calls.middleware
 
+    def close(self) -> None:
+        """Close the middleware when the app is done: write the buffered usage and close the
+        stores, on the private loop this handler's calls ran on (where the usage writer and a
+        Redis store's connections live). Blocks until done. The middleware is the app's: this
+        closes it for every handler and wrapper sharing it."""
+        run_sync(self.middleware.aclose())
+
     def on_chat_model_start(
         self,
         serialized: dict[str, Any],

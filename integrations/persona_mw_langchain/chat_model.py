@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -65,6 +65,9 @@ class PersonaChatModel(BaseChatModel):
 
     ``default_user`` answers calls that name no user (e.g. a single-user app); without it such a
     call raises :class:`persona_mw.ConfigError` saying how to pass one.
+
+    The wrapper borrows ``middleware``; :meth:`close` / :meth:`aclose` (and ``with``) close it
+    when the app is done, flushing the recorded usage (see :meth:`close`).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -91,6 +94,37 @@ class PersonaChatModel(BaseChatModel):
             if isinstance(value, str) and value:
                 return value
         return self.inner._llm_type
+
+    # -- shutting down ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the middleware after sync calls (``invoke``, ``stream``, ``batch``): write the
+        buffered usage and close the stores.
+
+        Sync calls run the middleware on this package's private event loop, where its usage
+        writer and a Redis store's connections now live, so this closes it there;
+        ``asyncio.run(mw.aclose())`` would close it from a new loop, which a Redis store
+        cannot do. Blocks until done; in async code whose loop made async calls with the
+        middleware use :meth:`aclose` (a blocking close would wait for the loop it blocks).
+
+        The middleware is the app's, not the wrapper's: this closes it for every wrapper and
+        handler sharing it, so call it once, when the app is done with all of them.
+        """
+        run_sync(self.middleware.aclose())
+
+    async def aclose(self) -> None:
+        """Close the middleware after async calls (``ainvoke``, ``astream``), in the running
+        loop, where they ran: the same as ``await middleware.aclose()``. Usage still buffered
+        by sync calls is written too. Closes the shared middleware, as :meth:`close` does."""
+        await self.middleware.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """``with PersonaChatModel(...) as chat:`` closes the middleware at the end, as
+        :meth:`close` does (for a sync app)."""
+        self.close()
 
     # -- the user id from the run config ----------------------------------------------------
 

@@ -26,6 +26,12 @@ counted (``usage.dropped`` with ``reason="write_error"``) so one bad event canno
 written; :meth:`UsageRecorder.aclose` (called by ``Middleware.aclose``) flushes, stops the task and
 closes the store. Events still unwritten when its timeout ends are reported (``usage.unflushed``).
 
+**Any loop may flush or close.** The writer task belongs to the loop it started in, and so do a
+Redis store's connections. When that loop still runs in another thread (LangChain's sync bridge
+runs the sync calls on a private loop), :meth:`~UsageRecorder.flush` and
+:meth:`~UsageRecorder.aclose` hand themselves to it and wait without blocking the caller's loop;
+when it has stopped, the buffer (plain memory) is written from the caller's loop instead.
+
 **Logs**: one ``usage.recorded`` event per event *written* (after the store accepted it), with
 stable keys ``user_hash`` (the pipeline's HMAC, never the raw id), ``request_id``, ``role``,
 ``ts``, ``tokens``, ``chars``, ``analysed``, ``cues``, ``relationship_score``, ``exposure`` and
@@ -43,10 +49,10 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 
@@ -59,6 +65,8 @@ from .usage_store import UsageStore
 __all__ = ["UsageRecorder"]
 
 _log = structlog.get_logger("persona_mw.signals")
+
+_T = TypeVar("_T")
 
 #: ``analyse(text, role) -> (cue flags, relationship-seeking score or None)`` (the signals'
 #: :data:`persona_mw.signals.cues.Analyse`; repeated here so this module does not import cues).
@@ -211,6 +219,9 @@ class UsageRecorder:
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every buffered event is written; False if ``timeout_s`` ran out first
         (the events stay buffered, and the writer keeps retrying)."""
+        owner = self._writer_loop_elsewhere()
+        if owner is not None:
+            return await _run_on(owner, self.flush(timeout_s))
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self._flushing += 1  # the writer stops lingering while anyone waits here
         try:
@@ -233,6 +244,12 @@ class UsageRecorder:
         """Flush (for up to ``timeout_s``), stop the writer and close the store. Later calls
         drop their events (counted). Events that could not be written are reported."""
         if self._closed:
+            return
+        owner = self._writer_loop_elsewhere()
+        if owner is not None:
+            # The whole close runs there: the writer is awaited, and the store closed, on the
+            # loop its connections belong to.
+            await _run_on(owner, self.aclose(timeout_s))
             return
         flushed = await self.flush(timeout_s)
         self._closed = True
@@ -259,8 +276,11 @@ class UsageRecorder:
         buffer is plain memory and survives; the task and its events are per loop)."""
         loop = asyncio.get_running_loop()
         task = self._task
-        if task is not None and not task.done() and task.get_loop() is loop:
-            return
+        if task is not None and not task.done():
+            if task.get_loop() is loop:
+                return
+            if not task.get_loop().is_running():
+                _abandon(task)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._full = asyncio.Event()
@@ -268,9 +288,24 @@ class UsageRecorder:
         self._inflight = []
         self._task = loop.create_task(self._write_loop(), name="persona_mw.usage_recorder")
 
+    def _writer_loop_elsewhere(self) -> asyncio.AbstractEventLoop | None:
+        """The writer's loop, if it is not the running one and still runs (so, in another
+        thread). A task can only be awaited from its own loop; one that has stopped runs
+        nothing, so there :meth:`_ensure_writer` starts a new writer here instead."""
+        task = self._task
+        if task is None or task.done():
+            return None
+        loop = task.get_loop()
+        if loop is asyncio.get_running_loop() or not loop.is_running():
+            return None
+        return loop
+
     async def _stop_writer(self) -> None:
         task, self._task = self._task, None
         if task is None or task.done():
+            return
+        if task.get_loop() is not asyncio.get_running_loop():
+            _abandon(task)  # its loop has stopped (aclose hands a live one the close)
             return
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -375,6 +410,21 @@ class UsageRecorder:
         )
         self._unlogged_drops = 0
         self._last_drop_log = now
+
+
+def _abandon(task: asyncio.Task[None]) -> None:
+    """Leave a writer whose loop has stopped: nothing can await it from another loop, and its
+    unfinished batch goes back to the buffer for the next writer. Its loop cancels it should
+    that loop ever run again (so it cannot write beside the new one); a closed loop never will."""
+    loop = task.get_loop()
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(task.cancel)
+
+
+async def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` on ``loop`` (running in another thread) and wait for it without blocking
+    the running loop; cancelling the wait cancels it there too."""
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
 
 def _without_notices(ctx: CallContext) -> str:

@@ -4,8 +4,10 @@ without being counted (queue full, Redis down, shutdown)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -342,6 +344,71 @@ def test_one_recorder_across_event_loops_loses_nothing() -> None:
         return await store.events("ada")
 
     assert sorted({e.request_id for e in asyncio.run(read())}) == ["a", "b"]
+
+
+@contextlib.contextmanager
+def loop_in_thread() -> Iterator[tuple[asyncio.AbstractEventLoop, threading.Thread]]:
+    """An event loop running in another thread, as LangChain's sync bridge runs one."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield loop, thread
+    finally:
+        if loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()
+
+
+def record_on(loop: asyncio.AbstractEventLoop, recorder: UsageRecorder, request_id: str) -> None:
+    """One request recorded from ``loop``: its writer starts there."""
+    ctx = context(Profile(user_id="ada"), request_id=request_id)
+    asyncio.run_coroutine_threadsafe(recorder(ctx), loop).result(timeout=5)
+
+
+async def test_flush_and_close_from_another_loop_run_on_the_writers_loop(
+    store: UsageStore,
+) -> None:
+    """Requests recorded on a loop that keeps running in another thread (a sync app's calls
+    through LangChain), then flushed and closed from this one: no "attached to a different
+    loop" error, nothing dropped, the writer stopped on its own loop and the store (whose
+    connections belong to that loop) closed there."""
+    recorder = UsageRecorder(store, linger_s=60)  # the writer holds a partial batch back
+    with loop_in_thread() as (other, _):
+        record_on(other, recorder, "r1")
+        writer = recorder._task
+        assert writer is not None and writer.get_loop() is other
+        assert recorder.pending == 2  # still buffered: only a flush writes it now
+        assert await recorder.flush(timeout_s=5)
+        assert (recorder.stored, recorder.pending) == (2, 0)
+        record_on(other, recorder, "r2")
+        assert recorder.pending == 2
+        await recorder.aclose(timeout_s=5)
+        assert writer.done() and recorder._task is None
+    assert (recorder.produced, recorder.stored, recorder.dropped, recorder.pending) == (4, 4, 0, 0)
+    assert sorted({e.request_id for e in await store.events("ada")}) == ["r1", "r2"]
+
+
+async def test_close_after_the_writers_loop_stopped_writes_from_this_loop() -> None:
+    """The writer's loop has stopped with events still buffered (and its writer still pending
+    there): closing from this loop writes them here, and leaves the old task to be cancelled
+    should its loop ever run again."""
+    store = MemoryUsageStore()
+    recorder = UsageRecorder(store, linger_s=60)
+    with loop_in_thread() as (other, thread):
+        record_on(other, recorder, "r1")
+        stale = recorder._task
+        assert stale is not None
+        other.call_soon_threadsafe(other.stop)
+        await asyncio.to_thread(thread.join, 5)
+        assert not other.is_running()
+        await recorder.aclose(timeout_s=5)
+        assert (recorder.stored, recorder.dropped, recorder.pending) == (2, 0, 0)
+        assert [e.role for e in await store.events("ada")] == ["user", "assistant"]
+        assert not stale.done()
+        await asyncio.to_thread(other.run_until_complete, asyncio.wait({stale}, timeout=5))
+        assert stale.cancelled()
 
 
 async def test_erase_writes_the_queue_first_so_nothing_comes_back() -> None:

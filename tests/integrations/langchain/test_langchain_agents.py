@@ -13,6 +13,7 @@ from langchain_stages import Recorder
 from persona_mw_langchain.agents import PersonaAgentMiddleware
 
 from persona_mw import Middleware
+from persona_mw.signals import MemoryUsageStore, UsageRecorder
 
 QUESTION = {"messages": [{"role": "user", "content": "hi"}]}
 
@@ -87,3 +88,15 @@ async def test_agent_blocked_input_never_reaches_the_model(
     assert out["messages"][-1].content == "I can't help with that."
     assert model.i == 0  # FakeListChatModel's cursor: not called
     assert recorder.records[-1].outcome == "blocked"
+
+
+def test_a_sync_agent_app_closes_through_the_agent_middleware() -> None:
+    """``agent.invoke`` runs the middleware on the private sync loop; the agent middleware's
+    ``close()`` writes the buffered usage and stops the usage writer there."""
+    recorder = UsageRecorder(MemoryUsageStore())
+    persona = PersonaAgentMiddleware(Middleware(finish_stages=[recorder]), default_user="ada")
+    agent = create_agent(FakeListChatModel(responses=["hi"]), tools=[], middleware=[persona])
+    agent.invoke(QUESTION)
+    persona.close()
+    assert (recorder.stored, recorder.dropped, recorder.pending) == (2, 0, 0)
+    assert recorder._task is None

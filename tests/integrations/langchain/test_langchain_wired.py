@@ -21,14 +21,14 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.runnables import RunnableConfig
 from langchain_stages import TokenSpy
-from persona_mw_langchain import PersonaChatModel
+from persona_mw_langchain import PersonaChatModel, PersonaSyncCallbackHandler
 from persona_mw_langchain._portal import run_sync
 from pydantic import Field
 
 import persona_mw
 from persona_mw import Config, Middleware, build_middleware, parse_profile
 from persona_mw.bounds import load_policy
-from persona_mw.signals import UsageEvent, UsageRecorder
+from persona_mw.signals import RedisUsageStore, UsageEvent, UsageRecorder
 from persona_mw.testing import capture_logs
 
 T = TypeVar("T")
@@ -383,16 +383,11 @@ async def test_an_empty_reply_still_shows_the_disclosure(wired: Wired) -> None:
     assert text == NOT_HUMAN
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="UsageRecorder._stop_writer awaits its writer task, which runs on another, live loop "
-    "(the sync bridge's, where the sync calls ran): 'attached to a different loop'. Needs a core "
-    "fix (cancel it on its own loop) or a sync close in persona_mw_langchain",
-)
 def test_a_sync_app_can_close_the_middleware_after_sync_calls() -> None:
-    """A sync app's shutdown: ``asyncio.run(mw.aclose())`` after ``invoke``, once the recorder
-    has written the call's events (its writer then idles on the wrapper's private loop)."""
+    """A sync app's shutdown the way it would write it without :meth:`PersonaChatModel.close`:
+    ``asyncio.run(mw.aclose())`` after ``invoke``, once the recorder has written the call's
+    events (its writer then idles on the wrapper's private loop). The recorder closes its
+    writer on that loop instead of raising "attached to a different loop"."""
     mw = build_middleware(wired_config())
     chat = PersonaChatModel(inner=SeeingListFake(responses=["ok"]), middleware=mw)
     chat.invoke("hi", config=ADA)
@@ -402,3 +397,81 @@ def test_a_sync_app_can_close_the_middleware_after_sync_calls() -> None:
         time.sleep(0.01)
     assert recorder.stored == 2
     asyncio.run(mw.aclose())
+    assert (recorder.stored, recorder.dropped, recorder.pending) == (2, 0, 0)
+
+
+# -- 6. shutting down a sync app --------------------------------------------------------------
+
+
+def read_usage(mw: Middleware, user: str) -> list[UsageEvent]:
+    """The memory usage store read from a fresh loop (it is plain memory, bound to none)."""
+    return asyncio.run(Wired(mw, "invoke").recorder.store.events(user))
+
+
+@pytest.mark.parametrize("how", ["close", "with"])
+def test_a_sync_app_closes_through_the_wrapper_and_loses_no_usage(how: str) -> None:
+    """``chat.close()`` (or leaving ``with chat:``) right after sync calls, with their usage
+    possibly still buffered: every event is written before it returns, none dropped."""
+    mw = build_middleware(wired_config())
+    chat = PersonaChatModel(inner=SeeingListFake(responses=["one", "two"]), middleware=mw)
+    recorder = Wired(mw, "invoke").recorder
+    if how == "close":
+        chat.invoke("first", config=ADA)
+        list(chat.stream("second", config=ADA))
+        chat.close()
+    else:
+        with chat:
+            chat.invoke("first", config=ADA)
+            list(chat.stream("second", config=ADA))
+    assert (recorder.produced, recorder.stored, recorder.dropped, recorder.pending) == (4, 4, 0, 0)
+    assert [e.chars for e in read_usage(mw, "ada")] == [5, 3, 6, 3]
+    chat.close()  # closing twice is harmless
+
+
+def test_a_sync_app_using_the_sync_handler_closes_through_it() -> None:
+    mw = build_middleware(wired_config())
+    handler = PersonaSyncCallbackHandler(mw, default_user="ada")
+    model = FakeListChatModel(responses=["fine"])
+    model.invoke("hi", config={"callbacks": [handler]})
+    handler.close()
+    recorder = Wired(mw, "invoke").recorder
+    assert (recorder.stored, recorder.dropped, recorder.pending) == (2, 0, 0)
+    assert [e.role for e in read_usage(mw, "ada")] == ["user", "assistant"]
+
+
+async def test_aclose_after_sync_calls_writes_their_usage() -> None:
+    """An app that made sync calls and closes from async code (a notebook, an async shutdown
+    hook): ``await chat.aclose()`` runs in this loop, and the recorder hands its flush to the
+    private loop where the sync calls left its writer."""
+    mw = build_middleware(wired_config())
+    chat = PersonaChatModel(inner=SeeingListFake(responses=["ok"]), middleware=mw)
+    await asyncio.to_thread(chat.invoke, "hi", config=ADA)
+    recorder = Wired(mw, "invoke").recorder
+    writer = recorder._task
+    assert writer is not None and writer.get_loop() is not asyncio.get_running_loop()
+    await chat.aclose()
+    assert writer.done()  # stopped on its own loop, not left running there
+    assert (recorder.stored, recorder.dropped, recorder.pending) == (2, 0, 0)
+    assert [e.role for e in await recorder.store.events("ada")] == ["user", "assistant"]
+
+
+@pytest.mark.redis
+def test_a_sync_app_on_redis_closes_through_the_wrapper(redis_url: str, key_prefix: str) -> None:
+    """Redis stores, as deployed: the profile cache's invalidation listener, the Redis clients
+    and the usage writer all live on the private loop the sync calls ran on. ``chat.close()``
+    closes them there and the usage is in Redis afterwards."""
+    mw = build_middleware(wired_config(redis_url, key_prefix))
+    chat = PersonaChatModel(inner=SeeingListFake(responses=["Bonjour."]), middleware=mw)
+    chat.invoke("hello", config=ADA)
+    chat.close()
+    recorder = Wired(mw, "invoke").recorder
+    assert (recorder.stored, recorder.dropped, recorder.pending) == (2, 0, 0)
+
+    async def stored() -> list[UsageEvent]:
+        check = RedisUsageStore(redis_url, prefix=key_prefix)
+        try:
+            return await check.events("ada")
+        finally:
+            await check.aclose()
+
+    assert [(e.role, e.chars) for e in asyncio.run(stored())] == [("user", 5), ("assistant", 8)]
