@@ -41,37 +41,45 @@ _log = structlog.get_logger("persona_mw.signals")
 _CACHE_MAX_USERS = 10_000
 
 
+#: How far back a loaded user's request ids are kept, to tell a retried request from a new one.
+_RECENT = timedelta(hours=1)
+
+
 @dataclass(slots=True)
 class _UserUsage:
-    """One user's events as last loaded, plus what this process added since, and their digest."""
+    """One user's usage as this process knows it: the digest of the events last loaded plus the
+    messages it has served since. The event list itself is not kept (its memory would grow with
+    every user's history); the digest's is per day."""
 
     expires: float
-    events: list[UsageEvent]
     digest: UsageDigest
-    #: Request ids of the user messages already in ``events`` (so a retried stage adds none twice).
+    #: Request ids of recent user messages already counted (a retried stage adds none twice).
     requests: set[str] = field(default_factory=set)
 
     @classmethod
-    def load(cls, events: list[UsageEvent], config: SignalsConfig, expires: float) -> _UserUsage:
+    def load(
+        cls, events: list[UsageEvent], config: SignalsConfig, expires: float, now: datetime
+    ) -> _UserUsage:
+        recent = now - _RECENT
         return cls(
             expires,
-            events,
             UsageDigest.of(events, config),
-            {e.request_id for e in events if e.role == "user" and e.request_id},
+            {e.request_id for e in events if e.role == "user" and e.request_id and e.ts >= recent},
         )
 
-    def add(self, event: UsageEvent, config: SignalsConfig) -> None:
-        self.events.append(event)
+    def add(self, event: UsageEvent) -> None:
         if event.request_id:
             self.requests.add(event.request_id)
-        if not self.digest.add(event):  # arrived out of order: fold the whole list again
-            self.digest = UsageDigest.of(self.events, config)
+        if not self.digest.add(event):
+            # An earlier message after a later one (two requests of one user in flight): the
+            # digest cannot take it, so reload from the store on the next request.
+            self.expires = 0.0
 
-    def signals(self, now: datetime, config: SignalsConfig, **kwargs: Any) -> Signals:
+    def signals(self, now: datetime, **kwargs: Any) -> Signals:
+        # A later request of this user may have been counted first: read at its time (the two
+        # are milliseconds apart) rather than refuse.
         last = self.digest.last_ts
-        if last is not None and last > now:  # a later request of this user got here first
-            return compute_signals(self.events, now, config, **kwargs)
-        return self.digest.signals(now, **kwargs)
+        return self.digest.signals(now if last is None or last <= now else last, **kwargs)
 
 
 class UsageSource(Protocol):
@@ -123,11 +131,10 @@ class DependenceStage:
         if ctx.request_id not in usage.requests:
             # The message being sent now; the recorder stores it after the call, and until the
             # cache refreshes this process remembers it, so counts do not lag behind.
-            usage.add(self._current_event(ctx), self.config)
+            usage.add(self._current_event(ctx))
         profile = ctx.profile
         signals = usage.signals(
             ctx.started_at,
-            self.config,
             user_id=ctx.user_id,
             tz=profile.timezone,
             minor=profile.known_minor,
@@ -199,7 +206,7 @@ class DependenceStage:
                 return hit
         since = now - timedelta(days=self.config.history_days)
         events = list(await self.usage_store.events(user_id, since=since))
-        usage = _UserUsage.load(events, self.config, time.monotonic() + ttl)
+        usage = _UserUsage.load(events, self.config, time.monotonic() + ttl, now)
         if ttl > 0:
             if len(self._cache) >= _CACHE_MAX_USERS and user_id not in self._cache:
                 self._cache.pop(next(iter(self._cache)))

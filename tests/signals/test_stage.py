@@ -188,7 +188,23 @@ async def test_cache_serves_repeat_requests_and_remembers_the_current_message() 
     signals_today = ctx.state["dependence"]
     assert signals_today is not None
     # three requests seen by this process, though the store has recorded none yet
-    assert len([e for e in dep._cache["u"].events if e.role == "user"]) == 3
+    assert dep._cache["u"].digest.count == 3
+
+
+async def test_an_earlier_request_counted_after_a_later_one_reloads_next_time() -> None:
+    """Two requests of one user in flight: the later one's message reaches the stage first. The
+    earlier one still gets its signals, and the next request reloads from the store."""
+    source = EventLog()
+    dep = stage(source, config=SignalsConfig(events_cache_ttl_s=60))
+    now = datetime.now(UTC)
+    user = Profile(user_id="u", timezone=noon_zone(now))
+    await dep(context(user, at=now + timedelta(seconds=1), request_id="late"))
+    early = context(user, at=now, request_id="early")
+    await dep(early)
+    assert early.state["dependence"] is not None
+    assert source.calls == 1
+    await dep(context(user, at=now + timedelta(seconds=2), request_id="next"))
+    assert source.calls == 2
 
 
 async def test_metrics_count_actions_without_user_labels() -> None:
