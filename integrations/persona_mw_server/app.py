@@ -459,11 +459,18 @@ def create_app(
 async def _sse(
     pump: Pump[Any], first: Any, *, model: str, messages: list[dict[str, Any]], include_usage: bool
 ) -> AsyncIterator[bytes]:
-    """OpenAI's SSE framing: ``data: <chunk>\\n\\n`` ..., maybe a usage chunk, ``data: [DONE]``."""
+    """OpenAI's SSE framing: ``data: <chunk>\\n\\n`` ..., maybe a usage chunk, ``data: [DONE]``.
+
+    Without a usage chunk to wait for, the answer ends with the chunk that carries its
+    finish_reason (n=1; nothing follows it): the client gets ``[DONE]`` at once while the
+    stream's end-of-call work (LiteLLM's bookkeeping, ~1.7 ms here; usage recording) goes on in
+    the pump's task, which shutdown still waits for.
+    """
     OPEN_STREAMS.inc()
     ident, created = f"chatcmpl-{int(time.time() * 1000)}", int(time.time())
     usage: Any = None
     text: list[str] = []
+    detached = False
     try:
         item = first
         if item is not END:
@@ -477,6 +484,10 @@ async def _sse(
                     item, ident=ident, created=created, model=model, with_usage=include_usage
                 )
                 yield b"data: " + json.dumps(body).encode() + b"\n\n"
+                if not include_usage and item.choices[0].finish_reason is not None:
+                    pump.detach()
+                    detached = True
+                    break
             item = await pump.get()
         if include_usage:
             prompt, completion = _usage_counts(usage, model, messages, "".join(text))
@@ -494,7 +505,8 @@ async def _sse(
         _log.warning("stream.failed", error=error.message, status=error.status)
         yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
     finally:
-        pump.cancel()  # no-op when finished; on disconnect it stops the upstream call
+        if not detached:
+            pump.cancel()  # no-op when finished; on disconnect it stops the upstream call
         OPEN_STREAMS.dec()
 
 

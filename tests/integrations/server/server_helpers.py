@@ -56,11 +56,13 @@ def write_config(path: Path, **sections: Any) -> Path:
 
 
 class SlowUpstream:
-    """An OpenAI-style SSE upstream that sends ``chunks`` pieces ``interval`` seconds apart."""
+    """An OpenAI-style SSE upstream that sends ``chunks`` pieces ``interval`` seconds apart, then
+    the finish chunk, then, ``linger`` seconds later, ``[DONE]`` (and the usage chunk if asked)."""
 
-    def __init__(self, *, chunks: int = 200, interval: float = 0.02) -> None:
+    def __init__(self, *, chunks: int = 200, interval: float = 0.02, linger: float = 0.0) -> None:
         self.chunks = chunks
         self.interval = interval
+        self.linger = linger
         self.sent = 0
         self.hung_up = threading.Event()
         self.finished = threading.Event()
@@ -73,7 +75,8 @@ class SlowUpstream:
                 return
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
+                request = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)))
+                usage_asked = bool((request.get("stream_options") or {}).get("include_usage"))
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("connection", "close")
@@ -97,7 +100,14 @@ class SlowUpstream:
                         upstream.sent += 1
                         time.sleep(upstream.interval)
                     end = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-                    self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
+                    self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\n")
+                    self.wfile.flush()
+                    time.sleep(upstream.linger)
+                    if usage_asked:
+                        counts = {"prompt_tokens": 3, "completion_tokens": upstream.chunks}
+                        usage = {**base, "choices": [], "usage": {**counts, "total_tokens": 9}}
+                        self.wfile.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+                    self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()
                     upstream.finished.set()
                 except (BrokenPipeError, ConnectionResetError):

@@ -231,6 +231,44 @@ def test_content_filter_plain_and_streamed(upstream: FakeOpenAIServer) -> None:
         assert "forbidden" not in text and text.endswith("[withheld by test rule]")
 
 
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_stream_ends_at_the_finish_chunk_and_the_call_is_still_recorded(
+    include_usage: bool,
+) -> None:
+    """The upstream lingers 1.5 s between its finish chunk and [DONE]. Without a usage chunk to
+    wait for, the client has [DONE] at once; the call is recorded once the upstream ends. With
+    include_usage the client waits for the upstream's usage."""
+    with SlowUpstream(chunks=3, interval=0, linger=1.5) as slow:
+        server, recorder = staged_server(slow.base_url)
+        with server:
+            body: dict[str, Any] = {"model": "fake", "user": "u", "messages": MESSAGES}
+            body["stream"] = True
+            if include_usage:
+                body["stream_options"] = {"include_usage": True}
+            started = time.monotonic()
+            with httpx.stream(
+                "POST", server.base_url + "/v1/chat/completions", json=body, timeout=10
+            ) as response:
+                lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+            took = time.monotonic() - started
+            assert lines[-1] == "data: [DONE]"
+            finish = [json.loads(x[6:]) for x in lines[:-1]]
+            assert finish[-1 - include_usage]["choices"][0]["finish_reason"] == "stop"
+            if include_usage:
+                assert took >= 1.4 and finish[-1]["usage"]["completion_tokens"] == 3
+                assert len(recorder.calls) == 1
+            else:
+                assert took < 1.0, took
+                assert recorder.calls == []  # the upstream has not ended yet
+                assert slow.finished.wait(3)
+                deadline = time.monotonic() + 3
+                while not recorder.calls and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert len(recorder.calls) == 1
+            ctx = recorder.calls[0]
+            assert ctx.outcome == "ok" and ctx.output_text == "word word word "
+
+
 def test_client_disconnect_cancels_upstream_and_usage_is_recorded() -> None:
     """The client reads a few chunks and hangs up: the upstream sees its reader go away long
     before the end, and the finish stage still records the call (outcome "cancelled")."""
