@@ -498,16 +498,22 @@ class _FilteredStream:
         return [self._chunk(before + "\n\n")]
 
     def _blocked(self, released: str) -> ModelResponseStream:
-        """The last chunk: what the filters released before the stop, then the rule's message."""
+        """The last chunk: what the filters released before the stop, the rule's message, and the
+        notices after the reply (crisis resources must survive a blocked reply)."""
         self.done = True
         self.ctx.outcome = "filtered"
         self.ctx.finish_reason = "content_filter"
+        after = notices_text(self.ctx, "after")
         text = released + block_message(self.ctx, lead=self._lead(released))
+        text += "\n\n" + after if after else ""
         self.out.append(text)
         return self._chunk(text, "content_filter")
 
     def _lead(self, released: str) -> str:
-        return "\n\n" if released or any(self.out) else ""
+        """A blank line between the text so far and the rule's message, unless there is no text
+        yet or it already ends with one (the notices before the reply do)."""
+        so_far = "".join(self.out) + released
+        return "\n\n" if so_far and not so_far.endswith("\n\n") else ""
 
     def _chunk(self, text: str, finish_reason: str | None = None) -> ModelResponseStream:
         from litellm import ModelResponseStream

@@ -242,6 +242,19 @@ async def test_a_block_before_any_text_is_only_the_rule_message() -> None:
     assert chunks[-1].choices[0].finish_reason == "content_filter"
 
 
+async def test_a_block_after_a_before_notice_reads_as_the_whole_reply_does() -> None:
+    """The AI disclosure, then a block before any text: one blank line between them, streamed
+    exactly as the plain reply reads."""
+    mw = Middleware(input_stages=[Notify()], output_stages=[StopOnSecret()])
+    ask = {"user": "ada", "model": MODEL, "messages": [{"role": "user", "content": "?"}]}
+    with FakeOpenAIServer(reply=lambda _: "secret first", chunk_size=4) as server:
+        chunks = [c async for c in mw.astream(**ask, **_kw(server))]
+        plain = await mw.acompletion(**ask, **_kw(server))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert streamed == plain.choices[0].message.content
+    assert streamed.startswith("[AI notice]\n\n[withheld]")
+
+
 async def test_non_streamed_block_replaces_the_reply() -> None:
     mw = Middleware(output_stages=[StopOnSecret()])
     response = await mw.acompletion(
@@ -562,7 +575,7 @@ async def test_enforce_stream_over_a_stream_the_host_opened(upstream: FakeOpenAI
 
     chunks = [c async for c in mw.enforce_stream(ctx, opened_by_host())]
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert text == "[AI notice]\n\nthe password is \n\n[withheld]"
+    assert text == "[AI notice]\n\nthe password is \n\n[withheld]\n\n[take a break]"
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert closed == [True], "the blocked stream is closed at once, not when collected"
     assert (ctx.outcome, ctx.finish_reason, ctx.output_text) == ("filtered", "content_filter", text)

@@ -551,9 +551,12 @@ class _HeldStream:
             ctx.completion_tokens = (len(ctx.output_text) + 3) // 4
 
     def _blocked(self, released: str) -> ChatGenerationChunk:
+        """The rule's message, then the notices after the reply (crisis resources must survive a
+        blocked reply), as the whole reply reads."""
         self.done = True
         lead = "\n\n" if released or any(self.out) else ""
-        text = released + block_text(self.ctx, lead=lead)
+        after = notices_text(self.ctx, "after")
+        text = released + block_text(self.ctx, lead=lead) + ("\n\n" + after if after else "")
         self.out.append(text)
         self.ctx.outcome = "filtered"
         self.ctx.finish_reason = "content_filter"

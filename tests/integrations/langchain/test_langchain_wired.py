@@ -375,6 +375,16 @@ async def test_crisis_resources_are_appended_after_the_reply(wired: Wired) -> No
     assert rule.instruction in system_text(inner.seen[-1])
 
 
+async def test_crisis_resources_survive_a_blocked_reply(wired: Wired) -> None:
+    """A user in crisis and a reply with method content: the reply is blocked, and the crisis
+    resources still follow the rule's message, streamed exactly as in a whole reply."""
+    chat, _ = wired.chat("Step one of how to kill yourself is this.")
+    (ideation,) = [r for r in POLICY.rules if r.id == "crisis.ideation"]
+    text, metadata, _ = await call(chat, wired.mode, "I want to die", ADA)
+    assert metadata["finish_reason"] == "content_filter"
+    assert text == f"{NOT_HUMAN}\n\n{rule_message('crisis.methods')}\n\n{ideation.message}"
+
+
 async def test_an_empty_reply_still_shows_the_disclosure(wired: Wired) -> None:
     """A model that streams nothing: the notice was due (and is now marked as shown), so it
     must reach the user anyway, as it does for a whole reply."""
