@@ -11,12 +11,14 @@ year, actions per year), which carry no user at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from persona_mw.errors import StoreError
 from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key
+from persona_mw.stores.loops import HomeLoop, on_home_loop
 
 __all__ = [
     "ActionStateStore",
@@ -75,25 +77,34 @@ class MemoryActionStateStore:
 
 class RedisActionStateStore:
     """Due-state in Redis. ``client`` is a URL or a ``redis.asyncio.Redis`` you own; ``ttl_s``
-    expires a user's state after they stop using the service (default 60 days)."""
+    expires a user's state after they stop using the service (default 60 days). Any event loop
+    may call it: calls run on the loop its connections belong to (:mod:`persona_mw.stores.loops`).
+    """
 
     def __init__(
         self, client: Any, *, prefix: str = DEFAULT_PREFIX, ttl_s: int = 60 * 24 * 3600
     ) -> None:
         import redis.asyncio as aioredis
 
+        self._connect: Callable[[], Any] | None = None
         if isinstance(client, str):
-            self._client = aioredis.Redis.from_url(client, socket_timeout=2.0)
-            self._owns = True
-        else:
-            self._client = client
-            self._owns = False
+            self._connect = functools.partial(aioredis.Redis.from_url, client, socket_timeout=2.0)
+            client = self._connect()
+        self._client: Any = client
+        self._home = HomeLoop(self._home_stopped)
         self.prefix = prefix
         self.ttl_s = ttl_s
+
+    def _home_stopped(self) -> None:
+        """The loop this store ran on has stopped (see :mod:`persona_mw.stores.loops`): its
+        connections stay with it; a client made here starts afresh on this loop."""
+        if self._connect is not None:
+            self._client = self._connect()
 
     def key(self, user_id: str) -> str:
         return user_key(self.prefix, user_id, _SUFFIX)
 
+    @on_home_loop
     async def get(self, user_id: str) -> dict[str, datetime]:
         try:
             raw = await self._client.hgetall(self.key(user_id))
@@ -101,6 +112,7 @@ class RedisActionStateStore:
             raise _store_error(exc, "reading") from exc
         return {_text(k): datetime.fromisoformat(_text(v)) for k, v in raw.items()}
 
+    @on_home_loop
     async def set(self, user_id: str, state: Mapping[str, datetime]) -> None:
         if not state:
             return
@@ -114,6 +126,7 @@ class RedisActionStateStore:
         except Exception as exc:
             raise _store_error(exc, "writing") from exc
 
+    @on_home_loop
     async def delete(self, user_id: str) -> bool:
         try:
             removed = await self._client.delete(self.key(user_id))
@@ -125,12 +138,14 @@ class RedisActionStateStore:
     def _counter_key(self, period: str) -> str:
         return f"{self.prefix}signals:aggregate:{period}"
 
+    @on_home_loop
     async def incr(self, counter: str, period: str, amount: int = 1) -> None:
         try:
             await self._client.hincrby(self._counter_key(period), counter, amount)
         except Exception as exc:
             raise _store_error(exc, "counting") from exc
 
+    @on_home_loop
     async def counters(self, period: str) -> dict[str, int]:
         try:
             raw = await self._client.hgetall(self._counter_key(period))
@@ -138,8 +153,9 @@ class RedisActionStateStore:
             raise _store_error(exc, "reading counters") from exc
         return {_text(k): int(v) for k, v in raw.items()}
 
+    @on_home_loop
     async def aclose(self) -> None:
-        if self._owns:
+        if self._connect is not None:
             await self._client.aclose()
 
 

@@ -29,8 +29,10 @@ closes the store. Events still unwritten when its timeout ends are reported (``u
 **Any loop may flush or close.** The writer task belongs to the loop it started in, and so do a
 Redis store's connections. When that loop still runs in another thread (LangChain's sync bridge
 runs the sync calls on a private loop), :meth:`~UsageRecorder.flush` and
-:meth:`~UsageRecorder.aclose` hand themselves to it and wait without blocking the caller's loop;
-when it has stopped, the buffer (plain memory) is written from the caller's loop instead.
+:meth:`~UsageRecorder.aclose` (and :meth:`~UsageRecorder.erase`) hand themselves to it and wait
+without blocking the caller's loop; when it has stopped, the buffer (plain memory) is written from
+the caller's loop instead (a Redis store then reconnects there, see
+:mod:`persona_mw.stores.loops`).
 
 **Logs**: one ``usage.recorded`` event per event *written* (after the store accepted it), with
 stable keys ``user_hash`` (the pipeline's HMAC, never the raw id), ``request_id``, ``role``,
@@ -49,14 +51,15 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import structlog
 
 from persona_mw.errors import ConfigError, StoreError
+from persona_mw.stores.loops import run_on
 from persona_mw.types import CallContext
 
 from .events import UsageEvent
@@ -65,8 +68,6 @@ from .usage_store import UsageStore
 __all__ = ["UsageRecorder"]
 
 _log = structlog.get_logger("persona_mw.signals")
-
-_T = TypeVar("_T")
 
 #: ``analyse(text, role) -> (cue flags, relationship-seeking score or None)`` (the signals'
 #: :data:`persona_mw.signals.cues.Analyse`; repeated here so this module does not import cues).
@@ -221,7 +222,7 @@ class UsageRecorder:
         (the events stay buffered, and the writer keeps retrying)."""
         owner = self._writer_loop_elsewhere()
         if owner is not None:
-            return await _run_on(owner, self.flush(timeout_s))
+            return await run_on(owner, lambda: self.flush(timeout_s))
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self._flushing += 1  # the writer stops lingering while anyone waits here
         try:
@@ -249,7 +250,7 @@ class UsageRecorder:
         if owner is not None:
             # The whole close runs there: the writer is awaited, and the store closed, on the
             # loop its connections belong to.
-            await _run_on(owner, self.aclose(timeout_s))
+            await run_on(owner, lambda: self.aclose(timeout_s))
             return
         flushed = await self.flush(timeout_s)
         self._closed = True
@@ -265,7 +266,11 @@ class UsageRecorder:
 
     async def erase(self, user_id: str) -> int:
         """Erase the user's usage (``Middleware.erase_user``): write what is buffered first, so
-        an event still in the queue cannot bring their data back after the erasure."""
+        an event still in the queue cannot bring their data back after the erasure. Runs on the
+        writer's loop, like :meth:`flush`: the store's connections belong there."""
+        owner = self._writer_loop_elsewhere()
+        if owner is not None:
+            return await run_on(owner, lambda: self.erase(user_id))
         await self.flush(timeout_s=10.0)
         return await self.store.erase(user_id)
 
@@ -420,11 +425,6 @@ def _abandon(task: asyncio.Task[None]) -> None:
     if not loop.is_closed():
         loop.call_soon_threadsafe(task.cancel)
 
-
-async def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T]) -> _T:
-    """Run ``coro`` on ``loop`` (running in another thread) and wait for it without blocking
-    the running loop; cancelling the wait cancels it there too."""
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
 
 def _without_notices(ctx: CallContext) -> str:

@@ -46,10 +46,11 @@ the key's; it is not repeated in each member. There is never message text.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -57,6 +58,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from persona_mw.errors import ConfigError, StoreError
 from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key, user_tag
+from persona_mw.stores.loops import HomeLoop, on_home_loop
 
 from .events import UsageEvent
 
@@ -268,6 +270,8 @@ class RedisUsageStore:
 
     ``client`` is a URL (``redis://host:port/db``) or a ``redis.asyncio`` client you own (a
     ``Redis`` or a ``RedisCluster``); a client made from a URL is closed by :meth:`aclose`.
+    Any event loop may call it: calls run on the loop its connections belong to
+    (:mod:`persona_mw.stores.loops`).
     ``retention_days`` trims older events on every write and expires a user's usage that long
     after their last write; ``None`` keeps usage forever.
     """
@@ -283,17 +287,26 @@ class RedisUsageStore:
         import redis.asyncio as aioredis
 
         self.retention_s = _retention_seconds(retention_days)
+        self._connect: Callable[[], Any] | None = None
         if isinstance(client, str):
-            self._client: Any = aioredis.Redis.from_url(
-                client, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+            self._connect = functools.partial(
+                aioredis.Redis.from_url,
+                client,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
             )
-            self._owns_client = True
-        else:
-            self._client = client
-            self._owns_client = False
+            client = self._connect()
+        self._client: Any = client
+        self._home = HomeLoop(self._home_stopped)
         self.prefix = prefix
         #: Deployment-wide: user tag -> last write. Its own slot (see the module docstring).
         self.users_key = f"{prefix}usage:users"
+
+    def _home_stopped(self) -> None:
+        """The loop this store ran on has stopped (see :mod:`persona_mw.stores.loops`): its
+        connections stay with it; a client made here starts afresh on this loop."""
+        if self._connect is not None:
+            self._client = self._connect()
 
     @property
     def client(self) -> Any:
@@ -308,6 +321,7 @@ class RedisUsageStore:
     def _cutoff_ms(self) -> int | None:
         return None if self.retention_s is None else _now_ms() - self.retention_s * 1000
 
+    @on_home_loop
     async def append(self, events: Sequence[UsageEvent]) -> int:
         if not events:
             return 0
@@ -350,6 +364,7 @@ class RedisUsageStore:
         results = await pipe.execute()
         return sum(int(added) for added in results[: -2 if cutoff is not None else -1])
 
+    @on_home_loop
     async def events(self, user_id: str, since: datetime | None = None) -> list[UsageEvent]:
         floor = _floor_ms(since, self._cutoff_ms())
         try:
@@ -361,6 +376,7 @@ class RedisUsageStore:
         found = sorted((_decode(user_id, m) for m in members), key=_order)
         return [e for e in found if since is None or e.ts >= since]
 
+    @on_home_loop
     async def users(self) -> list[str]:
         cutoff = self._cutoff_ms()
         try:
@@ -377,6 +393,7 @@ class RedisUsageStore:
             raise _store_error(exc, "listing users") from exc
         return sorted(_text(i) for i in ids if i is not None)
 
+    @on_home_loop
     async def erase(self, user_id: str) -> int:
         events_key, id_key = self.events_key(user_id), self.id_key(user_id)
         pipe = self._client.pipeline(transaction=False)
@@ -390,8 +407,9 @@ class RedisUsageStore:
             raise _store_error(exc, "erasing a user's usage") from exc
         return int(count)
 
+    @on_home_loop
     async def aclose(self) -> None:
-        if self._owns_client:
+        if self._connect is not None:
             await self._client.aclose()
 
 

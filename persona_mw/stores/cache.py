@@ -23,6 +23,7 @@ from ..errors import StoreError
 from ..profile import Profile
 from ..types import ProfileStore
 from .keys import user_tag
+from .loops import run_on
 
 __all__ = ["CachedProfileStore", "Lookup", "SupportsInvalidation"]
 
@@ -146,8 +147,21 @@ class CachedProfileStore:
             await asyncio.sleep(self.reconnect_delay)
 
     async def aclose(self) -> None:
+        """Stop the listener and close the store. From any loop: the listener belongs to the
+        loop it started on, so the close runs there while that loop runs (in another thread);
+        once it has stopped, the listener is left to be cancelled should it ever run again."""
+        listener = self._listener
+        if listener is not None and not listener.done():
+            loop = listener.get_loop()
+            if loop is not asyncio.get_running_loop() and loop.is_running():
+                # The listener belongs to that loop (a sync app's calls ran there): close there.
+                await run_on(loop, self.aclose)
+                return
         self._closing = True
         listener, self._listener = self._listener, None
+        if listener is not None and listener.get_loop() is not asyncio.get_running_loop():
+            _cancel_when_it_runs(listener)  # its loop has stopped: nothing there can be awaited
+            listener = None
         if listener is not None:
             listener.cancel()
             await asyncio.wait([listener], timeout=0.2)
@@ -158,3 +172,11 @@ class CachedProfileStore:
         if listener is not None and listener.done() and not listener.cancelled():
             listener.exception()  # retrieved: a StoreError from the cut connection is expected
         self._feed_up.clear()
+
+
+def _cancel_when_it_runs(task: asyncio.Task[None]) -> None:
+    """Cancel a task whose loop has stopped, should that loop ever run again (a closed one never
+    will; its connections went with it)."""
+    loop = task.get_loop()
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(task.cancel)

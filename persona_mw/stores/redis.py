@@ -10,8 +10,9 @@ caches drop their copy (:class:`persona_mw.stores.cache.CachedProfileStore`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -20,6 +21,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from ..errors import ProfileConflictError, StoreError
 from ..profile import Profile, parse_profile
 from .keys import DEFAULT_PREFIX, index_key, user_key, user_tag
+from .loops import HomeLoop, on_home_loop
 
 __all__ = ["RedisProfileStore"]
 
@@ -50,7 +52,8 @@ class RedisProfileStore:
     """A :class:`~persona_mw.types.ProfileStore` on Redis.
 
     ``client`` may be a URL (``redis://...``) or a ``redis.asyncio.Redis`` you own; a client
-    made from a URL is closed by :meth:`aclose`.
+    made from a URL is closed by :meth:`aclose`. Any event loop may call it: calls run on the
+    loop its connections belong to (:mod:`persona_mw.stores.loops`).
     """
 
     def __init__(
@@ -60,19 +63,32 @@ class RedisProfileStore:
         prefix: str = DEFAULT_PREFIX,
         socket_timeout: float = 2.0,
     ) -> None:
+        self._connect: Callable[[], aioredis.Redis] | None = None
         if isinstance(client, str):
-            self._client = aioredis.Redis.from_url(
-                client, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+            self._connect = functools.partial(
+                aioredis.Redis.from_url,
+                client,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
             )
-            self._owns_client = True
-        else:
-            self._client = client
-            self._owns_client = False
+            client = self._connect()
         self.prefix = prefix
         self.channel = f"{prefix}invalidate"
         self._feeds: set[Any] = set()
-        self._put = self._client.register_script(_PUT)
-        self._delete = self._client.register_script(_DELETE)
+        self._home = HomeLoop(self._home_stopped)
+        self._use(client)
+
+    def _use(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._put = client.register_script(_PUT)
+        self._delete = client.register_script(_DELETE)
+
+    def _home_stopped(self) -> None:
+        """The loop this store ran on has stopped (see :mod:`persona_mw.stores.loops`): its
+        feeds and connections stay with it; a client made here starts afresh on this loop."""
+        self._feeds.clear()
+        if self._connect is not None:
+            self._use(self._connect())
 
     @property
     def client(self) -> aioredis.Redis:
@@ -81,6 +97,7 @@ class RedisProfileStore:
     def key(self, user_id: str) -> str:
         return user_key(self.prefix, user_id, "profile")
 
+    @on_home_loop
     async def get(self, user_id: str) -> Profile | None:
         try:
             data, version = await self._client.hmget(self.key(user_id), ["d", "v"])
@@ -90,6 +107,7 @@ class RedisProfileStore:
             return None
         return parse_profile(data, version=int(version or 0))
 
+    @on_home_loop
     async def put(self, profile: Profile, *, expected_version: int | None = None) -> Profile:
         body = profile.model_dump(mode="json", exclude={"version"})
         keys = [self.key(profile.user_id), index_key(self.prefix, profile.user_id)]
@@ -109,6 +127,7 @@ class RedisProfileStore:
             )
         return profile.model_copy(update={"version": int(version)})
 
+    @on_home_loop
     async def delete(self, user_id: str) -> bool:
         try:
             removed = await self._delete(
@@ -148,12 +167,14 @@ class RedisProfileStore:
                 self._feeds.discard(pubsub)
                 await _close_pubsub(pubsub)
 
+    @on_home_loop
     async def ping(self) -> bool:
         try:
             return bool(await self._client.ping())
         except (RedisError, OSError):
             return False
 
+    @on_home_loop
     async def aclose(self) -> None:
         # A feed whose cancellation redis-py swallowed (it can, mid-connect) is still reading:
         # cut its connection so it ends.
@@ -161,7 +182,7 @@ class RedisProfileStore:
             connection = pubsub.connection
             if connection is not None:
                 await connection.disconnect(nowait=True)
-        if self._owns_client:
+        if self._connect is not None:
             await self._client.aclose()
 
 

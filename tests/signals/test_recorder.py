@@ -411,6 +411,48 @@ async def test_close_after_the_writers_loop_stopped_writes_from_this_loop() -> N
         assert stale.cancelled()
 
 
+async def test_erase_from_another_loop_runs_on_the_writers_loop(store: UsageStore) -> None:
+    """``Middleware.erase_user`` from the app's loop after sync calls: the queued events are
+    written and then erased on the writer's loop, where a Redis store's connections belong;
+    nothing of the user is left and the recorder goes on working."""
+    recorder = UsageRecorder(store, linger_s=60)
+    with loop_in_thread() as (other, _):
+        for n in range(1, 4):  # again and again: a cross-loop read can succeed by luck
+            record_on(other, recorder, f"r{n}")
+            assert recorder.pending == 2
+            assert await recorder.erase("ada") == 2
+            assert (recorder.stored, recorder.pending) == (2 * n, 0)
+            assert await store.events("ada") == []
+        record_on(other, recorder, "last")
+        await recorder.aclose(timeout_s=5)
+    assert (recorder.produced, recorder.stored, recorder.dropped) == (8, 8, 0)
+    assert {e.request_id for e in await store.events("ada")} == {"last"}
+
+
+async def test_close_after_the_writers_loop_stopped_reconnects_redis_here(
+    redis_url: str, key_prefix: str
+) -> None:
+    """The writer wrote to Redis on a loop that has since stopped, with more events buffered:
+    the store's connections belong to that stopped loop, so closing from this one writes the
+    rest over fresh connections instead of failing (and dropping) the batch."""
+    store = RedisUsageStore(redis_url, prefix=key_prefix)
+    recorder = UsageRecorder(store, linger_s=60)
+    with loop_in_thread() as (other, thread):
+        record_on(other, recorder, "r1")
+        assert asyncio.run_coroutine_threadsafe(recorder.flush(5), other).result(timeout=5)
+        record_on(other, recorder, "r2")
+        other.call_soon_threadsafe(other.stop)
+        await asyncio.to_thread(thread.join, 5)
+        assert not other.is_running()
+        await recorder.aclose(timeout_s=5)
+    assert (recorder.produced, recorder.stored, recorder.dropped, recorder.pending) == (4, 4, 0, 0)
+    check = RedisUsageStore(redis_url, prefix=key_prefix)
+    try:
+        assert sorted({e.request_id for e in await check.events("ada")}) == ["r1", "r2"]
+    finally:
+        await check.aclose()
+
+
 async def test_erase_writes_the_queue_first_so_nothing_comes_back() -> None:
     """``Middleware.erase_user`` reaches the recorder; events still queued are written and then
     erased, so the writer cannot bring the user's data back afterwards."""
