@@ -169,8 +169,12 @@ class Middleware:
             await self.finish(ctx)
 
     async def aclose(self) -> None:
-        """Flush finish stages (usage recorders) and close the store."""
-        for stage in self.finish_stages:
+        """Close every stage that holds resources — finish stages first (usage recorders flush
+        what they buffered), then the input and output stages (e.g. the dependence stage's
+        due-state store) — and then the profile store. Each stage is closed once."""
+        finish = list(self.finish_stages)
+        rest = [s for s in self._all_stages() if not any(s is f for f in finish)]
+        for stage in (*finish, *rest):
             aclose = getattr(stage, "aclose", None)
             if aclose is not None:
                 await aclose()

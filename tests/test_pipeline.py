@@ -623,3 +623,22 @@ async def test_block_message_names_the_last_blocking_rule_and_notices_frame_the_
     ]
     assert (block_message(ctx), block_message(ctx, lead="\n\n")) == ("A", "\n\nA")
     assert with_notices(ctx, "body") == "[AI notice]\n\nbody\n\n[take a break]"
+
+
+async def test_aclose_closes_every_stage_once_finish_stages_first() -> None:
+    closed: list[str] = []
+
+    class Closing:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def __call__(self, ctx: CallContext) -> None:
+            return None
+
+        async def aclose(self) -> None:
+            closed.append(self.name)
+
+    both, recorder, other = Closing("both"), Closing("recorder"), Closing("other")
+    mw = Middleware(input_stages=[other, both], finish_stages=[recorder, both])
+    await mw.aclose()
+    assert closed == ["recorder", "both", "other"]

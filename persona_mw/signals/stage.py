@@ -178,6 +178,10 @@ class DependenceStage:
             "actions_last_taken": {kind: at.isoformat() for kind, at in sorted(state.items())},
         }
 
+    async def aclose(self) -> None:
+        """Close the due-state store (``Middleware.aclose``)."""
+        await self.state_store.aclose()
+
     async def erase(self, user_id: str) -> int:
         """Forget the user (``Middleware.erase_user``): this process's copy of their events and
         the stored due-state of their actions. Returns 1 if stored state was deleted."""

@@ -311,3 +311,38 @@ async def test_usage_report_reads_the_store_and_the_due_state() -> None:
     }
     empty = await dep.usage_report("stranger")
     assert empty["events"] == 0 and empty["actions_last_taken"] == {}
+
+
+@pytest.mark.redis
+async def test_closing_the_wired_middleware_closes_every_redis_connection(
+    redis_url: str, key_prefix: str
+) -> None:
+    """build_middleware on Redis opens connections for profiles, usage and due-state; closing
+    the middleware closes all of them (the due-state store used to stay open)."""
+    import asyncio
+
+    import redis.asyncio
+
+    from persona_mw import build_middleware, load_config
+
+    admin = redis.asyncio.Redis.from_url(redis_url)
+
+    async def clients() -> int:
+        return len(await admin.client_list())
+
+    before = await clients()
+    config = load_config(
+        None, store={"url": redis_url, "prefix": key_prefix}, settings={"hash_secret": "t"}
+    )
+    mw = build_middleware(config)
+    await mw.acompletion(
+        user="kid", model=MODEL, messages=[{"role": "user", "content": "hi"}], mock_response="ok"
+    )
+    assert await clients() > before
+    await mw.aclose()
+    for _ in range(100):  # the server notices closed sockets asynchronously
+        if await clients() == before:
+            break
+        await asyncio.sleep(0.02)
+    assert await clients() == before
+    await admin.aclose()
