@@ -7,6 +7,8 @@ they delete afterwards; they never flush a database. Otherwise they start their 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -146,3 +149,18 @@ async def _flush_litellm_logging_worker() -> AsyncIterator[None]:
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
     await GLOBAL_LOGGING_WORKER.flush()
+
+
+@contextlib.contextmanager
+def loop_in_thread() -> Iterator[tuple[asyncio.AbstractEventLoop, threading.Thread]]:
+    """An event loop running in another thread, as LangChain's sync bridge runs one."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield loop, thread
+    finally:
+        if loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()

@@ -11,14 +11,13 @@ year, actions per year), which carry no user at all.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from persona_mw.errors import StoreError
 from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key
-from persona_mw.stores.loops import HomeLoop, on_home_loop
+from persona_mw.stores.loops import HomeLoop, connector, on_home_loop
 
 __all__ = [
     "ActionStateStore",
@@ -84,11 +83,9 @@ class RedisActionStateStore:
     def __init__(
         self, client: Any, *, prefix: str = DEFAULT_PREFIX, ttl_s: int = 60 * 24 * 3600
     ) -> None:
-        import redis.asyncio as aioredis
-
         self._connect: Callable[[], Any] | None = None
         if isinstance(client, str):
-            self._connect = functools.partial(aioredis.Redis.from_url, client, socket_timeout=2.0)
+            self._connect = connector(client)
             client = self._connect()
         self._client: Any = client
         self._home = HomeLoop(self._home_stopped)

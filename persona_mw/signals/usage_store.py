@@ -46,7 +46,6 @@ the key's; it is not repeated in each member. There is never message text.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import time
@@ -58,7 +57,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from persona_mw.errors import ConfigError, StoreError
 from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key, user_tag
-from persona_mw.stores.loops import HomeLoop, on_home_loop
+from persona_mw.stores.loops import HomeLoop, connector, on_home_loop
 
 from .events import UsageEvent
 
@@ -284,17 +283,10 @@ class RedisUsageStore:
         retention_days: float | None = DEFAULT_RETENTION_DAYS,
         socket_timeout: float = 2.0,
     ) -> None:
-        import redis.asyncio as aioredis
-
         self.retention_s = _retention_seconds(retention_days)
         self._connect: Callable[[], Any] | None = None
         if isinstance(client, str):
-            self._connect = functools.partial(
-                aioredis.Redis.from_url,
-                client,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-            )
+            self._connect = connector(client, socket_timeout)
             client = self._connect()
         self._client: Any = client
         self._home = HomeLoop(self._home_stopped)

@@ -24,15 +24,28 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+import redis.asyncio as aioredis
+
 from ..errors import StoreError
 
-__all__ = ["START_TIMEOUT_S", "HomeLoop", "on_home_loop", "run_on"]
+__all__ = ["START_TIMEOUT_S", "HomeLoop", "connector", "on_home_loop", "run_on"]
 
 #: How long a running home loop may take to start a handed-over call before it counts as blocked.
 START_TIMEOUT_S = 5.0
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+
+def connector(url: str, socket_timeout: float = 2.0) -> Callable[[], aioredis.Redis]:
+    """How a store makes its own ``redis.asyncio`` client from ``url`` — again on a new home
+    loop when the old one has stopped. The timeout bounds connecting and each command."""
+    return functools.partial(
+        aioredis.Redis.from_url,
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+    )
 
 
 class HomeLoop:

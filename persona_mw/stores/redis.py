@@ -10,7 +10,6 @@ caches drop their copy (:class:`persona_mw.stores.cache.CachedProfileStore`).
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,7 +20,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from ..errors import ProfileConflictError, StoreError
 from ..profile import Profile, parse_profile
 from .keys import DEFAULT_PREFIX, index_key, user_key, user_tag
-from .loops import HomeLoop, on_home_loop
+from .loops import HomeLoop, connector, on_home_loop
 
 __all__ = ["RedisProfileStore"]
 
@@ -65,12 +64,7 @@ class RedisProfileStore:
     ) -> None:
         self._connect: Callable[[], aioredis.Redis] | None = None
         if isinstance(client, str):
-            self._connect = functools.partial(
-                aioredis.Redis.from_url,
-                client,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-            )
+            self._connect = connector(client, socket_timeout)
             client = self._connect()
         self.prefix = prefix
         self.channel = f"{prefix}invalidate"

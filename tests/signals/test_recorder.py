@@ -4,10 +4,8 @@ without being counted (queue full, Redis down, shutdown)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
-import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -23,7 +21,7 @@ from persona_mw.signals.usage_store import MemoryUsageStore, RedisUsageStore, Us
 from persona_mw.stores.memory import MemoryProfileStore
 from persona_mw.testing import capture_logs
 from persona_mw.types import CallContext, Notice
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, free_port, loop_in_thread
 
 MODEL = "gpt-4o-mini"
 FAST: dict[str, Any] = {"retry_initial_s": 0.01, "retry_max_s": 0.05}
@@ -346,19 +344,6 @@ def test_one_recorder_across_event_loops_loses_nothing() -> None:
     assert sorted({e.request_id for e in asyncio.run(read())}) == ["a", "b"]
 
 
-@contextlib.contextmanager
-def loop_in_thread() -> Iterator[tuple[asyncio.AbstractEventLoop, threading.Thread]]:
-    """An event loop running in another thread, as LangChain's sync bridge runs one."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield loop, thread
-    finally:
-        if loop.is_running():
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
-        loop.close()
 
 
 def record_on(loop: asyncio.AbstractEventLoop, recorder: UsageRecorder, request_id: str) -> None:

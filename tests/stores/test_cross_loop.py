@@ -8,9 +8,8 @@ that loop while it runs, and reconnect on the caller's loop once it has stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -29,25 +28,13 @@ from persona_mw import (
 from persona_mw.signals import RedisUsageStore, UsageEvent, UsageRecorder
 from persona_mw.signals.action_state import RedisActionStateStore
 from persona_mw.stores import loops
+from tests.conftest import loop_in_thread
 
 pytestmark = pytest.mark.redis
 
 T = TypeVar("T")
 
 
-@contextlib.contextmanager
-def loop_in_thread() -> Iterator[tuple[asyncio.AbstractEventLoop, threading.Thread]]:
-    """An event loop running in another thread, as LangChain's sync bridge runs one."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield loop, thread
-    finally:
-        if loop.is_running():
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
-        loop.close()
 
 
 def run_there(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
