@@ -29,18 +29,23 @@ if TYPE_CHECKING:
 __all__ = ["LiteLLMClient", "direct_routes", "import_litellm", "upstream_error"]
 
 #: ``litellm_params`` a deployment may have and still be called directly: where to send the
-#: call and its credentials, given by value — what the Router itself would force onto the call.
+#: call and its credentials, given by value — what the Router itself forces onto the call — and
+#: ``timeout``, which the Router ranks below the request's own (so does the direct route).
 #: Anything else (call defaults such as ``temperature`` or ``extra_headers``, which the Router
-#: merges with the request's; ``stream_timeout``; ``rpm``/``tpm``, ``max_parallel_requests``,
-#: ``order``, ``weight``, ``tags``, budgets, ``litellm_credential_name``) keeps the Router.
+#: merges with the request's; ``max_retries``, which would turn off the retries the Router adds;
+#: ``stream_timeout``; ``rpm``/``tpm``, ``max_parallel_requests``, ``order``, ``weight``,
+#: ``tags``, budgets, ``litellm_credential_name``) keeps the Router, and so does any value
+#: written ``os.environ/NAME``, which only the Router resolves.
 DIRECT_PARAMS = frozenset(
     {
         "model", "api_base", "api_key", "api_version", "organization", "custom_llm_provider",
-        "timeout", "max_retries", "region_name", "aws_region_name", "aws_access_key_id",
+        "timeout", "region_name", "aws_region_name", "aws_access_key_id",
         "aws_secret_access_key", "aws_session_token", "vertex_project", "vertex_location",
         "vertex_credentials", "input_cost_per_token", "output_cost_per_token",
     }
 )  # fmt: skip
+#: Of those, what a request's own arguments override (on the Router too).
+_CALL_DEFAULTS = frozenset({"timeout"})
 
 
 def direct_routes(
@@ -64,6 +69,7 @@ def direct_routes(
             and set(entry) == {"model_name", "litellm_params"}
             and isinstance(params, Mapping)
             and set(params) <= DIRECT_PARAMS
+            and not any(str(v).startswith("os.environ/") for v in params.values())
         ):
             routes[name] = dict(params)
     return routes
@@ -133,8 +139,14 @@ class LiteLLMClient:
     def _call(self, kwargs: dict[str, Any]) -> Any:
         """The LiteLLM coroutine for one call (not awaited)."""
         params = self.direct.get(str(kwargs.get("model"))) if self.direct else None
-        if params is not None:  # where to send it: the deployment decides, as on the Router
-            return import_litellm().acompletion(**{**self.defaults, **kwargs, **params})
+        if params is not None:
+            # The Router's precedence: the request's arguments over the deployment's defaults
+            # (timeout) over the client's; where to send it and with which credentials, the
+            # deployment decides.
+            defaults = {k: v for k, v in params.items() if k in _CALL_DEFAULTS}
+            routing = {k: v for k, v in params.items() if k not in _CALL_DEFAULTS}
+            call = {**self.defaults, **defaults, **kwargs, **routing}
+            return import_litellm().acompletion(**call)
         target = self.router if self.router is not None else import_litellm()
         return target.acompletion(**{**self.defaults, **kwargs})
 

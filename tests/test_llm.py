@@ -45,6 +45,8 @@ def test_single_plain_deployments_go_direct() -> None:
         ([deployment("http://a", rpm=10)], None),  # rate limits are the Router's
         ([deployment("http://a", temperature=0.2)], None),  # call defaults merge on the Router
         ([deployment("http://a", litellm_credential_name="c")], None),  # credential by reference
+        ([deployment("http://a", api_key="os.environ/KEY")], None),  # only the Router resolves it
+        ([deployment("http://a", max_retries=0)], None),  # would turn off the Router's retries
         ([{**deployment("http://a"), "model_info": {"id": "x"}}], None),
         ([deployment("http://a", "openai/*")], None),  # wildcard
         ([deployment("http://a")], {"num_retries": 5}),  # any router setting keeps the Router
@@ -124,6 +126,25 @@ async def test_timeout_applies_on_both_paths(upstream: FakeOpenAIServer) -> None
     for client in clients(upstream.base_url, timeout=0.3).values():
         upstream.inject(Fault(delay=2.0, times=3))
         with pytest.raises(UpstreamTimeout):
+            await client.acompletion(model="fake", messages=MESSAGES)
+        upstream.clear_faults()
+
+
+async def test_the_requests_timeout_outranks_the_deployments_on_both_paths(
+    upstream: FakeOpenAIServer,
+) -> None:
+    """The Router's order: the request's timeout, then the deployment's, then the client's."""
+    model_list = [deployment(upstream.base_url, timeout=0.3)]
+    direct = LiteLLMClient.from_model_list(model_list, timeout=30)
+    routed = LiteLLMClient.from_model_list(model_list, {"num_retries": 0}, timeout=30)
+    assert direct.direct and not routed.direct
+    for client in (direct, routed):
+        upstream.inject(Fault(delay=1.0, times=1))
+        response = await client.acompletion(model="fake", messages=MESSAGES, timeout=5)
+        assert response.choices[0].message.content
+        upstream.clear_faults()
+        upstream.inject(Fault(delay=1.0, times=3))
+        with pytest.raises(UpstreamTimeout):  # no request timeout: the deployment's 0.3 s
             await client.acompletion(model="fake", messages=MESSAGES)
         upstream.clear_faults()
 
