@@ -218,13 +218,25 @@ class UsageDigest:
         """Time of the latest event folded in (UTC), None when empty."""
         return None if self._last is None else self._last.ts
 
-    def add(self, event: UsageEvent) -> bool:
-        """Fold in one event; False (and nothing changed) if it sorts before the last one."""
+    def add(self, event: UsageEvent, *, late: bool = False) -> bool:
+        """Fold in one event; False (and nothing changed) if it sorts before the last one.
+
+        With ``late=True`` such an event is counted anyway — its message, late-night, cue and
+        reply counts, in the session it falls in if that is the open one — but credits no
+        active minutes (those depend on the order). The live stage uses this for a request
+        that reaches it after a later one of the same user: its own message must count.
+        """
         ev = _utc(event)
         cfg = self._config
         last = self._last
         if last is not None and _order(ev) < _order(last):
-            return False
+            if not late:
+                return False
+            start = self._session_start
+            in_open = start is not None and ev.ts >= start - self._idle
+            self._count(ev, self._session if in_open else -1)
+            self.count += 1
+            return True
         if last is None or ev.ts - last.ts > self._idle:
             if last is not None:
                 self._credit(last, cfg.session_tail_minutes)
@@ -233,13 +245,22 @@ class UsageDigest:
         else:
             gap = (ev.ts - last.ts).total_seconds() / 60
             self._credit(last, min(gap, cfg.active_gap_cap_minutes))
+        self._count(ev, self._session)
+        self._last = ev
+        self.count += 1
+        return True
+
+    def _count(self, ev: UsageEvent, session: int) -> None:
+        """The event's counts on its local day (everything but active minutes)."""
+        cfg = self._config
         local = _local(ev.ts, ev.tz)
         day = self._days.get(local.date())
         if day is None:
             day = self._days[local.date()] = _Day()
         if ev.role == "user":
             day.messages += 1
-            day.sessions.add(self._session)
+            if session >= 0:
+                day.sessions.add(session)
             day.late += cfg.late_night_start_hour <= local.hour < cfg.late_night_end_hour
             if ev.analysed:
                 day.analysed += 1
@@ -251,9 +272,6 @@ class UsageDigest:
             if ev.relationship_score is not None:
                 day.scored += 1
                 day.relationship_hits += ev.relationship_score >= cfg.relationship_score_threshold
-        self._last = ev
-        self.count += 1
-        return True
 
     def _credit(self, event: UsageEvent, minutes: float) -> None:
         self._days[_local(event.ts, event.tz).date()].minutes += minutes

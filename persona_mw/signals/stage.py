@@ -70,10 +70,9 @@ class _UserUsage:
     def add(self, event: UsageEvent) -> None:
         if event.request_id:
             self.requests.add(event.request_id)
-        if not self.digest.add(event):
-            # An earlier message after a later one (two requests of one user in flight): the
-            # digest cannot take it, so reload from the store on the next request.
-            self.expires = 0.0
+        # An earlier message after a later one (two requests of one user in flight) still
+        # counts; only its active minutes wait for the next reload from the store to be exact.
+        self.digest.add(event, late=True)
 
     def signals(self, now: datetime, **kwargs: Any) -> Signals:
         # A later request of this user may have been counted first: read at its time (the two

@@ -337,6 +337,35 @@ def test_digest_refuses_an_event_out_of_order_and_stays_unchanged(
     assert digest.signals(now) == before
 
 
+@settings(max_examples=100, deadline=None)
+@given(_timelines(), st.data())
+def test_a_late_event_counts_like_a_full_recompute_but_for_minutes(
+    events: list[UsageEvent], data: st.DataObject
+) -> None:
+    """add(late=True) of an event that sorts before the last: every count matches a full
+    recompute (active minutes and session counts are approximate until the next reload)."""
+    if len(events) < 2:
+        return
+    i = data.draw(st.integers(0, len(events) - 2))
+    if _order_key(events[i]) == _order_key(events[-1]):
+        return
+    digest = UsageDigest.of(events[:i] + events[i + 1 :])
+    assert digest.add(events[i], late=True)
+    now = events[-1].ts + timedelta(seconds=30)
+    got, want = digest.signals(now).to_dict(history=True), compute_signals(events, now).to_dict(
+        history=True
+    )
+    for key in ("messages_today", "late_night_share", "cue_rates", "assistant_messages_scored"):
+        assert got[key] == want[key], key
+    for mine, full in zip(got["history"], want["history"], strict=True):
+        assert (mine["messages"], mine["cues"]) == (full["messages"], full["cues"])
+        assert mine["late_night_messages"] == full["late_night_messages"]
+
+
+def _order_key(event: UsageEvent) -> tuple[datetime, bool]:
+    return event.ts, event.role != "user"
+
+
 def test_digest_of_any_order_equals_compute_signals() -> None:
     evs = daily("owl", local("Europe/Berlin", 2025, 1, 1, 0, 30), 20, 150, tz="Europe/Berlin")
     now = evs[-1].ts + timedelta(minutes=10)
