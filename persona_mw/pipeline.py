@@ -171,14 +171,22 @@ class Middleware:
     async def aclose(self) -> None:
         """Close every stage that holds resources — finish stages first (usage recorders flush
         what they buffered), then the input and output stages (e.g. the dependence stage's
-        due-state store) — and then the profile store. Each stage is closed once."""
+        due-state store) — and then the profile store. Each is closed once; one failing is
+        logged (``middleware.close_failed``) and the others are still closed."""
         finish = list(self.finish_stages)
         rest = [s for s in self._all_stages() if not any(s is f for f in finish)]
-        for stage in (*finish, *rest):
-            aclose = getattr(stage, "aclose", None)
-            if aclose is not None:
+        for part in (*finish, *rest, self.store):
+            aclose = getattr(part, "aclose", None)
+            if aclose is None:
+                continue
+            try:
                 await aclose()
-        await self.store.aclose()
+            except Exception as exc:  # one part failing to close must not leave the rest open
+                _log.error(
+                    "middleware.close_failed",
+                    part=getattr(part, "name", type(part).__name__),
+                    error=repr(exc),
+                )
 
     async def erase_user(self, user_id: str) -> dict[str, Any]:
         """Erase everything stored about the user: the profile and every stage's data (usage,

@@ -638,7 +638,13 @@ async def test_aclose_closes_every_stage_once_finish_stages_first() -> None:
         async def aclose(self) -> None:
             closed.append(self.name)
 
+    class Failing(Closing):
+        async def aclose(self) -> None:
+            raise RuntimeError("cannot close")
+
     both, recorder, other = Closing("both"), Closing("recorder"), Closing("other")
-    mw = Middleware(input_stages=[other, both], finish_stages=[recorder, both])
-    await mw.aclose()
-    assert closed == ["recorder", "both", "other"]
+    mw = Middleware(input_stages=[other, both], finish_stages=[recorder, Failing("bad"), both])
+    with capture_logs() as logs:
+        await mw.aclose()
+    assert closed == ["recorder", "both", "other"]  # the failing one did not stop the rest
+    assert [(e["event"], e["part"]) for e in logs] == [("middleware.close_failed", "bad")]

@@ -207,7 +207,17 @@ class UsageRecorder:
         self._buffer.extend(items[: max(room, 0)])
         if len(items) > room:
             self._drop(len(items) - max(room, 0), "queue_full")
+        owner = self._writer_loop_elsewhere()
+        if owner is not None:
+            # The writer runs on a loop in another thread (a sync bridge beside the app's own
+            # loop): wake it there rather than start a second writer on the same buffer.
+            owner.call_soon_threadsafe(self._wake_writer)
+            return
         self._ensure_writer()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """Tell the writer (on its own loop) that events wait."""
         assert self._wake is not None and self._idle is not None and self._full is not None
         if self.pending:
             self._idle.clear()

@@ -79,7 +79,8 @@ class CachedProfileStore:
             )
 
     async def lookup(self, user_id: str) -> Lookup:
-        if self._listener is None:
+        if self._listener is None or self._listener_stranded():
+            self._forget_feed()
             await self.start()
         entry = self._entries.get(user_id)
         now = time.monotonic()
@@ -110,6 +111,24 @@ class CachedProfileStore:
             return await self.inner.delete(user_id)
         finally:
             self.evict(user_id)
+
+    def _listener_stranded(self) -> bool:
+        """The listener's loop has stopped (the sync bridge's loop went away, say): no
+        invalidation reaches us any more, so what is cached can no longer be trusted."""
+        task = self._listener
+        if task is None:
+            return False
+        loop = task.get_loop()
+        return loop is not asyncio.get_running_loop() and not loop.is_running()
+
+    def _forget_feed(self) -> None:
+        """Drop the listener and everything cached under it; the next one starts afresh here."""
+        old, self._listener = self._listener, None
+        self._feed_up.clear()
+        self._entries.clear()
+        self._tags.clear()
+        if old is not None and not old.done() and not old.get_loop().is_closed():
+            old.get_loop().call_soon_threadsafe(old.cancel)
 
     def evict(self, user_id: str) -> None:
         self._entries.pop(user_id, None)

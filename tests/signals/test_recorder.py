@@ -375,6 +375,40 @@ async def test_flush_and_close_from_another_loop_run_on_the_writers_loop(
     assert sorted({e.request_id for e in await store.events("ada")}) == ["r1", "r2"]
 
 
+async def test_two_running_loops_share_one_writer_and_write_each_event_once() -> None:
+    """A sync bridge's loop and the app's own loop both record (mixed sync and async use of
+    one middleware): one writer, on the loop it started on; every event written exactly once."""
+    store = MemoryUsageStore()
+    recorder = UsageRecorder(store, linger_s=0.001, batch_size=16)
+    writes: list[int] = []
+    append = store.append
+
+    async def counting(events: Any) -> None:
+        writes.append(len(list(events)))
+        await append(events)
+
+    store.append = counting  # type: ignore[method-assign]
+    with loop_in_thread() as (other, _):
+        record_on(other, recorder, "first")
+        writer = recorder._task
+        assert writer is not None
+
+        async def there(n: int) -> None:
+            for i in range(n):
+                await recorder(context(Profile(user_id="ada"), request_id=f"t{i}"))
+
+        pending = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(there(150), other))
+        for i in range(150):
+            await recorder(context(Profile(user_id="ada"), request_id=f"h{i}"))
+        await pending
+        assert recorder._task is writer  # no second writer on this loop
+        assert await recorder.flush(timeout_s=10)
+        await recorder.aclose(timeout_s=5)
+    assert (recorder.produced, recorder.stored, recorder.dropped) == (602, 602, 0)
+    assert sum(writes) == 602  # none written twice
+    assert len(await store.events("ada")) == 602
+
+
 async def test_close_after_the_writers_loop_stopped_writes_from_this_loop() -> None:
     """The writer's loop has stopped with events still buffered (and its writer still pending
     there): closing from this loop writes them here, and leaves the old task to be cancelled

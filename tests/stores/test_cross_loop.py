@@ -121,6 +121,47 @@ async def test_profile_store_reconnects_after_its_loop_stopped(
         assert await subscribers(redis_client, store.channel) == 0
 
 
+async def test_cache_does_not_serve_stale_profiles_once_its_listener_loop_stopped(
+    redis_url: str, key_prefix: str
+) -> None:
+    """The listener (and its invalidations) stopped with its loop: the cache forgets what it
+    held and listens again here, so a change made elsewhere is seen."""
+    store = RedisProfileStore(redis_url, prefix=key_prefix)
+    cache = CachedProfileStore(store)
+    writer = RedisProfileStore(redis_url, prefix=key_prefix)  # another instance
+    await writer.put(Profile(user_id="u", timezone="Europe/Paris"))
+
+    async def use() -> None:
+        await feed_up(cache)
+        assert (await cache.lookup("u")).source == "store"
+        assert (await cache.lookup("u")).source == "cache"
+
+    with loop_in_thread() as (other, thread):
+        run_there(other, use())
+        await stop(other, thread)
+        stranded = cache._listener
+        assert stranded is not None
+        first = await cache.lookup("u")
+        assert first.source == "store"  # not the old loop's cached copy
+        await feed_up(cache)
+        await cache.lookup("u")
+        assert (await cache.lookup("u")).source == "cache"  # cached again, under the new feed
+        current = await writer.get("u")
+        assert current is not None
+        await writer.put(current.model_copy(update={"timezone": "Asia/Tokyo"}))
+        for _ in range(200):
+            found = await cache.lookup("u")
+            if found.profile is not None and found.profile.timezone == "Asia/Tokyo":
+                break
+            await asyncio.sleep(0.01)
+        assert found.profile is not None and found.profile.timezone == "Asia/Tokyo"
+        await cache.aclose()
+        await writer.aclose()
+        # The stranded listener was told to stop should its loop run again: it does.
+        await asyncio.to_thread(other.run_until_complete, asyncio.wait({stranded}, timeout=5))
+        assert stranded.cancelled()
+
+
 @pytest.mark.parametrize("then", ["running", "stopped"])
 async def test_action_state_store_erases_and_closes_from_another_loop(
     redis_url: str, key_prefix: str, then: str
