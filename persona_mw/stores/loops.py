@@ -103,10 +103,14 @@ async def run_on(
     the running loop; cancelling the wait cancels it there too. StoreError if ``loop`` does not
     start it within :data:`START_TIMEOUT_S` (the coroutine is made there, so one never started
     is never created)."""
-    started = threading.Event()
+    lock = threading.Lock()
+    phase = ["waiting"]  # -> "started" (there) or "abandoned" (here), whichever comes first
 
     async def there() -> _T:
-        started.set()
+        with lock:
+            if phase[0] == "abandoned":
+                raise asyncio.CancelledError  # given up on before it began: never run it
+            phase[0] = "started"
         return await call()
 
     done = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(there(), loop))
@@ -115,12 +119,18 @@ async def run_on(
     except asyncio.CancelledError:
         done.cancel()
         raise
-    if not done.done() and not started.is_set():
-        done.cancel()
-        raise StoreError(
-            "the event loop this store's Redis connections belong to runs in another thread but "
-            f"took no work for {START_TIMEOUT_S:g} s: its thread is blocked, most likely waiting "
-            "for this very call (a sync call such as PersonaChatModel.invoke() or close() made "
-            "from async code). From async code use the async API (ainvoke, astream, aclose)"
-        )
+    if not done.done():
+        with lock:
+            abandon = phase[0] == "waiting"
+            if abandon:
+                phase[0] = "abandoned"
+        if abandon:
+            done.cancel()
+            raise StoreError(
+                "the event loop this store's Redis connections belong to runs in another thread "
+                f"but took no work for {START_TIMEOUT_S:g} s: its thread is blocked, most likely "
+                "waiting for this very call (a sync call such as PersonaChatModel.invoke() or "
+                "close() made from async code). From async code use the async API (ainvoke, "
+                "astream, aclose)"
+            )
     return await done
