@@ -192,7 +192,12 @@ class Middleware:
         """Erase everything stored about the user: the profile and every stage's data (usage,
         action state). Returns what each part removed. The right to erasure, in one call."""
         erased: dict[str, Any] = {"profile": await self.store.delete(user_id)}
-        for stage in self._all_stages():
+        # The stores behind the finish stages first (the usage recorder), then the stages that
+        # cache what those hold (the dependence stage): a load between the two then finds
+        # nothing to bring back.
+        finish = list(self.finish_stages)
+        rest = [s for s in self._all_stages() if not any(s is f for f in finish)]
+        for stage in (*finish, *rest):
             if isinstance(stage, HoldsUserData):
                 erased[stage.name] = await stage.erase(user_id)
         _log.info("user.erased", user=self.hash_user(user_id), parts=sorted(erased))

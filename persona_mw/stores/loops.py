@@ -52,26 +52,31 @@ class HomeLoop:
     """The loop a store's connections belong to. ``moved`` is called when home changes because
     the old one stopped (to leave behind what was bound to it)."""
 
-    __slots__ = ("_loop", "_moved")
+    __slots__ = ("_lock", "_loop", "_moved")
 
     def __init__(self, moved: Callable[[], None] | None = None) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._moved = moved
+        self._lock = threading.Lock()  # two loops in two threads may ask at the same moment
 
     def elsewhere(self) -> asyncio.AbstractEventLoop | None:
         """Home, if it is not the running loop and still runs: the caller's work belongs there.
         Otherwise None, and the running loop is home from now on. Never awaits, so two callers
-        on one loop cannot interleave here."""
+        on one loop cannot interleave here; a lock keeps two loops from both claiming home."""
         running = asyncio.get_running_loop()
         home = self._loop
         if home is running:
             return None
-        if home is not None and home.is_running():
-            return home
-        if home is not None and self._moved is not None:
-            self._moved()
-        self._loop = running
-        return None
+        with self._lock:
+            home = self._loop
+            if home is running:
+                return None
+            if home is not None and home.is_running():
+                return home
+            if home is not None and self._moved is not None:
+                self._moved()
+            self._loop = running
+            return None
 
 
 class _Homed(Protocol):
