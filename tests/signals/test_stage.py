@@ -328,23 +328,26 @@ async def test_closing_the_wired_middleware_closes_every_redis_connection(
     from persona_mw import build_middleware, load_config
 
     admin = redis.asyncio.Redis.from_url(redis_url)
+    name = "pmw-close-test-" + key_prefix.strip(":").replace(":", "-")
 
-    async def clients() -> int:
-        return len(await admin.client_list())
+    async def clients() -> int:  # ours only: other tests' connections come and go meanwhile
+        return sum(1 for c in await admin.client_list() if c.get("name") == name)
 
-    before = await clients()
+    sep = "&" if "?" in redis_url else "?"
     config = load_config(
-        None, store={"url": redis_url, "prefix": key_prefix}, settings={"hash_secret": "t"}
+        None,
+        store={"url": f"{redis_url}{sep}client_name={name}", "prefix": key_prefix},
+        settings={"hash_secret": "t"},
     )
     mw = build_middleware(config)
     await mw.acompletion(
         user="kid", model=MODEL, messages=[{"role": "user", "content": "hi"}], mock_response="ok"
     )
-    assert await clients() > before
+    assert await clients() >= 3  # profiles, usage, due-state (and the cache's listener)
     await mw.aclose()
     for _ in range(100):  # the server notices closed sockets asynchronously
-        if await clients() == before:
+        if await clients() == 0:
             break
         await asyncio.sleep(0.02)
-    assert await clients() == before
+    assert await clients() == 0
     await admin.aclose()
