@@ -59,7 +59,7 @@ from typing import Literal
 import structlog
 
 from persona_mw.errors import ConfigError, StoreError
-from persona_mw.stores.loops import run_on
+from persona_mw.stores.loops import cancel_when_it_runs, run_on, task_loop_elsewhere
 from persona_mw.types import CallContext
 
 from .events import UsageEvent
@@ -295,7 +295,7 @@ class UsageRecorder:
             if task.get_loop() is loop:
                 return
             if not task.get_loop().is_running():
-                _abandon(task)
+                cancel_when_it_runs(task)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._full = asyncio.Event()
@@ -304,23 +304,17 @@ class UsageRecorder:
         self._task = loop.create_task(self._write_loop(), name="persona_mw.usage_recorder")
 
     def _writer_loop_elsewhere(self) -> asyncio.AbstractEventLoop | None:
-        """The writer's loop, if it is not the running one and still runs (so, in another
-        thread). A task can only be awaited from its own loop; one that has stopped runs
-        nothing, so there :meth:`_ensure_writer` starts a new writer here instead."""
-        task = self._task
-        if task is None or task.done():
-            return None
-        loop = task.get_loop()
-        if loop is asyncio.get_running_loop() or not loop.is_running():
-            return None
-        return loop
+        """The writer's loop, if it runs in another thread. A task can only be awaited from its
+        own loop; one that has stopped runs nothing, so there :meth:`_ensure_writer` starts a new
+        writer here instead."""
+        return task_loop_elsewhere(self._task)
 
     async def _stop_writer(self) -> None:
         task, self._task = self._task, None
         if task is None or task.done():
             return
         if task.get_loop() is not asyncio.get_running_loop():
-            _abandon(task)  # its loop has stopped (aclose hands a live one the close)
+            cancel_when_it_runs(task)  # its loop has stopped (aclose hands a live one the close)
             return
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -425,16 +419,6 @@ class UsageRecorder:
         )
         self._unlogged_drops = 0
         self._last_drop_log = now
-
-
-def _abandon(task: asyncio.Task[None]) -> None:
-    """Leave a writer whose loop has stopped: nothing can await it from another loop, and its
-    unfinished batch goes back to the buffer for the next writer. Its loop cancels it should
-    that loop ever run again (so it cannot write beside the new one); a closed loop never will."""
-    loop = task.get_loop()
-    if not loop.is_closed():
-        loop.call_soon_threadsafe(task.cancel)
-
 
 
 def _without_notices(ctx: CallContext) -> str:

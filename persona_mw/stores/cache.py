@@ -23,7 +23,7 @@ from ..errors import StoreError
 from ..profile import Profile
 from ..types import ProfileStore
 from .keys import user_tag
-from .loops import run_on
+from .loops import cancel_when_it_runs, run_on, task_loop_elsewhere
 
 __all__ = ["CachedProfileStore", "Lookup", "SupportsInvalidation"]
 
@@ -127,8 +127,8 @@ class CachedProfileStore:
         self._feed_up.clear()
         self._entries.clear()
         self._tags.clear()
-        if old is not None and not old.done() and not old.get_loop().is_closed():
-            old.get_loop().call_soon_threadsafe(old.cancel)
+        if old is not None:
+            cancel_when_it_runs(old)
 
     def evict(self, user_id: str) -> None:
         self._entries.pop(user_id, None)
@@ -169,17 +169,15 @@ class CachedProfileStore:
         """Stop the listener and close the store. From any loop: the listener belongs to the
         loop it started on, so the close runs there while that loop runs (in another thread);
         once it has stopped, the listener is left to be cancelled should it ever run again."""
-        listener = self._listener
-        if listener is not None and not listener.done():
-            loop = listener.get_loop()
-            if loop is not asyncio.get_running_loop() and loop.is_running():
-                # The listener belongs to that loop (a sync app's calls ran there): close there.
-                await run_on(loop, self.aclose)
-                return
+        loop = task_loop_elsewhere(self._listener)
+        if loop is not None:
+            # The listener belongs to that loop (a sync app's calls ran there): close there.
+            await run_on(loop, self.aclose)
+            return
         self._closing = True
         listener, self._listener = self._listener, None
         if listener is not None and listener.get_loop() is not asyncio.get_running_loop():
-            _cancel_when_it_runs(listener)  # its loop has stopped: nothing there can be awaited
+            cancel_when_it_runs(listener)  # its loop has stopped: nothing there can be awaited
             listener = None
         if listener is not None:
             listener.cancel()
@@ -191,11 +189,3 @@ class CachedProfileStore:
         if listener is not None and listener.done() and not listener.cancelled():
             listener.exception()  # retrieved: a StoreError from the cut connection is expected
         self._feed_up.clear()
-
-
-def _cancel_when_it_runs(task: asyncio.Task[None]) -> None:
-    """Cancel a task whose loop has stopped, should that loop ever run again (a closed one never
-    will; its connections went with it)."""
-    loop = task.get_loop()
-    if not loop.is_closed():
-        loop.call_soon_threadsafe(task.cancel)

@@ -28,7 +28,15 @@ import redis.asyncio as aioredis
 
 from ..errors import StoreError
 
-__all__ = ["START_TIMEOUT_S", "HomeLoop", "connector", "on_home_loop", "run_on"]
+__all__ = [
+    "START_TIMEOUT_S",
+    "HomeLoop",
+    "cancel_when_it_runs",
+    "connector",
+    "on_home_loop",
+    "run_on",
+    "task_loop_elsewhere",
+]
 
 #: How long a running home loop may take to start a handed-over call before it counts as blocked.
 START_TIMEOUT_S = 5.0
@@ -46,6 +54,25 @@ def connector(url: str, socket_timeout: float = 2.0) -> Callable[[], aioredis.Re
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_timeout,
     )
+
+
+def task_loop_elsewhere(task: asyncio.Task[Any] | None) -> asyncio.AbstractEventLoop | None:
+    """The loop of a live ``task`` if it is not the running one and still runs (so, in another
+    thread): work on what the task holds must be handed there. None otherwise."""
+    if task is None or task.done():
+        return None
+    loop = task.get_loop()
+    if loop is asyncio.get_running_loop() or not loop.is_running():
+        return None
+    return loop
+
+
+def cancel_when_it_runs(task: asyncio.Task[Any]) -> None:
+    """Cancel a task whose loop has stopped, should that loop ever run again (nothing can await
+    it from another loop; a closed loop never runs again, and its connections went with it)."""
+    loop = task.get_loop()
+    if not task.done() and not loop.is_closed():
+        loop.call_soon_threadsafe(task.cancel)
 
 
 class HomeLoop:
