@@ -20,7 +20,14 @@ from .errors import (
     UpstreamTimeout,
 )
 from .observability import UserHasher, configure_logging
-from .pipeline import FilterChain, Middleware, block_message, notices_text, with_notices
+from .pipeline import (
+    FilterChain,
+    Middleware,
+    block_message,
+    blocked_ending,
+    notices_text,
+    with_notices,
+)
 from .profile import (
     Consent,
     Limits,
@@ -97,6 +104,7 @@ __all__ = [
     "UserHasher",
     "__version__",
     "block_message",
+    "blocked_ending",
     "build_middleware",
     "configure_logging",
     "load_config",

@@ -45,7 +45,14 @@ if TYPE_CHECKING:
 
     from .config import Settings
 
-__all__ = ["FilterChain", "Middleware", "block_message", "notices_text", "with_notices"]
+__all__ = [
+    "FilterChain",
+    "Middleware",
+    "block_message",
+    "blocked_ending",
+    "notices_text",
+    "with_notices",
+]
 
 _log = structlog.get_logger("persona_mw")
 _warned_ephemeral = False  # warn once per process, not per middleware
@@ -479,7 +486,7 @@ class _FilteredStream:
         if choice.finish_reason is not None:
             after = notices_text(self.ctx, "after")
             if after:
-                released += self._lead(released) + after
+                released += _then("".join(self.out) + released, after)
             self.ctx.finish_reason = choice.finish_reason
         elif not (
             released
@@ -520,17 +527,9 @@ class _FilteredStream:
         self.done = True
         self.ctx.outcome = "filtered"
         self.ctx.finish_reason = "content_filter"
-        after = notices_text(self.ctx, "after")
-        text = released + block_message(self.ctx, lead=self._lead(released))
-        text += "\n\n" + after if after else ""
+        text = released + blocked_ending(self.ctx, "".join(self.out) + released)
         self.out.append(text)
         return self._chunk(text, "content_filter")
-
-    def _lead(self, released: str) -> str:
-        """A blank line between the text so far and the rule's message, unless there is no text
-        yet or it already ends with one (the notices before the reply do)."""
-        so_far = "".join(self.out) + released
-        return "\n\n" if so_far and not so_far.endswith("\n\n") else ""
 
     def _chunk(self, text: str, finish_reason: str | None = None) -> ModelResponseStream:
         from litellm import ModelResponseStream
@@ -620,12 +619,28 @@ def _mark_failed(ctx: CallContext, exc: BaseException) -> None:
         ctx.error = type(exc).__name__ if not isinstance(exc, PersonaError) else str(exc)
 
 
-def block_message(ctx: CallContext, lead: str = "") -> str:
+def block_message(ctx: CallContext) -> str:
     """The user-facing message of the last blocking decision (what replaces blocked text)."""
     for decision in reversed(ctx.decisions):
         if decision.action == "block" and decision.message:
-            return lead + decision.message
-    return lead + "[response withheld by a content policy]"
+            return decision.message
+    return "[response withheld by a content policy]"
+
+
+def blocked_ending(ctx: CallContext, so_far: str) -> str:
+    """How a streamed reply stopped by a block ends, after the text ``so_far`` the user already
+    has: the rule's message (after a blank line, unless there is no text yet or it ends with
+    one) and the notices after the reply — crisis resources survive a block. The whole text
+    then reads as ``with_notices`` frames a whole blocked reply (except that text already
+    ending in a blank line gets no second one)."""
+    after = notices_text(ctx, "after")
+    return _then(so_far, block_message(ctx)) + (f"\n\n{after}" if after else "")
+
+
+def _then(so_far: str, text: str) -> str:
+    """``text`` to follow ``so_far`` as its own paragraph: one blank line between them, none
+    before the first text or after text that already ends with one."""
+    return ("\n\n" if so_far and not so_far.endswith("\n\n") else "") + text
 
 
 def notices_text(ctx: CallContext, position: str) -> str:

@@ -25,6 +25,7 @@ from persona_mw import (
     UpstreamError,
     UpstreamTimeout,
     block_message,
+    blocked_ending,
     with_notices,
 )
 from persona_mw.testing import FakeOpenAIServer, Fault, capture_logs
@@ -621,7 +622,10 @@ async def test_block_message_names_the_last_blocking_rule_and_notices_frame_the_
         Decision("a", 1, "output", "d", "block", message="A"),
         Decision("b", 2, "output", "d", "redact"),
     ]
-    assert (block_message(ctx), block_message(ctx, lead="\n\n")) == ("A", "\n\nA")
+    assert block_message(ctx) == "A"
+    assert blocked_ending(ctx, "") == "A\n\n[take a break]"  # blocked before any text
+    assert blocked_ending(ctx, "so far") == "\n\nA\n\n[take a break]"
+    assert blocked_ending(ctx, "[AI notice]\n\n") == "A\n\n[take a break]"  # no second blank
     assert with_notices(ctx, "body") == "[AI notice]\n\nbody\n\n[take a break]"
 
 

@@ -43,6 +43,7 @@ EXPECTED = {
     "UserHasher",
     "__version__",
     "block_message",
+    "blocked_ending",
     "build_middleware",
     "configure_logging",
     "load_config",

@@ -35,7 +35,7 @@ from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, 
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict
 
-from persona_mw import CallContext, FilterChain, Middleware
+from persona_mw import CallContext, FilterChain, Middleware, blocked_ending
 
 from ._calls import (
     begin,
@@ -554,9 +554,7 @@ class _HeldStream:
         """The rule's message, then the notices after the reply (crisis resources must survive a
         blocked reply), as the whole reply reads."""
         self.done = True
-        lead = "\n\n" if released or any(self.out) else ""
-        after = notices_text(self.ctx, "after")
-        text = released + block_text(self.ctx, lead=lead) + ("\n\n" + after if after else "")
+        text = released + blocked_ending(self.ctx, "".join(self.out) + released)
         self.out.append(text)
         self.ctx.outcome = "filtered"
         self.ctx.finish_reason = "content_filter"
