@@ -112,6 +112,15 @@ class LiteLLMClient:
         self.router = router
         self.direct = {name: dict(params) for name, params in (direct or {}).items()}
         self.defaults = defaults
+        # Each direct route split once: what a request's own arguments override (the
+        # deployment's timeout, over the client's defaults) and what the deployment decides.
+        self._routes = {
+            name: (
+                {**defaults, **{k: v for k, v in params.items() if k in _CALL_DEFAULTS}},
+                {k: v for k, v in params.items() if k not in _CALL_DEFAULTS},
+            )
+            for name, params in self.direct.items()
+        }
 
     @classmethod
     def from_model_list(
@@ -138,15 +147,13 @@ class LiteLLMClient:
 
     def _call(self, kwargs: dict[str, Any]) -> Any:
         """The LiteLLM coroutine for one call (not awaited)."""
-        params = self.direct.get(str(kwargs.get("model"))) if self.direct else None
-        if params is not None:
+        route = self._routes.get(str(kwargs.get("model"))) if self._routes else None
+        if route is not None:
             # The Router's precedence: the request's arguments over the deployment's defaults
             # (timeout) over the client's; where to send it and with which credentials, the
             # deployment decides.
-            defaults = {k: v for k, v in params.items() if k in _CALL_DEFAULTS}
-            routing = {k: v for k, v in params.items() if k not in _CALL_DEFAULTS}
-            call = {**self.defaults, **defaults, **kwargs, **routing}
-            return import_litellm().acompletion(**call)
+            defaults, routing = route
+            return import_litellm().acompletion(**{**defaults, **kwargs, **routing})
         target = self.router if self.router is not None else import_litellm()
         return target.acompletion(**{**self.defaults, **kwargs})
 

@@ -180,9 +180,7 @@ class Middleware:
         what they buffered), then the input and output stages (e.g. the dependence stage's
         due-state store) — and then the profile store. Each is closed once; one failing is
         logged (``middleware.close_failed``) and the others are still closed."""
-        finish = list(self.finish_stages)
-        rest = [s for s in self._all_stages() if not any(s is f for f in finish)]
-        for part in (*finish, *rest, self.store):
+        for part in (*self._all_stages(), self.store):
             aclose = getattr(part, "aclose", None)
             if aclose is None:
                 continue
@@ -199,12 +197,7 @@ class Middleware:
         """Erase everything stored about the user: the profile and every stage's data (usage,
         action state). Returns what each part removed. The right to erasure, in one call."""
         erased: dict[str, Any] = {"profile": await self.store.delete(user_id)}
-        # The stores behind the finish stages first (the usage recorder), then the stages that
-        # cache what those hold (the dependence stage): a load between the two then finds
-        # nothing to bring back.
-        finish = list(self.finish_stages)
-        rest = [s for s in self._all_stages() if not any(s is f for f in finish)]
-        for stage in (*finish, *rest):
+        for stage in self._all_stages():
             if isinstance(stage, HoldsUserData):
                 erased[stage.name] = await stage.erase(user_id)
         _log.info("user.erased", user=self.hash_user(user_id), parts=sorted(erased))
@@ -227,8 +220,12 @@ class Middleware:
         }
 
     def _all_stages(self) -> list[Any]:
+        """Every stage once, finish stages first: closing and erasing go through the stores the
+        finish stages write (the usage recorder flushes and erases) before the stages that
+        cache what those hold (the dependence stage), so a load between the two finds nothing
+        to bring back."""
         seen: list[Any] = []
-        for stage in (*self.input_stages, *self.output_stages, *self.finish_stages):
+        for stage in (*self.finish_stages, *self.input_stages, *self.output_stages):
             if not any(stage is s for s in seen):
                 seen.append(stage)
         return seen
