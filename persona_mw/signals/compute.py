@@ -193,13 +193,24 @@ class UsageDigest:
     caller rebuilds from the sorted list, which is what a late-arriving event needs anyway.
     """
 
-    __slots__ = ("_config", "_days", "_idle", "_last", "_session", "_session_start", "count")
+    __slots__ = (
+        "_config",
+        "_days",
+        "_idle",
+        "_last",
+        "_last_day",
+        "_session",
+        "_session_start",
+        "count",
+    )
 
     def __init__(self, config: SignalsConfig | None = None) -> None:
         self._config = config or SignalsConfig()
         self._idle = timedelta(minutes=self._config.session_idle_gap_minutes)
         self._days: dict[date, _Day] = {}
         self._last: UsageEvent | None = None
+        #: The local day of the last event: its active-minute credit is still open.
+        self._last_day: _Day | None = None
         self._session = -1
         self._session_start: datetime | None = None
         #: Events folded in.
@@ -238,20 +249,20 @@ class UsageDigest:
             self.count += 1
             return True
         if last is None or ev.ts - last.ts > self._idle:
-            if last is not None:
-                self._credit(last, cfg.session_tail_minutes)
+            if self._last_day is not None:
+                self._last_day.minutes += cfg.session_tail_minutes
             self._session += 1
             self._session_start = ev.ts
-        else:
+        elif self._last_day is not None:
             gap = (ev.ts - last.ts).total_seconds() / 60
-            self._credit(last, min(gap, cfg.active_gap_cap_minutes))
-        self._count(ev, self._session)
+            self._last_day.minutes += min(gap, cfg.active_gap_cap_minutes)
+        self._last_day = self._count(ev, self._session)
         self._last = ev
         self.count += 1
         return True
 
-    def _count(self, ev: UsageEvent, session: int) -> None:
-        """The event's counts on its local day (everything but active minutes)."""
+    def _count(self, ev: UsageEvent, session: int) -> _Day:
+        """The event's counts on its local day (everything but active minutes); that day."""
         cfg = self._config
         local = _local(ev.ts, ev.tz)
         day = self._days.get(local.date())
@@ -272,9 +283,7 @@ class UsageDigest:
             if ev.relationship_score is not None:
                 day.scored += 1
                 day.relationship_hits += ev.relationship_score >= cfg.relationship_score_threshold
-
-    def _credit(self, event: UsageEvent, minutes: float) -> None:
-        self._days[_local(event.ts, event.tz).date()].minutes += minutes
+        return day
 
     def signals(
         self,
@@ -301,11 +310,10 @@ class UsageDigest:
         window_start = today - timedelta(days=cfg.window_days - 1)
         late_start = today - timedelta(days=cfg.late_night_window_days - 1)
         # The last event's credit is still open: it counts as a session tail until settled.
-        open_day = None if last is None else _local(last.ts, last.tz).date()
-        tail = cfg.session_tail_minutes
+        open_day, tail = self._last_day, cfg.session_tail_minutes
 
-        def minutes(d: date, raw: _Day) -> float:
-            return raw.minutes + (tail if d == open_day else 0.0)
+        def minutes(raw: _Day) -> float:
+            return raw.minutes + (tail if raw is open_day else 0.0)
 
         cue_counts = dict.fromkeys(CUE_NAMES, 0)
         analysed = late_total = late_hits = 0
@@ -333,7 +341,7 @@ class UsageDigest:
 
         window = [today - timedelta(days=n) for n in range(cfg.window_days - 1, -1, -1)]
         history = tuple(
-            _day_stats(d, got, minutes(d, got)) if (got := self._days.get(d)) else DayStats(day=d)
+            _day_stats(d, got, minutes(got)) if (got := self._days.get(d)) else DayStats(day=d)
             for d in window
         )
         streak = 0
@@ -356,7 +364,7 @@ class UsageDigest:
             minor=is_minor,
             current_session_minutes=current_minutes,
             session_started_at=current_start,
-            daily_active_minutes=minutes(today, today_raw) if today_raw else 0.0,
+            daily_active_minutes=minutes(today_raw) if today_raw else 0.0,
             messages_today=today_raw.messages if today_raw else 0,
             sessions_today=len(today_raw.sessions) if today_raw else 0,
             active_day_streak=streak,
