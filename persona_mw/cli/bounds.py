@@ -84,8 +84,7 @@ def _context(profile: Profile, text: str) -> CallContext:
     )
 
 
-@click.command()
-@click.option(
+_policy_files = click.option(
     "--policy",
     "policy_files",
     multiple=True,
@@ -93,12 +92,17 @@ def _context(profile: Profile, text: str) -> CallContext:
     type=click.Path(exists=True, dir_okay=False),
     help="Policy YAML file; repeat to merge several, in order.",
 )
-@click.option(
+_profile_file = click.option(
     "--profile",
     "profile_file",
     type=click.Path(exists=True, dir_okay=False),
     help="A user profile (JSON) for tier 3.",
 )
+
+
+@click.command()
+@_policy_files
+@_profile_file
 @click.option(
     "--stage",
     type=click.Choice(["input", "output"]),
@@ -198,20 +202,8 @@ def policy() -> None:
 
 
 @policy.command()
-@click.option(
-    "--policy",
-    "policy_files",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Policy YAML file; repeat to merge several, in order.",
-)
-@click.option(
-    "--profile",
-    "profile_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="A user profile (JSON) for tier 3.",
-)
+@_policy_files
+@_profile_file
 def explain(policy_files: tuple[str, ...], profile_file: str | None) -> None:
     """Print the effective policy: every rule in force, its tier and why, and what is not."""
     from ..bounds import resolve
