@@ -13,14 +13,12 @@ from .detectors import (
     Detector,
     PhraseDetector,
     PhraseIndex,
-    PIIDetector,
     RegexDetector,
     RelationshipDetector,
-    iban_valid,
-    luhn_valid,
 )
 from .normalise import Folded, fold
 from .packs import PACKS, USER_PACKS
+from .pii import PIIDetector, iban_valid, luhn_valid
 from .policy import (
     Adjustable,
     AIDisclosure,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import PolicyError
 from ..types import Action
-from .detectors import PII_KINDS, PIIKind
+from .pii import PII_KINDS, PIIKind
 
 __all__ = [
     "ACTION_RANK",

@@ -22,10 +22,10 @@ from ..types import Decision, Notice, Span
 from .detectors import (
     Detector,
     PhraseIndex,
-    PIIDetector,
     RegexDetector,
     RelationshipDetector,
 )
+from .pii import PIIDetector
 from .policy import PhrasesSpec, PIISpec, RegexSpec, RelationshipSpec, Rule
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from persona_mw.bounds import PhraseDetector, PhraseIndex, PIIDetector, RegexDetector, fold
-from persona_mw.bounds.detectors import iban_valid, luhn_valid
+from persona_mw.bounds.pii import iban_valid, luhn_valid
 
 PROFANITY = PhraseDetector(["ass", "cunt", "fuck", "kill myself", "shit"])
 
