@@ -16,7 +16,9 @@ import zoneinfo
 from datetime import time
 from typing import Annotated, Any, Literal
 
+import langcodes
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -68,14 +70,39 @@ class StatedPreferences(_Frozen):
     helpfulness: Score | None = None
 
 
+def _language_tag(tag: str) -> str:
+    """A BCP 47 tag whose every subtag is in the IANA Language Subtag Registry (checked by
+    ``langcodes``), in canonical form (``pt-br`` -> ``pt-BR``). Private-use (``x-...``) and
+    extension subtags are refused: they may carry any text, and the tag is rendered outside the
+    quoted user-data block of the prompt."""
+    if not langcodes.tag_is_valid(tag):
+        raise ValueError(
+            f"{tag!r} is not a registered BCP 47 language tag; use one such as 'en', 'pt-BR' "
+            "or 'zh-Hant'"
+        )
+    parsed = langcodes.Language.get(tag)
+    if parsed.private or parsed.extensions:
+        raise ValueError(
+            f"{tag!r} has private-use or extension subtags; use the plain language tag "
+            "(e.g. 'en-GB')"
+        )
+    return langcodes.standardize_tag(tag)
+
+
+LanguageTag = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", max_length=35),
+    AfterValidator(_language_tag),
+]
+
+
 class Style(_Frozen):
     """How the user wants answers written. ``None`` leaves the model's default."""
 
     tone: Literal["neutral", "friendly", "formal", "playful", "direct"] | None = None
     verbosity: Literal["terse", "brief", "normal", "detailed"] | None = None
-    language: (
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] | None
-    ) = None
+    #: A registered BCP 47 tag, stored in canonical form.
+    language: LanguageTag | None = None
     expertise: Literal["novice", "intermediate", "expert"] | None = None
     format: Literal["prose", "bullets", "markdown", "plain"] | None = None
 

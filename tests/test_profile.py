@@ -25,6 +25,11 @@ def test_default_profile_has_no_consent() -> None:
         ({"preferences": {"safety": -1}}, "preferences.safety", "greater than or equal to 0"),
         ({"style": {"verbosity": "epic"}}, "style.verbosity", "'terse'"),
         ({"style": {"language": "english!"}}, "style.language", "pattern"),
+        # Shaped like a tag, but its subtags spell an instruction (issue 12, finding 12).
+        ({"style": {"language": "en-ignore-rules-reply"}}, "style.language", "registered"),
+        ({"style": {"language": "xx"}}, "style.language", "registered"),
+        ({"style": {"language": "en-x-obeyme"}}, "style.language", "private-use"),
+        ({"style": {"language": "en-a-bbb"}}, "style.language", "extension"),
         ({"timezone": "Mars/Olympus"}, "timezone", "IANA"),
         ({"own_rules": "x" * 2001}, "own_rules", "2000"),
         ({"topics_to_avoid": ["x"] * 51}, "topics_to_avoid", "50"),
@@ -86,3 +91,19 @@ def test_profile_is_immutable() -> None:
 def test_user_ids_are_opaque_and_kept_verbatim(user_id: str) -> None:
     """Found by fuzzing the server: a whitespace-only id was stripped to "" and crashed."""
     assert Profile.default(user_id).user_id == user_id
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("en", "en"),
+        ("pt-br", "pt-BR"),
+        ("zh-hant-tw", "zh-Hant-TW"),
+        ("EN-us", "en-US"),
+        ("es-419", "es-419"),
+    ],
+)
+def test_language_tag_is_stored_in_canonical_form(given: str, stored: str) -> None:
+    """The tag is rendered outside the quoted user-data block, so it is kept canonical."""
+    profile = parse_profile({"user_id": "ada", "style": {"language": given}})
+    assert profile.style.language == stored
