@@ -17,6 +17,11 @@ So the handlers:
   ``request.completed`` log event, as for any persona_mw call.
 - ``on_llm_error``: the failed call is recorded with outcome ``error`` / ``cancelled``.
 
+A callback cannot redact: a rule whose action is ``redact`` that fires here (PII on input or
+output, say) is recorded and logged with action ``log`` and a message saying it was not
+applied, never as a redaction that did not happen. Use
+:class:`persona_mw_langchain.PersonaChatModel` to have redactions applied.
+
 Per-call state lives in a dict keyed by LangChain's ``run_id`` and is removed when the run ends
 or fails, so one handler serves any number of concurrent calls.
 
@@ -38,7 +43,7 @@ from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
-from persona_mw import CallContext, Exposure, FilterChain, Middleware
+from persona_mw import CallContext, Decision, Exposure, FilterChain, Middleware
 
 from ._calls import (
     begin,
@@ -100,6 +105,7 @@ class _Calls:
             await finish(mw, ctx)
             raise
         _unsent(ctx)
+        _redactions_not_applied(ctx)
         if ctx.reply is not None:
             ctx.finish_reason = ctx.reply_finish_reason
             await finish(mw, ctx)
@@ -142,6 +148,7 @@ class _Calls:
             if not run.chain.stopped:
                 run.chain.finish()
         _usage(ctx, generation, response)
+        _redactions_not_applied(ctx)
         if run.chain.stopped:
             return _filtered(run, text), True
         ctx.timings_ms["model"] = ms_since(run.model_started)
@@ -312,8 +319,36 @@ def _unsent(ctx: CallContext) -> None:
     ctx.notices.clear()
 
 
+#: What a decision the callback could not carry out says instead of "redact".
+NOT_APPLIED = (
+    "redaction not applied: a LangChain callback cannot change text; "
+    "wrap the model in PersonaChatModel to redact"
+)
+
+
+def _redactions_not_applied(ctx: CallContext) -> None:
+    """Record redactions for what they were here: detected, not applied (the text the model got
+    or the caller saw is unchanged)."""
+    ctx.decisions[:] = [
+        Decision(
+            rule_id=d.rule_id,
+            tier=d.tier,
+            stage=d.stage,
+            detector=d.detector,
+            action="log",
+            spans=d.spans,
+            message=NOT_APPLIED,
+            reason=d.reason,
+        )
+        if d.action == "redact"
+        else d
+        for d in ctx.decisions
+    ]
+
+
 def _filtered(run: _Run, text: str) -> CallContext:
     ctx = run.ctx
+    _redactions_not_applied(ctx)
     ctx.outcome = "filtered"
     ctx.finish_reason = "content_filter"
     ctx.output_text = text

@@ -213,3 +213,36 @@ def test_async_handler_cannot_abort_a_sync_invoke(recorder: Recorder) -> None:
     except InputBlocked:
         return
     raise AssertionError("the blocked input reached the model")
+
+
+@pytest.mark.parametrize(("mode", "cls"), CASES)
+async def test_redactions_it_cannot_apply_are_not_logged_as_applied(
+    mode: str, cls: type[Handler]
+) -> None:
+    """Issue 12, finding 9: with the demo policy's pii pack (redact, input and output), the
+    callback sees an e-mail address in the question and in the reply but can change neither.
+    The log must not say ``redact``: it says the rule fired and was not applied."""
+    from pathlib import Path
+
+    import persona_mw
+    from persona_mw import Config, build_middleware
+
+    policy = Path(persona_mw.__file__).parent / "demo_policy.yaml"
+    mw = build_middleware(
+        Config.model_validate(
+            {"settings": {"hash_secret": "t"}, "bounds": {"policies": [str(policy)]}}
+        )
+    )
+    handler = cls(mw)
+    model = GenericFakeChatModel(messages=iter(["Write to bob.smith@example.com today."]))
+    try:
+        with capture_logs() as events:
+            text = await run(model, mode, "Mail me at ada@example.org please.", handler)
+    finally:
+        await mw.aclose()
+    assert "bob.smith@example.com" in text  # a callback cannot mask what the caller gets
+    (event,) = [e for e in events if e["event"] == "request.completed"]
+    pii = [d for d in event["decisions"] if d["rule"].startswith("pii")]
+    assert {d["stage"] for d in pii} == {"input", "output"}, event["decisions"]
+    assert all(d["action"] == "log" for d in pii), pii
+    assert not [d for d in event["decisions"] if d["action"] == "redact"]
