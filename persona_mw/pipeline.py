@@ -195,11 +195,16 @@ class Middleware:
 
     async def erase_user(self, user_id: str) -> dict[str, Any]:
         """Erase everything stored about the user: the profile and every stage's data (usage,
-        action state). Returns what each part removed. The right to erasure, in one call."""
-        erased: dict[str, Any] = {"profile": await self.store.delete(user_id)}
+        action state). Returns what each part removed. The right to erasure, in one call.
+
+        The stages go first: on Redis the profile's delete also sweeps every key in the user's
+        key index (usage, action state), so a stage erasing after it would find nothing left
+        and report 0 removed although its data was just deleted."""
+        parts: dict[str, Any] = {}
         for stage in self._all_stages():
             if isinstance(stage, HoldsUserData):
-                erased[stage.name] = await stage.erase(user_id)
+                parts[stage.name] = await stage.erase(user_id)
+        erased: dict[str, Any] = {"profile": await self.store.delete(user_id), **parts}
         _log.info("user.erased", user=self.hash_user(user_id), parts=sorted(erased))
         return erased
 
