@@ -17,10 +17,12 @@ So the handlers:
   ``request.completed`` log event, as for any persona_mw call.
 - ``on_llm_error``: the failed call is recorded with outcome ``error`` / ``cancelled``.
 
-A callback cannot redact: a rule whose action is ``redact`` that fires here (PII on input or
-output, say) is recorded and logged with action ``log`` and a message saying it was not
-applied, never as a redaction that did not happen. Use
-:class:`persona_mw_langchain.PersonaChatModel` to have redactions applied.
+A callback cannot redact. So a handler refuses, when it is made, a middleware whose policy has
+rules that redact (the ``pii`` pack, say): :class:`persona_mw.ConfigError` names them and points
+to :class:`persona_mw_langchain.PersonaChatModel`, which applies them. A redaction the handler
+meets anyway (a pack a user switched on for themselves, a custom stage) is recorded and logged
+with action ``log`` and a message saying it was not applied, never as a redaction that did not
+happen.
 
 Per-call state lives in a dict keyed by LangChain's ``run_id`` and is removed when the run ends
 or fails, so one handler serves any number of concurrent calls.
@@ -34,16 +36,17 @@ notices and a real hold-back use :class:`persona_mw_langchain.PersonaChatModel`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
 
-from persona_mw import CallContext, Decision, Exposure, FilterChain, Middleware
+from persona_mw import CallContext, ConfigError, Decision, Exposure, FilterChain, Middleware
+from persona_mw.bounds import BoundsInputStage, BoundsOutputStage
 
 from ._calls import (
     begin,
@@ -69,11 +72,19 @@ class _Run:
     streamed: list[str] = field(default_factory=list)
 
 
+#: What an event leaves to do once the handler knows the run is over: record it (the finish
+#: stages and the request event) and, for a block, raise. A coroutine, so the async handler
+#: awaits it and the sync one runs it on the private loop: one code path for both.
+Settle = Coroutine[Any, Any, None]
+
+
 class _Calls:
-    """What both handlers do, minus the sync/async difference: they differ only in how they
-    await :meth:`start` and :func:`finish`. The only state is ``runs``, keyed by run id."""
+    """What both handlers do. The async handler awaits what its events return, the sync one
+    runs it with :func:`run_sync`; otherwise they are the same. The only state is ``runs``,
+    keyed by run id."""
 
     def __init__(self, middleware: Middleware, default_user: str | None) -> None:
+        _refuse_redactions(middleware)
         self.middleware = middleware
         self.default_user = default_user
         self.runs: dict[UUID, _Run] = {}
@@ -108,13 +119,12 @@ class _Calls:
         _redactions_not_applied(ctx)
         if ctx.reply is not None:
             ctx.finish_reason = ctx.reply_finish_reason
-            await finish(mw, ctx)
-            raise block_error(ctx, stage="input")
+            await self._settle(ctx, blocked="input")
         self.runs[run_id] = _Run(ctx=ctx, chain=open_filters(mw, ctx))
 
-    def token(self, token: str | list[str | dict[str, Any]], run_id: UUID) -> CallContext | None:
-        """Feed one streamed token; the call's context when the filters stopped (the run is
-        then over: the caller records it and raises)."""
+    def token(self, token: str | list[str | dict[str, Any]], run_id: UUID) -> Settle | None:
+        """Feed one streamed token; when the filters stopped, the run is over and what is
+        returned records it and raises."""
         run = self.runs.get(run_id)
         if not isinstance(token, str):  # content blocks (output_version="v1"): their text
             token = "".join(
@@ -130,11 +140,11 @@ class _Calls:
         if not run.chain.stopped:
             return None
         del self.runs[run_id]
-        return _filtered(run, "".join(run.streamed))
+        return self._settle(_filtered(run, "".join(run.streamed)), blocked="output")
 
-    def end(self, response: LLMResult, run_id: UUID) -> tuple[CallContext, bool] | None:
-        """The final text through the filters; the context to record, and whether it broke a
-        bound."""
+    def end(self, response: LLMResult, run_id: UUID) -> Settle | None:
+        """The final text through the filters; returns what records the run (and raises when
+        the text broke a bound)."""
         run = self.runs.pop(run_id, None)
         if run is None:
             return None
@@ -150,7 +160,7 @@ class _Calls:
         _usage(ctx, generation, response)
         _redactions_not_applied(ctx)
         if run.chain.stopped:
-            return _filtered(run, text), True
+            return self._settle(_filtered(run, text), blocked="output")
         ctx.timings_ms["model"] = ms_since(run.model_started)
         ctx.output_text = text
         info = (generation.generation_info or {}) if generation is not None else {}
@@ -158,23 +168,32 @@ class _Calls:
             generation.message.response_metadata if isinstance(generation, ChatGeneration) else {}
         )
         ctx.finish_reason = meta.get("finish_reason") or info.get("finish_reason")
-        return ctx, False
+        return self._settle(ctx)
 
-    def error(self, error: BaseException, run_id: UUID) -> CallContext | None:
+    def error(self, error: BaseException, run_id: UUID) -> Settle | None:
         run = self.runs.pop(run_id, None)
         if run is None:  # already recorded (we raised it) or never started
             return None
         run.ctx.output_text = "".join(run.streamed)
         mark_failed(run.ctx, error)
-        return run.ctx
+        return self._settle(run.ctx)
+
+    async def _settle(
+        self, ctx: CallContext, *, blocked: Literal["input", "output"] | None = None
+    ) -> None:
+        await finish(self.middleware, ctx)
+        if blocked is not None:
+            raise block_error(ctx, stage=blocked)
 
 
 class PersonaCallbackHandler(AsyncCallbackHandler):
     """Async handler for ``ainvoke`` / ``astream`` / async agents.
 
     ``middleware``: a :class:`persona_mw.Middleware` (e.g. from
-    :func:`persona_mw.build_middleware`). ``default_user``: the user for calls whose metadata
-    names none; the user is ``config={"metadata": {"persona_user": "<id>"}}`` otherwise.
+    :func:`persona_mw.build_middleware`) whose policy has no ``redact`` rules (a handler cannot
+    change text: :class:`persona_mw.ConfigError` otherwise). ``default_user``: the user for
+    calls whose metadata names none; the user is ``config={"metadata": {"persona_user":
+    "<id>"}}`` otherwise.
     """
 
     raise_error = True
@@ -211,29 +230,20 @@ class PersonaCallbackHandler(AsyncCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        ctx = self._calls.token(token, run_id)
-        if ctx is not None:
-            await finish(self.middleware, ctx)
-            raise block_error(ctx, stage="output")
+        await _settled(self._calls.token(token, run_id))
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        ended = self._calls.end(response, run_id)
-        if ended is not None:
-            ctx, blocked = ended
-            await finish(self.middleware, ctx)
-            if blocked:
-                raise block_error(ctx, stage="output")
+        await _settled(self._calls.end(response, run_id))
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        ctx = self._calls.error(error, run_id)
-        if ctx is not None:
-            await finish(self.middleware, ctx)
+        await _settled(self._calls.error(error, run_id))
 
 
 class PersonaSyncCallbackHandler(BaseCallbackHandler):
     """Sync handler: aborts sync ``invoke`` / ``stream`` as well as the async calls. The
     middleware's async parts run on persona_mw_langchain's private event loop (see
-    :mod:`persona_mw_langchain._portal`); filtering tokens needs no loop at all."""
+    :mod:`persona_mw_langchain._portal`); filtering tokens needs no loop at all. Same
+    arguments as :class:`PersonaCallbackHandler`."""
 
     raise_error = True
 
@@ -278,23 +288,50 @@ class PersonaSyncCallbackHandler(BaseCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        ctx = self._calls.token(token, run_id)
-        if ctx is not None:
-            run_sync(finish(self.middleware, ctx))
-            raise block_error(ctx, stage="output")
+        _settled_sync(self._calls.token(token, run_id))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        ended = self._calls.end(response, run_id)
-        if ended is not None:
-            ctx, blocked = ended
-            run_sync(finish(self.middleware, ctx))
-            if blocked:
-                raise block_error(ctx, stage="output")
+        _settled_sync(self._calls.end(response, run_id))
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        ctx = self._calls.error(error, run_id)
-        if ctx is not None:
-            run_sync(finish(self.middleware, ctx))
+        _settled_sync(self._calls.error(error, run_id))
+
+
+async def _settled(step: Settle | None) -> None:
+    if step is not None:
+        await step
+
+
+def _settled_sync(step: Settle | None) -> None:
+    if step is not None:
+        run_sync(step)
+
+
+def _refuse_redactions(mw: Middleware) -> None:
+    """A handler cannot change text, so a deployer's rule that redacts would be detected and
+    not applied on every call: refuse it up front instead of logging a bound that never held."""
+    rules = _redacting_rules(mw)
+    if rules:
+        raise ConfigError(
+            f"a LangChain callback handler cannot redact, and this policy has rules that do: "
+            f"{', '.join(rules)}. Wrap the chat model in "
+            "persona_mw_langchain.PersonaChatModel(inner=model, middleware=mw), which applies "
+            "them, or give those rules another action (block, or log) in the policy",
+            field="bounds.policies",
+        )
+
+
+def _redacting_rules(mw: Middleware) -> list[str]:
+    """The ids of the deployer's rules (tiers 1 and 2) that redact, or that a user may set to
+    redact (an adjustable option offering it), in the middleware's bounds stages."""
+    found: dict[str, None] = {}
+    for stage in (*mw.input_stages, *mw.output_stages):
+        if isinstance(stage, BoundsInputStage | BoundsOutputStage):
+            for rule in stage.policy.rules:
+                offered = rule.adjustable.values if rule.adjustable is not None else ()
+                if rule.detector is not None and (rule.action == "redact" or "redact" in offered):
+                    found[rule.id] = None
+    return list(found)
 
 
 def _model_name(serialized: Mapping[str, Any] | None, params: Mapping[str, Any]) -> str:

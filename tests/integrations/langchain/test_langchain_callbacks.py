@@ -4,9 +4,11 @@ outputs abort the call with a typed error, per-run state cleaned up, sync and as
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel,
     GenericFakeChatModel,
@@ -16,7 +18,15 @@ from langchain_core.runnables import RunnableLambda
 from langchain_stages import Recorder, make_middleware
 from persona_mw_langchain import PersonaCallbackHandler, PersonaSyncCallbackHandler
 
-from persona_mw import BoundsError, ConfigError, InputBlocked, Middleware
+from persona_mw import (
+    BoundsError,
+    Config,
+    ConfigError,
+    InputBlocked,
+    Middleware,
+    build_middleware,
+    parse_profile,
+)
 from persona_mw.testing import capture_logs
 
 Handler = PersonaCallbackHandler | PersonaSyncCallbackHandler
@@ -215,24 +225,71 @@ def test_async_handler_cannot_abort_a_sync_invoke(recorder: Recorder) -> None:
     raise AssertionError("the blocked input reached the model")
 
 
-@pytest.mark.parametrize(("mode", "cls"), CASES)
-async def test_redactions_it_cannot_apply_are_not_logged_as_applied(
-    mode: str, cls: type[Handler]
-) -> None:
-    """Issue 12, finding 9: with the demo policy's pii pack (redact, input and output), the
-    callback sees an e-mail address in the question and in the reply but can change neither.
-    The log must not say ``redact``: it says the rule fired and was not applied."""
-    from pathlib import Path
-
-    import persona_mw
-    from persona_mw import Config, build_middleware
-
-    policy = Path(persona_mw.__file__).parent / "demo_policy.yaml"
-    mw = build_middleware(
+def _bounded(tmp_path: Path, policy: dict[str, Any]) -> Middleware:
+    """A middleware wired as deployed (build_middleware) with ``policy`` as its bounds."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump({"version": "t-1", **policy}))
+    return build_middleware(
         Config.model_validate(
-            {"settings": {"hash_secret": "t"}, "bounds": {"policies": [str(policy)]}}
+            {"settings": {"hash_secret": "t"}, "bounds": {"policies": [str(path)]}}
         )
     )
+
+
+@pytest.mark.parametrize("cls", [PersonaCallbackHandler, PersonaSyncCallbackHandler])
+@pytest.mark.parametrize(
+    ("policy", "rules"),
+    [
+        pytest.param({"packs": ["pii"]}, ["pii"], id="pii-pack"),
+        pytest.param(
+            {
+                "rules": [
+                    {
+                        "id": "t.swear",
+                        "tier": 2,
+                        "detector": {"kind": "phrases", "phrases": ["darn"]},
+                        "action": "block",
+                        "message": "no",
+                        "adjustable": {"values": ["redact", "off"], "eligibility": "all"},
+                    }
+                ]
+            },
+            ["t.swear"],
+            id="a-user-may-choose-redact",
+        ),
+    ],
+)
+def test_a_policy_that_redacts_is_refused_when_the_handler_is_made(
+    tmp_path: Path, cls: type[Handler], policy: dict[str, Any], rules: list[str]
+) -> None:
+    """Issue 12, deliverable 9: a handler cannot change text, so a deployer rule that redacts
+    (or that users may set to redact) would hold on no call. The handler refuses the policy at
+    construction, naming the rules and the wrapper that applies them."""
+    mw = _bounded(tmp_path, policy)
+    with pytest.raises(ConfigError) as raised:
+        cls(mw)
+    message = str(raised.value)
+    assert "PersonaChatModel" in message
+    assert all(rule in message for rule in rules), message
+
+
+@pytest.mark.parametrize("cls", [PersonaCallbackHandler, PersonaSyncCallbackHandler])
+def test_a_policy_without_redactions_is_accepted(tmp_path: Path, cls: type[Handler]) -> None:
+    """The baseline packs and a pii pack the deployer set to ``log`` have nothing to redact."""
+    cls(build_middleware(Config.model_validate({"settings": {"hash_secret": "t"}})))
+    cls(_bounded(tmp_path, {"packs": [{"name": "pii", "action": "log"}]}))
+
+
+@pytest.mark.parametrize(("mode", "cls"), CASES)
+async def test_redactions_it_cannot_apply_are_not_logged_as_applied(
+    tmp_path: Path, mode: str, cls: type[Handler]
+) -> None:
+    """Issue 12, finding 9: a user switched the pii pack on for themselves (tier 3, so the
+    handler could not refuse it up front); the callback sees an e-mail address in the question
+    and in the reply but can change neither. The log must not say ``redact``: it says the rule
+    fired and was not applied."""
+    mw = _bounded(tmp_path, {"packs": ["crisis"]})
+    await mw.store.put(parse_profile({"user_id": "ada", "bounds": {"enable_packs": ["pii"]}}))
     handler = cls(mw)
     model = GenericFakeChatModel(messages=iter(["Write to bob.smith@example.com today."]))
     try:

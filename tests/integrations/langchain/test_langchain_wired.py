@@ -111,12 +111,13 @@ class Wired:
         return PersonaChatModel(inner=inner, middleware=self.mw), inner
 
 
-def wired_config(store_url: str = "", prefix: str = "pmw:") -> Config:
+def wired_config(store_url: str = "", prefix: str = "pmw:", *, demo: bool = True) -> Config:
+    """The demo policy, or (``demo=False``) the baseline packs, which redact nothing."""
     return Config.model_validate(
         {
             "settings": {"hash_secret": "test-secret"},
             "store": {"url": store_url, "prefix": prefix},
-            "bounds": {"policies": [str(DEMO_POLICY)]},
+            "bounds": {"policies": [str(DEMO_POLICY)] if demo else []},
         }
     )
 
@@ -439,7 +440,7 @@ def test_a_sync_app_closes_through_the_wrapper_and_loses_no_usage(how: str) -> N
 
 
 def test_a_sync_app_using_the_sync_handler_closes_through_it() -> None:
-    mw = build_middleware(wired_config())
+    mw = build_middleware(wired_config(demo=False))  # a handler refuses the demo's redactions
     handler = PersonaSyncCallbackHandler(mw, default_user="ada")
     model = FakeListChatModel(responses=["fine"])
     model.invoke("hi", config={"callbacks": [handler]})
