@@ -10,16 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from persona_mw import CallContext
 
 __all__ = [
     "ANONYMOUS_USER",
     "CALL_KEY",
+    "ENFORCED_CALL_TYPES",
+    "USER_HEADER",
     "CallHandle",
     "attach_call",
     "call_of",
-    "is_chat_call",
+    "call_type_name",
+    "forget_user",
+    "request_path",
     "resolve_user",
 ]
 
@@ -27,7 +32,12 @@ __all__ = [
 CALL_KEY = "_persona_mw_call"
 #: The user id for requests that name no user (no ``user`` field, no key user).
 ANONYMOUS_USER = "anonymous"
-_CHAT_CALL_TYPES = frozenset({"completion", "acompletion"})
+#: The header that names the end user, as for ``persona-mw serve``; it wins over the body.
+USER_HEADER = "X-Persona-User"
+#: LiteLLM call types whose text the plugin holds to the bounds: chat completions
+#: (``/v1/chat/completions``). Every other call type that reaches the guardrail is refused
+#: unless the deployer lists it as unchecked (``persona_unchecked_routes``).
+ENFORCED_CALL_TYPES = frozenset({"completion", "acompletion"})
 
 
 class CallHandle:
@@ -57,10 +67,9 @@ class CallHandle:
         return repr(self)
 
 
-def is_chat_call(call_type: object) -> bool:
-    """Only chat completions carry messages we can personalise and check."""
-    value = getattr(call_type, "value", call_type)
-    return value in _CHAT_CALL_TYPES
+def call_type_name(call_type: object) -> str:
+    """LiteLLM passes its ``CallTypes`` enum on some routes and the bare string on others."""
+    return str(getattr(call_type, "value", call_type))
 
 
 def _metadata_key(data: Mapping[str, Any]) -> str:
@@ -99,18 +108,56 @@ def call_of(data: Mapping[str, Any] | None) -> CallHandle | None:
 def resolve_user(
     data: Mapping[str, Any], key_user_id: str | None, key_end_user_id: str | None
 ) -> str:
-    """Who the end user is: the request's ``user`` field (OpenAI's per-end-user field, what an
-    app sets), else ``metadata.user_id``, else the proxy key's end user or owner, else
-    :data:`ANONYMOUS_USER` (default profile; bounds still apply)."""
-    user = data.get("user")
-    if isinstance(user, str) and user:
-        return user
+    """Who the end user is, as ``persona-mw serve`` decides: the :data:`USER_HEADER` header
+    (so a gateway in front can pin the user), else the request's ``user`` field (OpenAI's
+    per-end-user field, what an app sets), else ``metadata.user_id``, else the proxy key's end
+    user or owner, else :data:`ANONYMOUS_USER` (default profile; bounds still apply)."""
     metadata = data.get("metadata")
-    if isinstance(metadata, Mapping):
-        from_metadata = metadata.get("user_id")
-        if isinstance(from_metadata, str) and from_metadata:
-            return from_metadata
-    for candidate in (key_end_user_id, key_user_id):
-        if candidate:
+    candidates = (
+        _header(data, USER_HEADER),
+        data.get("user"),
+        metadata.get("user_id") if isinstance(metadata, Mapping) else None,
+        key_end_user_id,
+        key_user_id,
+    )
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate:
             return candidate
     return ANONYMOUS_USER
+
+
+def forget_user(data: dict[str, Any]) -> None:
+    """Remove the end user's id from what the proxy sends on: the ``user`` field, the
+    ``metadata.user_id`` and a forwarded :data:`USER_HEADER` (docs/proxy.md: the id is never
+    sent to the model provider). LiteLLM's own spend tracking took it from the key before."""
+    data.pop("user", None)
+    metadata = data.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("user_id", None)
+    forwarded = data.get("headers")
+    if isinstance(forwarded, dict):
+        for name in [n for n in forwarded if n.lower() == USER_HEADER.lower()]:
+            del forwarded[name]
+
+
+def request_path(data: Mapping[str, Any]) -> str | None:
+    """The path the client called (``/v1/responses``), as the proxy recorded the request."""
+    request = data.get("proxy_server_request")
+    url = request.get("url") if isinstance(request, Mapping) else None
+    return urlsplit(url).path or None if isinstance(url, str) else None
+
+
+def _header(data: Mapping[str, Any], name: str) -> str | None:
+    """A request header as the proxy recorded it (``proxy_server_request.headers``, also
+    copied into the metadata for guardrails), matched without regard to case."""
+    for holder in (
+        data.get("proxy_server_request"),
+        data.get("metadata"),
+        data.get("litellm_metadata"),
+    ):
+        headers = holder.get("headers") if isinstance(holder, Mapping) else None
+        if isinstance(headers, Mapping):
+            for key, value in headers.items():
+                if isinstance(key, str) and key.lower() == name.lower() and value:
+                    return str(value)
+    return None

@@ -21,6 +21,11 @@ Hook by hook:
   upstream; usage is recorded when the stream ends, however it ends.
 - ``async_post_call_failure_hook``: a failed call is recorded with outcome ``error``.
 
+Only chat completions are enforced. Any other call type that reaches the guardrail (the
+Responses API, text completions, embeddings, images, audio, Anthropic messages, batches, ...)
+is refused with :class:`RequestRefused` (HTTP 400 naming the route) before the model is called,
+unless the deployer lists it in ``persona_unchecked_routes``.
+
 Configure it in the proxy's ``config.yaml``::
 
     guardrails:
@@ -37,13 +42,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import time
-import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from datetime import UTC, datetime
 from typing import Any, Literal
 
+import structlog
 from litellm import ModelResponse, ModelResponseStream
 from litellm.integrations.custom_guardrail import CustomGuardrail
 
@@ -52,15 +55,25 @@ from persona_mw import (
     Config,
     ConfigError,
     Middleware,
+    PersonaError,
     build_middleware,
     configure_logging,
     load_config,
     with_notices,
 )
 
-from .edge import CallHandle, attach_call, call_of, is_chat_call, resolve_user
+from .edge import (
+    ENFORCED_CALL_TYPES,
+    CallHandle,
+    attach_call,
+    call_of,
+    call_type_name,
+    forget_user,
+    request_path,
+    resolve_user,
+)
 
-__all__ = ["CONFIG_ENV", "PersonaGuardrail"]
+__all__ = ["CONFIG_ENV", "PersonaGuardrail", "RequestRefused"]
 
 #: Where the plugin finds the persona_mw config when ``persona_config`` is not given.
 CONFIG_ENV = "PERSONA_MW_CONFIG"
@@ -69,6 +82,31 @@ SURFACE = "litellm-proxy"
 
 LogFormat = Literal["json", "console", "none"]
 MiddlewareFactory = Callable[[Config], Middleware]
+
+_log = structlog.get_logger("persona_mw.litellm")
+
+
+class RequestRefused(PersonaError):
+    """A request the plugin does not pass on to the model: a route it cannot hold to the
+    bounds, or a chat request it cannot read. The proxy answers ``status_code`` with this
+    message (LiteLLM maps an exception's ``status_code`` to the HTTP status)."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, route: str) -> None:
+        self.route = route
+        super().__init__(message)
+
+    @classmethod
+    def for_route(cls, route: str, path: str | None) -> RequestRefused:
+        where = f"{path} (LiteLLM call type {route!r})" if path else f"LiteLLM call type {route!r}"
+        return cls(
+            f"persona_mw refuses {where}: it enforces its bounds on chat completions only "
+            "(/v1/chat/completions), and a request it cannot check must not reach the model. "
+            "Send the conversation to /v1/chat/completions, or, if this route carries no "
+            f"end-user text, list {route!r} in the guardrail's persona_unchecked_routes",
+            route=route,
+        )
 
 
 class PersonaGuardrail(CustomGuardrail):
@@ -82,7 +120,9 @@ class PersonaGuardrail(CustomGuardrail):
       returning a :class:`persona_mw.Middleware` (default :func:`persona_mw.build_middleware`),
       for deployments that wire their own stages;
     - ``persona_log``: ``json`` (default) or ``console`` renders persona_mw's events on stderr;
-      ``none`` leaves structlog as the host process configured it.
+      ``none`` leaves structlog as the host process configured it;
+    - ``persona_unchecked_routes``: LiteLLM call types (e.g. ``aembedding``) the deployer lets
+      through unchecked; every other call type but chat completions is refused.
 
     Everything else (``guardrail_name``, ``event_hook``/``mode``, ``default_on``, ...) is
     LiteLLM's and passed on to it.
@@ -94,10 +134,12 @@ class PersonaGuardrail(CustomGuardrail):
         persona_config: str | None = None,
         persona_factory: str | None = None,
         persona_log: LogFormat = "json",
+        persona_unchecked_routes: list[str] | None = None,
         middleware: Middleware | None = None,
         **litellm_kwargs: Any,
     ) -> None:
         super().__init__(**litellm_kwargs)
+        self.unchecked_routes = _unchecked_routes(persona_unchecked_routes)
         if persona_log not in ("json", "console", "none"):
             raise ConfigError(
                 f"persona_log must be 'json', 'console' or 'none', not {persona_log!r}",
@@ -111,6 +153,12 @@ class PersonaGuardrail(CustomGuardrail):
             config = load_config(path)
             middleware = _factory(persona_factory)(config)
         self.middleware = middleware
+        if self.unchecked_routes:
+            _log.warning(
+                "litellm.unchecked_routes",
+                routes=sorted(self.unchecked_routes),
+                hint="these LiteLLM call types reach the model with no persona_mw bounds",
+            )
 
     # -- pre-call: profile, input stages, the prompt the model will see -------------------------
 
@@ -121,33 +169,30 @@ class PersonaGuardrail(CustomGuardrail):
         data: dict[str, Any],
         call_type: Any,
     ) -> dict[str, Any] | None:
-        if not is_chat_call(call_type) or not isinstance(data.get("messages"), list):
-            return None
+        route = call_type_name(call_type)
+        if route not in ENFORCED_CALL_TYPES:
+            if route in self.unchecked_routes:
+                return None
+            raise RequestRefused.for_route(route, request_path(data))
         mw = self.middleware
-        started = time.perf_counter()
         user = resolve_user(
             data,
             getattr(user_api_key_dict, "user_id", None),
             getattr(user_api_key_dict, "end_user_id", None),
         )
-        profile, source = await mw.load_profile(user)
-        messages: list[dict[str, Any]] = list(data["messages"])
-        ctx = CallContext(
-            request_id=str(data.get("litellm_call_id") or uuid.uuid4()),
-            user_id=user,
-            user_hash=mw.hash_user(user),
-            model=str(data.get("model") or ""),
-            messages=messages,
-            prompt_messages=list(messages),
-            stream=data.get("stream") is True,
-            llm_kwargs={},  # the proxy calls the model with its own parameters
-            profile=profile,
-            profile_source=source,
-            started_at=datetime.now(UTC),
-            surface=SURFACE,
-            _t0=started,
-        )
-        ctx.timings_ms["profile"] = _ms_since(started)
+        forget_user(data)
+        messages = data.get("messages")
+        try:
+            ctx = await mw.begin(
+                user,
+                str(data.get("model") or ""),
+                list(messages) if isinstance(messages, list) else [],  # [] is refused, named
+                {"request_id": data.get("litellm_call_id")},
+                stream=data.get("stream") is True,
+                surface=SURFACE,
+            )
+        except ConfigError as exc:
+            raise RequestRefused(str(exc), route=route) from None
         await mw.run_input_stages(ctx)
         attach_call(data, ctx)
         if ctx.reply is not None:
@@ -249,6 +294,26 @@ def _factory(spec: str | None) -> MiddlewareFactory:
     return factory  # type: ignore[no-any-return]
 
 
+def _unchecked_routes(routes: object) -> frozenset[str]:
+    if routes is None:
+        return frozenset()
+    if not isinstance(routes, list) or not all(isinstance(r, str) and r for r in routes):
+        raise ConfigError(
+            "persona_unchecked_routes must be a list of LiteLLM call types, e.g. [aembedding]",
+            source="litellm guardrail params",
+            field="persona_unchecked_routes",
+        )
+    enforced = sorted(set(routes) & ENFORCED_CALL_TYPES)
+    if enforced:
+        raise ConfigError(
+            f"{', '.join(enforced)} cannot be unchecked: chat completions always run the "
+            "bounds (tier 1 is the law); remove them from persona_unchecked_routes",
+            source="litellm guardrail params",
+            field="persona_unchecked_routes",
+        )
+    return frozenset(routes)
+
+
 def _mark_failed(ctx: CallContext, exc: BaseException) -> None:
     if ctx.outcome in ("filtered", "blocked") and not isinstance(exc, Exception):
         return
@@ -257,7 +322,3 @@ def _mark_failed(ctx: CallContext, exc: BaseException) -> None:
         ctx.error = type(exc).__name__
     else:  # CancelledError, GeneratorExit: the client went away
         ctx.outcome = "cancelled"
-
-
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0

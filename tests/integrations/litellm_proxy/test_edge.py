@@ -11,9 +11,11 @@ import pytest
 from persona_mw_litellm.edge import (
     ANONYMOUS_USER,
     CALL_KEY,
+    USER_HEADER,
     attach_call,
     call_of,
-    is_chat_call,
+    call_type_name,
+    forget_user,
     resolve_user,
 )
 
@@ -22,10 +24,18 @@ from persona_mw import CallContext, Profile
 
 def _ctx(**kw: Any) -> CallContext:
     return CallContext(
-        request_id="r1", user_id="ada", user_hash="h", model="m",
-        messages=[{"role": "user", "content": "hi"}], prompt_messages=[], stream=False,
-        llm_kwargs={}, profile=Profile.default("ada"), profile_source="default",
-        started_at=datetime.now(UTC), **kw,
+        request_id="r1",
+        user_id="ada",
+        user_hash="h",
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        prompt_messages=[],
+        stream=False,
+        llm_kwargs={},
+        profile=Profile.default("ada"),
+        profile_source="default",
+        started_at=datetime.now(UTC),
+        **kw,
     )
 
 
@@ -46,12 +56,33 @@ def test_resolve_user_prefers_the_request_then_metadata_then_the_key(
     assert resolve_user(data, key_user, key_end_user) == expected
 
 
-@pytest.mark.parametrize(
-    ("call_type", "expected"),
-    [("acompletion", True), ("completion", True), ("aembedding", False), ("aresponses", False)],
-)
-def test_only_chat_completions_are_handled(call_type: str, expected: bool) -> None:
-    assert is_chat_call(call_type) is expected
+def test_the_header_names_the_user_before_the_body() -> None:
+    """As in ``persona-mw serve``: X-Persona-User (as the proxy recorded the request's headers,
+    any case) wins over ``user`` and ``metadata.user_id``."""
+    data = {
+        "user": "ada",
+        "metadata": {"user_id": "bob", "headers": {"x-persona-user": "meta-copy"}},
+        "proxy_server_request": {"headers": {USER_HEADER.lower(): "carol"}},
+    }
+    assert resolve_user(data, "owner", "end") == "carol"
+    del data["proxy_server_request"]
+    assert resolve_user(data, "owner", "end") == "meta-copy"
+
+
+def test_forget_user_leaves_no_id_to_forward() -> None:
+    data: dict[str, Any] = {
+        "user": "ada",
+        "metadata": {"user_id": "ada", "tags": ["t"]},
+        "headers": {"X-Persona-User": "ada", "x-trace": "1"},
+    }
+    forget_user(data)
+    assert data == {"metadata": {"tags": ["t"]}, "headers": {"x-trace": "1"}}
+
+
+def test_call_types_come_as_enum_or_string() -> None:
+    from litellm.types.utils import CallTypes
+
+    assert call_type_name(CallTypes.aresponses) == call_type_name("aresponses") == "aresponses"
 
 
 @pytest.mark.parametrize("metadata_key", ["metadata", "litellm_metadata"])
@@ -88,3 +119,18 @@ def test_the_example_persona_config_is_valid(monkeypatch: pytest.MonkeyPatch) ->
     assert config.store.url == "redis://127.0.0.1:6379/0"
     assert config.settings.hash_secret is not None
     assert config.settings.hash_secret.get_secret_value() == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("routes", "match"),
+    [(["acompletion"], "cannot be unchecked"), ("aembedding", "a list of LiteLLM call types")],
+)
+def test_chat_completions_cannot_be_left_unchecked(routes: Any, match: str) -> None:
+    from persona_mw_litellm import PersonaGuardrail
+
+    from persona_mw import ConfigError, Middleware
+
+    with pytest.raises(ConfigError, match=match):
+        PersonaGuardrail(
+            persona_unchecked_routes=routes, persona_log="none", middleware=Middleware()
+        )

@@ -284,3 +284,93 @@ def test_streamed_usage_reaches_the_client(
     [row] = _wait_for(usage, user)
     assert tokens == (row["prompt_tokens"], row["completion_tokens"])
     assert (tokens == (0, 0)) is blocked
+
+
+# -- every route, every way of naming the user (issue 12, finding 8) ---------------------------
+
+#: Routes of the LiteLLM proxy that carry text to or from a model, with a minimal body. The
+#: plugin enforces chat completions only; each of these must be refused, never passed on.
+UNENFORCED_ROUTES = [
+    pytest.param("/v1/responses", {"model": MODEL, "input": "hi"}, "aresponses", id="responses"),
+    pytest.param(
+        "/v1/responses",
+        {"model": MODEL, "input": "hi", "stream": True},
+        "aresponses",
+        id="responses-stream",
+    ),
+    pytest.param("/v1/completions", {"model": MODEL, "prompt": "hi"}, "atext_completion",
+                 id="text-completion"),
+    pytest.param("/v1/embeddings", {"model": MODEL, "input": "hi"}, "aembedding", id="embeddings"),
+    pytest.param("/v1/messages", {"model": MODEL, "max_tokens": 16,
+                                  "messages": [{"role": "user", "content": "hi"}]},
+                 "anthropic_messages", id="anthropic-messages"),
+    pytest.param("/v1/images/generations", {"model": MODEL, "prompt": "hi"},
+                 "image_generation", id="images"),
+    pytest.param("/v1/moderations", {"model": MODEL, "input": "hi"}, "moderation",
+                 id="moderations"),
+    pytest.param("/v1/audio/speech", {"model": MODEL, "input": "hi", "voice": "alloy"},
+                 "aspeech", id="speech"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "call_type"), UNENFORCED_ROUTES)
+def test_a_route_the_plugin_does_not_enforce_is_refused_naming_it(
+    client: httpx.Client, upstream: FakeOpenAIServer, path: str, body: dict[str, Any],
+    call_type: str,
+) -> None:
+    """A /v1/responses request used to reach the model with no bounds at all (tier 1
+    included). Every route the plugin cannot hold to the bounds is refused before the model is
+    called, with an error that names the route and says what to use instead."""
+    before = len(upstream.requests)
+    response = client.post(path, json={**body, "user": "router"})
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert f"{path} (LiteLLM call type {call_type!r})" in message, message
+    assert "/v1/chat/completions" in message, message
+    assert len(upstream.requests) == before
+
+
+def test_header_user_wins_and_no_user_id_reaches_the_provider(
+    client: httpx.Client, upstream: FakeOpenAIServer, usage: Any
+) -> None:
+    """X-Persona-User names the end user over the body's ``user`` (as in ``persona-mw
+    serve``), and neither id is sent on to the model provider (docs/proxy.md promises so)."""
+    body = {"model": MODEL, "user": "body-user-7", "metadata": {"user_id": "meta-user-7"},
+            "messages": [{"role": "user", "content": "who am I"}]}
+    response = client.post("/v1/chat/completions", json=body,
+                           headers={"X-Persona-User": "header-user-7"})
+    assert response.status_code == 200, response.text
+    [row] = _wait_for(usage, "header-user-7")
+    assert row["output"] == "echo: who am I"
+    assert usage("body-user-7") == [] and usage("meta-user-7") == []
+    sent = json.dumps(upstream.requests[-1])
+    assert not any(f"{who}-user-7" in sent for who in ("header", "body", "meta")), sent
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(
+    ("identify", "user"),
+    [
+        pytest.param({"user": "fw-body"}, "fw-body", id="user-field"),
+        pytest.param({"metadata": {"user_id": "fw-meta"}}, "fw-meta", id="metadata-user_id"),
+        pytest.param({"user": "fw-both", "metadata": {"user_id": "fw-other"}}, "fw-both",
+                     id="user-field-over-metadata"),
+    ],
+)
+def test_the_body_names_the_user_who_is_not_forwarded(
+    client: httpx.Client, upstream: FakeOpenAIServer, usage: Any, stream: bool,
+    identify: dict[str, Any], user: str,
+) -> None:
+    user = f"{user}-{stream}"
+    if "user" in identify:
+        identify = {**identify, "user": f"{identify['user']}-{stream}"}
+    else:
+        identify = {"metadata": {"user_id": user}}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **identify}
+    if stream:
+        assert _text(_stream(client, body)) == "echo: hi"
+    else:
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert len(_wait_for(usage, user)) == 1
+    sent = json.dumps(upstream.requests[-1])
+    assert "fw-" not in sent, sent
