@@ -173,7 +173,9 @@ class ReplyEnforcer:
     def any_blocked(self) -> bool:
         """Some choice was ended by a block of the output rules (a replayed answer to a blocked
         input is not one: it is passed on whole)."""
-        return not self._replay and any(c.finish_reason == "content_filter" for c in self._choices.values())
+        return not self._replay and any(
+            c.finish_reason == "content_filter" for c in self._choices.values()
+        )
 
     def stopped(self, index: int) -> bool:
         """Choice ``index`` was ended by a block."""
@@ -200,11 +202,12 @@ class ReplyEnforcer:
         release.finish_reason = release.finish_reason or finish_reason
         return release
 
-    def end(self) -> list[Release]:
-        """The upstream stopped: finish every choice left open (no finish_reason seen), releasing
-        what their filters held back."""
+    def end(self, finish_reason: str | None = None) -> list[Release]:
+        """The upstream stopped: finish every choice left open, releasing what their filters
+        held back, with ``finish_reason`` (a host whose stream reports only one choice's
+        finish_reason — LiteLLM's — passes the one it saw)."""
         return [
-            self._take(index, Piece(finish_reason=""), whole=False)
+            self._take(index, Piece(finish_reason=finish_reason or ""), whole=False)
             for index, choice in list(self._choices.items())
             if not choice.ended
         ]

@@ -62,6 +62,7 @@ async def enforce_stream(
     ctx = enforcer.ctx
     header: dict[str, Any] = {}
     sent_first = False
+    last_reason: str | None = None
     try:
         async for piece in upstream:
             if not header:
@@ -78,6 +79,7 @@ async def enforce_stream(
                 continue
             kept = []
             for choice in piece.choices:
+                last_reason = choice.finish_reason or last_reason
                 release = enforcer.feed(choice.index, _piece(choice.delta, choice))
                 if _apply_delta(choice, release) or usage is not None:
                     kept.append(choice)
@@ -88,7 +90,9 @@ async def enforce_stream(
                 yield piece
             if enforcer.any_blocked and enforcer.done and enforcer.choices_seen >= _n(ctx):
                 return  # stops the model call: nothing more of this reply may be sent
-        left = enforcer.end()
+        # LiteLLM's stream wrapper passes on the first finish_reason only: the upstream's
+        # other choices end with the same one
+        left = enforcer.end(last_reason)
         if left:
             yield _chunk(header, left, enforcer)
     finally:
