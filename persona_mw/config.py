@@ -47,6 +47,15 @@ class Settings(_Frozen):
     profile_cache_ttl_s: float = Field(default=60.0, ge=0)
     #: Fields applied to users who have no profile (e.g. a deployment-wide default language).
     default_profile: dict[str, Any] = Field(default_factory=dict)
+    #: Where notices (AI disclosure, reminders, crisis resources) go: ``auto`` puts them in the
+    #: reply's text, except for structured replies (``response_format`` json_object /
+    #: json_schema, tools), where they go to the ``persona_notices`` field / the
+    #: ``X-Persona-Notices`` header, which the app must show; ``in_band`` / ``out_of_band``
+    #: force one place for every call.
+    notices: Literal["auto", "in_band", "out_of_band"] = "auto"
+    #: The model's ``reasoning_content``: checked by the output rules like the reply
+    #: (``filter``), or never passed on (``drop``).
+    reasoning_content: Literal["filter", "drop"] = "filter"
 
 
 class StoreConfig(_Frozen):

@@ -8,17 +8,30 @@ however the text arrives.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .errors import PersonaError, ProfileError, StoreError
+from .enforce import (
+    FilterChain,
+    ReplyEnforcer,
+    block_message,
+    blocked_ending,
+    enforce_response,
+    mark_failed,
+    notices_out_of_band,
+    notices_text,
+    synthetic_chunks,
+    synthetic_response,
+    with_notices,
+)
+from .enforce import enforce_stream as _enforce_stream
+from .errors import ProfileError, StoreError
 from .llm import LiteLLMClient
 from .observability import REQUEST_EVENT, UserHasher, request_event
 from .profile import Profile, parse_profile
@@ -32,7 +45,6 @@ from .types import (
     InputStage,
     LLMClient,
     Message,
-    OutputFilter,
     OutputStage,
     ProfileSource,
     ProfileStore,
@@ -41,7 +53,6 @@ from .types import (
 
 if TYPE_CHECKING:
     from litellm import ModelResponse, ModelResponseStream
-    from litellm.types.utils import Usage
 
     from .config import Settings
 
@@ -123,20 +134,24 @@ class Middleware:
         ``ModelResponse``. A blocked input is answered with the rule's message and
         ``finish_reason="content_filter"``; upstream failures raise UpstreamError."""
         ctx = await self.begin(user, model, messages, llm_kwargs, stream=False, surface=surface)
+        enforcer: ReplyEnforcer | None = None
         try:
             await self.run_input_stages(ctx)
+            enforcer = self.enforcer(ctx)
             if ctx.reply is not None:
-                return _synthetic_response(ctx)
+                return synthetic_response(enforcer)
             started = time.perf_counter()
             response = await self.llm.acompletion(
                 model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs
             )
             ctx.timings_ms["model"] = _ms_since(started)
-            return self.enforce_reply(ctx, response)
+            return enforce_response(enforcer, response)
         except BaseException as exc:
-            _mark_failed(ctx, exc)
+            mark_failed(ctx, exc)
             raise
         finally:
+            if enforcer is not None:
+                enforcer.close()
             await self.finish(ctx)
 
     async def astream(
@@ -158,7 +173,7 @@ class Middleware:
         try:
             await self.run_input_stages(ctx)
             if ctx.reply is not None:
-                for chunk in _synthetic_chunks(ctx):
+                for chunk in synthetic_chunks(self.enforcer(ctx)):
                     yield chunk
                 return
             started = time.perf_counter()
@@ -170,7 +185,7 @@ class Middleware:
                 async for chunk in chunks:
                     yield chunk
         except BaseException as exc:
-            _mark_failed(ctx, exc)
+            mark_failed(ctx, exc)
             raise
         finally:
             await self.finish(ctx)
@@ -282,8 +297,13 @@ class Middleware:
         *,
         stream: bool,
         surface: str,
+        request: Mapping[str, Any] | None = None,
     ) -> CallContext:
-        """Validate the call, load the profile and make the call's context."""
+        """Validate the call, load the profile and make the call's context.
+
+        Where the call's notices go is decided here, from ``settings.notices`` and the call's
+        OpenAI parameters: ``request`` when given (a host that calls the model itself passes its
+        request, e.g. the proxy's ``data``), else ``llm_kwargs``."""
         _validate_call(user, model, messages)
         started = time.perf_counter()
         profile, source = await self.load_profile(user)
@@ -301,6 +321,9 @@ class Middleware:
             profile_source=source,
             started_at=datetime.now(UTC),
             surface=surface,
+            notices_out_of_band=notices_out_of_band(
+                request if request is not None else llm_kwargs, self.settings.notices
+            ),
             _t0=started,
         )
         ctx.timings_ms["profile"] = _ms_since(started)
@@ -317,40 +340,31 @@ class Middleware:
                 break
 
     def open_filters(self, ctx: CallContext) -> FilterChain:
-        """Fresh output filters for one call, chained."""
+        """Fresh output filters for one text of one call, chained."""
         return FilterChain([stage.open(ctx) for stage in self.output_stages])
 
-    def enforce_reply(self, ctx: CallContext, response: ModelResponse) -> ModelResponse:
-        """The output stages over a whole reply, in place; returns ``response``.
+    def enforcer(self, ctx: CallContext) -> ReplyEnforcer:
+        """The enforcement engine for this call's output (every choice, every field): what
+        every host drives, after the input stages ran."""
+        return ReplyEnforcer(
+            ctx, lambda: self.open_filters(ctx), reasoning=self.settings.reasoning_content
+        )
 
-        A whole reply is one big chunk through the same :class:`FilterChain` as a stream, so a
-        bound's verdict cannot depend on transport. A block replaces the text with the rule's
-        message and sets ``finish_reason="content_filter"``; notices frame the reply; the usage
-        is recorded on ``ctx``.
+    def enforce_reply(self, ctx: CallContext, response: ModelResponse) -> ModelResponse:
+        """The engine over a whole LiteLLM reply, in place (every choice, every field); returns
+        ``response``. A block replaces that choice's text with the rule's message and sets its
+        ``finish_reason="content_filter"``; notices frame the text, or go to
+        ``response.persona_notices`` when out of band; the usage is recorded on ``ctx``.
 
         When an input stage answered (``ctx.reply``), ``response`` is that answer as a host
         delivered it (the LiteLLM proxy plugin answers through LiteLLM's ``mock_response``): our
         own text, so it is not re-checked; it gets the reply's finish_reason and no tokens.
         """
-        if ctx.reply is not None:
-            return _replayed_reply(ctx, response)
-        started = time.perf_counter()
-        choice = response.choices[0]
-        message = choice.message
-        text = message.content if isinstance(message.content, str) else ""
-        chain = self.open_filters(ctx)
-        released = chain.feed(text) + chain.finish() if text else ""
-        if chain.stopped:
-            released = block_message(ctx)
-            choice.finish_reason = "content_filter"
-            ctx.outcome = "filtered"
-        if text or ctx.notices:
-            message.content = with_notices(ctx, released)
-        ctx.output_text = message.content or ""
-        ctx.finish_reason = choice.finish_reason
-        _record_usage(ctx, getattr(response, "usage", None))
-        ctx.timings_ms["output"] = _ms_since(started)
-        return response
+        enforcer = self.enforcer(ctx)
+        try:
+            return enforce_response(enforcer, response)
+        finally:
+            enforcer.close()
 
     async def enforce_stream(
         self,
@@ -359,11 +373,12 @@ class Middleware:
         *,
         model_started: float | None = None,
     ) -> AsyncGenerator[ModelResponseStream, None]:
-        """The output stages over a streamed reply: :meth:`enforce_reply`, chunk by chunk.
+        """The engine over a streamed LiteLLM reply, chunk by chunk: :meth:`enforce_reply` with
+        a hold-back, one filter per choice and per field.
 
-        Filters hold text back, so nothing a rule would block or redact is ever yielded. A block
-        ends the stream with the rule's message and ``finish_reason="content_filter"``; notices
-        go before the first chunk and into the last; chunks without choices (the usage chunk)
+        Nothing a rule would block or redact is ever yielded. A block ends that choice with the
+        rule's message and ``finish_reason="content_filter"``; in band, notices go before each
+        choice's first text and into its last chunk; chunks without choices (the usage chunk)
         pass through; usage is recorded on ``ctx``, estimated from the text when the stream
         carried none. A replayed answer to a blocked input (``ctx.reply``) is treated as in
         :meth:`enforce_reply`.
@@ -377,22 +392,15 @@ class Middleware:
         given, the ``first_token`` and ``model`` timings are recorded. Integrations handed a
         stream their host opened (the LiteLLM proxy plugin) do not know it and leave it out.
         """
-        steps: _FilteredStream | _ReplayedStream = (
-            _ReplayedStream(ctx)
-            if ctx.reply is not None
-            else _FilteredStream(ctx, self.open_filters(ctx), model_started)
-        )
+        enforcer = self.enforcer(ctx)
         try:
-            async for piece in upstream:
-                for chunk in steps.feed(piece):
+            async with aclosing(
+                _enforce_stream(enforcer, upstream, model_started=model_started)
+            ) as chunks:
+                async for chunk in chunks:
                     yield chunk
-                if steps.done:
-                    return
         finally:
-            steps.close()
-            aclose = getattr(upstream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            enforcer.close()
 
     async def finish(self, ctx: CallContext) -> None:
         """Finish stages, then the request event. Never raises: a failing recorder must not
@@ -412,167 +420,6 @@ class Middleware:
             _log.warning(REQUEST_EVENT, **event)
         else:
             _log.info(REQUEST_EVENT, **event)
-
-
-class FilterChain:
-    """Output filters in a row: each one's released text is the next one's input."""
-
-    def __init__(self, filters: Sequence[OutputFilter]) -> None:
-        self.filters = list(filters)
-
-    @property
-    def stopped(self) -> bool:
-        return any(f.stopped for f in self.filters)
-
-    def feed(self, text: str) -> str:
-        for i, f in enumerate(self.filters):
-            text = f.feed(text) if text else ""
-            if f.stopped:
-                return self._drain(i + 1, text)
-        return text
-
-    def finish(self) -> str:
-        text = ""
-        for i, f in enumerate(self.filters):
-            if text:
-                text = f.feed(text)
-            if not f.stopped:
-                text += f.finish()
-            if f.stopped:
-                return self._drain(i + 1, text)
-        return text
-
-    def _drain(self, start: int, text: str) -> str:
-        """A filter stopped: what it released before the stop still passes the later filters."""
-        for f in self.filters[start:]:
-            text = (f.feed(text) if text else "") + ("" if f.stopped else f.finish())
-            if f.stopped:
-                break
-        return text
-
-
-class _FilteredStream:
-    """One streamed reply through the output filters (:meth:`Middleware.enforce_stream`).
-
-    ``feed`` takes each upstream chunk and returns what may be yielded now (nothing while the
-    filters hold text back; the notices before the first chunk); ``close`` leaves the reply's
-    text, tokens and timings on the context however the stream ended.
-    """
-
-    def __init__(self, ctx: CallContext, chain: FilterChain, model_started: float | None) -> None:
-        self.ctx = ctx
-        self.chain = chain
-        self.model_started = model_started
-        self.header: dict[str, Any] = {}
-        self.out: list[str] = []  # the text yielded so far
-        self.filter_ms = 0.0
-        self.done = False
-
-    def feed(self, piece: ModelResponseStream) -> list[ModelResponseStream]:
-        ready = self._start(piece) if not self.header else []
-        usage = getattr(piece, "usage", None)
-        _record_usage(self.ctx, usage)
-        if not piece.choices:  # the usage chunk (stream_options.include_usage): no text
-            ready.append(piece)
-            return ready
-        choice = piece.choices[0]
-        delta = choice.delta
-        started = time.perf_counter()
-        released = self.chain.feed(delta.content) if delta.content else ""
-        if choice.finish_reason is not None and not self.chain.stopped:
-            released += self.chain.finish()
-        self.filter_ms += _ms_since(started)
-        if self.chain.stopped:
-            ready.append(self._blocked(released))
-            return ready
-        if choice.finish_reason is not None:
-            after = notices_text(self.ctx, "after")
-            if after:
-                released += _then("".join(self.out) + released, after)
-            self.ctx.finish_reason = choice.finish_reason
-        elif not (
-            released
-            or delta.tool_calls
-            or delta.function_call
-            or (delta.role and not self.out)
-            or usage is not None  # older LiteLLM sends the usage chunk with one empty choice
-        ):
-            return ready  # everything held back: nothing to send yet
-        self.out.append(released)
-        delta.content = released or None
-        ready.append(piece)
-        return ready
-
-    def close(self) -> None:
-        ctx = self.ctx
-        ctx.output_text = "".join(self.out)
-        ctx.timings_ms["output"] = self.filter_ms
-        if self.model_started is not None:
-            ctx.timings_ms["model"] = _ms_since(self.model_started)
-        if not ctx.completion_tokens:
-            ctx.completion_tokens = _estimate_tokens(ctx.output_text)
-
-    def _start(self, piece: ModelResponseStream) -> list[ModelResponseStream]:
-        """The first chunk: its id, model and time for the chunks we make; the notices before."""
-        self.header = {"id": piece.id, "model": piece.model, "created": piece.created}
-        if self.model_started is not None:
-            self.ctx.timings_ms["first_token"] = _ms_since(self.model_started)
-        before = notices_text(self.ctx, "before")
-        if not before:
-            return []
-        self.out.append(before + "\n\n")
-        return [self._chunk(before + "\n\n")]
-
-    def _blocked(self, released: str) -> ModelResponseStream:
-        """The last chunk: what the filters released before the stop, the rule's message, and the
-        notices after the reply (crisis resources must survive a blocked reply)."""
-        self.done = True
-        self.ctx.outcome = "filtered"
-        self.ctx.finish_reason = "content_filter"
-        text = released + blocked_ending(self.ctx, "".join(self.out) + released)
-        self.out.append(text)
-        return self._chunk(text, "content_filter")
-
-    def _chunk(self, text: str, finish_reason: str | None = None) -> ModelResponseStream:
-        from litellm import ModelResponseStream
-        from litellm.types.utils import Delta, StreamingChoices
-
-        return ModelResponseStream(
-            **self.header,
-            choices=[
-                StreamingChoices(
-                    index=0,
-                    delta=Delta(content=text, role="assistant"),
-                    finish_reason=finish_reason,
-                )
-            ],
-        )
-
-
-class _ReplayedStream:
-    """A host streaming back an input stage's answer (``ctx.reply``), as the LiteLLM proxy does
-    with ``mock_response``: our own text, passed through unchecked, ending with the reply's
-    finish_reason; no model ran, so no tokens are counted."""
-
-    done = False
-
-    def __init__(self, ctx: CallContext) -> None:
-        self.ctx = ctx
-        self.out: list[str] = []
-
-    def feed(self, piece: ModelResponseStream) -> list[ModelResponseStream]:
-        if getattr(piece, "usage", None) is not None:
-            piece.usage = _no_usage()  # LiteLLM's mock_response invents some
-        if piece.choices:
-            choice = piece.choices[0]
-            self.out.append(choice.delta.content or "")
-            if choice.finish_reason is not None:
-                choice.finish_reason = self.ctx.reply_finish_reason
-                self.ctx.finish_reason = self.ctx.reply_finish_reason
-        return [piece]
-
-    def close(self) -> None:
-        self.ctx.output_text = "".join(self.out)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -601,119 +448,3 @@ def _validate_call(user: str, model: str, messages: list[Message]) -> None:
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
-
-
-def _estimate_tokens(text: str) -> int:
-    return (len(text) + 3) // 4
-
-
-def _record_usage(ctx: CallContext, usage: Any) -> None:
-    if usage is not None:
-        ctx.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        ctx.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-
-
-def _mark_failed(ctx: CallContext, exc: BaseException) -> None:
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        ctx.outcome = "cancelled"
-    elif isinstance(exc, Exception):
-        ctx.outcome = "error"
-        ctx.error = type(exc).__name__ if not isinstance(exc, PersonaError) else str(exc)
-
-
-def block_message(ctx: CallContext) -> str:
-    """The user-facing message of the last blocking decision (what replaces blocked text)."""
-    for decision in reversed(ctx.decisions):
-        if decision.action == "block" and decision.message:
-            return decision.message
-    return "[response withheld by a content policy]"
-
-
-def blocked_ending(ctx: CallContext, so_far: str) -> str:
-    """How a streamed reply stopped by a block ends, after the text ``so_far`` the user already
-    has: the rule's message (after a blank line, unless there is no text yet or it ends with
-    one) and the notices after the reply — crisis resources survive a block. The whole text
-    then reads as ``with_notices`` frames a whole blocked reply (except that text already
-    ending in a blank line gets no second one)."""
-    after = notices_text(ctx, "after")
-    return _then(so_far, block_message(ctx)) + (f"\n\n{after}" if after else "")
-
-
-def _then(so_far: str, text: str) -> str:
-    """``text`` to follow ``so_far`` as its own paragraph: one blank line between them, none
-    before the first text or after text that already ends with one."""
-    return ("\n\n" if so_far and not so_far.endswith("\n\n") else "") + text
-
-
-def notices_text(ctx: CallContext, position: str) -> str:
-    """The notices to put ``"before"`` or ``"after"`` the reply, joined."""
-    return "\n\n".join(n.text for n in ctx.notices if n.position == position)
-
-
-def with_notices(ctx: CallContext, text: str) -> str:
-    """``text`` framed by the call's notices."""
-    parts = [notices_text(ctx, "before"), text, notices_text(ctx, "after")]
-    return "\n\n".join(p for p in parts if p)
-
-
-def _synthetic_response(ctx: CallContext) -> ModelResponse:
-    """The answer an input stage gave instead of the model (e.g. a block)."""
-    from litellm import ModelResponse
-    from litellm.types.utils import Choices, Message
-
-    assert ctx.reply is not None
-    text = with_notices(ctx, ctx.reply)
-    ctx.output_text = text
-    ctx.finish_reason = ctx.reply_finish_reason
-    return ModelResponse(
-        id=f"chatcmpl-{ctx.request_id}",
-        model=ctx.model,
-        choices=[
-            Choices(
-                index=0,
-                message=Message(role="assistant", content=text),
-                finish_reason=ctx.reply_finish_reason,
-            )
-        ],
-        usage=_no_usage(),
-    )
-
-
-def _replayed_reply(ctx: CallContext, response: ModelResponse) -> ModelResponse:
-    """A host's delivery of an input stage's answer: trusted, with the reply's finish_reason and
-    no tokens (no model ran; LiteLLM's ``mock_response`` invents some)."""
-    choice = response.choices[0]
-    choice.finish_reason = ctx.reply_finish_reason
-    response.usage = _no_usage()
-    ctx.output_text = choice.message.content or ""
-    ctx.finish_reason = ctx.reply_finish_reason
-    return response
-
-
-def _no_usage() -> Usage:
-    from litellm.types.utils import Usage
-
-    return Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
-
-
-def _synthetic_chunks(ctx: CallContext) -> list[ModelResponseStream]:
-    from litellm import ModelResponseStream
-    from litellm.types.utils import Delta, StreamingChoices
-
-    assert ctx.reply is not None
-    text = with_notices(ctx, ctx.reply)
-    ctx.output_text = text
-    ctx.finish_reason = ctx.reply_finish_reason
-    header = {"id": f"chatcmpl-{ctx.request_id}", "model": ctx.model}
-    return [
-        ModelResponseStream(
-            **header,
-            choices=[StreamingChoices(index=0, delta=Delta(content=text, role="assistant"))],
-        ),
-        ModelResponseStream(
-            **header,
-            choices=[
-                StreamingChoices(index=0, delta=Delta(), finish_reason=ctx.reply_finish_reason)
-            ],
-        ),
-    ]

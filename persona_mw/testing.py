@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog.testing
 
-__all__ = ["FakeOpenAIServer", "Fault", "capture_logs", "echo_reply"]
+__all__ = ["FakeChoice", "FakeOpenAIServer", "FakeToolCall", "Fault", "capture_logs", "echo_reply"]
 
 
 def echo_reply(request: dict[str, Any]) -> str:
@@ -35,6 +35,36 @@ def echo_reply(request: dict[str, Any]) -> str:
             content = message.get("content")
             return f"echo: {content if isinstance(content, str) else json.dumps(content)}"
     return "echo:"
+
+
+@dataclass(frozen=True)
+class FakeToolCall:
+    """A tool call the fake model makes; ``arguments`` is sent as given (JSON or not)."""
+
+    name: str
+    arguments: str
+    id: str = "call_1"
+
+
+@dataclass(frozen=True)
+class FakeChoice:
+    """One choice of a reply: its text, ``reasoning_content``, tool calls, and whether it
+    carries logprobs (one entry per streamed piece of the content)."""
+
+    content: str = ""
+    reasoning: str | None = None
+    tool_calls: tuple[FakeToolCall, ...] = ()
+    logprobs: bool = False
+    finish_reason: str | None = None
+
+    @property
+    def finish(self) -> str:
+        return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
+
+
+#: What a ``reply`` function returns: a text (the same for each of ``n`` choices), one
+#: :class:`FakeChoice`, or one FakeChoice per choice.
+Reply = str | FakeChoice | list[FakeChoice]
 
 
 @dataclass
@@ -53,7 +83,7 @@ class Fault:
 
 @dataclass
 class _State:
-    reply: Callable[[dict[str, Any]], str]
+    reply: Callable[[dict[str, Any]], Reply]
     chunk_size: int
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
@@ -113,7 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.malformed:
             self._raw(200, b"{not json", "application/json")
             return
-        text = state.reply(request)
+        choices = _choices(state.reply(request), request)
+        text = "".join(c.content for c in choices)
         prompt_tokens = (
             sum(len(str(m.get("content", ""))) for m in request.get("messages", [])) // 4
         )
@@ -125,6 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         ident = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         model = request.get("model", "fake")
+        size = state.chunk_size
         if not request.get("stream"):
             self._json(
                 200,
@@ -133,13 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                    ],
+                    "choices": [_whole(i, c, size) for i, c in enumerate(choices)],
                     "usage": usage,
                 },
             )
@@ -155,40 +181,43 @@ class _Handler(BaseHTTPRequestHandler):
             "created": int(time.time()),
             "model": model,
         }
-        pieces = [
-            text[i : i + state.chunk_size] for i in range(0, len(text), state.chunk_size)
-        ] or [""]
+        # every choice's deltas, interleaved: choice 0's first piece, choice 1's first piece, ...
+        streams = [_deltas(c, size) for c in choices]
+        rounds = max(len(d) for d in streams)
         try:
             self._event(
                 {
                     **base,
                     "choices": [
                         {
-                            "index": 0,
+                            "index": i,
                             "delta": {"role": "assistant", "content": ""},
                             "finish_reason": None,
                         }
+                        for i in range(len(choices))
                     ],
                 }
             )
-            for n, piece in enumerate(pieces):
+            for n in range(rounds):
                 if fault and fault.truncate_after is not None and n >= fault.truncate_after:
                     self.wfile.flush()
                     self.close_connection = True
                     return
                 if fault and fault.chunk_delay:
                     time.sleep(fault.chunk_delay)
+                for i, deltas in enumerate(streams):
+                    if n < len(deltas):
+                        delta, logprobs = deltas[n]
+                        choice: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": None}
+                        if logprobs is not None:
+                            choice["logprobs"] = logprobs
+                        self._event({**base, "choices": [choice]})
+                        with state.lock:
+                            state.chunks_sent += 1
+            for i, c in enumerate(choices):
                 self._event(
-                    {
-                        **base,
-                        "choices": [
-                            {"index": 0, "delta": {"content": piece}, "finish_reason": None}
-                        ],
-                    }
+                    {**base, "choices": [{"index": i, "delta": {}, "finish_reason": c.finish}]}
                 )
-                with state.lock:
-                    state.chunks_sent += 1
-            self._event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
             if (request.get("stream_options") or {}).get("include_usage"):
                 self._event({**base, "choices": [], "usage": usage})
             self.wfile.write(b"data: [DONE]\n\n")
@@ -213,6 +242,65 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _choices(reply: Reply, request: dict[str, Any]) -> list[FakeChoice]:
+    if isinstance(reply, str):
+        n = request.get("n") or 1
+        return [FakeChoice(content=reply)] * max(1, int(n))
+    return [reply] if isinstance(reply, FakeChoice) else list(reply)
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _logprobs(pieces: list[str]) -> dict[str, Any]:
+    return {
+        "content": [
+            {"token": p, "logprob": -0.25, "bytes": list(p.encode()), "top_logprobs": []}
+            for p in pieces
+        ]
+    }
+
+
+def _tool_call(call: FakeToolCall, *, index: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+    if index is not None:
+        out["index"] = index
+    return out
+
+
+def _whole(index: int, choice: FakeChoice, size: int) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": choice.content or None}
+    if choice.reasoning is not None:
+        message["reasoning_content"] = choice.reasoning
+    if choice.tool_calls:
+        message["tool_calls"] = [_tool_call(c) for c in choice.tool_calls]
+    out: dict[str, Any] = {"index": index, "message": message, "finish_reason": choice.finish}
+    if choice.logprobs:
+        out["logprobs"] = _logprobs(_pieces(choice.content, size))
+    return out
+
+
+def _deltas(choice: FakeChoice, size: int) -> list[tuple[dict[str, Any], Any]]:
+    """One choice's stream: reasoning, then content (with logprobs), then each tool call
+    (id and name first, then its arguments in pieces)."""
+    out: list[tuple[dict[str, Any], Any]] = []
+    for piece in _pieces(choice.reasoning or "", size):
+        out.append(({"reasoning_content": piece}, None))
+    for piece in _pieces(choice.content, size) or ([""] if not choice.tool_calls else []):
+        out.append(({"content": piece}, _logprobs([piece]) if choice.logprobs else None))
+    for i, call in enumerate(choice.tool_calls):
+        head = {**_tool_call(call, index=i), "function": {"name": call.name, "arguments": ""}}
+        out.append(({"tool_calls": [head]}, None))
+        for piece in _pieces(call.arguments, size):
+            out.append(({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}, None))
+    return out
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the default backlog of 5 drops connections at 50 in flight
@@ -222,12 +310,14 @@ class _Server(ThreadingHTTPServer):
 class FakeOpenAIServer:
     """A local OpenAI-compatible chat server on 127.0.0.1 (a free port), run in a thread.
 
-    ``reply`` maps the request JSON to the reply text (default: echo the last user message);
+    ``reply`` maps the request JSON to the reply text (default: echo the last user message;
+    the same text for each of the request's ``n`` choices), or to :class:`FakeChoice` s (one per
+    choice: tool calls, ``reasoning_content``, logprobs);
     ``chunk_size`` is how many characters each streamed chunk carries.
     """
 
     def __init__(
-        self, *, reply: Callable[[dict[str, Any]], str] = echo_reply, chunk_size: int = 4
+        self, *, reply: Callable[[dict[str, Any]], Reply] = echo_reply, chunk_size: int = 4
     ) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.state = _State(reply=reply, chunk_size=chunk_size)
@@ -256,7 +346,7 @@ class FakeOpenAIServer:
         """Streams the client closed before the end."""
         return self._server.state.hang_ups
 
-    def set_reply(self, reply: Callable[[dict[str, Any]], str]) -> None:
+    def set_reply(self, reply: Callable[[dict[str, Any]], Reply]) -> None:
         self._server.state.reply = reply
 
     def inject(self, fault: Fault) -> None:

@@ -27,6 +27,10 @@ from .profile import Profile
 if TYPE_CHECKING:  # litellm is imported lazily: it costs ~3 s
     from litellm import ModelResponse, ModelResponseStream
 
+    from .bounds.policy import AIDisclosure
+    from .bounds.resolve import EffectivePolicy
+    from .signals.ladder import LadderResult
+
 __all__ = [
     "Action",
     "CallContext",
@@ -129,7 +133,16 @@ class CallContext:
     started_at: datetime
     #: Where the call came from: "python", "langchain", "server", "litellm-proxy".
     surface: str = "python"
-    #: Free-form per-call data for stages, keyed by stage name (e.g. the effective policy).
+    #: The bounds in force for this user; set by the bounds input stage.
+    policy: EffectivePolicy | None = None
+    #: The deployer's AI-disclosure rule (from ``policy``); None: the signals config's.
+    disclosure: AIDisclosure | None = None
+    #: What the dependence ladder decided for this call; set by the dependence stage.
+    signals: LadderResult | None = None
+    #: Notices go to a response field (and header) instead of the reply's text: set by
+    #: ``Middleware.begin`` for structured replies (``response_format``, tools) or by settings.
+    notices_out_of_band: bool = False
+    #: Free-form per-call data for third-party stages, keyed by stage name.
     state: dict[str, Any] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)

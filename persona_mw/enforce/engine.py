@@ -1,0 +1,428 @@
+"""The enforcement engine: one call's output, checked per choice and per field.
+
+A host (``Middleware.acompletion`` / ``astream``, the server, the LiteLLM proxy plugin, the
+LangChain wrapper) turns what the model said into :class:`Piece` s — one per choice per chunk,
+or one per choice for a whole reply — and sends on only what the :class:`Release` s say. The
+engine holds no host type: it sees text and opaque logprob entries, and keeps, per choice, one
+filter chain for the content, one for ``reasoning_content`` and one per tool-call argument
+value. Verdicts land on the call's context (``ctx.decisions``, ``ctx.notices``).
+
+Per field:
+
+* **content** streams through its chain with the hold-back; a block ends the choice with the
+  rule's message and ``finish_reason="content_filter"``.
+* **reasoning** streams through a chain of its own (``reasoning="filter"``) or is dropped
+  (``reasoning="drop"``); a block in it ends the choice like one in the content.
+* **tool-call arguments** are released whole, once the choice ends: each JSON string (and
+  number) value is checked on its own and the arguments are re-encoded, so a redaction keeps
+  them valid JSON; arguments that are not JSON are checked as text. A block drops the choice's
+  tool calls and ends it with ``content_filter``.
+* **logprobs** are held until the choice ends and released only when nothing in the choice was
+  redacted or blocked (they would carry the withheld tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import PersonaError
+from ..types import CallContext, Notice
+from .chain import FilterChain, block_message, blocked_ending, notices_text, reply_text, then
+
+__all__ = [
+    "Piece",
+    "ReasoningMode",
+    "Release",
+    "ReplyEnforcer",
+    "ToolCallPiece",
+    "mark_failed",
+]
+
+#: What happens to ``reasoning_content``: checked like the content, or never sent.
+ReasoningMode = Literal["filter", "drop"]
+
+_ALTERING = ("redact", "block")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallPiece:
+    """A tool call of one choice, or a fragment of one (a stream): its ``index`` among the
+    choice's calls; ``id`` and ``name`` when this piece carries them; ``arguments`` (a fragment
+    in a stream, the whole arguments in a Release). ``kind="function"`` is the legacy top-level
+    ``function_call``."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    kind: Literal["tool", "function"] = "tool"
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """What the model said for one choice: one chunk of a stream, or a whole reply. ``logprobs``
+    are the host's per-token entries, opaque to the engine; ``finish_reason`` set ends it."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: tuple[ToolCallPiece, ...] = ()
+    logprobs: tuple[Any, ...] = ()
+    finish_reason: str | None = None
+
+
+@dataclass(slots=True)
+class Release:
+    """What the host may send now for choice ``index``. In a stream: the delta. For a whole
+    reply: the choice's new content, reasoning, tool calls and logprobs."""
+
+    index: int
+    content: str = ""
+    reasoning: str = ""
+    #: Complete tool calls with their checked arguments (only in a choice's last release).
+    tool_calls: tuple[ToolCallPiece, ...] = ()
+    #: The choice's logprob entries, on its last release, when nothing was redacted or blocked.
+    logprobs: tuple[Any, ...] | None = None
+    #: Set on the choice's last release: the model's reason, or ``"content_filter"``.
+    finish_reason: str | None = None
+    #: The first release of this choice (a stream sends ``role: assistant`` with it).
+    first: bool = False
+    #: Out of band only, on a choice's last release: every notice of the call so far.
+    notices: tuple[Notice, ...] = ()
+    #: The choice's logprobs were withheld because something in it was redacted or blocked.
+    logprobs_dropped: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to send (everything is held back)."""
+        return not (
+            self.content
+            or self.reasoning
+            or self.tool_calls
+            or self.logprobs
+            or self.finish_reason
+            or self.first
+        )
+
+
+@dataclass
+class _Call:
+    kind: Literal["tool", "function"]
+    index: int
+    id: str | None = None
+    name: str | None = None
+    parts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Choice:
+    content: FilterChain
+    reasoning: FilterChain | None
+    calls: dict[tuple[str, int], _Call] = field(default_factory=dict)
+    logprobs: list[Any] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+    altered: bool = False
+    started: bool = False
+    finish_reason: str | None = None
+    ended: bool = False
+
+
+class ReplyEnforcer:
+    """The output side of one call (see the module docstring). Fresh per call, from
+    :meth:`persona_mw.Middleware.enforcer`; a host drives it with :meth:`feed` per chunk per
+    choice (or :meth:`whole` per choice), :meth:`end` when the upstream stops, and
+    :meth:`close` however the call ends. When an input stage answered (``ctx.reply``), what is
+    fed is that answer as the host delivered it: passed through unchecked, with the reply's
+    finish_reason (:meth:`synthetic` makes it for hosts that do not call the model)."""
+
+    def __init__(
+        self,
+        ctx: CallContext,
+        open_chain: Callable[[], FilterChain],
+        *,
+        reasoning: ReasoningMode = "filter",
+    ) -> None:
+        self.ctx = ctx
+        self.reasoning: ReasoningMode = reasoning
+        self._open = open_chain
+        self._choices: dict[int, _Choice] = {}
+        self._replay = ctx.reply is not None
+        self.filter_ms = 0.0
+
+    # -- what a host asks --------------------------------------------------------------------
+
+    @property
+    def out_of_band(self) -> bool:
+        """Notices go to a response field (and a header), not into the reply's text."""
+        return self.ctx.notices_out_of_band
+
+    @property
+    def done(self) -> bool:
+        """Every choice seen so far has ended (and at least one was seen)."""
+        return bool(self._choices) and all(c.ended for c in self._choices.values())
+
+    @property
+    def choices_seen(self) -> int:
+        return len(self._choices)
+
+    @property
+    def any_blocked(self) -> bool:
+        """Some choice was ended by a block of the output rules (a replayed answer to a blocked
+        input is not one: it is passed on whole)."""
+        return not self._replay and any(
+            c.finish_reason == "content_filter" for c in self._choices.values()
+        )
+
+    def stopped(self, index: int) -> bool:
+        """Choice ``index`` was ended by a block."""
+        choice = self._choices.get(index)
+        return choice is not None and choice.finish_reason == "content_filter"
+
+    def notices(self) -> tuple[Notice, ...]:
+        """The notices the host must show beside the reply (out of band); () when in band."""
+        return tuple(self.ctx.notices) if self.out_of_band else ()
+
+    # -- driving -----------------------------------------------------------------------------
+
+    def feed(self, index: int, piece: Piece) -> Release:
+        """The next chunk of choice ``index``; returns what may be sent now."""
+        return self._take(index, piece, whole=False)
+
+    def whole(self, index: int, piece: Piece) -> Release:
+        """A whole choice (not streamed): its checked replacement. A block replaces the whole
+        text with the rule's message (nothing of the blocked text is kept)."""
+        finish_reason = piece.finish_reason or "stop"
+        if piece.finish_reason is None:
+            piece = Piece(piece.content, piece.reasoning, piece.tool_calls, piece.logprobs, "stop")
+        release = self._take(index, piece, whole=True)
+        release.finish_reason = release.finish_reason or finish_reason
+        return release
+
+    def end(self, finish_reason: str | None = None) -> list[Release]:
+        """The upstream stopped: finish every choice left open, releasing what their filters
+        held back, with ``finish_reason`` (a host whose stream reports only one choice's
+        finish_reason — LiteLLM's — passes the one it saw)."""
+        return [
+            self._take(index, Piece(finish_reason=finish_reason or ""), whole=False)
+            for index, choice in list(self._choices.items())
+            if not choice.ended
+        ]
+
+    def synthetic(self) -> Release:
+        """The answer of an input stage (``ctx.reply``) as choice 0, for a host that answers
+        instead of calling the model."""
+        ctx = self.ctx
+        text = reply_text(ctx)
+        choice = self._choice(0)
+        choice.sent.append(text)
+        choice.started = choice.ended = True
+        choice.finish_reason = ctx.reply_finish_reason
+        ctx.output_text = text
+        ctx.finish_reason = ctx.reply_finish_reason
+        return Release(
+            0,
+            content=text,
+            finish_reason=ctx.reply_finish_reason,
+            first=True,
+            notices=self.notices(),
+        )
+
+    def close(self) -> None:
+        """Leave the reply on the context: choice 0's text and finish reason (what the signals
+        and the log see), the filter time, an estimate of the tokens when no usage came."""
+        ctx = self.ctx
+        first = self._choices.get(0) or next(iter(self._choices.values()), None)
+        if first is None:  # the model failed before saying anything
+            return
+        ctx.output_text = "".join(first.sent)
+        ctx.finish_reason = first.finish_reason or None
+        if self.any_blocked:
+            ctx.outcome = "filtered"
+        ctx.timings_ms["output"] = ctx.timings_ms.get("output", 0.0) + self.filter_ms
+        if not ctx.completion_tokens and not self._replay:
+            text = "".join("".join(c.sent) for c in self._choices.values())
+            ctx.completion_tokens = (len(text) + 3) // 4
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _choice(self, index: int) -> _Choice:
+        choice = self._choices.get(index)
+        if choice is None:
+            choice = _Choice(
+                content=self._open(),
+                reasoning=self._open() if self.reasoning == "filter" else None,
+            )
+            self._choices[index] = choice
+        return choice
+
+    def _take(self, index: int, piece: Piece, *, whole: bool) -> Release:
+        choice = self._choice(index)
+        out = Release(index)
+        if choice.ended:
+            return out
+        if not choice.started:
+            choice.started = out.first = True
+        if self._replay:
+            return self._replayed(choice, piece, out)
+        started = time.perf_counter()
+        marks = len(self.ctx.decisions)
+        before = notices_text(self.ctx, "before") if out.first else ""
+        prefix = before + "\n\n" if before else ""
+        content = choice.content.feed(piece.content) if piece.content else ""
+        reasoning = ""
+        if piece.reasoning and choice.reasoning is not None and not choice.content.stopped:
+            reasoning = choice.reasoning.feed(piece.reasoning)
+        for call in piece.tool_calls:
+            _buffer(choice, call)
+        choice.logprobs.extend(piece.logprobs)
+        ending = piece.finish_reason is not None
+        calls: tuple[ToolCallPiece, ...] = ()
+        if ending and not self._blocked(choice):
+            content += choice.content.finish()
+            if choice.reasoning is not None and not choice.content.stopped:
+                reasoning += choice.reasoning.finish()
+            if not self._blocked(choice):
+                calls = self._check_calls(choice)
+        if whole and (content != piece.content):
+            choice.altered = True
+        if any(d.action in _ALTERING for d in self.ctx.decisions[marks:]):
+            choice.altered = True
+        out.reasoning = reasoning
+        if self._blocked(choice):
+            self._end_blocked(choice, out, prefix, content, whole=whole)
+        elif ending:
+            after = notices_text(self.ctx, "after")
+            so_far = "".join(choice.sent) + prefix + content
+            out.content = prefix + content + (then(so_far, after) if after else "")
+            out.tool_calls = calls
+            self._end(choice, out, piece.finish_reason or None)
+        else:
+            out.content = prefix + content
+        choice.sent.append(out.content)
+        self.filter_ms += (time.perf_counter() - started) * 1000.0
+        return out
+
+    def _blocked(self, choice: _Choice) -> bool:
+        return choice.content.stopped or (choice.reasoning is not None and choice.reasoning.stopped)
+
+    def _end_blocked(
+        self, choice: _Choice, out: Release, prefix: str, released: str, *, whole: bool
+    ) -> None:
+        ctx = self.ctx
+        choice.altered = True
+        ctx.outcome = "filtered"
+        if whole:
+            before = notices_text(ctx, "before")
+            after = notices_text(ctx, "after")
+            out.content = "\n\n".join(p for p in (before, block_message(ctx), after) if p)
+            out.reasoning = ""
+        else:
+            so_far = "".join(choice.sent) + prefix + released
+            out.content = prefix + released + blocked_ending(ctx, so_far)
+        self._end(choice, out, "content_filter")
+
+    def _end(self, choice: _Choice, out: Release, finish_reason: str | None) -> None:
+        choice.ended = True
+        choice.finish_reason = finish_reason
+        out.finish_reason = finish_reason
+        if choice.altered:
+            out.logprobs_dropped = bool(choice.logprobs)
+        elif choice.logprobs:
+            out.logprobs = tuple(choice.logprobs)
+        out.notices = self.notices()
+
+    def _replayed(self, choice: _Choice, piece: Piece, out: Release) -> Release:
+        out.content = piece.content
+        out.reasoning = piece.reasoning
+        out.tool_calls = piece.tool_calls
+        choice.sent.append(piece.content)
+        if piece.finish_reason is not None:
+            self._end(choice, out, self.ctx.reply_finish_reason)
+        return out
+
+    def _check_calls(self, choice: _Choice) -> tuple[ToolCallPiece, ...]:
+        """The choice's tool calls with checked arguments; () and the choice blocked (its
+        content chain stopped on the block's decision) when any argument is blocked."""
+        checked = []
+        for call in choice.calls.values():
+            arguments, stopped = self._check_arguments("".join(call.parts))
+            if stopped:
+                choice.content = _Stopped()
+                return ()
+            checked.append(ToolCallPiece(call.index, call.id, call.name, arguments, call.kind))
+        return tuple(checked)
+
+    def _check_arguments(self, arguments: str) -> tuple[str, bool]:
+        """Arguments checked value by value, re-encoded when a redaction changed one."""
+        try:
+            value = json.loads(arguments)
+        except ValueError:
+            return self._check_text(arguments)
+        blocked = False
+
+        def walk(v: Any) -> Any:
+            nonlocal blocked
+            if blocked:
+                return v
+            if isinstance(v, str):
+                text, blocked = self._check_text(v)
+                return text
+            if isinstance(v, bool) or v is None:
+                return v
+            if isinstance(v, int | float):
+                literal = json.dumps(v)
+                text, blocked = self._check_text(literal)
+                return v if text == literal else text  # a redacted number becomes a string
+            if isinstance(v, list):
+                return [walk(x) for x in v]
+            if isinstance(v, dict):
+                return {walk(k): walk(x) for k, x in v.items()}
+            return v
+
+        new = walk(value)
+        if blocked:
+            return "", True
+        return (arguments if new == value else json.dumps(new, ensure_ascii=False)), False
+
+    def _check_text(self, text: str) -> tuple[str, bool]:
+        chain = self._open()
+        released = chain.feed(text) + chain.finish() if text else ""
+        return released, chain.stopped
+
+
+class _Stopped(FilterChain):
+    """The content chain of a choice a tool-call block ended."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def stopped(self) -> bool:
+        return True
+
+
+def _buffer(choice: _Choice, piece: ToolCallPiece) -> None:
+    key = (piece.kind, piece.index)
+    call = choice.calls.get(key)
+    if call is None:
+        call = choice.calls[key] = _Call(piece.kind, piece.index)
+    call.id = call.id or piece.id
+    call.name = call.name or piece.name
+    if piece.arguments:
+        call.parts.append(piece.arguments)
+
+
+def mark_failed(ctx: CallContext, exc: BaseException) -> None:
+    """Record on ``ctx`` how a call ended early: ``cancelled`` (the caller went away),
+    ``error`` (with the error's name; a PersonaError's message, which carries no user text).
+    A call already ``filtered`` or ``blocked`` keeps that outcome when it is then closed."""
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        if ctx.outcome not in ("filtered", "blocked"):
+            ctx.outcome = "cancelled"
+    elif isinstance(exc, Exception):
+        ctx.outcome = "error"
+        ctx.error = str(exc) if isinstance(exc, PersonaError) else type(exc).__name__
