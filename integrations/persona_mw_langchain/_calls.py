@@ -76,9 +76,11 @@ async def begin(
     messages: list[Message],
     stream: bool,
     request_id: str | None = None,
+    request: Mapping[str, Any] | None = None,
 ) -> CallContext:
     """Load the profile and make the call's context. The LangChain model carries its own
-    parameters, so no LiteLLM keywords travel with the call."""
+    parameters, so no LiteLLM keywords travel with the call; ``request`` (the call's bound
+    kwargs: ``tools``, ``response_format``) decides whether notices go out of band."""
     return await mw.begin(
         user,
         model,
@@ -86,6 +88,7 @@ async def begin(
         {"request_id": request_id} if request_id else {},
         stream=stream,
         surface=SURFACE,
+        request=request or {},
     )
 
 

@@ -30,25 +30,24 @@ from typing import Any, Self, cast
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import InvalidToolCall, ToolCall
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict
 
-from persona_mw import CallContext, FilterChain, Middleware, blocked_ending
-
-from ._calls import (
-    begin,
-    block_text,
-    finish,
+from persona_mw import CallContext, Middleware
+from persona_mw.enforce import (
+    NOTICES_FIELD,
+    Piece,
+    Release,
+    ReplyEnforcer,
+    ToolCallPiece,
     mark_failed,
-    ms_since,
-    notices_text,
-    open_filters,
-    resolve_user,
-    run_input_stages,
-    with_notices,
+    notices_json,
 )
+
+from ._calls import begin, finish, ms_since, resolve_user, run_input_stages
 from ._portal import run_sync
 from .messages import USER_KEY, Conversation
 
@@ -192,6 +191,8 @@ class PersonaChatModel(BaseChatModel):
         return rebound.with_config(bound.config) if bound.config else rebound
 
     # -- calls ------------------------------------------------------------------------------
+    # The four LangChain entry points differ only in how they call the inner model (sync or
+    # async, whole or streamed); everything around that call is one :class:`_Call`.
 
     def _generate(
         self,
@@ -200,24 +201,18 @@ class PersonaChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        ctx, conversation = run_sync(self._prepare(messages, False, run_manager, kwargs))
+        call = run_sync(self._prepare(messages, False, run_manager, kwargs))
         try:
-            if ctx.reply is not None:
-                return _reply_result(ctx)
+            if call.answered:
+                return call.synthetic()
             started = time.perf_counter()
-            result = self.inner._generate(
-                conversation.to_langchain(ctx.prompt_messages),
-                stop=stop,
-                run_manager=None,
-                **kwargs,
-            )
-            ctx.timings_ms["model"] = ms_since(started)
-            return _check_result(self.middleware, ctx, result)
+            result = self.inner._generate(call.prompt, stop=stop, run_manager=None, **kwargs)
+            return call.result(result, started)
         except BaseException as exc:
-            mark_failed(ctx, exc)
+            mark_failed(call.ctx, exc)
             raise
         finally:
-            run_sync(finish(self.middleware, ctx))
+            run_sync(call.close())
 
     async def _agenerate(
         self,
@@ -226,24 +221,18 @@ class PersonaChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        ctx, conversation = await self._prepare(messages, False, run_manager, kwargs)
+        call = await self._prepare(messages, False, run_manager, kwargs)
         try:
-            if ctx.reply is not None:
-                return _reply_result(ctx)
+            if call.answered:
+                return call.synthetic()
             started = time.perf_counter()
-            result = await self.inner._agenerate(
-                conversation.to_langchain(ctx.prompt_messages),
-                stop=stop,
-                run_manager=None,
-                **kwargs,
-            )
-            ctx.timings_ms["model"] = ms_since(started)
-            return _check_result(self.middleware, ctx, result)
+            result = await self.inner._agenerate(call.prompt, stop=stop, run_manager=None, **kwargs)
+            return call.result(result, started)
         except BaseException as exc:
-            mark_failed(ctx, exc)
+            mark_failed(call.ctx, exc)
             raise
         finally:
-            await finish(self.middleware, ctx)
+            await call.close()
 
     def _stream(
         self,
@@ -252,34 +241,32 @@ class PersonaChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        ctx, conversation = run_sync(self._prepare(messages, True, run_manager, kwargs))
+        call = run_sync(self._prepare(messages, True, run_manager, kwargs))
         try:
-            if ctx.reply is not None:
-                yield _reply_chunk(ctx)
+            if call.answered:
+                yield _chunk_of(call.synthetic())
                 return
-            prompt = conversation.to_langchain(ctx.prompt_messages)
+            started = time.perf_counter()
             if not _streams(self.inner, async_api=False):
-                result = self.inner._generate(prompt, stop=stop, run_manager=None, **kwargs)
-                yield _as_chunk(_check_result(self.middleware, ctx, result))
+                result = self.inner._generate(call.prompt, stop=stop, run_manager=None, **kwargs)
+                yield _chunk_of(call.result(result, started))
                 return
-            held = _HeldStream(self.middleware, ctx)
-            upstream = self.inner._stream(prompt, stop=stop, run_manager=None, **kwargs)
+            upstream = self.inner._stream(call.prompt, stop=stop, run_manager=None, **kwargs)
             try:
                 for piece in upstream:
-                    yield from held.feed(piece)
-                    if held.done:
+                    yield from call.feed(piece, started)
+                    if call.enforcer.done and call.enforcer.any_blocked:
                         return
-                yield from held.end()
+                yield from call.end(started)
             finally:
                 close = getattr(upstream, "close", None)
                 if close is not None:
                     close()
-                held.close()
         except BaseException as exc:
-            mark_failed(ctx, exc)
+            mark_failed(call.ctx, exc)
             raise
         finally:
-            run_sync(finish(self.middleware, ctx))
+            run_sync(call.close())
 
     async def _astream(
         self,
@@ -288,36 +275,36 @@ class PersonaChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        ctx, conversation = await self._prepare(messages, True, run_manager, kwargs)
+        call = await self._prepare(messages, True, run_manager, kwargs)
         try:
-            if ctx.reply is not None:
-                yield _reply_chunk(ctx)
+            if call.answered:
+                yield _chunk_of(call.synthetic())
                 return
-            prompt = conversation.to_langchain(ctx.prompt_messages)
+            started = time.perf_counter()
             if not _streams(self.inner, async_api=True):
-                result = await self.inner._agenerate(prompt, stop=stop, run_manager=None, **kwargs)
-                yield _as_chunk(_check_result(self.middleware, ctx, result))
+                result = await self.inner._agenerate(
+                    call.prompt, stop=stop, run_manager=None, **kwargs
+                )
+                yield _chunk_of(call.result(result, started))
                 return
-            held = _HeldStream(self.middleware, ctx)
-            upstream = self.inner._astream(prompt, stop=stop, run_manager=None, **kwargs)
+            upstream = self.inner._astream(call.prompt, stop=stop, run_manager=None, **kwargs)
             try:
                 async for piece in upstream:
-                    for out in held.feed(piece):
+                    for out in call.feed(piece, started):
                         yield out
-                    if held.done:
+                    if call.enforcer.done and call.enforcer.any_blocked:
                         return
-                for out in held.end():
+                for out in call.end(started):
                     yield out
             finally:
                 aclose = getattr(upstream, "aclose", None)
                 if aclose is not None:
                     await aclose()
-                held.close()
         except BaseException as exc:
-            mark_failed(ctx, exc)
+            mark_failed(call.ctx, exc)
             raise
         finally:
-            await finish(self.middleware, ctx)
+            await call.close()
 
     async def _prepare(
         self,
@@ -325,9 +312,10 @@ class PersonaChatModel(BaseChatModel):
         stream: bool,
         run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
-    ) -> tuple[CallContext, Conversation]:
+    ) -> _Call:
         """Resolve the user, load the profile, run the input stages. ``kwargs`` loses the user
-        key here, so it never reaches the inner model."""
+        key here, so it never reaches the inner model; its ``tools`` / ``response_format``
+        decide whether notices go out of band."""
         user = resolve_user(
             kwargs.pop(USER_KEY, None),
             run_manager.metadata if run_manager is not None else None,
@@ -341,6 +329,7 @@ class PersonaChatModel(BaseChatModel):
             messages=conversation.wire,
             stream=stream,
             request_id=str(run_manager.run_id) if run_manager is not None else None,
+            request=kwargs,
         )
         try:
             await run_input_stages(self.middleware, ctx)
@@ -348,7 +337,7 @@ class PersonaChatModel(BaseChatModel):
             mark_failed(ctx, exc)
             await finish(self.middleware, ctx)
             raise
-        return ctx, conversation
+        return _Call(self.middleware, ctx, conversation)
 
 
 def _with_user(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -370,197 +359,290 @@ def _streams(model: BaseChatModel, *, async_api: bool) -> bool:
     return async_api and cls._astream is not BaseChatModel._astream
 
 
-# -- non-streamed replies ---------------------------------------------------------------------
+# -- one call: LangChain's types on the engine --------------------------------------------------
 
 
-def _reply_result(ctx: CallContext) -> ChatResult:
-    """An input stage answered (a block): the reply without the model."""
-    assert ctx.reply is not None
-    text = with_notices(ctx, ctx.reply)
-    ctx.output_text = text
-    ctx.finish_reason = ctx.reply_finish_reason
-    message = AIMessage(content=text, response_metadata={_FINISH: ctx.reply_finish_reason})
-    return ChatResult(generations=[ChatGeneration(message=message)])
+class _Call:
+    """One call's output side: LangChain messages and chunks converted to the engine's
+    :class:`~persona_mw.enforce.Piece` and back from its :class:`~persona_mw.enforce.Release`.
+    Every verdict is the engine's; this only converts, and keeps LangChain's rule that exactly
+    one chunk of a stream carries the finish reason (it concatenates string metadata)."""
 
+    def __init__(self, mw: Middleware, ctx: CallContext, conversation: Conversation) -> None:
+        self.mw = mw
+        self.ctx = ctx
+        self.conversation = conversation
+        self.enforcer: ReplyEnforcer = mw.enforcer(ctx)
+        self.first = True
 
-def _reply_chunk(ctx: CallContext) -> ChatGenerationChunk:
-    generation = _reply_result(ctx).generations[0]
-    return _chunk_of(cast(AIMessage, generation.message))
+    @property
+    def answered(self) -> bool:
+        """An input stage answered (a block): no model call."""
+        return self.ctx.reply is not None
 
+    @property
+    def prompt(self) -> list[BaseMessage]:
+        return self.conversation.to_langchain(self.ctx.prompt_messages)
 
-def _check_result(mw: Middleware, ctx: CallContext, result: ChatResult) -> ChatResult:
-    """The output filters over each generation's text; a block replaces the whole reply."""
-    started = time.perf_counter()
-    generations: list[ChatGeneration] = []
-    for generation in result.generations:
-        message = generation.message
-        text = message.text
-        chain = open_filters(mw, ctx)
-        released = chain.feed(text) + chain.finish() if text else ""
-        info = dict(generation.generation_info or {})
-        metadata = dict(message.response_metadata)
-        finish_reason = metadata.get(_FINISH) or info.get(_FINISH)
-        update: dict[str, Any] = {}
-        if chain.stopped:
-            released, finish_reason = block_text(ctx), "content_filter"
-            ctx.outcome = "filtered"
-            if isinstance(message, AIMessage):
-                update.update(tool_calls=[], invalid_tool_calls=[])
-        if chain.stopped or released != text or ctx.notices:
-            update["content"] = with_notices(ctx, released)
-        if finish_reason is not None:
-            metadata[_FINISH] = finish_reason
-            info.pop(_FINISH, None)
-        update["response_metadata"] = metadata
-        message = message.model_copy(update=update)
-        generations.append(ChatGeneration(message=message, generation_info=info or None))
+    def synthetic(self) -> ChatResult:
+        release = self.enforcer.synthetic()
+        message = AIMessage(content=release.content, response_metadata=_metadata_of(release, {}))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def result(self, result: ChatResult, started: float) -> ChatResult:
+        """Every generation (choice) of a whole reply through the engine."""
+        self.ctx.timings_ms["model"] = ms_since(started)
+        generations: list[ChatGeneration] = []
+        for index, generation in enumerate(result.generations):
+            message = generation.message
+            info = dict(generation.generation_info or {})
+            metadata = dict(message.response_metadata)
+            reason = metadata.pop(_FINISH, None) or info.pop(_FINISH, None)
+            calls = _tool_pieces(message)
+            release = self.enforcer.whole(
+                index,
+                Piece(
+                    content=message.text,
+                    reasoning=_reasoning(message),
+                    tool_calls=calls,
+                    logprobs=_logprobs(info, metadata),
+                    finish_reason=reason,
+                ),
+            )
+            _restore_logprobs(release, metadata)
+            update: dict[str, Any] = {"response_metadata": _metadata_of(release, metadata)}
+            if release.content != message.text:
+                update["content"] = release.content
+            update["additional_kwargs"] = _kwargs_of(release, message)
+            if isinstance(message, AIMessage) and (calls or message.tool_calls):
+                update.update(_tool_calls_of(release, len(message.tool_calls)))
+            generations.append(
+                ChatGeneration(
+                    message=message.model_copy(update=update), generation_info=info or None
+                )
+            )
+            _usage(self.ctx, getattr(message, "usage_metadata", None))
+        if not self.ctx.prompt_tokens and not self.ctx.completion_tokens:
+            usage = (result.llm_output or {}).get("token_usage") or {}
+            self.ctx.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.ctx.completion_tokens = int(usage.get("completion_tokens") or 0)
+        return ChatResult(generations=generations, llm_output=result.llm_output)
+
+    def feed(self, piece: ChatGenerationChunk, started: float) -> list[ChatGenerationChunk]:
+        """One upstream chunk (LangChain streams carry choice 0 only) through the engine."""
+        if self.first:
+            self.first = False
+            self.ctx.timings_ms["first_token"] = ms_since(started)
+        message = piece.message
         usage = getattr(message, "usage_metadata", None)
-        if usage:
-            ctx.prompt_tokens += int(usage.get("input_tokens") or 0)
-            ctx.completion_tokens += int(usage.get("output_tokens") or 0)
-        if len(generations) == 1:
-            ctx.output_text = message.text
-            ctx.finish_reason = finish_reason
-    if not ctx.prompt_tokens and not ctx.completion_tokens:
-        usage = (result.llm_output or {}).get("token_usage") or {}
-        ctx.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        ctx.completion_tokens = int(usage.get("completion_tokens") or 0)
-    ctx.timings_ms["output"] = ms_since(started)
-    return ChatResult(generations=generations, llm_output=result.llm_output)
+        _usage(self.ctx, usage)
+        info = dict(piece.generation_info or {})
+        metadata = dict(message.response_metadata)
+        reason = metadata.pop(_FINISH, None) or info.pop(_FINISH, None)
+        chunks = [
+            ToolCallPiece(
+                index=_index(c.get("index"), i),
+                id=c.get("id"),
+                name=c.get("name"),
+                arguments=c.get("args") or "",
+            )
+            for i, c in enumerate(getattr(message, "tool_call_chunks", None) or ())
+        ]
+        release = self.enforcer.feed(
+            0,
+            Piece(
+                content=message.text,
+                reasoning=_reasoning(message),
+                tool_calls=tuple(chunks),
+                logprobs=_logprobs(info, metadata),
+                finish_reason=reason,
+            ),
+        )
+        if release.empty and not (usage or metadata or info):
+            return []
+        return [self._chunk(release, metadata, info, usage, message.id)]
+
+    def end(self, started: float) -> list[ChatGenerationChunk]:
+        """The upstream ended without a finish reason: what the filters held back (and, for a
+        stream that said nothing, the notices)."""
+        self.ctx.timings_ms["model"] = ms_since(started)
+        if not self.enforcer.choices_seen:
+            return [self._chunk(self.enforcer.feed(0, Piece(finish_reason="")), {}, {})]
+        return [
+            self._chunk(release, {}, {}) for release in self.enforcer.end() if not release.empty
+        ]
+
+    async def close(self) -> None:
+        """The reply's text, finish reason and tokens onto the context, then the finish stages
+        and the request event."""
+        self.enforcer.close()
+        await finish(self.mw, self.ctx)
+
+    def _chunk(
+        self,
+        release: Release,
+        metadata: dict[str, Any],
+        info: dict[str, Any],
+        usage: Any = None,
+        message_id: str | None = None,
+    ) -> ChatGenerationChunk:
+        _restore_logprobs(release, metadata)
+        kwargs: dict[str, Any] = {}
+        if release.reasoning:
+            kwargs["reasoning_content"] = release.reasoning
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=release.content,
+                additional_kwargs=kwargs,
+                response_metadata=_metadata_of(release, metadata),
+                tool_call_chunks=[
+                    {"name": c.name, "args": c.arguments, "id": c.id, "index": c.index}
+                    for c in release.tool_calls
+                    if c.kind == "tool"
+                ],
+                usage_metadata=usage,
+                id=message_id,
+            ),
+            generation_info=info or None,
+        )
 
 
-def _chunk_of(message: AIMessage) -> ChatGenerationChunk:
+def _usage(ctx: CallContext, usage: Any) -> None:
+    if usage:
+        ctx.prompt_tokens += int(usage.get("input_tokens") or 0)
+        ctx.completion_tokens += int(usage.get("output_tokens") or 0)
+
+
+def _index(value: object, default: int) -> int:
+    return value if isinstance(value, int) else default
+
+
+def _reasoning(message: BaseMessage) -> str:
+    value = message.additional_kwargs.get("reasoning_content")
+    return value if isinstance(value, str) else ""
+
+
+def _logprobs(info: dict[str, Any], metadata: dict[str, Any]) -> tuple[Any, ...]:
+    """The per-token entries, held by the engine (taken out of the chunk until released)."""
+    value = info.pop("logprobs", None) or metadata.pop("logprobs", None)
+    entries = value.get("content") if isinstance(value, dict) else value
+    return tuple(entries) if isinstance(entries, list) else ()
+
+
+def _restore_logprobs(release: Release, metadata: dict[str, Any]) -> None:
+    """Released logprobs go back where LangChain keeps them; withheld ones stay out."""
+    if release.logprobs:
+        metadata["logprobs"] = {"content": list(release.logprobs)}
+
+
+def _metadata_of(release: Release, metadata: dict[str, Any]) -> dict[str, Any]:
+    out = dict(metadata)
+    if release.finish_reason:
+        out[_FINISH] = release.finish_reason
+    if release.notices:
+        out[NOTICES_FIELD] = notices_json(release.notices)
+    return out
+
+
+def _tool_pieces(message: BaseMessage) -> tuple[ToolCallPiece, ...]:
+    """A whole message's tool calls (valid first, then invalid ones) and legacy function call."""
+    if not isinstance(message, AIMessage):
+        return ()
+    valid = [
+        ToolCallPiece(i, id=c.get("id"), name=c["name"], arguments=json.dumps(c["args"]))
+        for i, c in enumerate(message.tool_calls)
+    ]
+    invalid = [
+        ToolCallPiece(
+            len(valid) + i, id=c.get("id"), name=c.get("name"), arguments=c.get("args") or ""
+        )
+        for i, c in enumerate(message.invalid_tool_calls)
+    ]
+    legacy = message.additional_kwargs.get("function_call")
+    function = (
+        [
+            ToolCallPiece(
+                0,
+                name=legacy.get("name"),
+                arguments=str(legacy.get("arguments") or ""),
+                kind="function",
+            )
+        ]
+        if isinstance(legacy, dict)
+        else []
+    )
+    return (*valid, *invalid, *function)
+
+
+def _tool_calls_of(release: Release, valid: int) -> dict[str, Any]:
+    """``tool_calls`` / ``invalid_tool_calls`` from the released (checked) calls."""
+    tool_calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for c in release.tool_calls:
+        if c.kind != "tool":
+            continue
+        if c.index < valid:
+            tool_calls.append(
+                {
+                    "name": c.name or "",
+                    "args": json.loads(c.arguments),
+                    "id": c.id,
+                    "type": "tool_call",
+                }
+            )
+        else:
+            invalid.append(
+                {
+                    "name": c.name,
+                    "args": c.arguments,
+                    "id": c.id,
+                    "error": None,
+                    "type": "invalid_tool_call",
+                }
+            )
+    return {"tool_calls": tool_calls, "invalid_tool_calls": invalid}
+
+
+def _kwargs_of(release: Release, message: BaseMessage) -> dict[str, Any]:
+    """``additional_kwargs`` with the provider's raw copies (reasoning, OpenAI-format tool calls,
+    legacy function call) replaced by what the engine released: a raw copy must not carry what
+    the checked fields no longer do."""
+    kwargs = dict(message.additional_kwargs)
+    if "reasoning_content" in kwargs:
+        if release.reasoning:
+            kwargs["reasoning_content"] = release.reasoning
+        else:
+            del kwargs["reasoning_content"]
+    if "tool_calls" in kwargs:
+        tools = [c for c in release.tool_calls if c.kind == "tool"]
+        kwargs["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in tools
+        ]
+        if not tools:
+            del kwargs["tool_calls"]
+    if "function_call" in kwargs:
+        legacy = [c for c in release.tool_calls if c.kind == "function"]
+        if legacy:
+            kwargs["function_call"] = {"name": legacy[0].name, "arguments": legacy[0].arguments}
+        else:
+            del kwargs["function_call"]
+    return kwargs
+
+
+def _chunk_of(result: ChatResult) -> ChatGenerationChunk:
+    """A whole (checked) reply as the one chunk of a stream."""
+    message = cast(AIMessage, result.generations[0].message)
     return ChatGenerationChunk(
         message=AIMessageChunk(
             content=message.content,
+            additional_kwargs=message.additional_kwargs,
             response_metadata=message.response_metadata,
             tool_call_chunks=[
-                {"name": c["name"], "args": _json(c["args"]), "id": c.get("id"), "index": i}
+                {"name": c["name"], "args": json.dumps(c["args"]), "id": c.get("id"), "index": i}
                 for i, c in enumerate(message.tool_calls)
             ],
             usage_metadata=message.usage_metadata,
             id=message.id,
         )
     )
-
-
-def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
-    return _chunk_of(cast(AIMessage, result.generations[0].message))
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value)
-
-
-# -- streamed replies -------------------------------------------------------------------------
-
-
-class _HeldStream:
-    """One streamed call's output side: the filter chain with its hold-back, the usage, and
-    the single place the finish reason is emitted (LangChain concatenates string metadata when
-    it merges chunks, so exactly one chunk may carry ``finish_reason``)."""
-
-    def __init__(self, mw: Middleware, ctx: CallContext) -> None:
-        self.ctx = ctx
-        self.chain: FilterChain = open_filters(mw, ctx)
-        self.started = time.perf_counter()
-        self.filter_ms = 0.0
-        self.out: list[str] = []
-        self.finish_reason: str | None = None
-        self.first = True
-        self.done = False
-        #: The blank line owed between the notices before the reply and its first text: sent
-        #: with that text, so the streamed reply reads exactly like the whole one.
-        self.gap = ""
-
-    def feed(self, piece: ChatGenerationChunk) -> list[ChatGenerationChunk]:
-        ctx = self.ctx
-        ready = self._start()
-        message = piece.message
-        usage = getattr(message, "usage_metadata", None)
-        if usage:
-            ctx.prompt_tokens += int(usage.get("input_tokens") or 0)
-            ctx.completion_tokens += int(usage.get("output_tokens") or 0)
-        text = message.text
-        t = time.perf_counter()
-        released = self._spaced(self.chain.feed(text) if text else "")
-        self.filter_ms += ms_since(t)
-        if self.chain.stopped:
-            ready.append(self._blocked(released))
-            return ready
-        info = dict(piece.generation_info or {})
-        metadata = dict(message.response_metadata)
-        reason = metadata.pop(_FINISH, None) or info.pop(_FINISH, None)
-        if reason:
-            self.finish_reason = str(reason)
-        keep = released or getattr(message, "tool_call_chunks", None) or usage or metadata or info
-        if keep:
-            self.out.append(released)
-            update: dict[str, Any] = {"response_metadata": metadata, "chunk_position": None}
-            if released != text:
-                update["content"] = released
-            ready.append(
-                ChatGenerationChunk(
-                    message=message.model_copy(update=update), generation_info=info or None
-                )
-            )
-        return ready
-
-    def end(self) -> list[ChatGenerationChunk]:
-        """The upstream ended: release the hold-back, the notices after, the finish reason."""
-        ready = self._start()  # an empty stream still shows the notices before
-        t = time.perf_counter()
-        released = self._spaced(self.chain.finish())
-        self.filter_ms += ms_since(t)
-        if self.chain.stopped:
-            return [*ready, self._blocked(released)]
-        after = notices_text(self.ctx, "after")
-        if after:
-            released += ("\n\n" if released or any(self.out) else "") + after
-        self.ctx.finish_reason = self.finish_reason
-        self.out.append(released)
-        metadata = {_FINISH: self.finish_reason} if self.finish_reason else {}
-        if released or metadata:
-            ready.append(self._text_chunk(released, metadata))
-        return ready
-
-    def _start(self) -> list[ChatGenerationChunk]:
-        """Once, before anything else: the time to the first token and the notices before."""
-        if not self.first:
-            return []
-        self.first = False
-        self.ctx.timings_ms["first_token"] = ms_since(self.started)
-        before = notices_text(self.ctx, "before")
-        if not before:
-            return []
-        self.out.append(before)
-        self.gap = "\n\n"
-        return [self._text_chunk(before)]
-
-    def _spaced(self, released: str) -> str:
-        if released and self.gap:
-            released, self.gap = self.gap + released, ""
-        return released
-
-    def close(self) -> None:
-        ctx = self.ctx
-        ctx.output_text = "".join(self.out)
-        ctx.timings_ms["model"] = ms_since(self.started)
-        ctx.timings_ms["output"] = self.filter_ms
-        if not ctx.completion_tokens:
-            ctx.completion_tokens = (len(ctx.output_text) + 3) // 4
-
-    def _blocked(self, released: str) -> ChatGenerationChunk:
-        """The rule's message, then the notices after the reply (crisis resources must survive a
-        blocked reply), as the whole reply reads."""
-        self.done = True
-        text = released + blocked_ending(self.ctx, "".join(self.out) + released)
-        self.out.append(text)
-        self.ctx.outcome = "filtered"
-        self.ctx.finish_reason = "content_filter"
-        return self._text_chunk(text, {_FINISH: "content_filter"})
-
-    def _text_chunk(self, text: str, metadata: dict[str, Any] | None = None) -> ChatGenerationChunk:
-        return ChatGenerationChunk(
-            message=AIMessageChunk(content=text, response_metadata=metadata or {})
-        )

@@ -51,7 +51,6 @@ from litellm import ModelResponse, ModelResponseStream
 from litellm.integrations.custom_guardrail import CustomGuardrail
 
 from persona_mw import (
-    CallContext,
     Config,
     ConfigError,
     Middleware,
@@ -59,8 +58,8 @@ from persona_mw import (
     build_middleware,
     configure_logging,
     load_config,
-    with_notices,
 )
+from persona_mw.enforce import NOTICES_FIELD, mark_failed, reply_text
 
 from .edge import (
     ENFORCED_CALL_TYPES,
@@ -187,18 +186,26 @@ class PersonaGuardrail(CustomGuardrail):
                 user,
                 str(data.get("model") or ""),
                 list(messages) if isinstance(messages, list) else [],  # [] is refused, named
-                {"request_id": data.get("litellm_call_id")},
+                # The proxy calls the model with its own parameters; only ``n`` is told to
+                # the engine, which must see every choice of a stream before it may stop it.
+                {"request_id": data.get("litellm_call_id"), "n": data.get("n")},
                 stream=data.get("stream") is True,
                 surface=SURFACE,
+                request=data,  # response_format / tools decide where notices go
             )
         except ConfigError as exc:
             raise RequestRefused(str(exc), route=route) from None
-        await mw.run_input_stages(ctx)
+        try:
+            await mw.run_input_stages(ctx)
+        except BaseException as exc:
+            mark_failed(ctx, exc)
+            await mw.finish(ctx)
+            raise
         attach_call(data, ctx)
         if ctx.reply is not None:
             # Answered without the model: LiteLLM's mock_response returns this text as a normal
             # (or streamed) reply; the post-call hooks pass it on with the reply's finish_reason.
-            data["mock_response"] = with_notices(ctx, ctx.reply)
+            data["mock_response"] = reply_text(ctx)
         else:
             data["messages"] = ctx.prompt_messages
         return data
@@ -215,7 +222,7 @@ class PersonaGuardrail(CustomGuardrail):
         try:
             self.middleware.enforce_reply(ctx, response)
         except BaseException as exc:
-            _mark_failed(ctx, exc)
+            mark_failed(ctx, exc)
             raise
         finally:
             await self._finish(handle)
@@ -236,9 +243,9 @@ class PersonaGuardrail(CustomGuardrail):
             # reply stops the upstream call. Closing it here, before _finish, records its text.
             async with aclosing(self.middleware.enforce_stream(handle.ctx, response)) as chunks:
                 async for chunk in chunks:
-                    yield chunk
+                    yield _keep_notices(chunk)
         except BaseException as exc:
-            _mark_failed(handle.ctx, exc)
+            mark_failed(handle.ctx, exc)
             raise
         finally:
             await self._finish(handle)
@@ -254,7 +261,7 @@ class PersonaGuardrail(CustomGuardrail):
     ) -> None:
         handle = call_of(request_data)
         if handle is not None and not handle.finished:
-            _mark_failed(handle.ctx, original_exception)
+            mark_failed(handle.ctx, original_exception)
             await self._finish(handle)
         return None
 
@@ -294,6 +301,15 @@ def _factory(spec: str | None) -> MiddlewareFactory:
     return factory  # type: ignore[no-any-return]
 
 
+def _keep_notices(chunk: ModelResponseStream) -> ModelResponseStream:
+    """A chunk carrying notices out of band (``persona_notices``) must reach the client with
+    them. The proxy's fast serializer for plain text chunks writes only the fields it knows and
+    falls back to the full one when ``provider_specific_fields`` is set, so set it (empty)."""
+    if getattr(chunk, NOTICES_FIELD, None) is not None and chunk.provider_specific_fields is None:
+        chunk.provider_specific_fields = {}
+    return chunk
+
+
 def _unchecked_routes(routes: object) -> frozenset[str]:
     if routes is None:
         return frozenset()
@@ -312,13 +328,3 @@ def _unchecked_routes(routes: object) -> frozenset[str]:
             field="persona_unchecked_routes",
         )
     return frozenset(routes)
-
-
-def _mark_failed(ctx: CallContext, exc: BaseException) -> None:
-    if ctx.outcome in ("filtered", "blocked") and not isinstance(exc, Exception):
-        return
-    if isinstance(exc, Exception):
-        ctx.outcome = "error"
-        ctx.error = type(exc).__name__
-    else:  # CancelledError, GeneratorExit: the client went away
-        ctx.outcome = "cancelled"

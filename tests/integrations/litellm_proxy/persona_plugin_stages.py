@@ -13,10 +13,21 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from persona_mw import CallContext, Config, Decision, Middleware, build_middleware
+from persona_mw import CallContext, Config, Decision, Middleware, Notice, build_middleware
 
-__all__ = ["BLOCK_INPUT", "BLOCK_OUTPUT", "OUTPUT_BLOCK_MESSAGE", "factory", "usage_key"]
+__all__ = [
+    "BLOCK_INPUT",
+    "BLOCK_OUTPUT",
+    "NOTICE",
+    "NOTICE_ME",
+    "OUTPUT_BLOCK_MESSAGE",
+    "factory",
+    "usage_key",
+]
 
+#: Input containing this gets NOTICE before the reply (as the AI disclosure would be).
+NOTICE_ME = "NOTICEME"
+NOTICE = "[test notice: you are talking to an AI]"
 BLOCK_INPUT = "BLOCKME"
 BLOCK_OUTPUT = "FORBIDDEN"
 INPUT_BLOCK_MESSAGE = "[test rule: input refused]"
@@ -28,11 +39,14 @@ def usage_key(prefix: str) -> str:
 
 
 class ProfileIntoPrompt:
-    """Input stage: refuses BLOCKME, else prepends a system message built from the profile."""
+    """Input stage: a notice for NOTICEME; refuses BLOCKME, else prepends a system message
+    built from the profile."""
 
     name = "test_profile_into_prompt"
 
     async def __call__(self, ctx: CallContext) -> None:
+        if NOTICE_ME in ctx.user_text():
+            ctx.notices.append(Notice(text=NOTICE, source="test-notice", position="before"))
         if BLOCK_INPUT in ctx.user_text():
             ctx.decisions.append(
                 Decision(rule_id="test.input", tier=2, stage="input", detector="substring",

@@ -26,13 +26,15 @@ from persona_plugin_stages import (
     BLOCK_INPUT,
     BLOCK_OUTPUT,
     INPUT_BLOCK_MESSAGE,
+    NOTICE,
+    NOTICE_ME,
     OUTPUT_BLOCK_MESSAGE,
     usage_key,
 )
 from proxy_helpers import EXAMPLE_CONFIG, HERE, LiteLLMProxy, proxy_env
 
 from persona_mw import RedisProfileStore, parse_profile
-from persona_mw.testing import FakeOpenAIServer, Fault
+from persona_mw.testing import FakeChoice, FakeOpenAIServer, Fault, echo_reply
 
 pytestmark = [pytest.mark.litellm_proxy, pytest.mark.redis]
 
@@ -374,3 +376,105 @@ def test_the_body_names_the_user_who_is_not_forwarded(
     assert len(_wait_for(usage, user)) == 1
     sent = json.dumps(upstream.requests[-1])
     assert "fw-" not in sent, sent
+
+
+# -- every choice (issue 12, finding 3) ---------------------------------------------------------
+
+
+@pytest.fixture
+def two_choices(upstream: FakeOpenAIServer) -> Iterator[None]:
+    """The upstream answers n=2 with a clean choice 0 and a choice 1 that says the blocked word
+    (split across the fake's 4-character chunks)."""
+    upstream.set_reply(lambda request: [
+        FakeChoice(content="a clean first answer"),
+        FakeChoice(content=f"then {BLOCK_OUTPUT} in the second"),
+    ])
+    yield
+    upstream.set_reply(echo_reply)
+
+
+@pytest.mark.usefixtures("two_choices")
+def test_every_choice_of_a_plain_reply_is_checked(client: httpx.Client, usage: Any) -> None:
+    """n=2 used to return choice 1 unfiltered: the output rules ran on choice 0 only."""
+    body = {"model": MODEL, "user": "two-plain", "n": 2,
+            "messages": [{"role": "user", "content": "twice"}]}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    choices = sorted(response.json()["choices"], key=lambda c: c["index"])
+    assert [c["index"] for c in choices] == [0, 1]
+    assert choices[0]["message"]["content"] == "a clean first answer"
+    assert choices[0]["finish_reason"] == "stop"
+    assert "FORB" not in choices[1]["message"]["content"]
+    assert choices[1]["message"]["content"] == OUTPUT_BLOCK_MESSAGE
+    assert choices[1]["finish_reason"] == "content_filter"
+    [row] = _wait_for(usage, "two-plain")
+    assert row["outcome"] == "filtered"
+
+
+@pytest.mark.usefixtures("two_choices")
+def test_every_choice_of_a_stream_is_checked_and_kept(client: httpx.Client, usage: Any) -> None:
+    """Streams used to drop choice 1 (one filter for the whole stream, fed choice 0 only).
+    Each choice has its own filter: choice 0 arrives whole, choice 1 stops at the rule's
+    message, and no chunk of either carries a piece of the blocked word."""
+    body = {"model": MODEL, "user": "two-stream", "n": 2,
+            "messages": [{"role": "user", "content": "twice"}]}
+    chunks = _stream(client, body)
+    texts: dict[int, str] = {}
+    reasons: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.get("choices") or ():
+            piece = choice["delta"].get("content") or ""
+            assert "FORB" not in piece, chunks
+            texts[choice["index"]] = texts.get(choice["index"], "") + piece
+            if choice.get("finish_reason"):
+                reasons[choice["index"]] = choice["finish_reason"]
+    assert texts[0] == "a clean first answer"
+    assert texts[1].startswith("then") and texts[1].endswith(OUTPUT_BLOCK_MESSAGE)
+    assert reasons == {0: "stop", 1: "content_filter"}
+    [row] = _wait_for(usage, "two-stream")
+    assert row["outcome"] == "filtered"
+
+
+# -- notices out of band (issue 12, finding 10) -------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("blocked", [False, True], ids=["answered", "blocked-input"])
+def test_notices_stay_out_of_a_json_reply(
+    client: httpx.Client, upstream: FakeOpenAIServer, stream: bool, blocked: bool
+) -> None:
+    """With ``response_format: json_object`` a notice in the content would break
+    ``json.loads``: it goes to ``persona_notices`` beside the reply instead, and the content
+    is exactly what the model (or the rule) said."""
+    upstream.set_reply(lambda request: '{"ok": true}')
+    question = f"{NOTICE_ME} {BLOCK_INPUT if blocked else ''} as json"
+    body = {"model": MODEL, "user": f"json-{stream}-{blocked}",
+            "response_format": {"type": "json_object"},
+            "messages": [{"role": "user", "content": question}]}
+    try:
+        if stream:
+            chunks = _stream(client, body)
+            text = _text(chunks)
+            notices = [c["persona_notices"] for c in chunks if c.get("persona_notices")]
+            assert notices, chunks
+            carried = notices[-1]
+        else:
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200, response.text
+            text = response.json()["choices"][0]["message"]["content"]
+            carried = response.json()["persona_notices"]
+    finally:
+        upstream.set_reply(echo_reply)
+    assert NOTICE not in text
+    assert text == (INPUT_BLOCK_MESSAGE if blocked else '{"ok": true}')
+    assert carried == [{"text": NOTICE, "source": "test-notice", "position": "before"}]
+
+
+def test_notices_frame_a_plain_text_reply(client: httpx.Client) -> None:
+    """Without a structured format, notices stay in the text, as before."""
+    body = {"model": MODEL, "user": "in-band",
+            "messages": [{"role": "user", "content": f"{NOTICE_ME} hi"}]}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.json()["choices"][0]["message"]["content"] == (
+        f"{NOTICE}\n\necho: {NOTICE_ME} hi"
+    )
