@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import BLOCKED, CARD, call, middleware
+from enforce_helpers import BLOCKED, CARD, call, middleware
 
 from persona_mw.testing import FakeChoice, FakeOpenAIServer, FakeToolCall
 
