@@ -33,7 +33,6 @@ from .resolve import EffectivePolicy, resolve
 from .scan import Hit, RuleInForce, Scanner, StreamFilter, apply_redactions, decisions_for
 from .stages import (
     BASELINE_POLICY,
-    STATE_KEY,
     BoundsConfig,
     BoundsInputStage,
     BoundsOutputStage,
@@ -46,7 +45,6 @@ from .stages import (
 __all__ = [
     "BASELINE_POLICY",
     "PACKS",
-    "STATE_KEY",
     "USER_PACKS",
     "AIDisclosure",
     "Adjustable",

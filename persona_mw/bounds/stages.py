@@ -2,8 +2,8 @@
 :class:`BoundsOutputStage` after it, both built from one immutable :class:`Policy`.
 
 Neither keeps per-call state: the input stage writes everything into the call's context (the
-effective policy goes to ``ctx.state["policy"]``), and the output stage makes a fresh
-:class:`~persona_mw.bounds.scan.StreamFilter` per call.
+effective policy to ``ctx.policy``, the deployer's disclosure rule to ``ctx.disclosure``), and
+the output stage makes a fresh :class:`~persona_mw.bounds.scan.StreamFilter` per text.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from .scan import (
 
 __all__ = [
     "BASELINE_POLICY",
-    "STATE_KEY",
     "BoundsConfig",
     "BoundsInputStage",
     "BoundsOutputStage",
@@ -47,9 +46,6 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("persona_mw.bounds")
-
-#: Where the input stage puts the :class:`EffectivePolicy` for later stages.
-STATE_KEY = "policy"
 
 #: The policy used when a deployment names no policy file: the tier-1 packs only.
 BASELINE_POLICY: dict[str, Any] = {
@@ -198,7 +194,8 @@ class BoundsInputStage:
 
     async def __call__(self, ctx: CallContext) -> None:
         effective = resolve(self.policy, ctx.profile, scorer=self.scorer)
-        ctx.state[STATE_KEY] = effective
+        ctx.policy = effective
+        ctx.disclosure = effective.ai_disclosure
         ctx.instructions.extend(effective.instructions)
         text = ctx.user_text()
         if not text:
@@ -271,10 +268,9 @@ class BoundsOutputStage:
         self.scorer = scorer
 
     def open(self, ctx: CallContext) -> StreamFilter:
-        effective = ctx.state.get(STATE_KEY)
-        if not isinstance(effective, EffectivePolicy):
-            effective = resolve(self.policy, ctx.profile, scorer=self.scorer)
-            ctx.state[STATE_KEY] = effective
+        effective = ctx.policy
+        if effective is None:  # no bounds input stage ran (a middleware wired by hand)
+            effective = ctx.policy = resolve(self.policy, ctx.profile, scorer=self.scorer)
         scanner = effective.output
         return StreamFilter(scanner, ctx, hold_back=hold_back_for(scanner, self.hold_back_margin))
 

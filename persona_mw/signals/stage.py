@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -34,6 +34,9 @@ from .cues import Analyse, analyse_text
 from .events import UsageEvent
 from .ladder import DisclosurePolicy, LadderResult, run_ladder
 from .metrics import SignalsMetrics
+
+if TYPE_CHECKING:
+    from persona_mw.bounds.policy import AIDisclosure
 
 __all__ = ["DependenceStage", "UsageSource", "disclosure_policy"]
 
@@ -143,7 +146,7 @@ class DependenceStage:
             signals,
             config=self.config,
             limits=profile.limits,
-            disclosure=disclosure_policy(ctx.state.get("policy"), self.config),
+            disclosure=disclosure_policy(ctx.disclosure, self.config),
             state=state,
         )
         if dict(result.state) != state:
@@ -157,7 +160,7 @@ class DependenceStage:
                     error=str(exc),
                 )
         self.metrics.observe(signals, result)
-        ctx.state[self.name] = result
+        ctx.signals = result
         self._log(ctx, signals, result)
         self._act(ctx, result)
 
@@ -283,7 +286,7 @@ class DependenceStage:
             )
             new -= {"break_reminder", "ai_disclosure"}
         if "ai_disclosure" in new:
-            policy = disclosure_policy(ctx.state.get("policy"), cfg)
+            policy = disclosure_policy(ctx.disclosure, cfg)
             ctx.notices.append(Notice(policy.text, "signals.ai_disclosure", "before"))
         if "break_reminder" in new:
             ctx.notices.append(Notice(cfg.break_reminder_text, "signals.break_reminder", "after"))
@@ -293,26 +296,18 @@ class DependenceStage:
             ctx.notices.append(Notice(cfg.suggest_limits_text, "signals.suggest_limits", "after"))
 
 
-def disclosure_policy(policy: Any, config: SignalsConfig) -> DisclosurePolicy:
-    """The AI-disclosure rule: the bounds' effective policy's ``ai_disclosure`` when it has one
-    (attributes ``audience``, ``interval`` / ``interval_minutes``, ``text``), else the config's.
-    The interval never exceeds the statutory 3 hours, whatever the policy says."""
-    rule = getattr(policy, "ai_disclosure", None) if policy is not None else None
-    audience: Any = config.ai_disclosure_audience
-    interval: float = config.ai_disclosure_interval_minutes
-    text = config.ai_disclosure_text
-    if rule is not None:
-        audience = getattr(rule, "audience", audience)
-        raw = getattr(rule, "interval_minutes", None) or getattr(rule, "interval", None)
-        if isinstance(raw, timedelta):
-            interval = raw.total_seconds() / 60
-        elif isinstance(raw, int | float) and raw > 0:
-            interval = float(raw)
-        text = getattr(rule, "text", None) or text
-    if audience not in ("all", "minors"):
-        audience = "all"  # an unknown audience errs on the side of telling everyone
+def disclosure_policy(rule: AIDisclosure | None, config: SignalsConfig) -> DisclosurePolicy:
+    """The AI-disclosure rule: the deployer's (the bounds' ``ai-disclosure`` pack, on
+    ``ctx.disclosure``) when there is one, else the config's. The interval never exceeds the
+    statutory 3 hours, whatever the policy says."""
+    if rule is None:
+        return DisclosurePolicy(
+            audience=config.ai_disclosure_audience,
+            interval_minutes=min(config.ai_disclosure_interval_minutes, STATUTORY_INTERVAL_MINUTES),
+            text=config.ai_disclosure_text,
+        )
     return DisclosurePolicy(
-        audience=audience,
-        interval_minutes=min(interval, STATUTORY_INTERVAL_MINUTES),
-        text=text,
+        audience=rule.audience,
+        interval_minutes=min(rule.interval_hours * 60, STATUTORY_INTERVAL_MINUTES),
+        text=rule.text,
     )

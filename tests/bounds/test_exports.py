@@ -26,7 +26,6 @@ EXPECTED = {
     "RelationshipDetector",
     "Rule",
     "RuleInForce",
-    "STATE_KEY",
     "Scanner",
     "StreamFilter",
     "USER_PACKS",

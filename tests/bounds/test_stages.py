@@ -74,7 +74,7 @@ async def test_input_block_answers_without_the_model() -> None:
     assert [(d.rule_id, d.tier, d.stage, d.detector, d.action) for d in ctx.decisions] == [
         ("minor-safety.sexual", 1, "input", "phrases", "block")
     ]
-    assert isinstance(ctx.state["policy"], EffectivePolicy)
+    assert isinstance(ctx.policy, EffectivePolicy)
 
 
 async def test_same_words_pass_for_an_adult_and_are_redacted_as_profanity_only_on_output() -> None:

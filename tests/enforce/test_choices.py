@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import BLOCKED, CARD, call, middleware
+from enforce_helpers import BLOCKED, CARD, call, middleware
 
 from persona_mw.testing import FakeChoice, FakeOpenAIServer
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from persona_mw.bounds.policy import AIDisclosure
 from persona_mw.errors import StoreError
 from persona_mw.pipeline import Middleware
 from persona_mw.profile import Consent, Limits, Profile
@@ -145,17 +145,15 @@ async def test_reduced_personalisation_needs_consent_to_read_text() -> None:
     await dep(ctx_a)
     await dep(ctx_b)
     assert ctx_a.exposure.reduced is True
-    assert "reduced_personalisation" in ctx_a.state["dependence"].kinds
+    assert "reduced_personalisation" in ctx_a.signals.kinds
     assert ctx_b.exposure.reduced is False
-    assert ctx_b.state["dependence"].kinds == []
+    assert ctx_b.signals.kinds == []
 
 
 async def test_policy_disclosure_overrides_the_config() -> None:
-    policy = SimpleNamespace(
-        ai_disclosure=SimpleNamespace(audience="all", interval=timedelta(hours=1), text="Bot here.")
-    )
     dep = stage(EventLog())
-    ctx = context(Profile(user_id="adult"), state={"policy": policy})
+    ctx = context(Profile(user_id="adult"))
+    ctx.disclosure = AIDisclosure(audience="all", interval_hours=1, text="Bot here.")
     await dep(ctx)
     assert [(n.text, n.source, n.position) for n in ctx.notices] == [
         ("Bot here.", "signals.ai_disclosure", "before")
@@ -185,7 +183,7 @@ async def test_cache_serves_repeat_requests_and_remembers_the_current_message() 
         ctx = context(user, at=now + timedelta(seconds=i), request_id=f"r{i}")
         await dep(ctx)
     assert source.calls == 1
-    signals_today = ctx.state["dependence"]
+    signals_today = ctx.signals
     assert signals_today is not None
     # three requests seen by this process, though the store has recorded none yet
     assert dep._cache["u"].digest.count == 3
@@ -201,7 +199,7 @@ async def test_an_earlier_request_counted_after_a_later_one_still_counts() -> No
     await dep(context(user, at=now + timedelta(seconds=1), request_id="late"))
     early = context(user, at=now, request_id="early")
     await dep(early)
-    assert early.state["dependence"] is not None
+    assert early.signals is not None
     digest = dep._cache["u"].digest
     assert digest.signals(now + timedelta(seconds=2)).messages_today == 2
     await dep(context(user, at=now + timedelta(seconds=2), request_id="next"))
