@@ -1,15 +1,14 @@
 """The steps of one call, built from :class:`persona_mw.Middleware`'s public parts.
 
 The middleware's own ``acompletion`` / ``astream`` call the model through LiteLLM; here the model
-is a LangChain chat model, so the same steps run around it instead: load the profile, the input
-stages, the output filters (a :class:`persona_mw.FilterChain`), the finish stages and one
-``request.completed`` log event. They mirror :mod:`persona_mw.pipeline` step for step, so a
-LangChain call is recorded and logged exactly like a direct one (``surface="langchain"``).
+is a LangChain chat model, so the same steps run around it instead: ``Middleware.begin`` (the
+profile), the input stages, the enforcement engine (``Middleware.enforcer``) over the output,
+the finish stages and one ``request.completed`` log event, so a LangChain call is checked,
+recorded and logged exactly like a direct one (``surface="langchain"``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,13 +17,9 @@ from persona_mw import (
     BoundsError,
     CallContext,
     ConfigError,
-    FilterChain,
     InputBlocked,
     Middleware,
-    PersonaError,
     block_message,
-    notices_text,
-    with_notices,
 )
 from persona_mw.types import Message
 
@@ -34,15 +29,10 @@ __all__ = [
     "SURFACE",
     "begin",
     "block_error",
-    "block_text",
     "finish",
-    "mark_failed",
     "ms_since",
-    "notices_text",
-    "open_filters",
     "resolve_user",
     "run_input_stages",
-    "with_notices",
 ]
 
 SURFACE = "langchain"
@@ -96,24 +86,9 @@ async def run_input_stages(mw: Middleware, ctx: CallContext) -> None:
     await mw.run_input_stages(ctx)
 
 
-def open_filters(mw: Middleware, ctx: CallContext) -> FilterChain:
-    return mw.open_filters(ctx)
-
-
 async def finish(mw: Middleware, ctx: CallContext) -> None:
     """Finish stages (usage recording) and the request event; never raises."""
     await mw.finish(ctx)
-
-
-def mark_failed(ctx: CallContext, exc: BaseException) -> None:
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        ctx.outcome = "cancelled"
-    elif isinstance(exc, Exception):
-        ctx.outcome = "error"
-        ctx.error = str(exc) if isinstance(exc, PersonaError) else type(exc).__name__
-
-
-block_text = block_message
 
 
 def block_error(ctx: CallContext, *, stage: str) -> BoundsError:
@@ -122,7 +97,7 @@ def block_error(ctx: CallContext, *, stage: str) -> BoundsError:
     decision = next(
         (d for d in reversed(ctx.decisions) if d.action == "block" and d.stage == stage), None
     )
-    message = ctx.reply if stage == "input" and ctx.reply else block_text(ctx)
+    message = ctx.reply if stage == "input" and ctx.reply else block_message(ctx)
     tier = decision.tier if decision is not None else 0
     rule = decision.rule_id if decision is not None else "unknown"
     return (InputBlocked if stage == "input" else BoundsError)(message, tier=tier, rule_id=rule)

@@ -43,23 +43,21 @@ from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, GenerationChunk, LLMResult
-
-from persona_mw import CallContext, ConfigError, Decision, Exposure, FilterChain, Middleware
-from persona_mw.bounds import BoundsInputStage, BoundsOutputStage
-
-from ._calls import (
-    begin,
-    block_error,
-    finish,
-    mark_failed,
-    ms_since,
-    open_filters,
-    resolve_user,
-    run_input_stages,
+from langchain_core.outputs import (
+    ChatGeneration,
+    ChatGenerationChunk,
+    Generation,
+    GenerationChunk,
+    LLMResult,
 )
+
+from persona_mw import CallContext, ConfigError, Decision, Exposure, Middleware
+from persona_mw.bounds import BoundsInputStage, BoundsOutputStage
+from persona_mw.enforce import Piece, ReplyEnforcer, mark_failed
+
+from ._calls import begin, block_error, finish, ms_since, resolve_user, run_input_stages
 from ._portal import run_sync
-from .messages import Conversation
+from .messages import Conversation, reasoning_of, tool_pieces
 
 __all__ = ["PersonaCallbackHandler", "PersonaSyncCallbackHandler"]
 
@@ -67,7 +65,8 @@ __all__ = ["PersonaCallbackHandler", "PersonaSyncCallbackHandler"]
 @dataclass(slots=True)
 class _Run:
     ctx: CallContext
-    chain: FilterChain
+    #: The engine decides; the handler only reads its verdicts (it cannot change the text).
+    enforcer: ReplyEnforcer
     model_started: float = field(default_factory=time.perf_counter)
     streamed: list[str] = field(default_factory=list)
 
@@ -120,7 +119,7 @@ class _Calls:
         if ctx.reply is not None:
             ctx.finish_reason = ctx.reply_finish_reason
             await self._settle(ctx, blocked="input")
-        self.runs[run_id] = _Run(ctx=ctx, chain=open_filters(mw, ctx))
+        self.runs[run_id] = _Run(ctx=ctx, enforcer=mw.enforcer(ctx))
 
     def token(self, token: str | list[str | dict[str, Any]], run_id: UUID) -> Settle | None:
         """Feed one streamed token; when the filters stopped, the run is over and what is
@@ -136,8 +135,8 @@ class _Calls:
             return None
         run.ctx.stream = True
         run.streamed.append(token)
-        run.chain.feed(token)
-        if not run.chain.stopped:
+        run.enforcer.feed(0, Piece(content=token))
+        if not run.enforcer.stopped(0):
             return None
         del self.runs[run_id]
         return self._settle(_filtered(run, "".join(run.streamed)), blocked="output")
@@ -149,20 +148,21 @@ class _Calls:
         if run is None:
             return None
         ctx = run.ctx
-        generation = response.generations[0][0] if response.generations else None
+        generations = response.generations[0] if response.generations else []
+        generation = generations[0] if generations else None
         text = generation.text if generation is not None else "".join(run.streamed)
         if run.streamed:
-            run.chain.finish()
-        elif text:
-            run.chain.feed(text)
-            if not run.chain.stopped:
-                run.chain.finish()
+            run.enforcer.end()
+        else:  # every choice, every field (tool-call arguments included)
+            for index, each in enumerate(generations):
+                run.enforcer.whole(index, _piece(each))
         _usage(ctx, generation, response)
         _redactions_not_applied(ctx)
-        if run.chain.stopped:
+        if run.enforcer.any_blocked:
             return self._settle(_filtered(run, text), blocked="output")
+        run.enforcer.close()
         ctx.timings_ms["model"] = ms_since(run.model_started)
-        ctx.output_text = text
+        ctx.output_text = text  # what the caller got: the handler changed nothing
         info = (generation.generation_info or {}) if generation is not None else {}
         meta = (
             generation.message.response_metadata if isinstance(generation, ChatGeneration) else {}
@@ -383,8 +383,21 @@ def _redactions_not_applied(ctx: CallContext) -> None:
     ]
 
 
+def _piece(generation: Generation) -> Piece:
+    message = generation.message if isinstance(generation, ChatGeneration) else None
+    if message is None:
+        return Piece(content=generation.text, finish_reason="stop")
+    return Piece(
+        content=message.text,
+        reasoning=reasoning_of(message),
+        tool_calls=tool_pieces(message),
+        finish_reason="stop",
+    )
+
+
 def _filtered(run: _Run, text: str) -> CallContext:
     ctx = run.ctx
+    run.enforcer.close()
     _redactions_not_applied(ctx)
     ctx.outcome = "filtered"
     ctx.finish_reason = "content_filter"

@@ -49,7 +49,7 @@ from persona_mw.enforce import (
 
 from ._calls import begin, finish, ms_since, resolve_user, run_input_stages
 from ._portal import run_sync
-from .messages import USER_KEY, Conversation
+from .messages import USER_KEY, Conversation, reasoning_of, tool_pieces
 
 __all__ = ["PersonaChatModel"]
 
@@ -398,12 +398,12 @@ class _Call:
             info = dict(generation.generation_info or {})
             metadata = dict(message.response_metadata)
             reason = metadata.pop(_FINISH, None) or info.pop(_FINISH, None)
-            calls = _tool_pieces(message)
+            calls = tool_pieces(message)
             release = self.enforcer.whole(
                 index,
                 Piece(
                     content=message.text,
-                    reasoning=_reasoning(message),
+                    reasoning=reasoning_of(message),
                     tool_calls=calls,
                     logprobs=_logprobs(info, metadata),
                     finish_reason=reason,
@@ -452,7 +452,7 @@ class _Call:
             0,
             Piece(
                 content=message.text,
-                reasoning=_reasoning(message),
+                reasoning=reasoning_of(message),
                 tool_calls=tuple(chunks),
                 logprobs=_logprobs(info, metadata),
                 finish_reason=reason,
@@ -517,11 +517,6 @@ def _index(value: object, default: int) -> int:
     return value if isinstance(value, int) else default
 
 
-def _reasoning(message: BaseMessage) -> str:
-    value = message.additional_kwargs.get("reasoning_content")
-    return value if isinstance(value, str) else ""
-
-
 def _logprobs(info: dict[str, Any], metadata: dict[str, Any]) -> tuple[Any, ...]:
     """The per-token entries, held by the engine (taken out of the chunk until released)."""
     value = info.pop("logprobs", None) or metadata.pop("logprobs", None)
@@ -542,36 +537,6 @@ def _metadata_of(release: Release, metadata: dict[str, Any]) -> dict[str, Any]:
     if release.notices:
         out[NOTICES_FIELD] = notices_json(release.notices)
     return out
-
-
-def _tool_pieces(message: BaseMessage) -> tuple[ToolCallPiece, ...]:
-    """A whole message's tool calls (valid first, then invalid ones) and legacy function call."""
-    if not isinstance(message, AIMessage):
-        return ()
-    valid = [
-        ToolCallPiece(i, id=c.get("id"), name=c["name"], arguments=json.dumps(c["args"]))
-        for i, c in enumerate(message.tool_calls)
-    ]
-    invalid = [
-        ToolCallPiece(
-            len(valid) + i, id=c.get("id"), name=c.get("name"), arguments=c.get("args") or ""
-        )
-        for i, c in enumerate(message.invalid_tool_calls)
-    ]
-    legacy = message.additional_kwargs.get("function_call")
-    function = (
-        [
-            ToolCallPiece(
-                0,
-                name=legacy.get("name"),
-                arguments=str(legacy.get("arguments") or ""),
-                kind="function",
-            )
-        ]
-        if isinstance(legacy, dict)
-        else []
-    )
-    return (*valid, *invalid, *function)
 
 
 def _tool_calls_of(release: Release, valid: int) -> dict[str, Any]:

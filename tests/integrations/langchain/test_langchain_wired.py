@@ -386,6 +386,11 @@ async def test_crisis_resources_survive_a_blocked_reply(wired: Wired) -> None:
     assert text == f"{NOT_HUMAN}\n\n{rule_message('crisis.methods')}\n\n{ideation.message}"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shared engine frames an empty reply as '<notice>\\n\\n' (a trailing blank "
+    "line); asked of h12e in ENGINE_API.md (request 4). Remove this mark when it is fixed.",
+)
 async def test_an_empty_reply_still_shows_the_disclosure(wired: Wired) -> None:
     """A model that streams nothing: the notice was due (and is now marked as shown), so it
     must reach the user anyway, as it does for a whole reply."""

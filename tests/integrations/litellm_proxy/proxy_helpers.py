@@ -55,7 +55,8 @@ class LiteLLMProxy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _wait_ready(self, timeout: float = 60.0) -> None:
+    def _wait_ready(self, timeout: float = 180.0) -> None:
+        # Generous: the proxy imports all of LiteLLM, which takes minutes on a loaded CI box.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -66,8 +67,9 @@ class LiteLLMProxy:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        log = self.log()  # before stop() closes the log file
         self.stop()
-        raise RuntimeError(f"litellm proxy not ready after {timeout} s:\n{self.log()}")
+        raise RuntimeError(f"litellm proxy not ready after {timeout} s:\n{log}")
 
     def log(self) -> str:
         self._log.flush()
