@@ -478,3 +478,19 @@ def test_notices_frame_a_plain_text_reply(client: httpx.Client) -> None:
     assert response.json()["choices"][0]["message"]["content"] == (
         f"{NOTICE}\n\necho: {NOTICE_ME} hi"
     )
+
+
+@pytest.mark.parametrize("messages", [[], "hi", None], ids=["empty", "a-string", "missing"])
+def test_a_chat_request_without_messages_is_refused_and_says_why(
+    client: httpx.Client, upstream: FakeOpenAIServer, messages: Any
+) -> None:
+    """``Middleware.begin`` validates the call; its error reaches the client as a 400 naming
+    the field, not as a 500, and the model is not called."""
+    before = len(upstream.requests)
+    body: dict[str, Any] = {"model": MODEL, "user": "no-messages"}
+    if messages is not None:
+        body["messages"] = messages
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    assert "messages" in response.json()["error"]["message"]
+    assert len(upstream.requests) == before
