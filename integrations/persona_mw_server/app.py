@@ -45,6 +45,7 @@ from persona_mw import (
     update_profile,
 )
 from persona_mw.demo_model import DEMO_MODEL, register_demo_model
+from persona_mw.enforce import NOTICES_FIELD, NOTICES_HEADER
 from persona_mw.llm import LiteLLMClient, import_litellm
 
 from .asgi import OPEN_STREAMS, BodySizeLimit, InstanceHeader, RequestMetrics
@@ -209,13 +210,6 @@ def create_app(
                 code="model_not_found",
                 param="model",
             )
-        if body.n not in (None, 1):
-            raise ApiError(
-                400,
-                "only n=1 is supported: each answer is checked against the bounds "
-                "on its own; send separate requests",
-                param="n",
-            )
         kwargs = body.llm_kwargs()
         kwargs["timeout"] = config.server.upstream_timeout_s
         call = {
@@ -227,7 +221,9 @@ def create_app(
         }
         if not body.stream:
             response = await state.mw.acompletion(**call)
-            return JSONResponse(completion_json(response, body.model))
+            return JSONResponse(
+                completion_json(response, body.model), headers=_notice_headers(response)
+            )
         pump: Pump[Any] = Pump(state.mw.astream(**call), tracked=state.streams)
         try:
             first = await pump.get()
@@ -237,10 +233,19 @@ def create_app(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _sse(
-                pump, first, model=body.model, messages=body.messages, include_usage=include_usage
+                pump,
+                first,
+                model=body.model,
+                messages=body.messages,
+                include_usage=include_usage,
+                choices=body.n or 1,
             ),
             media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            headers={
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",
+                **_notice_headers(first),
+            },
         )
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
@@ -456,20 +461,33 @@ def create_app(
 # -- helpers ------------------------------------------------------------------------------------
 
 
+def _notice_headers(reply: Any) -> dict[str, str]:
+    """The notices out of band, as a header too (JSON, ASCII-escaped: headers are latin-1)."""
+    notices = getattr(reply, NOTICES_FIELD, None)
+    return {NOTICES_HEADER: json.dumps(notices)} if notices else {}
+
+
 async def _sse(
-    pump: Pump[Any], first: Any, *, model: str, messages: list[dict[str, Any]], include_usage: bool
+    pump: Pump[Any],
+    first: Any,
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    include_usage: bool,
+    choices: int = 1,
 ) -> AsyncIterator[bytes]:
     """OpenAI's SSE framing: ``data: <chunk>\\n\\n`` ..., maybe a usage chunk, ``data: [DONE]``.
 
-    Without a usage chunk to wait for, the answer ends with the chunk that carries its
-    finish_reason (n=1; nothing follows it): the client gets ``[DONE]`` at once while the
-    stream's end-of-call work (LiteLLM's bookkeeping, ~1.7 ms here; usage recording) goes on in
-    the pump's task, which shutdown still waits for.
+    Without a usage chunk to wait for, the answer ends with the chunk that carries the last of
+    its ``choices`` finish_reasons (nothing follows it): the client gets ``[DONE]`` at once
+    while the stream's end-of-call work (LiteLLM's bookkeeping, ~1.7 ms here; usage recording)
+    goes on in the pump's task, which shutdown still waits for.
     """
     OPEN_STREAMS.inc()
     ident, created = f"chatcmpl-{int(time.time() * 1000)}", int(time.time())
     usage: Any = None
     text: list[str] = []
+    finished: set[int] = set()
     detached = False
     try:
         item = first
@@ -484,7 +502,8 @@ async def _sse(
                     item, ident=ident, created=created, model=model, with_usage=include_usage
                 )
                 yield b"data: " + json.dumps(body).encode() + b"\n\n"
-                if not include_usage and item.choices[0].finish_reason is not None:
+                finished |= {c.index for c in item.choices if c.finish_reason is not None}
+                if not include_usage and len(finished) >= choices:
                     pump.detach()
                     detached = True
                     break

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from persona_mw.enforce import NOTICES_FIELD
+
 if TYPE_CHECKING:
     from litellm import ModelResponse, ModelResponseStream
 
@@ -22,6 +24,7 @@ __all__ = [
     "ChatCompletionRequest",
     "ErrorResponse",
     "ModelList",
+    "PersonaNotice",
     "StreamOptions",
     "Usage",
     "chunk_json",
@@ -45,6 +48,7 @@ _PASSED_PARAMS = (
     "parallel_tool_calls",
     "logprobs",
     "top_logprobs",
+    "n",
 )
 
 
@@ -64,7 +68,9 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(
         default=None, description="the end user's id; the X-Persona-User header takes precedence"
     )
-    n: int | None = Field(default=None, description="only 1 is supported")
+    n: int | None = Field(
+        default=None, ge=1, le=16, description="choices to generate; each is checked on its own"
+    )
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
@@ -115,6 +121,15 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     tool_calls: list[dict[str, Any]] | None = None
+    reasoning_content: str | None = None
+
+
+class PersonaNotice(BaseModel):
+    """A notice the app must show beside the reply (out of band: structured replies)."""
+
+    text: str
+    source: str
+    position: Literal["before", "after"]
 
 
 class Choice(BaseModel):
@@ -132,12 +147,19 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
     choices: list[Choice]
     usage: Usage | None = None
+    persona_notices: list[PersonaNotice] | None = Field(
+        default=None,
+        description="out of band only (response_format, tools, or the `notices` setting): the "
+        "AI disclosure, reminders and crisis resources the app must show; also in the "
+        "X-Persona-Notices header",
+    )
 
 
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    reasoning_content: str | None = None
 
 
 class ChunkChoice(BaseModel):
@@ -157,6 +179,10 @@ class ChatCompletionChunk(BaseModel):
     system_fingerprint: str | None = None
     choices: list[ChunkChoice]
     usage: Usage | None = None
+    persona_notices: list[PersonaNotice] | None = Field(
+        default=None,
+        description="out of band only: on the first chunk and each chunk that ends a choice",
+    )
 
 
 class ModelCard(BaseModel):
@@ -195,6 +221,22 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]] | None:
     return out
 
 
+def _logprobs(choice: Any) -> dict[str, Any] | None:
+    logprobs = getattr(choice, "logprobs", None)
+    if logprobs is None:
+        return None
+    if hasattr(logprobs, "model_dump"):
+        dumped: dict[str, Any] = logprobs.model_dump(mode="json", exclude_none=False)
+        return dumped
+    return dict(logprobs) if isinstance(logprobs, dict) else None
+
+
+def _notices(obj: Any, body: dict[str, Any]) -> None:
+    notices = getattr(obj, NOTICES_FIELD, None)
+    if notices is not None:
+        body[NOTICES_FIELD] = notices
+
+
 def _usage(usage: Any) -> dict[str, int] | None:
     if usage is None:
         return None
@@ -215,15 +257,18 @@ def completion_json(response: ModelResponse, model: str) -> dict[str, Any]:
         calls = _tool_calls(getattr(message, "tool_calls", None))
         if calls:
             out["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
+        reasoning = getattr(message, "reasoning_content", None)
+        if reasoning:
+            out["reasoning_content"] = reasoning
         choices.append(
             {
                 "index": choice.index,
                 "message": out,
-                "logprobs": None,
+                "logprobs": _logprobs(choice),
                 "finish_reason": choice.finish_reason,
             }
         )
-    return {
+    body = {
         "id": response.id,
         "object": "chat.completion",
         "created": int(response.created or time.time()),
@@ -232,6 +277,8 @@ def completion_json(response: ModelResponse, model: str) -> dict[str, Any]:
         "choices": choices,
         "usage": _usage(getattr(response, "usage", None)),
     }
+    _notices(response, body)
+    return body
 
 
 def chunk_json(
@@ -249,11 +296,14 @@ def chunk_json(
         calls = _tool_calls(getattr(delta, "tool_calls", None))
         if calls:
             out["tool_calls"] = calls
+        reasoning = getattr(delta, "reasoning_content", None)
+        if reasoning:
+            out["reasoning_content"] = reasoning
         choices.append(
             {
                 "index": choice.index,
                 "delta": out,
-                "logprobs": None,
+                "logprobs": _logprobs(choice),
                 "finish_reason": choice.finish_reason,
             }
         )
@@ -267,6 +317,7 @@ def chunk_json(
     }
     if with_usage:
         body["usage"] = None
+    _notices(chunk, body)
     return body
 
 

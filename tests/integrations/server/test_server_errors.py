@@ -66,7 +66,7 @@ def assert_error(
             None,
             "temperature",
         ),
-        ({"model": "fake", "user": "u", "messages": MESSAGES, "n": 2}, 400, None, "n"),
+        ({"model": "fake", "user": "u", "messages": MESSAGES, "n": 0}, 400, None, "n"),
         ({"model": "gpt-5", "user": "u", "messages": MESSAGES}, 404, "model_not_found", "model"),
         ({"model": "fake", "messages": MESSAGES}, 400, None, "user"),
         ({"model": "fake", "user": "u", "messages": ["hi"]}, 400, None, None),
