@@ -9,12 +9,14 @@ So the handlers:
   (tier, rule id, user-facing message) before the model is called. Personalisation runs too but
   its rewritten prompt cannot be sent: the call is recorded with an empty exposure and the
   original messages, because that is what the model saw.
-- ``on_llm_new_token``: each streamed token through the output filters; a block raises
+- ``on_llm_new_token``: each streamed token through the shared enforcement engine
+  (:meth:`persona_mw.Middleware.enforcer`, the one every host drives); a block raises
   :class:`persona_mw.BoundsError` and ends the stream. Tokens before the one that completed a
   blocked phrase have already reached the caller (a callback has no hold-back).
-- ``on_llm_end``: the final text through the filters (a block raises BoundsError: ``invoke``
-  raises instead of returning the reply), then the finish stages (usage recording) and one
-  ``request.completed`` log event, as for any persona_mw call.
+- ``on_llm_end``: every generation of the reply, tool-call arguments included, through the
+  engine (a block raises BoundsError: ``invoke`` raises instead of returning the reply), then
+  the finish stages (usage recording) and one ``request.completed`` log event, as for any
+  persona_mw call.
 - ``on_llm_error``: the failed call is recorded with outcome ``error`` / ``cancelled``.
 
 A callback cannot redact. So a handler refuses, when it is made, a middleware whose policy has
@@ -142,8 +144,8 @@ class _Calls:
         return self._settle(_filtered(run, "".join(run.streamed)), blocked="output")
 
     def end(self, response: LLMResult, run_id: UUID) -> Settle | None:
-        """The final text through the filters; returns what records the run (and raises when
-        the text broke a bound)."""
+        """The reply through the engine (streamed: what it still holds; whole: every generation);
+        returns what records the run (and raises when the reply broke a bound)."""
         run = self.runs.pop(run_id, None)
         if run is None:
             return None

@@ -12,12 +12,13 @@ It is a ``BaseChatModel`` itself, so it drops in wherever the inner model went (
    with the personalised messages and *no* callback manager, so no unfiltered token reaches a
    callback (LangGraph's ``stream_mode="messages"`` included): callbacks see this model's
    filtered chunks only;
-4. runs the reply through the output filters (a :class:`persona_mw.FilterChain`), streamed
-   replies through the same filters with their hold-back, so a blocked phrase is never yielded;
+4. runs every generation of the reply through the shared enforcement engine
+   (:meth:`persona_mw.Middleware.enforcer`): content, tool-call arguments (redactions keep them
+   valid JSON), ``reasoning_content`` and logprobs; streamed replies go through the same engine
+   with its hold-back, so a blocked phrase is never yielded. With tools or a
+   ``response_format`` bound, notices go to ``response_metadata["persona_notices"]`` instead of
+   the text;
 5. runs the finish stages (usage recording) and logs one ``request.completed`` event.
-
-Tool calls and structured output pass through unfiltered (only text content is checked):
-a filter sees prose, not JSON arguments.
 """
 
 from __future__ import annotations

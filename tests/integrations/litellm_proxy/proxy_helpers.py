@@ -56,7 +56,7 @@ class LiteLLMProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def _wait_ready(self, timeout: float = 180.0) -> None:
-        # Generous: the proxy imports all of LiteLLM, which takes minutes on a loaded CI box.
+        # Generous: the proxy imports all of LiteLLM, which can take over a minute on a loaded box.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
