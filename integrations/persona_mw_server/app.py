@@ -44,6 +44,7 @@ from persona_mw import (
     parse_profile,
     update_profile,
 )
+from persona_mw.bounds import BoundsInputStage
 from persona_mw.demo_model import DEMO_MODEL, register_demo_model
 from persona_mw.llm import LiteLLMClient, import_litellm
 
@@ -571,6 +572,7 @@ async def _write(
                 param="If-Match",
             )
         new = make(current)
+        _check_profile_text(state.mw, current, new)
         if who.role == "user":
             changed = deployer_fields_changed(current, new)
             if changed:
@@ -603,6 +605,23 @@ async def _write(
                 param="If-Match",
             ) from None
         raise
+
+
+def _check_profile_text(mw: Middleware, current: Profile, new: Profile) -> None:
+    """Profile text reaches the model in the system prompt: refuse what the input rules in
+    force for this user would block or redact there (only in fields this write changes)."""
+    for stage in mw.input_stages:
+        if not isinstance(stage, BoundsInputStage):
+            continue
+        found = stage.check_profile_text(new, since=current)
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise ApiError(
+                422,
+                found[0].describe() + more,
+                code="profile_text_rule",
+                param=found[0].field,
+            )
 
 
 def _store_ping(mw: Middleware) -> Callable[[], Any] | None:

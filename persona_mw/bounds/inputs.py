@@ -18,6 +18,11 @@ notify                                                    turn); the rule's inst
 
 Replayed history costs only the new messages: :class:`VerdictCache` keeps each text's hits
 under the effective policy that found them, keyed by a digest of the text.
+
+Profile free text (:data:`PROFILE_TEXT_FIELDS`) reaches the model in the system prompt, so the
+same synchronous rules check it: :func:`profile_text_findings` when it is written (the server
+refuses with 422), :func:`profile_for_prompt` on every call (redacted; a field a blocking rule
+fires on is left out), for text stored before or by a path that does not check.
 """
 
 from __future__ import annotations
@@ -27,17 +32,23 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from ..profile import Profile
 from ..types import Decision, Instruction, Message, Notice, Span
 from .resolve import EffectivePolicy
 from .scan import Hit, RuleInForce, decisions_for, notices_for
 
 __all__ = [
+    "PROFILE_TEXT_FIELDS",
     "WITHHELD",
     "InputPlan",
     "MessageText",
+    "ProfileTextFinding",
     "VerdictCache",
     "message_texts",
     "plan_input",
+    "profile_for_prompt",
+    "profile_text_findings",
+    "profile_texts",
     "redact_parts",
 ]
 
@@ -246,3 +257,90 @@ class VerdictCache:
             if len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return found
+
+
+#: Profile fields whose text the prompt carries (persona_mw/personalise/instruction.py).
+PROFILE_TEXT_FIELDS = ("display_name", "own_rules", "self_description", "topics_to_avoid")
+
+
+def profile_texts(profile: Profile) -> list[tuple[str, str]]:
+    """``(field, text)`` for every non-empty profile text the model may read; list items are
+    named as validation errors name them (``topics_to_avoid.1``)."""
+    found = []
+    for name in PROFILE_TEXT_FIELDS:
+        value = getattr(profile, name)
+        if isinstance(value, str) and value:
+            found.append((name, value))
+        elif isinstance(value, list):
+            found += [(f"{name}.{i}", item) for i, item in enumerate(value) if item]
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileTextFinding:
+    """A rule that would block or redact a profile field's text. Carries no text of the field."""
+
+    field: str
+    rule_id: str
+    tier: int
+    action: str
+    label: str
+
+    def describe(self) -> str:
+        verb = "blocks" if self.action == "block" else "redacts"
+        return (
+            f"{self.field}: rule {self.rule_id!r} (tier {self.tier}) {verb} what it found there "
+            f"({self.label}); profile text reaches the model in the system prompt, so remove "
+            "it from this field"
+        )
+
+
+def profile_text_findings(
+    effective: EffectivePolicy, profile: Profile, *, since: Profile | None = None
+) -> list[ProfileTextFinding]:
+    """Pure: the block and redact hits of the synchronous input rules on the profile's text
+    fields, or only on those that differ from ``since`` (text stored earlier does not stand in
+    the way of an unrelated change)."""
+    old = dict(profile_texts(since)) if since is not None else {}
+    findings = []
+    for field, text in profile_texts(profile):
+        if old.get(field) == text:
+            continue
+        findings += [
+            ProfileTextFinding(field, h.rule.rule.id, h.rule.rule.tier, h.action, h.span.label)
+            for h in effective.input.scan(text)
+            if h.action in ("block", "redact")
+        ]
+    return findings
+
+
+def profile_for_prompt(
+    profile: Profile, checked: Sequence[tuple[str, Sequence[Hit]]]
+) -> tuple[Profile, list[Decision]]:
+    """Pure: ``profile`` as the prompt may carry it, given each text field's hits: redacted, and
+    a field (or list item) a blocking rule fires on left out. The stored profile is untouched."""
+    texts = dict(profile_texts(profile))
+    replaced: dict[str, str | None] = {}
+    decisions: list[Decision] = []
+    for field, hits in checked:
+        if not any(h.action in ("block", "redact") for h in hits):
+            continue
+        if _strictest_block(hits) is not None:
+            replaced[field] = None
+        else:
+            replaced[field] = redact_parts([texts[field]], hits)[0]
+        decisions += [
+            replace(d, reason=f"{d.reason}; in profile field {field}, before the prompt")
+            for d in decisions_for(hits, "input")
+        ]
+    if not replaced:
+        return profile, decisions
+    update: dict[str, object] = {}
+    for name in PROFILE_TEXT_FIELDS:
+        value = getattr(profile, name)
+        if isinstance(value, list):
+            items = [replaced.get(f"{name}.{i}", item) for i, item in enumerate(value)]
+            update[name] = [item for item in items if item]
+        elif name in replaced:
+            update[name] = replaced[name] or (None if name == "display_name" else "")
+    return profile.model_copy(update=update), decisions

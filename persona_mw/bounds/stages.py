@@ -20,7 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..profile import Profile
 from ..types import CallContext, Decision, Instruction, Message, Notice, Span
-from .inputs import MessageText, VerdictCache, message_texts, plan_input
+from .inputs import (
+    MessageText,
+    ProfileTextFinding,
+    VerdictCache,
+    message_texts,
+    plan_input,
+    profile_for_prompt,
+    profile_text_findings,
+    profile_texts,
+)
 from .policy import JudgeSpec, Policy, load_policy, policy_from_dict
 from .resolve import EffectivePolicy, resolve
 from .scan import (
@@ -206,6 +215,7 @@ class BoundsInputStage:
         ctx.instructions.extend(effective.instructions)
         if effective.input.empty and not effective.judges:
             return
+        self._redact_profile(ctx, effective)
         checked: list[tuple[MessageText, Sequence[Hit]]] = []
         judged: list[tuple[MessageText, tuple[int, bytes]]] = []
         for message in message_texts(ctx.prompt_messages):
@@ -234,6 +244,28 @@ class BoundsInputStage:
         ctx.notices.extend(plan.notices)
         ctx.instructions.extend(plan.instructions)
         ctx.prompt_messages = plan.messages
+
+    def check_profile_text(
+        self, profile: Profile, *, since: Profile | None = None
+    ) -> list[ProfileTextFinding]:
+        """What the input rules in force for ``profile`` would block or redact in its text
+        fields (those that differ from ``since``): a profile write refuses these."""
+        effective = resolve(self.policy, profile, scorer=self.scorer)
+        return profile_text_findings(effective, profile, since=since)
+
+    def _redact_profile(self, ctx: CallContext, effective: EffectivePolicy) -> None:
+        """The prompt carries the profile's free text: give later stages a copy redacted by the
+        synchronous input rules (a field a blocking rule fires on is left out)."""
+        checked = []
+        for field, text in profile_texts(ctx.profile):
+            key, hits = self.verdicts.lookup(effective, text)
+            if hits is None:
+                hits = self.verdicts.remember(key, effective, effective.input.scan(text))
+            if hits:
+                checked.append((field, hits))
+        if checked:
+            ctx.profile, decisions = profile_for_prompt(ctx.profile, checked)
+            ctx.decisions.extend(decisions)
 
     async def _check(self, effective: EffectivePolicy, text: str) -> list[Hit]:
         return await check_input(
