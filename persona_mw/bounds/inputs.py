@@ -28,6 +28,7 @@ fires on is left out), for text stored before or by a path that does not check.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -228,6 +229,8 @@ class VerdictCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[int, bytes], tuple[EffectivePolicy, tuple[Hit, ...]]]
         self._entries = OrderedDict()
+        # One middleware may serve several event loops in threads (a sync app, LangChain).
+        self._lock = threading.Lock()
         #: Texts checked because they were not cached (the hit rate, for benchmarks and tests).
         self.misses = 0
 
@@ -240,11 +243,12 @@ class VerdictCache:
         """The key for ``text`` under ``effective``, and its cached hits (None: not cached)."""
         digest = hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=16).digest()
         key = (id(effective), digest)
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] is effective:
-            self._entries.move_to_end(key)
-            return key, entry[1]
-        self.misses += 1
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is effective:
+                self._entries.move_to_end(key)
+                return key, entry[1]
+            self.misses += 1
         return key, None
 
     def remember(
@@ -253,9 +257,10 @@ class VerdictCache:
         """Keep ``hits`` under ``key`` (unless a detector failed) and return them."""
         found = tuple(hits)
         if not any(h.error for h in found):
-            self._entries[key] = (effective, found)
-            if len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            with self._lock:
+                self._entries[key] = (effective, found)
+                if len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
         return found
 
 
