@@ -5,7 +5,12 @@
 Side by side in one run, interleaved round by round so machine noise hits every variant alike:
   bare     litellm.acompletion(mock_response=...)
   empty    Middleware() with no stages (profile load + context + log event)
+  lastonly full, with the input rules on the last user message only (as before every message
+           and the profile text were checked): what checking everything costs
   full     build_middleware(demo config): bounds, dependence, personalisation, usage recording
+  history  full, with a 40-message history replayed before a new user message each call (the
+           input rules check every message; the verdict cache checks only the new one)
+  nocache  history, with the input stage's verdict cache off (every message checked each call)
 Calls are interleaved one by one (rotating order); added latency is the median of paired
 differences (variant call - the bare call beside it); figures are medians over rounds.
 Then the Redis store: cached lookup (in-process hit) vs uncached get (one round trip), on a
@@ -31,6 +36,13 @@ import structlog
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 MESSAGES = [{"role": "user", "content": "How can I sleep better?"}]
 MODEL = "openai/gpt-4o-mini"
+HISTORY = [
+    {
+        "role": "user" if i % 2 == 0 else "assistant",
+        "content": f"Turn {i}: " + "a question about sleep, light, routines and rest. " * 4,
+    }
+    for i in range(40)
+]
 USERS = 500
 REPLY = (
     "Keep a fixed wake-up time, get daylight in the morning, and stop screens an hour before bed."
@@ -56,9 +68,48 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
 
     from persona_mw import Middleware, Profile, Settings, build_middleware, load_config
     from persona_mw.app import demo_config_sections
+    from persona_mw.bounds import BoundsInputStage
+    from persona_mw.bounds.inputs import VerdictCache
+    from persona_mw.bounds.resolve import resolve
+    from persona_mw.bounds.stages import STATE_KEY, check_input, input_verdict, redact_last_user
+    from persona_mw.types import CallContext
+
+    class LastUserOnly(BoundsInputStage):
+        """The input check as it was: the last user message only, profile text unchecked."""
+
+        async def __call__(self, ctx: CallContext) -> None:
+            effective = resolve(self.policy, ctx.profile, scorer=self.scorer)
+            ctx.state[STATE_KEY] = effective
+            ctx.instructions.extend(effective.instructions)
+            text = ctx.user_text()
+            if not text:
+                return
+            hits = await check_input(
+                effective, text, judge_model=self.judge_model, judge_timeout_s=1.0
+            )
+            if not hits:
+                return
+            verdict = input_verdict(hits)
+            ctx.decisions.extend(verdict.decisions)
+            if verdict.reply is not None:
+                ctx.reply = verdict.reply
+                return
+            ctx.notices.extend(verdict.notices)
+            ctx.instructions.extend(verdict.instructions)
+            if verdict.redact:
+                ctx.prompt_messages = redact_last_user(ctx.prompt_messages, effective)
 
     empty = Middleware(settings=Settings(hash_secret="bench"))
     full = build_middleware(load_config(**demo_config_sections()))
+    nocache = build_middleware(load_config(**demo_config_sections()))
+    lastonly = build_middleware(load_config(**demo_config_sections()))
+    lastonly.input_stages = tuple(
+        LastUserOnly(policy=stage.policy) if isinstance(stage, BoundsInputStage) else stage
+        for stage in lastonly.input_stages
+    )
+    for stage in nocache.input_stages:
+        if isinstance(stage, BoundsInputStage):
+            stage.verdicts = VerdictCache(max_entries=0)
     profile = Profile(
         user_id="bench",
         own_rules="Be concise. Cite sources.",
@@ -74,7 +125,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         consent={"personalisation": True, "memory": True, "text_analysis": True},
     )
     users = [f"bench-{i}" for i in range(USERS)]
-    for mw in (empty, full):
+    for mw in (empty, lastonly, full, nocache):
         for user in users:
             await mw.store.put(profile.model_copy(update={"user_id": user}))
     turn = iter(range(10**9))
@@ -86,10 +137,29 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         ),
         # A population of users, as in production: each sends a message now and then. (One
         # user sending thousands in a row is the heavy-user case; see docs/benchmarks.md.)
+        "lastonly": lambda: lastonly.acompletion(
+            user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
+        ),
         "full": lambda: full.acompletion(
             user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
         ),
+        "history": lambda: full.acompletion(
+            user=users[next(turn) % USERS],
+            model=MODEL,
+            messages=with_history(),
+            mock_response=REPLY,
+        ),
+        "nocache": lambda: nocache.acompletion(
+            user=users[next(turn) % USERS],
+            model=MODEL,
+            messages=with_history(),
+            mock_response=REPLY,
+        ),
     }
+
+    def with_history() -> list[dict[str, str]]:
+        return [*HISTORY, {"role": "user", "content": f"And question {next(turn)}?"}]
+
     for call in variants.values():  # warm caches, imports, the profile cache
         await timed(call, 50)
     names = list(variants)
@@ -99,7 +169,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         # and pair each variant's sample with the bare sample taken next to it.
         samples: dict[str, list[float]] = {name: [] for name in names}
         for i in range(calls):
-            for name in names[i % 3 :] + names[: i % 3]:
+            for name in names[i % len(names) :] + names[: i % len(names)]:
                 started = time.perf_counter()
                 await variants[name]()
                 samples[name].append((time.perf_counter() - started) * 1000)
@@ -123,6 +193,8 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
             file=sys.stderr,
         )
     await full.aclose()
+    await nocache.aclose()
+    await lastonly.aclose()
     result: dict[str, dict[str, float]] = {}
     bare_p50s = [x["p50"] for x in per_round["bare"]]
     for name in variants:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -208,9 +208,10 @@ class Middleware:
                     error=repr(exc),
                 )
 
-    async def erase_user(self, user_id: str) -> dict[str, Any]:
+    async def erase_user(self, user_id: str, *, keep: Collection[str] = ()) -> dict[str, Any]:
         """Erase everything stored about the user: the profile and every stage's data (usage,
         action state). Returns what each part removed. The right to erasure, in one call.
+        ``keep`` names profile fields to keep (see :meth:`ProfileStore.delete`).
 
         The stages go first: on Redis the profile's delete also sweeps every key in the user's
         key index (usage, action state), so a stage erasing after it would find nothing left
@@ -219,7 +220,7 @@ class Middleware:
         for stage in self._all_stages():
             if isinstance(stage, HoldsUserData):
                 parts[stage.name] = await stage.erase(user_id)
-        erased: dict[str, Any] = {"profile": await self.store.delete(user_id), **parts}
+        erased: dict[str, Any] = {"profile": await self.store.delete(user_id, keep=keep), **parts}
         _log.info("user.erased", user=self.hash_user(user_id), parts=sorted(erased))
         return erased
 

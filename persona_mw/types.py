@@ -17,7 +17,7 @@ Messages stay in OpenAI / LiteLLM wire format (``list[dict]``): that is the edge
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -191,8 +191,10 @@ class ProfileStore(Protocol):
         ProfileConflictError unless the stored version (0 when absent) equals it."""
         ...
 
-    async def delete(self, user_id: str) -> bool:
-        """Remove everything stored for the user; True when there was something."""
+    async def delete(self, user_id: str, *, keep: Collection[str] = ()) -> bool:
+        """Remove everything stored for the user; True when there was something. Fields named
+        in ``keep`` whose stored value is not the default survive on a fresh profile, written
+        in the same atomic step as the delete (deployer-owned fields a user may not shed)."""
         ...
 
     async def aclose(self) -> None: ...

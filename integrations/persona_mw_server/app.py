@@ -44,6 +44,7 @@ from persona_mw import (
     parse_profile,
     update_profile,
 )
+from persona_mw.bounds import BoundsInputStage
 from persona_mw.demo_model import DEMO_MODEL, register_demo_model
 from persona_mw.enforce import NOTICES_FIELD, NOTICES_HEADER
 from persona_mw.llm import LiteLLMClient, import_litellm
@@ -311,10 +312,13 @@ def create_app(
         """Replace the user's profile."""
         allow(who, "write_profile", user_id)
         data = _strip_owned(await _json_object(request), user_id)
-        profile = await _write(
-            state, who, user_id, lambda _current: parse_profile(data, user_id=user_id), if_match
-        )
-        return _profile_response(profile)
+
+        def replace(current: Profile) -> Profile:
+            # a user's replace that leaves the deployer's fields out keeps them
+            owned = {f: getattr(current, f) for f in DEPLOYER_FIELDS} if who.role == "user" else {}
+            return parse_profile({**owned, **data}, user_id=user_id)
+
+        return _profile_response(await _write(state, who, user_id, replace, if_match))
 
     @app.patch(
         "/v1/users/{user_id}/profile",
@@ -343,30 +347,15 @@ def create_app(
 
     @app.delete("/v1/users/{user_id}/profile", responses=_ERRORS, tags=["users"])
     async def delete_profile(user_id: str, who: Who) -> dict[str, Any]:
-        """Delete the user's stored profile (they get the default profile from now on)."""
+        """Delete the user's stored profile (they get the default profile from now on). A user
+        key keeps the deployer-owned fields (minor status), in the same atomic step."""
         allow(who, "write_profile", user_id)
-        kept = await _deployer_fields(user_id, who)
-        deleted = await state.mw.store.delete(user_id)
-        await _restore_deployer_fields(user_id, kept)
+        deleted = await state.mw.store.delete(user_id, keep=_kept(who))
         return {"user": user_id, "deleted": deleted}
 
-    async def _deployer_fields(user_id: str, who: Principal) -> dict[str, Any]:
-        """What a user key may not shed by deleting: the deployer-owned fields (minor status)."""
-        if who.role != "user":
-            return {}
-        current = await state.mw.store.get(user_id)
-        default = Profile.default(user_id)
-        if current is None:
-            return {}
-        return {
-            f: getattr(current, f)
-            for f in DEPLOYER_FIELDS
-            if getattr(current, f) != getattr(default, f)
-        }
-
-    async def _restore_deployer_fields(user_id: str, kept: dict[str, Any]) -> None:
-        if kept:
-            await state.mw.store.put(Profile.default(user_id).model_copy(update=kept))
+    def _kept(who: Principal) -> tuple[str, ...]:
+        """What a user key may not shed by deleting: the deployer-owned fields."""
+        return DEPLOYER_FIELDS if who.role == "user" else ()
 
     @app.get("/v1/users/{user_id}/usage", responses=_ERRORS, tags=["users"])
     async def get_usage(user_id: str, who: Who) -> dict[str, Any]:
@@ -385,9 +374,7 @@ def create_app(
     async def erase_user(user_id: str, who: Who) -> dict[str, Any]:
         """Erase everything stored about the user: profile and, where recorded, usage."""
         allow(who, "erase_user", user_id)
-        kept = await _deployer_fields(user_id, who)
-        erased = _jsonable(await state.mw.erase_user(user_id))
-        await _restore_deployer_fields(user_id, kept)
+        erased = _jsonable(await state.mw.erase_user(user_id, keep=_kept(who)))
         return {"user": user_id, "erased": erased}
 
     @app.get("/v1/policy", responses=_ERRORS, tags=["policy"])
@@ -604,6 +591,7 @@ async def _write(
                 param="If-Match",
             )
         new = make(current)
+        _check_profile_text(state.mw, current, new)
         if who.role == "user":
             changed = deployer_fields_changed(current, new)
             if changed:
@@ -619,7 +607,11 @@ async def _write(
 
     try:
         return await update_profile(
-            state.mw.store, user_id, change, attempts=1 if expected is not None else 5
+            state.mw.store,
+            user_id,
+            change,
+            attempts=1 if expected is not None else 5,
+            default=state.mw.default_profile,
         )
     except ProfileConflictError:
         if expected is not None:
@@ -632,6 +624,23 @@ async def _write(
                 param="If-Match",
             ) from None
         raise
+
+
+def _check_profile_text(mw: Middleware, current: Profile, new: Profile) -> None:
+    """Profile text reaches the model in the system prompt: refuse what the input rules in
+    force for this user would block or redact there (only in fields this write changes)."""
+    for stage in mw.input_stages:
+        if not isinstance(stage, BoundsInputStage):
+            continue
+        found = stage.check_profile_text(new, since=current)
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise ApiError(
+                422,
+                found[0].describe() + more,
+                code="profile_text_rule",
+                param=found[0].field,
+            )
 
 
 def _store_ping(mw: Middleware) -> Callable[[], Any] | None:

@@ -20,6 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..profile import Profile
 from ..types import CallContext, Decision, Instruction, Message, Notice, Span
+from .inputs import (
+    MessageText,
+    ProfileTextFinding,
+    VerdictCache,
+    message_texts,
+    plan_input,
+    profile_for_prompt,
+    profile_text_findings,
+    profile_texts,
+)
 from .policy import JudgeSpec, Policy, load_policy, policy_from_dict
 from .resolve import EffectivePolicy, resolve
 from .scan import (
@@ -166,9 +176,10 @@ async def _run_judge(
 
 
 class BoundsInputStage:
-    """Checks the user's last message against the effective bounds; blocks (answers with the
-    rule's message and ``finish_reason="content_filter"``), redacts the prompt, adds notices
-    (crisis resources) and the bounds' instructions for the personaliser."""
+    """Checks every input message (all roles, all turns, every text part) against the effective
+    bounds (:mod:`persona_mw.bounds.inputs`): blocks (answers with the rule's message and
+    ``finish_reason="content_filter"``) or withholds an earlier message, redacts the prompt,
+    adds notices (crisis resources) and the bounds' instructions for the personaliser."""
 
     name = "bounds"
 
@@ -186,6 +197,8 @@ class BoundsInputStage:
         self.judge_timeout_s = judge_timeout_s
         self.judge_kwargs = dict(judge_kwargs or {})
         self.scorer = scorer
+        #: Each text's hits, so replayed history is not checked (nor judged) again.
+        self.verdicts = VerdictCache()
 
     def explain(self, profile: Profile) -> dict[str, Any]:
         """Every rule in force for ``profile`` (and every rule not in force), with its tier and
@@ -197,28 +210,68 @@ class BoundsInputStage:
         ctx.policy = effective
         ctx.disclosure = effective.ai_disclosure
         ctx.instructions.extend(effective.instructions)
-        text = ctx.user_text()
-        if not text:
+        if effective.input.empty and not effective.judges:
             return
-        hits = await check_input(
+        self._redact_profile(ctx, effective)
+        checked: list[tuple[MessageText, Sequence[Hit]]] = []
+        judged: list[tuple[MessageText, tuple[int, bytes]]] = []
+        for message in message_texts(ctx.prompt_messages):
+            key, hits = self.verdicts.lookup(effective, message.text)
+            if hits is None and effective.judges:
+                judged.append((message, key))
+                continue
+            if hits is None:
+                hits = self.verdicts.remember(key, effective, effective.input.scan(message.text))
+            if hits:
+                checked.append((message, hits))
+        if judged:
+            found = await asyncio.gather(*(self._check(effective, m.text) for m, _ in judged))
+            for (message, key), result in zip(judged, found, strict=True):
+                if self.verdicts.remember(key, effective, result):
+                    checked.append((message, result))
+            checked.sort(key=lambda pair: pair[0].index)
+        if not checked:
+            return
+        plan = plan_input(ctx.prompt_messages, checked)
+        ctx.decisions.extend(plan.decisions)
+        if plan.reply is not None:
+            ctx.reply = plan.reply
+            ctx.reply_finish_reason = "content_filter"
+            return
+        ctx.notices.extend(plan.notices)
+        ctx.instructions.extend(plan.instructions)
+        ctx.prompt_messages = plan.messages
+
+    def check_profile_text(
+        self, profile: Profile, *, since: Profile | None = None
+    ) -> list[ProfileTextFinding]:
+        """What the input rules in force for ``profile`` would block or redact in its text
+        fields (those that differ from ``since``): a profile write refuses these."""
+        effective = resolve(self.policy, profile, scorer=self.scorer)
+        return profile_text_findings(effective, profile, since=since)
+
+    def _redact_profile(self, ctx: CallContext, effective: EffectivePolicy) -> None:
+        """The prompt carries the profile's free text: give later stages a copy redacted by the
+        synchronous input rules (a field a blocking rule fires on is left out)."""
+        checked = []
+        for field, text in profile_texts(ctx.profile):
+            key, hits = self.verdicts.lookup(effective, text)
+            if hits is None:
+                hits = self.verdicts.remember(key, effective, effective.input.scan(text))
+            if hits:
+                checked.append((field, hits))
+        if checked:
+            ctx.profile, decisions = profile_for_prompt(ctx.profile, checked)
+            ctx.decisions.extend(decisions)
+
+    async def _check(self, effective: EffectivePolicy, text: str) -> list[Hit]:
+        return await check_input(
             effective,
             text,
             judge_model=self.judge_model,
             judge_timeout_s=self.judge_timeout_s,
             judge_kwargs=self.judge_kwargs,
         )
-        if not hits:
-            return
-        verdict = input_verdict(hits)
-        ctx.decisions.extend(verdict.decisions)
-        if verdict.reply is not None:
-            ctx.reply = verdict.reply
-            ctx.reply_finish_reason = "content_filter"
-            return
-        ctx.notices.extend(verdict.notices)
-        ctx.instructions.extend(verdict.instructions)
-        if verdict.redact:
-            ctx.prompt_messages = redact_last_user(ctx.prompt_messages, effective)
 
     def __repr__(self) -> str:
         return f"BoundsInputStage(policy={self.policy.version!r})"

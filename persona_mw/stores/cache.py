@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -106,9 +106,9 @@ class CachedProfileStore:
         finally:
             self.evict(profile.user_id)
 
-    async def delete(self, user_id: str) -> bool:
+    async def delete(self, user_id: str, *, keep: Collection[str] = ()) -> bool:
         try:
-            return await self.inner.delete(user_id)
+            return await self.inner.delete(user_id, keep=keep)
         finally:
             self.evict(user_id)
 

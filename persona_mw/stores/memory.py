@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from ..errors import ProfileConflictError
 from ..profile import Profile
 from .keys import user_tag
+from .retain import retained
 
 __all__ = ["MemoryProfileStore"]
 
@@ -30,8 +33,12 @@ class MemoryProfileStore:
         self._profiles[profile.user_id] = stored
         return stored
 
-    async def delete(self, user_id: str) -> bool:
-        return self._profiles.pop(user_id, None) is not None
+    async def delete(self, user_id: str, *, keep: Collection[str] = ()) -> bool:
+        left = retained(self._profiles.get(user_id), keep)
+        removed = self._profiles.pop(user_id, None)
+        if left is not None:
+            self._profiles[user_id] = left
+        return removed is not None
 
     async def aclose(self) -> None:
         return None

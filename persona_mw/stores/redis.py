@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -21,6 +21,7 @@ from ..errors import ProfileConflictError, StoreError
 from ..profile import Profile, parse_profile
 from .keys import DEFAULT_PREFIX, index_key, user_key, user_tag
 from .loops import HomeLoop, connector, on_home_loop
+from .retain import kept_defaults
 
 __all__ = ["RedisProfileStore"]
 
@@ -36,12 +37,35 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return {1, version}
 """
 
-# KEYS: index. ARGV: channel, tag. Deletes every key the user's index lists (same slot).
+# KEYS: index, profile. ARGV: channel, tag, JSON {field: default} of fields to keep.
+# Deletes every key the user's index lists (same slot). A kept field whose stored value is not
+# its default survives in a fresh profile (version still increasing), all in one step: no other
+# write can come between reading what to keep and writing it back.
 _DELETE = """
+local keep = cjson.decode(ARGV[3])
+local kept = nil
+local stored = redis.call('HGET', KEYS[2], 'd')
+if stored and next(keep) ~= nil then
+  local ok, profile = pcall(cjson.decode, stored)
+  if ok and type(profile) == 'table' then
+    for field, default in pairs(keep) do
+      local value = profile[field]
+      if value ~= nil and value ~= cjson.null and value ~= default then
+        kept = kept or {schema_version = 1, user_id = profile['user_id']}
+        kept[field] = value
+      end
+    end
+  end
+end
+local version = tonumber(redis.call('HGET', KEYS[2], 'v')) or 0
 local keys = redis.call('SMEMBERS', KEYS[1])
 local removed = 0
 for _, key in ipairs(keys) do removed = removed + redis.call('DEL', key) end
 redis.call('DEL', KEYS[1])
+if kept then
+  redis.call('HSET', KEYS[2], 'v', version + 1, 'd', cjson.encode(kept))
+  redis.call('SADD', KEYS[1], KEYS[2])
+end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return removed
 """
@@ -122,11 +146,11 @@ class RedisProfileStore:
         return profile.model_copy(update={"version": int(version)})
 
     @on_home_loop
-    async def delete(self, user_id: str) -> bool:
+    async def delete(self, user_id: str, *, keep: Collection[str] = ()) -> bool:
+        keys = [index_key(self.prefix, user_id), self.key(user_id)]
+        args = [self.channel, user_tag(user_id), json.dumps(kept_defaults(keep))]
         try:
-            removed = await self._delete(
-                keys=[index_key(self.prefix, user_id)], args=[self.channel, user_tag(user_id)]
-            )
+            removed = await self._delete(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis unreachable erasing a user: {exc}") from exc
         return bool(removed)

@@ -31,16 +31,19 @@ async def update_profile(
     change: Callable[[Profile], Profile] | Mapping[str, Any],
     *,
     attempts: int = 5,
+    default: Callable[[str], Profile] = Profile.default,
 ) -> Profile:
     """Apply ``change`` (a function of the current profile, or a merge patch) and store it.
 
     Uses optimistic concurrency: when another writer got in between, re-read and re-apply, up to
     ``attempts`` times, then raise :class:`ProfileConflictError`. A user without a profile starts
-    from the default one. Raises ProfileValidationError when the result is not a valid profile.
+    from ``default(user_id)``: pass the deployment's (``Middleware.default_profile``) so a first
+    write keeps what it sets, such as an age band for every user. Raises ProfileValidationError
+    when the result is not a valid profile.
     """
     last: ProfileConflictError | None = None
     for _ in range(attempts):
-        current = await store.get(user_id) or Profile.default(user_id)
+        current = await store.get(user_id) or default(user_id)
         if callable(change):
             updated = change(current)
         else:

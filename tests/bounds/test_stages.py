@@ -198,6 +198,16 @@ JUDGE_POLICY = {
 }
 
 
+#: The judge flags both messages of ``ask``: the user's (the current turn) blocks the request, the
+#: system message (an earlier one) is withheld, which its decision records as a redaction.
+FLAGGED_BOTH = [
+    ("judge.spam", "log"),
+    ("judge.spam", "log"),
+    ("judge.weapons", "block"),
+    ("judge.weapons", "redact"),
+]
+
+
 @pytest.mark.parametrize(
     ("judge_kwargs", "reply", "actions"),
     [
@@ -205,18 +215,18 @@ JUDGE_POLICY = {
         (
             {"mock_response": "unsafe\nS9"},
             "I can't help with weapons.",
-            [("judge.spam", "log"), ("judge.weapons", "block")],
+            FLAGGED_BOTH,
         ),
         # the judge times out: tier 1 fails closed (block), tier 2 fails open (logged, passes)
         (
             {"mock_response": "safe", "mock_delay": 2},
             "I can't help with weapons.",
-            [("judge.spam", "log"), ("judge.weapons", "block")],
+            FLAGGED_BOTH,
         ),
         (
             {"mock_response": "maybe?"},
             "I can't help with weapons.",
-            [("judge.spam", "log"), ("judge.weapons", "block")],
+            FLAGGED_BOTH,
         ),
     ],
 )
@@ -236,7 +246,11 @@ async def test_judge_verdict_labels_the_span() -> None:
         policy=policy_from_dict(JUDGE_POLICY), judge_kwargs={"mock_response": "unsafe\nS9"}
     )
     await mw.acompletion(user="u", model=MODEL, messages=ask("build it"), mock_response="MODEL")
-    decision = next(d for d in collect.contexts[0].decisions if d.rule_id == "judge.weapons")
+    decision = next(
+        d
+        for d in collect.contexts[0].decisions
+        if d.rule_id == "judge.weapons" and d.action == "block"  # the user's message
+    )
     assert decision.detector == "judge"
     assert [(s.start, s.end, s.label) for s in decision.spans] == [(0, 8, "S9")]
 

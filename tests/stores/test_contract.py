@@ -67,6 +67,36 @@ async def test_delete(store: ProfileStore) -> None:
     assert await store.delete("ada") is False
 
 
+async def test_delete_keeps_named_fields_atomically(store: ProfileStore) -> None:
+    """A delete that keeps the deployer's fields leaves only those that are not at their
+    default, on a fresh profile whose version still increases (an If-Match read before the
+    delete cannot match it), whatever other deletes run at the same time."""
+    keep = ("age_band", "known_minor")
+    await store.put(Profile(user_id="kit", age_band="13_15", own_rules="mine", timezone="UTC"))
+    assert await store.delete("kit", keep=keep) is True
+    results = await asyncio.gather(*(store.delete("kit", keep=keep) for _ in range(20)))
+    assert all(results)  # something (the kept fields) was there every time
+    left = await store.get("kit")
+    assert left is not None
+    assert (left.age_band, left.known_minor, left.own_rules) == ("13_15", True, "")
+    assert left.version == 22
+    await store.put(Profile(user_id="ivy", own_rules="mine"))
+    assert await store.delete("ivy", keep=keep) is True
+    assert await store.get("ivy") is None  # nothing to keep: nothing stored
+    assert await store.delete("kit") is True
+    assert await store.get("kit") is None
+    with pytest.raises(ValueError, match="agee_band"):
+        await store.delete("kit", keep=("agee_band",))
+
+
+async def test_user_write_starts_from_the_given_default(store: ProfileStore) -> None:
+    def default(user_id: str) -> Profile:
+        return Profile(user_id=user_id, age_band="under_13")
+
+    first = await update_profile(store, "ada", {"style": {"tone": "friendly"}}, default=default)
+    assert (first.age_band, first.known_minor, first.style.tone) == ("under_13", True, "friendly")
+
+
 async def test_user_ids_with_odd_characters(store: ProfileStore) -> None:
     for user in ["{tag}", "a:b:c", "ünïcødé", "x" * 256]:
         await store.put(Profile(user_id=user))
