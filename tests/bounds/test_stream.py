@@ -22,36 +22,32 @@ def _scorer(sentence: str) -> float:
     return 0.95 if "darling" in sentence.lower() else 0.1
 
 
-POLICY = policy_from_dict(
+RULES: list[dict] = [  # type: ignore[type-arg]
     {
-        "packs": ["pii", "profanity"],
-        "rules": [
-            {
-                "id": "fruit",
-                "tier": 2,
-                "stage": "output",
-                "detector": {"kind": "phrases", "phrases": ["forbidden fruit"]},
-                "message": "withheld",
-            },
-            {
-                "id": "codes",
-                "tier": 2,
-                "stage": "output",
-                "detector": {"kind": "regex", "pattern": r"\bcode-[0-9]{3,8}\b", "max_len": 13},
-                "action": "redact",
-                "replacement": "[code]",
-            },
-            {
-                "id": "pet-names",
-                "tier": 2,
-                "stage": "output",
-                "detector": {"kind": "relationship", "threshold": 0.9, "max_sentence": 60},
-                "action": "redact",
-                "replacement": "",
-            },
-        ],
-    }
-)
+        "id": "fruit",
+        "tier": 2,
+        "stage": "output",
+        "detector": {"kind": "phrases", "phrases": ["forbidden fruit"]},
+        "message": "withheld",
+    },
+    {
+        "id": "codes",
+        "tier": 2,
+        "stage": "output",
+        "detector": {"kind": "regex", "pattern": r"\bcode-[0-9]{3,8}\b", "max_len": 13},
+        "action": "redact",
+        "replacement": "[code]",
+    },
+    {
+        "id": "pet-names",
+        "tier": 2,
+        "stage": "output",
+        "detector": {"kind": "relationship", "threshold": 0.9, "max_sentence": 60},
+        "action": "redact",
+        "replacement": "",
+    },
+]
+POLICY = policy_from_dict({"packs": ["pii", "profanity"], "rules": RULES})
 EFFECTIVE = resolve(POLICY, Profile(user_id="u"), scorer=_scorer)
 SCANNER = EFFECTIVE.output
 HOLD_BACK = hold_back_for(SCANNER)
@@ -176,16 +172,79 @@ def test_block_mid_stream_stops_and_marks_the_call(make_ctx) -> None:  # type: i
     assert ctx.decisions[0].spans[0].start == text.index("forbidden")
 
 
-def test_hold_back_is_bounded_and_released_text_flows() -> None:
-    """Default hold-back: the longest need plus at most 64; text further back is released."""
+def test_hold_back_cap_is_the_longest_need_plus_the_margin() -> None:
     assert SCANNER.max_span + 8 == HOLD_BACK
     assert SCANNER.max_span <= HOLD_BACK <= SCANNER.max_span + 64
-    filt = StreamFilter(SCANNER, None, hold_back=HOLD_BACK)
-    text = "word " * 200
-    released = "".join(filt.feed(text[i : i + 5]) for i in range(0, len(text), 5))
-    # sentence rules also hold back the sentence being written (here at most 60 characters)
-    assert len(text) - HOLD_BACK - 60 - 5 <= len(released) <= len(text) - HOLD_BACK
-    assert released + filt.finish() == text
+
+
+#: The same rules without the sentence rule, which holds the sentence being written.
+PLAIN = resolve(
+    policy_from_dict(
+        {
+            "packs": ["pii", "profanity"],
+            "rules": [r for r in RULES if r["detector"]["kind"] != "relationship"],
+        }
+    ),
+    Profile(user_id="u"),
+).output
+
+
+@pytest.mark.parametrize(
+    ("chunks", "released"),
+    [
+        # the word being written may be an e-mail's local part or a phrase's first word
+        (["Hello", " there", ","], ["", "Hello ", "there"]),
+        # the last character waits for the next: a combining mark could still change it
+        (["The answer is ", "42."], ["The answer is", " "]),
+        # a phrase's prefix is held until it can no longer become the phrase
+        (["the forbid", "den fr", "uit", "s are", " ripe"], ["the ", "", "", "forbidden fruits ", "are "]),
+        (["the forbidden fruit", " is sweet"], ["the ", ""]),
+        # a digit run is held while it may still become a phone or card number
+        (["call 555", "-1234", " now please"], ["call ", "", "555-1234 now "]),
+        # the regex rule: a complete match held while one more digit could extend it
+        (["a code-123", "4", " then more"], ["a ", "", "[code] then "]),
+    ],
+)
+def test_releases_everything_but_the_live_suffix(chunks: list[str], released: list[str]) -> None:
+    filt = StreamFilter(PLAIN, None, hold_back=hold_back_for(PLAIN))
+    assert [filt.feed(chunk) for chunk in chunks] == released
+    out = "".join(released) + filt.finish()
+    whole = PLAIN.scan("".join(chunks))
+    if filt.stopped:
+        assert "forbidden fruit" in "".join(chunks) and out == "the "
+    else:
+        assert out == apply_redactions("".join(chunks), whole)
+
+
+def test_prose_is_released_within_one_chunk() -> None:
+    """Ordinary prose in token-like chunks (a leading space, a few letters): each chunk is out
+    once the next one has arrived; only the word being written waits."""
+    text = "Most people need seven to nine hours of sleep, and teenagers need a little more. " * 5
+    chunks = [text[i : i + 4] for i in range(0, len(text), 4)]
+    filt = StreamFilter(PLAIN, None, hold_back=hold_back_for(PLAIN))
+    received = released = 0
+    for chunk in chunks:
+        previous = received
+        received += len(chunk)
+        released += len(filt.feed(chunk))
+        assert released >= previous - 1 - len("teenagers")
+        assert filt.held == received - released
+    assert released + len(filt.finish()) == len(text)
+
+
+def test_cap_reached_behaves_as_a_fixed_hold_back() -> None:
+    """An endless digit run stays live; the cap releases it as the fixed hold-back did (cut at
+    the cap, moved back to a candidate boundary), never holding more than the cap plus a chunk,
+    and the result still equals the whole text's."""
+    text = "Digits: " + "1234567890" * 60 + " end."
+    filt = StreamFilter(PLAIN, None, hold_back=hold_back_for(PLAIN))
+    out = []
+    for i in range(0, len(text), 3):
+        out.append(filt.feed(text[i : i + 3]))
+        # the cut moves back to the start of the 41-character candidate it fell in
+        assert filt.held <= filt.hold_back + 3 + 41
+    assert sum(map(len, out)) > len(text) - filt.hold_back - 50  # it did flow
+    assert "".join(out) + filt.finish() == apply_redactions(text, PLAIN.scan(text))
 
 
 def test_output_notices_once_per_rule(make_ctx) -> None:  # type: ignore[no-untyped-def]
