@@ -3,6 +3,8 @@ and the streamed result equals the whole-text one (property test)."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -113,13 +115,11 @@ def spans_by_rule(decisions: list) -> dict[str, set[tuple[int, int, str]]]:  # t
     return grouped
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    parts=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=40),
-    cuts=st.lists(st.integers(min_value=1, max_value=1200), max_size=60),
-)
-def test_streamed_equals_whole_text(parts: list[str], cuts: list[int]) -> None:
-    text = "".join(parts)
+#: Characters that render as nothing; the first two also stand in for other "format" ones.
+INVISIBLE = ["\u200b", "\u2060", "\u200c", "\u200d", "\ufeff", "\u00ad"]
+
+
+def assert_stream_matches_whole_text(text: str, cuts: list[int]) -> None:
     hits = SCANNER.scan(text)
     released, filt = stream(text, cuts)
     blocks = [h for h in hits if h.action == "block"]
@@ -134,6 +134,76 @@ def test_streamed_equals_whole_text(parts: list[str], cuts: list[int]) -> None:
         assert not filt.stopped
         assert released == apply_redactions(text, hits)
         assert spans_by_rule(filt.decisions) == spans_by_rule(decisions_for(hits, "output"))
+
+
+chunkings = st.one_of(
+    st.lists(st.integers(min_value=1, max_value=1200), max_size=60),
+    st.just(list(range(1, 1200))),  # one character at a time
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=40), cuts=chunkings)
+def test_streamed_equals_whole_text(parts: list[str], cuts: list[int]) -> None:
+    assert_stream_matches_whole_text("".join(parts), cuts)
+
+
+def insert_invisible(text: str, insertions: list[tuple[int, str, int]]) -> str:
+    """``text`` with ``count`` copies of ``char`` at each position (not before a combining
+    mark: an invisible character there would take the mark with it, on any path)."""
+    out = list(text)
+    for position, char, count in sorted(insertions, reverse=True):
+        position %= len(text) + 1
+        if position < len(text) and unicodedata.combining(text[position]):
+            continue
+        out.insert(position, char * count)
+    return "".join(out)
+
+
+def phrase_rules_fired(text: str) -> set[str]:
+    return {h.rule.rule.id for h in SCANNER.scan(text) if h.detector == "phrases"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=20),
+    insertions=st.lists(
+        st.tuples(st.integers(0, 2000), st.sampled_from(INVISIBLE), st.integers(1, 40)),
+        max_size=30,
+    ),
+    every_gap=st.tuples(st.sampled_from(INVISIBLE), st.integers(0, 16)),
+    cuts=chunkings,
+)
+def test_invisible_characters_anywhere_change_no_verdict(
+    parts: list[str],
+    insertions: list[tuple[int, str, int]],
+    every_gap: tuple[str, int],
+    cuts: list[int],
+) -> None:
+    """Issue 12, finding 5: invisible characters inside blocked words (at random places, and
+    the same number between every two characters), with any chunking. Phrase rules see
+    through them, and the stream equals the whole text."""
+    plain = "".join(parts)
+    char, per_gap = every_gap
+    padded = [(i, char, per_gap) for i in range(1, len(plain))] if per_gap else []
+    text = insert_invisible(plain, insertions + padded)
+    assert phrase_rules_fired(text) == phrase_rules_fired(plain)
+    assert_stream_matches_whole_text(text, cuts)
+
+
+@pytest.mark.parametrize("per_gap", [1, 3, 12, 40])
+@pytest.mark.parametrize("chunk", [1, 4, 50])
+def test_zero_width_padding_does_not_push_a_phrase_out_of_the_hold_back(
+    per_gap: int, chunk: int
+) -> None:
+    """The regression: zero-width spaces between the letters of a blocked phrase made it
+    longer than the hold-back, so a stream released its first letters."""
+    phrase = "\u200b".join("forbidden fruit").replace("\u200b", "\u200b" * per_gap)
+    text = "Here is what you asked about: " + phrase + " and the rest of the reply."
+    assert len(phrase) > HOLD_BACK or per_gap < 12
+    released, filt = stream(text, list(range(chunk, len(text), chunk)))
+    assert filt.stopped
+    assert len(released) <= text.index(phrase) and text.startswith(released)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +267,10 @@ PLAIN = resolve(
         # the last character waits for the next: a combining mark could still change it
         (["The answer is ", "42."], ["The answer is", " "]),
         # a phrase's prefix is held until it can no longer become the phrase
-        (["the forbid", "den fr", "uit", "s are", " ripe"], ["the ", "", "", "forbidden fruits ", "are "]),
+        (
+            ["the forbid", "den fr", "uit", "s are", " ripe"],
+            ["the ", "", "", "forbidden fruits ", "are "],
+        ),
         (["the forbidden fruit", " is sweet"], ["the ", ""]),
         # a digit run is held while it may still become a phone or card number
         (["call 555", "-1234", " now please"], ["call ", "", "555-1234 now "]),
