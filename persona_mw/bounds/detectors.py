@@ -2,9 +2,12 @@
 
 Every detector follows one protocol, :class:`Detector`: ``detect(text, start=0)`` returns the
 spans it finds that begin at or after ``start``; the text before ``start`` is context only (word
-boundaries, look-behinds). ``max_span`` is the longest stretch one hit can cover, plus the
-characters after it the detector must see to be sure of it: the streaming filter holds back that
-much, so a detector gives the same answer on a stream as on the whole text.
+boundaries, look-behinds). ``live_start(text, start=0)`` is the earliest index at or after
+``start`` where a hit could still begin, or a hit found now could still change, if more text were
+appended: a stream releases everything before it and holds only the rest. ``max_span`` is the
+longest stretch one hit can cover, plus the characters after it the detector must see to be sure
+of it: the cap on what a stream holds back, and the conservative answer of a detector that cannot
+tell (``len(text) - max_span``).
 
 Phrase lists of many rules are compiled together into one Aho-Corasick automaton
 (:class:`PhraseIndex`, pyahocorasick) over folded text (see :mod:`.normalise`): a scan costs the
@@ -16,14 +19,16 @@ every non-word character is a space, and each phrase is searched with a space on
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import ahocorasick
+import regex
 
 from ..types import Span
-from .normalise import fold, fold_phrase
+from .normalise import FOLD_REACH, fold, fold_phrase
 
 __all__ = [
     "Detector",
@@ -50,6 +55,13 @@ class Detector(Protocol):
 
     def detect(self, text: str, start: int = 0) -> list[Span]:
         """Spans with ``span.start >= start``, in order of ``start``."""
+        ...
+
+    def live_start(self, text: str, start: int = 0) -> int:
+        """The earliest index ``>= start`` where a hit could still begin, or a hit found now
+        could still change, if more text were appended (``len(text)`` when none). Text before
+        it is settled: ``detect`` on any longer text finds the same hits there. The index is
+        also a place where a window may begin again (never inside a candidate)."""
         ...
 
 
@@ -80,9 +92,16 @@ class PhraseIndex:
                     continue
                 owners.setdefault(key, set()).add(owner)
                 longest = max(longest, len(phrase))
+        prefixes: set[str] = set()
         for key, who in owners.items():
             for variant in _gap_variants(key):
-                automaton.add_word(f" {variant} ", (len(variant) + 2, tuple(sorted(who))))
+                padded = f" {variant} "
+                automaton.add_word(padded, (len(padded), tuple(sorted(who))))
+                prefixes.update(padded[:i] for i in range(1, len(padded)))
+        # pyahocorasick exposes no automaton state, so a live match is found the other way
+        # round: a padded key has a proper prefix equal to the text from one of its last spaces.
+        self._prefixes = frozenset(prefixes)
+        self._longest_key = max((len(p) for p in prefixes), default=0)
         self._empty = not owners
         if not self._empty:
             automaton.make_automaton()
@@ -106,6 +125,34 @@ class PhraseIndex:
             hits.extend(PhraseHit(owner, o_start, o_end) for owner in owners)
         hits.sort(key=lambda h: (h.start, h.end, h.owner))
         return hits
+
+    def live_start(self, text: str, start: int = 0) -> int:
+        """Where a phrase could still begin: the start of the latest word from which the folded
+        text is a proper prefix of a phrase (with its gaps); the last cluster is always live,
+        since a combining mark after it changes how it folds."""
+        n = len(text)
+        if self._empty or start >= n:
+            return n
+        settled = _cluster_start(text, max(start, n - FOLD_REACH))
+        # fold enough text before the unsettled tail to hold the longest phrase prefix
+        reach = self._longest_key + 8
+        while True:
+            begin = _cluster_start(text, max(0, settled - reach))
+            folded = fold(text[begin:settled])
+            if len(folded.text) >= self._longest_key or begin == 0:
+                break
+            reach *= 2
+        padded = " " + folded.text
+        live = settled
+        i = padded.find(" ", max(0, len(padded) - self._longest_key))
+        while i != -1:
+            if padded[i:] in self._prefixes:
+                # the phrase would begin at padded[i + 1], folded index i
+                if i < len(folded.text):
+                    live = begin + folded.original_span(i, i + 1)[0]
+                break
+            i = padded.find(" ", i + 1)
+        return max(start, live)
 
 
 def _gap_variants(key: str) -> list[str]:
@@ -134,6 +181,18 @@ class PhraseDetector:
     def detect(self, text: str, start: int = 0) -> list[Span]:
         return [Span(h.start, h.end, self.label) for h in self._index.scan(text, start)]
 
+    def live_start(self, text: str, start: int = 0) -> int:
+        return self._index.live_start(text, start)
+
+
+def _cluster_start(text: str, index: int) -> int:
+    """The start of the character cluster (a base character and its combining marks) that
+    ``text[index]`` belongs to; ``len(text)`` stays as it is."""
+    combining = unicodedata.combining
+    while 0 < index < len(text) and combining(text[index]):
+        index -= 1
+    return index
+
 
 # -- regular expressions ------------------------------------------------------------------------
 
@@ -141,14 +200,17 @@ class PhraseDetector:
 class RegexDetector:
     """A regular expression. ``max_len`` is the longest text it may match: a match longer than
     that is cut at ``max_len`` characters, so the stream hold-back stays bounded and the streamed
-    verdict equals the whole-text one."""
+    verdict equals the whole-text one.
+
+    Compiled with the ``regex`` package (a superset of ``re``'s syntax) for its partial matching:
+    a stream holds a match only while the text so far could still be the start of one."""
 
     name = "regex"
 
     def __init__(
         self, pattern: str, *, max_len: int = 64, case_sensitive: bool = False, label: str = "regex"
     ) -> None:
-        self.pattern = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
+        self.pattern = regex.compile(pattern, 0 if case_sensitive else regex.IGNORECASE)
         self.max_len = max_len
         self.label = label
         self.max_span = max_len + LOOKAHEAD
@@ -160,6 +222,22 @@ class RegexDetector:
                 end = min(match.end(), match.start() + self.max_len)
                 spans.append(Span(match.start(), end, self.label))
         return spans
+
+    def live_start(self, text: str, start: int = 0) -> int:
+        """The first match that is partial (the text ends inside it) or ends within the
+        look-ahead of the end (a greedy match can still grow; ``\\b`` can still fail)."""
+        return partial_live_start(self.pattern, text, start)
+
+
+def partial_live_start(pattern: regex.Pattern[str], text: str, start: int) -> int:
+    """The start of the first match of ``pattern`` from ``start`` that more text could still
+    change: one the text ends inside, or one ending fewer than :data:`LOOKAHEAD` characters
+    before the end."""
+    n = len(text)
+    for match in pattern.finditer(text, start, partial=True):
+        if match.partial or match.end() + LOOKAHEAD > n:
+            return min(int(match.start()), n)
+    return n
 
 
 # -- relationship-seeking ----------------------------------------------------------------------
@@ -204,6 +282,13 @@ class RelationshipDetector:
         """Every sentence, fired or not: a stream must not be cut inside one, or the next
         window would start a sentence where the whole text has none."""
         return [m.span() for m in self._sentence.finditer(text, start)]
+
+    def live_start(self, text: str, start: int = 0) -> int:
+        """The start of the sentence being written: a sentence is scored whole."""
+        sentences = self.segments(text, start)
+        if sentences and sentences[-1][1] == len(text):
+            return sentences[-1][0]
+        return len(text)
 
     def detect(self, text: str, start: int = 0) -> list[Span]:
         spans = []

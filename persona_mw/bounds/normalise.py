@@ -21,7 +21,12 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["Folded", "fold", "fold_phrase"]
+__all__ = ["FOLD_REACH", "Folded", "fold", "fold_phrase"]
+
+#: How far folding looks: a character folds according to at most this many original characters
+#: ending with it, plus the combining marks that follow (its cluster). A stream treats the last
+#: ``FOLD_REACH`` characters and their cluster as unsettled. Keep it true when adding rules.
+FOLD_REACH = 1
 
 #: Characters removed outright: they render as nothing and are used to split words.
 _INVISIBLE = frozenset(

@@ -3,18 +3,22 @@
 Fast candidate patterns find stretches that could be PII; each candidate is then checked (Luhn,
 mod 97, address parsing) before it counts, so order numbers and versions do not. The candidate
 patterns also bound the stream hold-back: a stream is never cut inside a candidate
-(:meth:`PIIDetector.segments`).
+(:meth:`PIIDetector.segments`), and holds only a candidate the text so far could still extend
+(:meth:`PIIDetector.live_start`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import string
 from collections.abc import Iterable
 from typing import Literal
 
+import regex
+
 from ..types import Span
-from .detectors import LOOKAHEAD
+from .detectors import LOOKAHEAD, partial_live_start
 
 __all__ = ["PII_KINDS", "PIIDetector", "PIIKind", "iban_valid", "luhn_valid"]
 
@@ -36,10 +40,16 @@ _CANDIDATE = re.compile(
     r"|(?<=[+(0-9])[0-9 \-.()/]{5,40})"
 )
 _NUMBER_MAX = 41
+_CANDIDATE_PARTIAL = regex.compile(_CANDIDATE.pattern)
+#: What number and IBAN candidates are made of: none spans any other character.
+_RUN_CHARS = frozenset(string.digits + string.ascii_uppercase + " -.()/+")
+#: What an e-mail address is made of: a word at the end of a stream may be a local part.
+_EMAIL_CHARS = frozenset(string.ascii_letters + string.digits + "._%+-@")
+_IPV6_MAX = 45
 _IPV4_SHAPE = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
 _SSN_VALID = re.compile(r"(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\Z")
 _HEX_COLON = frozenset("0123456789abcdefABCDEF:.")
-_IPV6_RUN = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+_IPV6_RUN = re.compile(rf"[0-9A-Fa-f:.]{{2,{_IPV6_MAX}}}")
 _PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}[ \-.]?)?(?:\(\d{1,4}\) ?|\d{1,4}[ \-.]?){1,5}\d{2,6}\Z")
 _SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}\Z")
 _CARD_SHAPE = re.compile(r"\d{4}(?:[ \-]?\d{3,6}){2,4}\Z")
@@ -104,6 +114,25 @@ class PIIDetector:
         if ":" in text:
             out += [(s.start, s.end) for s in _ipv6(text, start, candidates=True)]
         return out
+
+    def live_start(self, text: str, start: int = 0) -> int:
+        """The earliest candidate the text so far could still extend: a number or IBAN
+        candidate that is partial or ends within the look-ahead, the word being written (it may
+        be an e-mail address's local part) and a trailing run of IPv6 characters."""
+        n = len(text)
+        live = n
+        kinds = self.kinds
+        if kinds & {"phone", "card", "ssn", "ip", "iban"}:
+            # scan from where a run of candidate characters begins, as from the window start
+            begin = _run_start(text, max(start, n - self.max_span), start, _RUN_CHARS)
+            live = partial_live_start(_CANDIDATE_PARTIAL, text, begin)
+        if "email" in kinds:
+            floor = max(start, n - _EMAIL_MAX - LOOKAHEAD)
+            live = min(live, _run_start(text, n, floor, _EMAIL_CHARS))
+        if "ip" in kinds:
+            floor = max(start, n - _IPV6_MAX - LOOKAHEAD)
+            live = min(live, _run_start(text, n, floor, _HEX_COLON))
+        return max(start, live)
 
     def _numbers(self, text: str, start: int) -> list[Span]:
         """One pass over digit runs and IBAN candidates; each run is classified (IBAN, IPv4,
@@ -220,6 +249,13 @@ def _ipv6(text: str, start: int, *, candidates: bool = False) -> list[Span]:
                     break
         colon = text.find(":", max(colon + 1, end))
     return spans
+
+
+def _run_start(text: str, index: int, floor: int, chars: frozenset[str]) -> int:
+    """Where the run of ``chars`` that ends at ``index`` begins (not before ``floor``)."""
+    while index > floor and text[index - 1] in chars:
+        index -= 1
+    return index
 
 
 def _drop_overlaps(spans: list[Span]) -> list[Span]:

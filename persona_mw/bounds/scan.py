@@ -3,17 +3,27 @@
 :class:`Scanner` runs every synchronous detector of a stage over a text (all phrase lists in one
 automaton) and returns :class:`Hit` s; :func:`apply_redactions` and :func:`decisions_for` turn
 hits into the released text and the explainable decisions. :class:`StreamFilter` is the
-:class:`~persona_mw.types.OutputFilter` for one call: it holds back a bounded tail
-(``hold_back`` = the longest text a rule needs + a margin), scans the rest with the released tail
-as context, and releases only text no rule can still flag. Because every detector is local (a hit
-depends only on the text within ``max_span`` of it), the released text of a stream equals the
-whole-text result for any chunking — the property test in tests/bounds checks exactly that.
+:class:`~persona_mw.types.OutputFilter` for one call: at every chunk it releases all text up to
+the earliest place where a hit of any rule could still begin (each detector's ``live_start``: the
+word being written, a digit run that may become a card number, the sentence a sentence score
+needs) and holds only that suffix, never cutting inside a hit or a candidate. Because every
+detector is local, the released text of a stream equals the whole-text result for any chunking
+and any invisible characters — the property tests in tests/bounds check exactly that.
+
+The held suffix is capped at ``hold_back`` visible characters (the longest text a rule needs + a
+margin; characters that fold to nothing, like zero-width spaces, do not count, up to
+``_INVISIBLE_ALLOWANCE`` times the cap in all). A candidate longer than that (an endless digit
+run) is cut where the cap falls, moved back to the nearest hit or candidate boundary: the
+behaviour of a fixed hold-back, which is what the filter did before holding back only live text.
+Time never releases text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 import structlog
@@ -25,6 +35,7 @@ from .detectors import (
     RegexDetector,
     RelationshipDetector,
 )
+from .normalise import fold
 from .pii import PIIDetector
 from .policy import PhrasesSpec, PIISpec, RegexSpec, RelationshipSpec, Rule
 
@@ -33,7 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MARGIN",
-    "DEFAULT_RELEASE_STEP",
     "Hit",
     "RuleInForce",
     "Scanner",
@@ -47,13 +57,14 @@ __all__ = [
 
 _log = structlog.get_logger("persona_mw.bounds")
 
-#: Characters of released text kept as context for the next window (word boundaries,
+#: Visible characters of released text kept as context for the next window (word boundaries,
 #: look-behinds).
 _CONTEXT = 16
 #: Hold-back beyond the longest text a rule needs (default; at most 64).
 DEFAULT_MARGIN = 8
-#: Characters gathered beyond the hold-back before the window is scanned again.
-DEFAULT_RELEASE_STEP = 16
+#: Invisible characters do not count toward the hold-back cap or the context, up to this many
+#: times their size in original characters (bounds the work per chunk of a flood of them).
+_INVISIBLE_ALLOWANCE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +126,23 @@ class Scanner:
         #: The longest text one hit can cover plus its look-ahead: the hold-back need.
         self.max_span = max(spans)
         self.empty = not phrase_rules and not self._others
+
+    def live_start(self, text: str, start: int = 0) -> int:
+        """The earliest index ``>= start`` where a hit of any rule could still begin (see
+        :meth:`persona_mw.bounds.detectors.Detector.live_start`). A detector that raises makes
+        the whole text live: it will fail again, visibly, when the text is scanned."""
+        live = len(text)
+        if self._phrase_rules:
+            try:
+                live = self._phrases.live_start(text, start)
+            except Exception:
+                return start
+        for _, detector in self._others:
+            try:
+                live = min(live, detector.live_start(text, start))
+            except Exception:
+                return start
+        return live
 
     def scan(self, text: str, start: int = 0) -> list[Hit]:
         """Hits starting at or after ``start`` (text before it is context), sorted by start.
@@ -233,27 +261,24 @@ def notices_for(hits: Sequence[Hit], seen: set[str]) -> list[Notice]:
 class StreamFilter:
     """The output filter for one call (see the module docstring). Fresh per call."""
 
-    def __init__(
-        self,
-        scanner: Scanner,
-        ctx: CallContext | None,
-        *,
-        hold_back: int,
-        release_step: int = DEFAULT_RELEASE_STEP,
-    ) -> None:
+    def __init__(self, scanner: Scanner, ctx: CallContext | None, *, hold_back: int) -> None:
         self.stopped = False
+        #: The cap on the held suffix, in visible characters.
         self.hold_back = hold_back
-        #: Scan only once this many characters beyond the hold-back are waiting: a token is
-        #: ~4 characters, and rescanning the window for each one would cost more than it buys.
-        self.release_step = max(1, release_step)
         self._scanner = scanner
         self._ctx = ctx
         self._pending = ""
         self._context = ""
         self._offset = 0  # where _pending starts in the model's text
         self._seen: set[str] = set()
-        #: Every decision this filter made (also appended to ``ctx.decisions``).
+        self._by_outcome: dict[tuple[str, str, str, str | None], Decision] = {}
+        #: Every decision this filter made, one per rule outcome (also in ``ctx.decisions``).
         self.decisions: list[Decision] = []
+
+    @property
+    def held(self) -> int:
+        """Characters received and not yet released (nor withheld)."""
+        return len(self._pending)
 
     def feed(self, text: str) -> str:
         if self.stopped:
@@ -261,8 +286,6 @@ class StreamFilter:
         if self._scanner.empty:  # no output rule for this user: nothing to hold back
             return text
         self._pending += text
-        if len(self._pending) - self.hold_back < self.release_step:
-            return ""
         return self._release(final=False)
 
     def finish(self) -> str:
@@ -273,8 +296,13 @@ class StreamFilter:
     def _release(self, *, final: bool) -> str:
         window = self._context + self._pending
         base = len(self._context)
-        hits = self._scanner.scan(window, base) if not self._scanner.empty else []
-        cut = len(window) if final else len(window) - self.hold_back
+        if final:
+            cut = len(window)
+        else:
+            cut = max(self._scanner.live_start(window, base), self._cap(window, base))
+            if cut <= base:  # all of it is live: nothing to scan yet
+                return ""
+        hits = self._scanner.scan(window, base)
         if not final:
             keep_whole = [(h.span.start, h.span.end) for h in hits]
             # segments are found from the window's start, which is itself a segment boundary:
@@ -297,19 +325,65 @@ class StreamFilter:
                 self._ctx.outcome = "filtered"
             return ""
         released = apply_redactions(window[base:cut], done, offset=base)
-        self._context = window[max(0, cut - _CONTEXT) : cut]
+        self._context = window[_visible_start(window, cut, _CONTEXT) : cut]
         self._pending = window[cut:]
         self._offset += cut - base
         return released
 
+    def _cap(self, window: str, base: int) -> int:
+        """Where the held suffix would reach ``hold_back`` visible characters."""
+        if len(window) - base <= self.hold_back:  # the usual case: far below the cap
+            return base
+        return _visible_start(window, len(window), self.hold_back)
+
     def _record(self, hits: list[Hit], *, offset: int) -> None:
-        decisions = decisions_for(hits, "output", offset=offset)
-        self.decisions += decisions
+        """Add the decisions of released hits. A rule that fires again in a later release
+        extends its decision's spans: one decision per rule outcome per call, however the
+        reply was chunked."""
+        for decision in decisions_for(hits, "output", offset=offset):
+            key = (decision.rule_id, decision.action, decision.detector, decision.reason)
+            earlier = self._by_outcome.get(key)
+            if earlier is not None:
+                decision = dataclasses.replace(decision, spans=earlier.spans + decision.spans)
+            self._by_outcome[key] = decision
+            _put(self.decisions, earlier, decision)
+            if self._ctx is not None:
+                _put(self._ctx.decisions, earlier, decision)
         if self._ctx is not None:
-            self._ctx.decisions.extend(decisions)
             self._ctx.notices.extend(notices_for(hits, self._seen))
 
 
+def _put(decisions: list[Decision], earlier: Decision | None, decision: Decision) -> None:
+    """Replace ``earlier`` (the same object) by ``decision``, or append it."""
+    for i, d in enumerate(decisions):
+        if d is earlier:
+            decisions[i] = decision
+            return
+    decisions.append(decision)
+
+
 def hold_back_for(scanner: Scanner, margin: int = DEFAULT_MARGIN) -> int:
-    """Characters a stream must hold back for ``scanner``: its longest need plus ``margin``."""
+    """The cap on what a stream holds back for ``scanner``, in visible characters: its longest
+    need plus ``margin``. A stream holds less whenever less text is live."""
     return scanner.max_span + margin if not scanner.empty else 0
+
+
+def _visible_start(text: str, end: int, count: int) -> int:
+    """Where the ``count`` visible characters before ``end`` begin: characters that fold to
+    nothing (zero-width, soft hyphen, ...) are passed over, at most ``_INVISIBLE_ALLOWANCE``
+    times ``count`` characters back in all."""
+    start = max(0, end - count)
+    if text.isascii():
+        return start
+    floor = max(0, end - _INVISIBLE_ALLOWANCE * count)
+    index, seen = end, 0
+    while index > floor and seen < count:
+        index -= 1
+        if not _invisible(text[index]):
+            seen += 1
+    return index
+
+
+@lru_cache(maxsize=4096)
+def _invisible(char: str) -> bool:
+    return not fold(char).text

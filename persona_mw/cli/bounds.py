@@ -10,13 +10,16 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import PersonaError
 from ..profile import Profile, parse_profile
 from ..types import CallContext, Decision
+
+if TYPE_CHECKING:
+    from ..bounds.policy import Rule
 
 __all__ = ["check", "policy"]
 
@@ -189,6 +192,21 @@ def check(
     click.echo(json.dumps(result, ensure_ascii=False))
 
 
+def _stream_hold(rule: Rule) -> str | None:
+    """What a streamed reply waits for because of ``rule`` (output rules only)."""
+    from ..bounds.policy import RelationshipSpec
+
+    spec = rule.detector
+    if rule.stage == "input" or spec is None or spec.kind == "judge":
+        return None
+    if isinstance(spec, RelationshipSpec):
+        return (
+            f"the sentence being written, up to {spec.max_sentence} characters: it is scored "
+            "whole, so a stream releases a sentence once it ends"
+        )
+    return "only text that could still become a match (the word or candidate being written)"
+
+
 def _block_message(decisions: list[Decision]) -> str:
     for decision in reversed(decisions):
         if decision.action == "block" and decision.message:
@@ -209,6 +227,11 @@ def explain(policy_files: tuple[str, ...], profile_file: str | None) -> None:
     from ..bounds import resolve
 
     loaded, profile = _load(policy_files, profile_file)
-    explained = resolve(loaded, profile).explain()
+    effective = resolve(loaded, profile)
+    explained = effective.explain()
+    holds = {r.rule.id: _stream_hold(r.rule) for r in effective.rules}
+    for entry in explained["rules"]:
+        if holds.get(entry["id"]):
+            entry["stream_hold"] = holds[entry["id"]]
     explained["sources"] = list(loaded.sources)
     click.echo(json.dumps(explained, ensure_ascii=False, indent=2))

@@ -104,6 +104,21 @@ def test_policy_explain(tmp_path: Path) -> None:
     assert explained["ai_disclosure"]["interval_hours"] == 3
 
 
+def test_policy_explain_says_what_a_stream_waits_for(tmp_path: Path) -> None:
+    """A sentence-scored rule holds the sentence being written, and explain says so."""
+    profile = tmp_path / "child.json"
+    profile.write_text(json.dumps({"user_id": "kid", "age_band": "13_15"}))
+    result = CliRunner().invoke(policy, ["explain", "--policy", SUPPORT, "--profile", str(profile)])
+    assert result.exit_code == 0, result.output
+    holds = {r["id"]: r.get("stream_hold") for r in json.loads(result.output)["rules"]}
+    sentence_rules = [i for i, h in holds.items() if h and h.startswith("the sentence")]
+    assert sentence_rules == ["minor-safety.relationship"]
+    assert holds["pii"] == (
+        "only text that could still become a match (the word or candidate being written)"
+    )
+    assert holds["crisis.ideation"] is None  # an input rule: nothing to hold
+
+
 def test_cli_does_not_import_litellm() -> None:
     code = (
         "import sys\nfrom click.testing import CliRunner\nfrom persona_mw.cli.bounds import check\n"

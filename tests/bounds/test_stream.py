@@ -3,6 +3,8 @@ and the streamed result equals the whole-text one (property test)."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,36 +24,32 @@ def _scorer(sentence: str) -> float:
     return 0.95 if "darling" in sentence.lower() else 0.1
 
 
-POLICY = policy_from_dict(
+RULES: list[dict] = [  # type: ignore[type-arg]
     {
-        "packs": ["pii", "profanity"],
-        "rules": [
-            {
-                "id": "fruit",
-                "tier": 2,
-                "stage": "output",
-                "detector": {"kind": "phrases", "phrases": ["forbidden fruit"]},
-                "message": "withheld",
-            },
-            {
-                "id": "codes",
-                "tier": 2,
-                "stage": "output",
-                "detector": {"kind": "regex", "pattern": r"\bcode-[0-9]{3,8}\b", "max_len": 13},
-                "action": "redact",
-                "replacement": "[code]",
-            },
-            {
-                "id": "pet-names",
-                "tier": 2,
-                "stage": "output",
-                "detector": {"kind": "relationship", "threshold": 0.9, "max_sentence": 60},
-                "action": "redact",
-                "replacement": "",
-            },
-        ],
-    }
-)
+        "id": "fruit",
+        "tier": 2,
+        "stage": "output",
+        "detector": {"kind": "phrases", "phrases": ["forbidden fruit"]},
+        "message": "withheld",
+    },
+    {
+        "id": "codes",
+        "tier": 2,
+        "stage": "output",
+        "detector": {"kind": "regex", "pattern": r"\bcode-[0-9]{3,8}\b", "max_len": 13},
+        "action": "redact",
+        "replacement": "[code]",
+    },
+    {
+        "id": "pet-names",
+        "tier": 2,
+        "stage": "output",
+        "detector": {"kind": "relationship", "threshold": 0.9, "max_sentence": 60},
+        "action": "redact",
+        "replacement": "",
+    },
+]
+POLICY = policy_from_dict({"packs": ["pii", "profanity"], "rules": RULES})
 EFFECTIVE = resolve(POLICY, Profile(user_id="u"), scorer=_scorer)
 SCANNER = EFFECTIVE.output
 HOLD_BACK = hold_back_for(SCANNER)
@@ -117,13 +115,11 @@ def spans_by_rule(decisions: list) -> dict[str, set[tuple[int, int, str]]]:  # t
     return grouped
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    parts=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=40),
-    cuts=st.lists(st.integers(min_value=1, max_value=1200), max_size=60),
-)
-def test_streamed_equals_whole_text(parts: list[str], cuts: list[int]) -> None:
-    text = "".join(parts)
+#: Characters that render as nothing; the first two also stand in for other "format" ones.
+INVISIBLE = ["\u200b", "\u2060", "\u200c", "\u200d", "\ufeff", "\u00ad"]
+
+
+def assert_stream_matches_whole_text(text: str, cuts: list[int]) -> None:
     hits = SCANNER.scan(text)
     released, filt = stream(text, cuts)
     blocks = [h for h in hits if h.action == "block"]
@@ -138,6 +134,76 @@ def test_streamed_equals_whole_text(parts: list[str], cuts: list[int]) -> None:
         assert not filt.stopped
         assert released == apply_redactions(text, hits)
         assert spans_by_rule(filt.decisions) == spans_by_rule(decisions_for(hits, "output"))
+
+
+chunkings = st.one_of(
+    st.lists(st.integers(min_value=1, max_value=1200), max_size=60),
+    st.just(list(range(1, 1200))),  # one character at a time
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=40), cuts=chunkings)
+def test_streamed_equals_whole_text(parts: list[str], cuts: list[int]) -> None:
+    assert_stream_matches_whole_text("".join(parts), cuts)
+
+
+def insert_invisible(text: str, insertions: list[tuple[int, str, int]]) -> str:
+    """``text`` with ``count`` copies of ``char`` at each position (not before a combining
+    mark: an invisible character there would take the mark with it, on any path)."""
+    out = list(text)
+    for position, char, count in sorted(insertions, reverse=True):
+        position %= len(text) + 1
+        if position < len(text) and unicodedata.combining(text[position]):
+            continue
+        out.insert(position, char * count)
+    return "".join(out)
+
+
+def phrase_rules_fired(text: str) -> set[str]:
+    return {h.rule.rule.id for h in SCANNER.scan(text) if h.detector == "phrases"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=20),
+    insertions=st.lists(
+        st.tuples(st.integers(0, 2000), st.sampled_from(INVISIBLE), st.integers(1, 40)),
+        max_size=30,
+    ),
+    every_gap=st.tuples(st.sampled_from(INVISIBLE), st.integers(0, 16)),
+    cuts=chunkings,
+)
+def test_invisible_characters_anywhere_change_no_verdict(
+    parts: list[str],
+    insertions: list[tuple[int, str, int]],
+    every_gap: tuple[str, int],
+    cuts: list[int],
+) -> None:
+    """Issue 12, finding 5: invisible characters inside blocked words (at random places, and
+    the same number between every two characters), with any chunking. Phrase rules see
+    through them, and the stream equals the whole text."""
+    plain = "".join(parts)
+    char, per_gap = every_gap
+    padded = [(i, char, per_gap) for i in range(1, len(plain))] if per_gap else []
+    text = insert_invisible(plain, insertions + padded)
+    assert phrase_rules_fired(text) == phrase_rules_fired(plain)
+    assert_stream_matches_whole_text(text, cuts)
+
+
+@pytest.mark.parametrize("per_gap", [1, 3, 12, 40])
+@pytest.mark.parametrize("chunk", [1, 4, 50])
+def test_zero_width_padding_does_not_push_a_phrase_out_of_the_hold_back(
+    per_gap: int, chunk: int
+) -> None:
+    """The regression: zero-width spaces between the letters of a blocked phrase made it
+    longer than the hold-back, so a stream released its first letters."""
+    phrase = "\u200b".join("forbidden fruit").replace("\u200b", "\u200b" * per_gap)
+    text = "Here is what you asked about: " + phrase + " and the rest of the reply."
+    assert len(phrase) > HOLD_BACK or per_gap < 12
+    released, filt = stream(text, list(range(chunk, len(text), chunk)))
+    assert filt.stopped
+    assert len(released) <= text.index(phrase) and text.startswith(released)
 
 
 @pytest.mark.parametrize(
@@ -176,16 +242,82 @@ def test_block_mid_stream_stops_and_marks_the_call(make_ctx) -> None:  # type: i
     assert ctx.decisions[0].spans[0].start == text.index("forbidden")
 
 
-def test_hold_back_is_bounded_and_released_text_flows() -> None:
-    """Default hold-back: the longest need plus at most 64; text further back is released."""
+def test_hold_back_cap_is_the_longest_need_plus_the_margin() -> None:
     assert SCANNER.max_span + 8 == HOLD_BACK
     assert SCANNER.max_span <= HOLD_BACK <= SCANNER.max_span + 64
-    filt = StreamFilter(SCANNER, None, hold_back=HOLD_BACK)
-    text = "word " * 200
-    released = "".join(filt.feed(text[i : i + 5]) for i in range(0, len(text), 5))
-    # sentence rules also hold back the sentence being written (here at most 60 characters)
-    assert len(text) - HOLD_BACK - 60 - 5 <= len(released) <= len(text) - HOLD_BACK
-    assert released + filt.finish() == text
+
+
+#: The same rules without the sentence rule, which holds the sentence being written.
+PLAIN = resolve(
+    policy_from_dict(
+        {
+            "packs": ["pii", "profanity"],
+            "rules": [r for r in RULES if r["detector"]["kind"] != "relationship"],
+        }
+    ),
+    Profile(user_id="u"),
+).output
+
+
+@pytest.mark.parametrize(
+    ("chunks", "released"),
+    [
+        # the word being written may be an e-mail's local part or a phrase's first word
+        (["Hello", " there", ","], ["", "Hello ", "there"]),
+        # the last character waits for the next: a combining mark could still change it
+        (["The answer is ", "42."], ["The answer is", " "]),
+        # a phrase's prefix is held until it can no longer become the phrase
+        (
+            ["the forbid", "den fr", "uit", "s are", " ripe"],
+            ["the ", "", "", "forbidden fruits ", "are "],
+        ),
+        (["the forbidden fruit", " is sweet"], ["the ", ""]),
+        # a digit run is held while it may still become a phone or card number
+        (["call 555", "-1234", " now please"], ["call ", "", "555-1234 now "]),
+        # the regex rule: a complete match held while one more digit could extend it
+        (["a code-123", "4", " then more"], ["a ", "", "[code] then "]),
+    ],
+)
+def test_releases_everything_but_the_live_suffix(chunks: list[str], released: list[str]) -> None:
+    filt = StreamFilter(PLAIN, None, hold_back=hold_back_for(PLAIN))
+    assert [filt.feed(chunk) for chunk in chunks] == released
+    out = "".join(released) + filt.finish()
+    whole = PLAIN.scan("".join(chunks))
+    if filt.stopped:
+        assert "forbidden fruit" in "".join(chunks) and out == "the "
+    else:
+        assert out == apply_redactions("".join(chunks), whole)
+
+
+def test_prose_is_released_within_one_chunk() -> None:
+    """Ordinary prose in token-like chunks (a leading space, a few letters): each chunk is out
+    once the next one has arrived; only the word being written waits."""
+    text = "Most people need seven to nine hours of sleep, and teenagers need a little more. " * 5
+    chunks = [text[i : i + 4] for i in range(0, len(text), 4)]
+    filt = StreamFilter(PLAIN, None, hold_back=hold_back_for(PLAIN))
+    received = released = 0
+    for chunk in chunks:
+        previous = received
+        received += len(chunk)
+        released += len(filt.feed(chunk))
+        assert released >= previous - 1 - len("teenagers")
+        assert filt.held == received - released
+    assert released + len(filt.finish()) == len(text)
+
+
+def test_cap_reached_behaves_as_a_fixed_hold_back() -> None:
+    """An endless digit run stays live; the cap releases it as the fixed hold-back did (cut at
+    the cap, moved back to a candidate boundary), never holding more than the cap plus a chunk,
+    and the result still equals the whole text's."""
+    text = "Digits: " + "1234567890" * 60 + " end."
+    filt = StreamFilter(PLAIN, None, hold_back=hold_back_for(PLAIN))
+    out = []
+    for i in range(0, len(text), 3):
+        out.append(filt.feed(text[i : i + 3]))
+        # the cut moves back to the start of the 41-character candidate it fell in
+        assert filt.held <= filt.hold_back + 3 + 41
+    assert sum(map(len, out)) > len(text) - filt.hold_back - 50  # it did flow
+    assert "".join(out) + filt.finish() == apply_redactions(text, PLAIN.scan(text))
 
 
 def test_output_notices_once_per_rule(make_ctx) -> None:  # type: ignore[no-untyped-def]
