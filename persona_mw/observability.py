@@ -316,8 +316,10 @@ class UsageBooks:
     copy: the recorder keeps plain integers (it knows nothing of Prometheus), and only counters
     and gauges add up across workers.
 
-    :meth:`sync` takes every number at one instant, so the exported books balance whenever they
-    are scraped (``produced == stored + dropped + pending``, summed over workers). It runs on
+    :meth:`sync` takes every number at one instant, so in one process the exported books
+    balance at every scrape (``produced == stored + dropped + pending``). Summed over workers
+    they balance once traffic settles: a scrape reads each worker's counter file and gauge file
+    one after the other, so mid-traffic they can be a call's events apart. It runs on
     every call, on every scrape (:func:`render_metrics`) and, while events are queued, every
     :attr:`interval_s` seconds, so what the background writer stores shows up without traffic.
     """
