@@ -5,7 +5,10 @@
 Side by side in one run, interleaved round by round so machine noise hits every variant alike:
   bare     litellm.acompletion(mock_response=...)
   empty    Middleware() with no stages (profile load + context + log event)
-  full     build_middleware(demo config): bounds, dependence, personalisation, usage recording
+  full     build_middleware(demo config): bounds, dependence, personalisation, usage recording,
+           metrics
+  unmetered  the same without its last finish stage (the per-call Prometheus metrics), so the
+           difference to "full" is what counting costs
 Calls are interleaved one by one (rotating order); added latency is the median of paired
 differences (variant call - the bare call beside it); figures are medians over rounds.
 Then the Redis store: cached lookup (in-process hit) vs uncached get (one round trip), on a
@@ -59,6 +62,9 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
 
     empty = Middleware(settings=Settings(hash_secret="bench"))
     full = build_middleware(load_config(**demo_config_sections()))
+    unmetered = build_middleware(load_config(**demo_config_sections()))
+    assert unmetered.finish_stages[-1].name == "metrics"
+    unmetered.finish_stages = unmetered.finish_stages[:-1]
     profile = Profile(
         user_id="bench",
         own_rules="Be concise. Cite sources.",
@@ -74,7 +80,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         consent={"personalisation": True, "memory": True, "text_analysis": True},
     )
     users = [f"bench-{i}" for i in range(USERS)]
-    for mw in (empty, full):
+    for mw in (empty, full, unmetered):
         for user in users:
             await mw.store.put(profile.model_copy(update={"user_id": user}))
     turn = iter(range(10**9))
@@ -89,6 +95,9 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         "full": lambda: full.acompletion(
             user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
         ),
+        "unmetered": lambda: unmetered.acompletion(
+            user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
+        ),
     }
     for call in variants.values():  # warm caches, imports, the profile cache
         await timed(call, 50)
@@ -99,7 +108,8 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         # and pair each variant's sample with the bare sample taken next to it.
         samples: dict[str, list[float]] = {name: [] for name in names}
         for i in range(calls):
-            for name in names[i % 3 :] + names[: i % 3]:
+            k = i % len(names)
+            for name in names[k:] + names[:k]:
                 started = time.perf_counter()
                 await variants[name]()
                 samples[name].append((time.perf_counter() - started) * 1000)
@@ -123,6 +133,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
             file=sys.stderr,
         )
     await full.aclose()
+    await unmetered.aclose()
     result: dict[str, dict[str, float]] = {}
     bare_p50s = [x["p50"] for x in per_round["bare"]]
     for name in variants:

@@ -274,6 +274,10 @@ class CallMetrics:
         )
         self._model = _CappedLabel()
         self._surface = _CappedLabel()
+        # Labelled children, looked up once: ``labels()`` costs as much as the count itself,
+        # and a call observes ~10 stage timings.
+        self._calls: dict[tuple[str, str, bool], Counter] = {}
+        self._stages: dict[str, Histogram] = {}
 
     @classmethod
     def default(cls) -> CallMetrics:
@@ -284,15 +288,25 @@ class CallMetrics:
 
     def observe_call(self, ctx: CallContext) -> None:
         """Count one finished call from what its context holds."""
-        self.calls.labels(self._surface(ctx.surface), ctx.outcome, _flag(ctx.stream)).inc()
+        key = (self._surface(ctx.surface), ctx.outcome, ctx.stream)
+        calls = self._calls.get(key)
+        if calls is None:
+            calls = self._calls[key] = self.calls.labels(key[0], key[1], _flag(key[2]))
+        calls.inc()
         for d in ctx.decisions:
             self.decisions.labels(d.rule_id, str(d.tier), d.action, d.stage).inc()
         if ctx.profile_source == "fallback":
             self.profile_store_errors.inc()
         for step, ms in ctx.timings_ms.items():
-            self.stage_seconds.labels(step).observe(ms / 1000.0)
+            self._stage(step).observe(ms / 1000.0)
         # The log's "total" is taken after every finish stage; ours, when the metrics stage runs.
-        self.stage_seconds.labels("total").observe(time.perf_counter() - ctx._t0)
+        self._stage("total").observe(time.perf_counter() - ctx._t0)
+
+    def _stage(self, step: str) -> Histogram:
+        child = self._stages.get(step)
+        if child is None:
+            child = self._stages[step] = self.stage_seconds.labels(step)
+        return child
 
     def observe_upstream_error(self, error: UpstreamError) -> None:
         self.upstream_errors.labels(self._model(error.model), _error_kind(error)).inc()
@@ -319,9 +333,10 @@ class UsageBooks:
     :meth:`sync` takes every number at one instant, so in one process the exported books
     balance at every scrape (``produced == stored + dropped + pending``). Summed over workers
     they balance once traffic settles: a scrape reads each worker's counter file and gauge file
-    one after the other, so mid-traffic they can be a call's events apart. It runs on
-    every call, on every scrape (:func:`render_metrics`) and, while events are queued, every
-    :attr:`interval_s` seconds, so what the background writer stores shows up without traffic.
+    one after the other, so mid-traffic they can be a call's events apart. It runs on every
+    scrape (:func:`render_metrics`), at close, after a call when no copy is due, and every
+    :attr:`interval_s` seconds while events are queued, so what the background writer stores
+    shows up without traffic.
     """
 
     interval_s = 0.5
@@ -348,14 +363,14 @@ class UsageBooks:
             m.usage_pending.set(pending)
 
     def sync_soon(self) -> None:
-        """Sync now, and again every :attr:`interval_s` while events are still queued."""
-        self.sync()
-        if not self.source.pending:
-            return
-        loop = asyncio.get_running_loop()
+        """Copy now unless a copy is already due; then every :attr:`interval_s` while events
+        are queued. Under traffic that is one copy per interval, not one per call."""
         if self._timer is not None and not self._timer[0].is_closed():
             return
-        self._timer = (loop, loop.call_later(self.interval_s, self._tick))
+        self.sync()
+        if self.source.pending:
+            loop = asyncio.get_running_loop()
+            self._timer = (loop, loop.call_later(self.interval_s, self._tick))
 
     def _tick(self) -> None:
         self._timer = None
