@@ -7,7 +7,10 @@ Side by side in one run, interleaved round by round so machine noise hits every 
   empty    Middleware() with no stages (profile load + context + log event)
   lastonly full, with the input rules on the last user message only (as before every message
            and the profile text were checked): what checking everything costs
-  full     build_middleware(demo config): bounds, dependence, personalisation, usage recording
+  full     build_middleware(demo config): bounds, dependence, personalisation, usage recording,
+           metrics
+  unmetered  full without its last finish stage (the per-call Prometheus metrics), so the
+           difference to "full" is what counting costs
   history  full, with a 40-message history replayed before a new user message each call (the
            input rules check every message; the verdict cache checks only the new one)
   nocache  history, with the input stage's verdict cache off (every message checked each call)
@@ -110,6 +113,9 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
     for stage in nocache.input_stages:
         if isinstance(stage, BoundsInputStage):
             stage.verdicts = VerdictCache(max_entries=0)
+    unmetered = build_middleware(load_config(**demo_config_sections()))
+    assert unmetered.finish_stages[-1].name == "metrics"
+    unmetered.finish_stages = unmetered.finish_stages[:-1]
     profile = Profile(
         user_id="bench",
         own_rules="Be concise. Cite sources.",
@@ -125,7 +131,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         consent={"personalisation": True, "memory": True, "text_analysis": True},
     )
     users = [f"bench-{i}" for i in range(USERS)]
-    for mw in (empty, lastonly, full, nocache):
+    for mw in (empty, lastonly, full, unmetered, nocache):
         for user in users:
             await mw.store.put(profile.model_copy(update={"user_id": user}))
     turn = iter(range(10**9))
@@ -141,6 +147,9 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
             user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
         ),
         "full": lambda: full.acompletion(
+            user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
+        ),
+        "unmetered": lambda: unmetered.acompletion(
             user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
         ),
         "history": lambda: full.acompletion(
@@ -169,7 +178,8 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         # and pair each variant's sample with the bare sample taken next to it.
         samples: dict[str, list[float]] = {name: [] for name in names}
         for i in range(calls):
-            for name in names[i % len(names) :] + names[: i % len(names)]:
+            k = i % len(names)
+            for name in names[k:] + names[:k]:
                 started = time.perf_counter()
                 await variants[name]()
                 samples[name].append((time.perf_counter() - started) * 1000)
@@ -195,6 +205,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
     await full.aclose()
     await nocache.aclose()
     await lastonly.aclose()
+    await unmetered.aclose()
     result: dict[str, dict[str, float]] = {}
     bare_p50s = [x["p50"] for x in per_round["bare"]]
     for name in variants:

@@ -15,6 +15,7 @@ from .bounds import BoundsConfig, bounds_stages
 from .config import Config, load_config
 from .errors import ConfigError
 from .llm import LiteLLMClient
+from .observability import MetricsStage
 from .personalise import PersonaliseStage, load_personalise_config
 from .pipeline import Middleware
 from .signals import (
@@ -69,9 +70,11 @@ def build_middleware(
         PersonaliseStage(config=load_personalise_config(config.personalise, source=source)),
     ]
     output_stages: list[OutputStage] = [check_output]
+    recorder = UsageRecorder(usage, analyse=analyse_text)
     finish_stages: list[FinishStage] = [
-        UsageRecorder(usage, analyse=analyse_text),
+        recorder,
         SignalsMetricsStage(metrics, counters=action_state),
+        MetricsStage(usage=recorder),  # last: it times the finish stages before it
     ]
     return Middleware(
         store=store,

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import UpstreamError, UpstreamTimeout
+from .observability import CallMetrics
 
 if TYPE_CHECKING:
     from litellm import ModelResponse, ModelResponseStream
@@ -95,6 +96,12 @@ def upstream_error(exc: Exception, model: str) -> UpstreamError:
     )
 
 
+def _counted(error: UpstreamError) -> UpstreamError:
+    """``error``, counted in ``persona_mw_upstream_errors_total`` (made here, counted once)."""
+    CallMetrics.default().observe_upstream_error(error)
+    return error
+
+
 class LiteLLMClient:
     """Calls ``litellm.acompletion`` (or ``router.acompletion``), mapping errors to ours.
 
@@ -164,7 +171,7 @@ class LiteLLMClient:
         except UpstreamError:
             raise
         except Exception as exc:
-            raise upstream_error(exc, model) from exc
+            raise _counted(upstream_error(exc, model)) from exc
         return response
 
     async def astream(self, **kwargs: Any) -> AsyncIterator[ModelResponseStream]:
@@ -172,12 +179,12 @@ class LiteLLMClient:
         try:
             stream = await self._call({**kwargs, "stream": True})
         except Exception as exc:
-            raise upstream_error(exc, model) from exc
+            raise _counted(upstream_error(exc, model)) from exc
         try:
             async for chunk in stream:
                 yield chunk
         except Exception as exc:
-            raise upstream_error(exc, model) from exc
+            raise _counted(upstream_error(exc, model)) from exc
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:

@@ -42,7 +42,11 @@ REQUEST_SECONDS = Histogram(
     ["route", "method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
-OPEN_STREAMS = Gauge("persona_mw_server_open_streams", "Streamed answers in progress.")
+OPEN_STREAMS = Gauge(
+    "persona_mw_server_open_streams",
+    "Streamed answers in progress (summed over live workers).",
+    multiprocess_mode="livesum",
+)
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:

@@ -9,18 +9,23 @@ drained for ``server.drain_timeout_s``, usage is flushed).
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
 from persona_mw import ConfigError, configure_logging
+from persona_mw.observability import MULTIPROC_ENV
 
 from .config import ServerConfig, load_server_config
 from .keys import hash_key, new_key
 
-__all__ = ["CONFIG_ENV", "app_from_env", "check_bind", "serve"]
+__all__ = ["CONFIG_ENV", "app_from_env", "check_bind", "metrics_dir", "serve"]
 
 #: How worker processes (``--workers N``) learn the config file.
 CONFIG_ENV = "PERSONA_MW_SERVER_CONFIG"
@@ -47,11 +52,43 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def metrics_dir() -> tuple[str, bool]:
+    """The directory the workers of one ``--workers N`` run share their metrics in, and whether
+    this run made it (and so removes it at exit).
+
+    An operator's ``$PROMETHEUS_MULTIPROC_DIR`` is used as given, but must be empty: files left
+    by an earlier run would be added to this run's totals.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if not given:
+        return tempfile.mkdtemp(prefix="persona-mw-metrics-"), True
+    path = Path(given)
+    if not path.is_dir():
+        raise click.ClickException(
+            f"{MULTIPROC_ENV}={given} is not a directory; create it (empty) or unset "
+            f"{MULTIPROC_ENV} to let persona-mw serve make one per run"
+        )
+    if any(path.glob("*.db")):
+        raise click.ClickException(
+            f"{MULTIPROC_ENV}={given} holds metric files from an earlier run, which would be "
+            f"added to this run's totals; empty it, or unset {MULTIPROC_ENV} to let "
+            "persona-mw serve make a fresh one per run"
+        )
+    return given, False
+
+
 def app_from_env() -> object:
     """The ASGI app for one uvicorn worker process (``--workers N``): the config comes from
-    ``$PERSONA_MW_SERVER_CONFIG``."""
+    ``$PERSONA_MW_SERVER_CONFIG``, the shared metrics directory from
+    ``$PROMETHEUS_MULTIPROC_DIR``."""
     from .app import create_app
 
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        # Drops this worker's gauge files (open streams, queued usage events: livesum) so the
+        # sums only count live workers. Counters and histograms stay: they are totals.
+        atexit.register(multiprocess.mark_process_dead, os.getpid())
     configure_logging(json=True)
     path = os.environ.get(CONFIG_ENV) or None
     return create_app(load_server_config(path))
@@ -189,4 +226,11 @@ def serve(
         uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
         return
     os.environ[CONFIG_ENV] = os.path.abspath(config_path) if config_path else ""
-    uvicorn.run("persona_mw_server.cli:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    # Each worker counts in its own files there; /metrics, in whichever worker answers, sums them.
+    directory, ours = metrics_dir()
+    os.environ[MULTIPROC_ENV] = directory
+    try:
+        uvicorn.run("persona_mw_server.cli:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    finally:
+        if ours:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -33,7 +33,8 @@ def count_crisis_referrals(decisions: Iterable[Decision]) -> int:
 
 
 class SignalsMetrics:
-    """The collectors. ``observe`` after each ladder run, ``observe_call`` after each call."""
+    """The collectors. ``observe`` after each ladder run, ``observe_call`` after each call
+    (calls themselves are counted by :class:`persona_mw.observability.CallMetrics`)."""
 
     _default: ClassVar[SignalsMetrics | None] = None
 
@@ -89,13 +90,6 @@ class SignalsMetrics:
             namespace=namespace,
             registry=reg,
         )
-        self.calls = Counter(
-            "signals_calls",
-            "Calls seen by the signals metrics stage, by outcome",
-            ["outcome"],
-            namespace=namespace,
-            registry=reg,
-        )
         self.crisis_referrals = Counter(
             "crisis_referrals",
             "Calls on which the tier-1 crisis protocol referred the user",
@@ -123,7 +117,6 @@ class SignalsMetrics:
                         self.watch.labels(signal=name).inc()
 
     def observe_call(self, ctx: CallContext) -> int:
-        self.calls.labels(outcome=ctx.outcome).inc()
         referrals = count_crisis_referrals(ctx.decisions)
         if referrals:
             self.crisis_referrals.inc(referrals)
@@ -131,7 +124,7 @@ class SignalsMetrics:
 
 
 class SignalsMetricsStage:
-    """A finish stage: counts calls and crisis referrals (after every stage has decided), and,
+    """A finish stage: counts crisis referrals (after every stage has decided), and,
     with a ``counters`` store, adds referrals to the yearly count for the annual report."""
 
     name = "signals_metrics"
