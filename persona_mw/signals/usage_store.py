@@ -94,7 +94,7 @@ from persona_mw.errors import ConfigError, StoreError
 from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key, user_tag
 from persona_mw.stores.loops import HomeLoop, connector, on_home_loop
 
-from .compute import DayTotals, FoldState, UsageDigest, micros
+from .compute import DayTotals, FoldState, Signals, UsageDigest, micros
 from .config import SignalsConfig
 from .events import UsageEvent
 
@@ -283,6 +283,13 @@ class UsageRollup:
         for event in self.pending:
             digest.add(event, late=True)
         return digest
+
+    def signals(self, now: datetime, config: SignalsConfig | None = None, **kwargs: Any) -> Signals:
+        """The signals at ``now`` (or at the latest event, if a clock behind the writers' puts
+        ``now`` before it); ``kwargs`` as :meth:`UsageDigest.signals`."""
+        digest = self.digest(config)
+        last = digest.last_ts
+        return digest.signals(now if last is None or last <= now else last, **kwargs)
 
     @property
     def events(self) -> int:
