@@ -57,7 +57,12 @@ def build_middleware(
 
     check_input, check_output = bounds_stages(_bounds_config(config), base_dir=config.base_dir)
     signals_config = load_signals_config(config.signals, source=source)
-    usage = open_usage_store(config.store.url, prefix=config.store.prefix)
+    usage = open_usage_store(
+        config.store.url,
+        prefix=config.store.prefix,
+        retention_days=signals_config.history_days,
+        signals=signals_config,
+    )
     action_state = (
         RedisActionStateStore(config.store.url, prefix=config.store.prefix)
         if config.store.url

@@ -240,11 +240,12 @@ class FinishStage(Protocol):
 
 @runtime_checkable
 class HoldsUserData(Protocol):
-    """A stage that stores data about users; ``Middleware.erase_user`` calls ``erase``."""
+    """A stage that stores data about users; ``Middleware.erase_user`` calls ``erase``, which
+    returns what it removed (a count, or counts by kind) for the erase receipt."""
 
     name: str
 
-    async def erase(self, user_id: str) -> int: ...
+    async def erase(self, user_id: str) -> int | Mapping[str, int]: ...
 
 
 @runtime_checkable

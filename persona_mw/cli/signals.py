@@ -1,13 +1,15 @@
 """``persona-mw signals`` (offline analysis of an events file) and ``persona-mw report``.
 
-Both use the live code path (:mod:`persona_mw.signals.offline` → compute → ladder). Neither
-imports litellm: the offline cue detectors are plain patterns.
+Both use the live code path: an events file goes through :mod:`persona_mw.signals.offline` →
+compute → ladder; a report on Redis reads the usage store's rollups (the same fold, stored), so
+it costs O(days) per user. Neither imports litellm: the offline cue detectors are plain patterns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -148,57 +150,61 @@ def report(
     cfg = _config(config_path)
     at = now or datetime.now(UTC)
     if events_file is not None:
-        from persona_mw.signals.action_state import MemoryActionStateStore
-
-        data = _Loaded(_read_events(events_file), MemoryActionStateStore())
+        data = _from_events(_read_events(events_file), user_id, at, cfg)
     else:
-        data = asyncio.run(_load_redis(str(redis_url), prefix, user_id, at, cfg.history_days))
+        data = asyncio.run(_from_redis(str(redis_url), prefix, user_id, at, cfg))
     if user_id:
-        _user_report(data, user_id, at, cfg, html_file, as_json)
+        _user_report(data, user_id, cfg, html_file, as_json)
     else:
         _aggregate_report(data, at, cfg, as_json)
 
 
 class _Loaded:
+    """What a report shows: signals per user (computed from events or read from rollups), when
+    each action last fired, and the deployment's counters."""
+
     def __init__(
         self,
-        events: list[Any],
-        state: Any,
+        signals: dict[str, Any],
         last_fired: dict[str, Any] | None = None,
         counters: dict[str, int] | None = None,
     ) -> None:
-        self.events = events
-        self.state = state
+        self.signals = signals
         self.last_fired = last_fired or {}
         self.counters = counters or {}
 
 
-async def _load_redis(
-    url: str, prefix: str, user_id: str | None, now: datetime, history_days: int
-) -> _Loaded:
-    from datetime import timedelta
+def _from_events(events: list[Any], user_id: str | None, now: datetime, cfg: Any) -> _Loaded:
+    from persona_mw.signals.offline import analyse_events
 
+    if user_id:
+        events = [e for e in events if e.user_id == user_id]
+    return _Loaded({user: s for user, (s, _) in analyse_events(events, now, cfg).items()})
+
+
+async def _from_redis(
+    url: str, prefix: str, user_id: str | None, now: datetime, cfg: Any
+) -> _Loaded:
+    """Signals from the usage store's rollups: O(days) per user, whatever their history."""
     from persona_mw.errors import StoreError
     from persona_mw.signals.action_state import RedisActionStateStore
+    from persona_mw.signals.compute import with_percentiles
+    from persona_mw.signals.usage_store import RedisUsageStore
 
-    try:
-        from persona_mw.signals.usage_store import RedisUsageStore
-    except ImportError as exc:  # the recorder's module
-        raise click.ClickException(f"the Redis usage store is not available ({exc})") from None
-    store = RedisUsageStore(url, prefix=prefix)
+    store = RedisUsageStore(url, prefix=prefix, retention_days=cfg.history_days, signals=cfg)
     state = RedisActionStateStore(url, prefix=prefix)
-    since = now - timedelta(days=history_days)
     try:
+        ids = [user_id] if user_id else await store.users()
+        computed = []
+        for uid in ids:
+            rollup = await store.rollup(uid)
+            if rollup.events:
+                computed.append(rollup.signals(now, cfg, user_id=uid))
         if user_id:
-            events = list(await store.events(user_id, since=since))
             last_fired = await state.get(user_id)
             counters: dict[str, int] = {}
         else:
-            events = []
-            users = store.users()
-            ids = [u async for u in users] if hasattr(users, "__aiter__") else list(await users)
-            for uid in ids:
-                events.extend(await store.events(uid, since=since))
+            computed = with_percentiles(computed)
             last_fired = {}
             counters = await state.counters(str(now.year))
     except StoreError as exc:
@@ -206,22 +212,21 @@ async def _load_redis(
     finally:
         await store.aclose()
         await state.aclose()
-    return _Loaded(events, state, last_fired, counters)
+    return _Loaded({s.user_id: s for s in computed}, last_fired, counters)
 
 
 def _user_report(
-    data: _Loaded, user_id: str, now: datetime, cfg: Any, html_file: str | None, as_json: bool
+    data: _Loaded, user_id: str, cfg: Any, html_file: str | None, as_json: bool
 ) -> None:
-    from persona_mw.signals.compute import compute_signals
     from persona_mw.signals.ladder import run_ladder
     from persona_mw.signals.report import user_report_html, user_report_text
 
-    mine = [e for e in data.events if e.user_id == user_id]
-    if not mine:
+    s = data.signals.get(user_id)
+    if s is None:
         raise click.ClickException(
             f"no usage recorded for user {user_id!r} in the last {cfg.history_days} days"
         )
-    s = compute_signals(mine, now, cfg, user_id=user_id, minor=any(e.minor for e in mine))
+    s = replace(s, percentile=None)  # one user is no population
     result = run_ladder(s, config=cfg)
     if html_file:
         Path(html_file).write_text(user_report_html(s, result), encoding="utf-8")
@@ -241,10 +246,9 @@ def _user_report(
 
 
 def _aggregate_report(data: _Loaded, now: datetime, cfg: Any, as_json: bool) -> None:
-    from persona_mw.signals.offline import analyse_events
     from persona_mw.signals.report import aggregate_report, aggregate_text
 
-    computed = [s for s, _ in analyse_events(data.events, now, cfg).values()]
+    computed = [data.signals[user] for user in sorted(data.signals)]
     out = aggregate_report(computed, config=cfg, counters=data.counters, period=str(now.year))
     if as_json:
         click.echo(json.dumps(out, indent=2))

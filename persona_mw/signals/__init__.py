@@ -1,8 +1,9 @@
 """Usage recording and dependence signals.
 
 Live: the recorder (a finish stage) writes :class:`UsageEvent`\\ s to a usage store; the
-:class:`DependenceStage` (an input stage) reads them back, computes :class:`Signals` and runs the
-response ladder. Offline, ``persona-mw signals`` feeds a file through the same functions.
+:class:`DependenceStage` (an input stage) reads the store's per-day rollup of them
+(:class:`UsageRollup`), computes :class:`Signals` and runs the response ladder. Offline,
+``persona-mw signals`` feeds a file through the same functions.
 """
 
 from .action_state import ActionStateStore, MemoryActionStateStore, RedisActionStateStore
@@ -26,8 +27,10 @@ from .report import aggregate_report, aggregate_text, user_report_html, user_rep
 from .stage import DependenceStage, UsageSource, disclosure_policy
 from .usage_store import (
     DEFAULT_RETENTION_DAYS,
+    ErasedUsage,
     MemoryUsageStore,
     RedisUsageStore,
+    UsageRollup,
     UsageStore,
     open_usage_store,
 )
@@ -44,6 +47,7 @@ __all__ = [
     "DependenceStage",
     "DisclosurePolicy",
     "DueAction",
+    "ErasedUsage",
     "EventLineError",
     "LadderResult",
     "MemoryActionStateStore",
@@ -57,6 +61,7 @@ __all__ = [
     "UsageDigest",
     "UsageEvent",
     "UsageRecorder",
+    "UsageRollup",
     "UsageSource",
     "UsageStore",
     "aggregate_report",

@@ -28,9 +28,12 @@ from .events import UsageEvent
 __all__ = [
     "CUE_NAMES",
     "DayStats",
+    "DayTotals",
+    "FoldState",
     "Signals",
     "UsageDigest",
     "compute_signals",
+    "micros",
     "percentile_of",
     "with_percentiles",
 ]
@@ -157,13 +160,48 @@ def _local(ts: datetime, tz: str) -> datetime:
     return ts.astimezone(_zone(tz))
 
 
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    """The stored totals of one local day of one user: what a rollup keeps per day, and all the
+    signals need of that day. Active time is integer microseconds, so a fold in Redis (Lua,
+    whose numbers are doubles) and this one in Python add up to the same value."""
+
+    active_us: int = 0
+    #: User messages, sessions with a user message that day, of them in the late-night hours.
+    messages: int = 0
+    sessions: int = 0
+    late: int = 0
+    analysed: int = 0
+    cues: Mapping[str, int] = field(default_factory=dict)
+    #: Assistant messages, of them shaped by the profile, scored, relationship-seeking.
+    assistant: int = 0
+    exposed: int = 0
+    scored: int = 0
+    relationship_hits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FoldState:
+    """Where a fold stands after its last in-order event: enough to go on folding (the open
+    active-time credit, the open session) without the events themselves."""
+
+    last: UsageEvent
+    #: The last event's local day: its active-time credit is still open.
+    last_day: date
+    session_start: datetime
+    #: Local days on which the open session already counted (a session counts once a day).
+    session_days: frozenset[date]
+    #: Events folded in, late ones included.
+    count: int
+
+
 @dataclass(slots=True)
 class _Day:
     """Running totals of one local day (the day of each event in that event's own zone)."""
 
-    minutes: float = 0.0
+    active_us: int = 0
     messages: int = 0
-    sessions: set[int] = field(default_factory=set)
+    sessions: int = 0
     late: int = 0
     analysed: int = 0
     cues: dict[str, int] = field(default_factory=dict)
@@ -171,6 +209,44 @@ class _Day:
     exposed: int = 0
     scored: int = 0
     relationship_hits: int = 0
+
+    def totals(self) -> DayTotals:
+        return DayTotals(
+            self.active_us,
+            self.messages,
+            self.sessions,
+            self.late,
+            self.analysed,
+            dict(self.cues),
+            self.assistant,
+            self.exposed,
+            self.scored,
+            self.relationship_hits,
+        )
+
+    @classmethod
+    def of(cls, totals: DayTotals) -> _Day:
+        return cls(
+            totals.active_us,
+            totals.messages,
+            totals.sessions,
+            totals.late,
+            totals.analysed,
+            dict(totals.cues),
+            totals.assistant,
+            totals.exposed,
+            totals.scored,
+            totals.relationship_hits,
+        )
+
+
+_US = timedelta(microseconds=1)
+_MINUTE_US = 60_000_000
+
+
+def micros(minutes: float) -> int:
+    """A configured number of minutes as integer microseconds (the unit every fold adds)."""
+    return timedelta(minutes=minutes) // _US
 
 
 def _order(event: UsageEvent) -> tuple[datetime, bool]:
@@ -187,32 +263,39 @@ class UsageDigest:
 
     Adding an event costs O(1), so a live stage can keep a digest per user and add each new
     message instead of recomputing every past day per request (:func:`compute_signals` is this
-    fold over a whole list). Only the last event's active-minute credit is open (it depends on
+    fold over a whole list). Only the last event's active-time credit is open (it depends on
     the next event); it is settled when the next one arrives and counted as the session tail
     until then. :meth:`add` refuses an event that sorts before the last one (returns False): the
     caller rebuilds from the sorted list, which is what a late-arriving event needs anyway.
+
+    The usage stores keep this same fold as a rollup (:mod:`persona_mw.signals.usage_store`):
+    :meth:`days` and :meth:`state` are what they store, :meth:`restore` rebuilds a digest from it.
     """
 
     __slots__ = (
+        "_cap_us",
         "_config",
         "_days",
-        "_idle",
+        "_idle_us",
         "_last",
         "_last_day",
-        "_session",
+        "_session_days",
         "_session_start",
+        "_tail_us",
         "count",
     )
 
     def __init__(self, config: SignalsConfig | None = None) -> None:
         self._config = config or SignalsConfig()
-        self._idle = timedelta(minutes=self._config.session_idle_gap_minutes)
+        self._idle_us = micros(self._config.session_idle_gap_minutes)
+        self._cap_us = micros(self._config.active_gap_cap_minutes)
+        self._tail_us = micros(self._config.session_tail_minutes)
         self._days: dict[date, _Day] = {}
         self._last: UsageEvent | None = None
-        #: The local day of the last event: its active-minute credit is still open.
+        #: The local day of the last event: its active-time credit is still open.
         self._last_day: _Day | None = None
-        self._session = -1
         self._session_start: datetime | None = None
+        self._session_days: set[date] = set()
         #: Events folded in.
         self.count = 0
 
@@ -224,6 +307,41 @@ class UsageDigest:
             digest.add(event)
         return digest
 
+    @classmethod
+    def restore(
+        cls,
+        days: Mapping[date, DayTotals],
+        state: FoldState | None,
+        config: SignalsConfig | None = None,
+    ) -> UsageDigest:
+        """The digest whose :meth:`days` and :meth:`state` these are (a stored rollup)."""
+        digest = cls(config)
+        digest._days = {d: _Day.of(t) for d, t in days.items()}
+        if state is not None:
+            digest._last = _utc(state.last)
+            digest._last_day = digest._days.setdefault(state.last_day, _Day())
+            digest._session_start = state.session_start.astimezone(UTC)
+            digest._session_days = set(state.session_days)
+            digest.count = state.count
+        return digest
+
+    def days(self) -> dict[date, DayTotals]:
+        """The per-day totals, settled credits only (the open one is in :meth:`state`)."""
+        return {d: raw.totals() for d, raw in self._days.items()}
+
+    def state(self) -> FoldState | None:
+        """Where the fold stands; None before the first in-order event."""
+        last, start = self._last, self._session_start
+        if last is None or start is None:
+            return None
+        return FoldState(
+            last=last,
+            last_day=_local(last.ts, last.tz).date(),
+            session_start=start,
+            session_days=frozenset(self._session_days),
+            count=self.count,
+        )
+
     @property
     def last_ts(self) -> datetime | None:
         """Time of the latest event folded in (UTC), None when empty."""
@@ -234,44 +352,44 @@ class UsageDigest:
 
         With ``late=True`` such an event is counted anyway — its message, late-night, cue and
         reply counts, in the session it falls in if that is the open one — but credits no
-        active minutes (those depend on the order). The live stage uses this for a request
-        that reaches it after a later one of the same user: its own message must count.
+        active time (that depends on the order). The live stage and the rollups use this for an
+        event that arrives after a later one of the same user beyond their reorder window.
         """
         ev = _utc(event)
-        cfg = self._config
         last = self._last
         if last is not None and _order(ev) < _order(last):
             if not late:
                 return False
             start = self._session_start
-            in_open = start is not None and ev.ts >= start - self._idle
-            self._count(ev, self._session if in_open else -1)
+            in_open = start is not None and (ev.ts - start) // _US >= -self._idle_us
+            self._count(ev, in_open)
             self.count += 1
             return True
-        if last is None or ev.ts - last.ts > self._idle:
+        if last is None or (ev.ts - last.ts) // _US > self._idle_us:
             if self._last_day is not None:
-                self._last_day.minutes += cfg.session_tail_minutes
-            self._session += 1
+                self._last_day.active_us += self._tail_us
             self._session_start = ev.ts
+            self._session_days = set()
         elif self._last_day is not None:
-            gap = (ev.ts - last.ts).total_seconds() / 60
-            self._last_day.minutes += min(gap, cfg.active_gap_cap_minutes)
-        self._last_day = self._count(ev, self._session)
+            self._last_day.active_us += min((ev.ts - last.ts) // _US, self._cap_us)
+        self._last_day = self._count(ev, True)
         self._last = ev
         self.count += 1
         return True
 
-    def _count(self, ev: UsageEvent, session: int) -> _Day:
-        """The event's counts on its local day (everything but active minutes); that day."""
+    def _count(self, ev: UsageEvent, in_session: bool) -> _Day:
+        """The event's counts on its local day (everything but active time); that day."""
         cfg = self._config
         local = _local(ev.ts, ev.tz)
-        day = self._days.get(local.date())
+        key = local.date()
+        day = self._days.get(key)
         if day is None:
-            day = self._days[local.date()] = _Day()
+            day = self._days[key] = _Day()
         if ev.role == "user":
             day.messages += 1
-            if session >= 0:
-                day.sessions.add(session)
+            if in_session and key not in self._session_days:
+                self._session_days.add(key)
+                day.sessions += 1
             day.late += cfg.late_night_start_hour <= local.hour < cfg.late_night_end_hour
             if ev.analysed:
                 day.analysed += 1
@@ -310,10 +428,10 @@ class UsageDigest:
         window_start = today - timedelta(days=cfg.window_days - 1)
         late_start = today - timedelta(days=cfg.late_night_window_days - 1)
         # The last event's credit is still open: it counts as a session tail until settled.
-        open_day, tail = self._last_day, cfg.session_tail_minutes
+        open_day, tail = self._last_day, self._tail_us
 
         def minutes(raw: _Day) -> float:
-            return raw.minutes + (tail if raw is open_day else 0.0)
+            return (raw.active_us + (tail if raw is open_day else 0)) / _MINUTE_US
 
         cue_counts = dict.fromkeys(CUE_NAMES, 0)
         analysed = late_total = late_hits = 0
@@ -335,7 +453,11 @@ class UsageDigest:
 
         current_minutes = 0.0
         current_start: datetime | None = None
-        if last is not None and now - last.ts <= self._idle and self._session_start is not None:
+        if (
+            last is not None
+            and (now - last.ts) // _US <= self._idle_us
+            and self._session_start is not None
+        ):
             current_start = self._session_start
             current_minutes = (last.ts - self._session_start).total_seconds() / 60
 
@@ -366,7 +488,7 @@ class UsageDigest:
             session_started_at=current_start,
             daily_active_minutes=minutes(today_raw) if today_raw else 0.0,
             messages_today=today_raw.messages if today_raw else 0,
-            sessions_today=len(today_raw.sessions) if today_raw else 0,
+            sessions_today=today_raw.sessions if today_raw else 0,
             active_day_streak=streak,
             days_active_28=sum(1 for s in history if s.messages),
             late_night_share=late_hits / late_total if late_total else 0.0,
@@ -423,7 +545,7 @@ def _day_stats(day: date, raw: _Day, minutes: float) -> DayStats:
         day=day,
         active_minutes=minutes,
         messages=raw.messages,
-        sessions=len(raw.sessions),
+        sessions=raw.sessions,
         late_night_messages=raw.late,
         analysed_messages=raw.analysed,
         cues=dict(raw.cues),

@@ -274,15 +274,17 @@ class UsageRecorder:
         self._log_drops(force=True)
         await self.store.aclose()
 
-    async def erase(self, user_id: str) -> int:
+    async def erase(self, user_id: str) -> dict[str, int]:
         """Erase the user's usage (``Middleware.erase_user``): write what is buffered first, so
         an event still in the queue cannot bring their data back after the erasure. Runs on the
-        writer's loop, like :meth:`flush`: the store's connections belong there."""
+        writer's loop, like :meth:`flush`: the store's connections belong there. Returns what
+        the store really deleted: raw events and local days of rollup."""
         owner = self._writer_loop_elsewhere()
         if owner is not None:
             return await run_on(owner, lambda: self.erase(user_id))
         await self.flush(timeout_s=10.0)
-        return await self.store.erase(user_id)
+        erased = await self.store.erase(user_id)
+        return {"events": erased.events, "rollup_days": erased.days}
 
     # -- the writer ---------------------------------------------------------------------------
 

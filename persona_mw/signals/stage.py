@@ -1,9 +1,10 @@
 """The dependence stage: before the model, compute the user's signals and take the ladder's actions.
 
-Per call: load the user's recent usage events (one round trip, or none within the short cache),
+Per call: load the user's usage rollup (one round trip of O(days) small values, or none within
+the short cache; concurrent requests of one user share one load: single-flight per process),
 add the message being sent now to the user's :class:`~persona_mw.signals.compute.UsageDigest`
-(kept with the cache, so a request costs the same for a user with ten events or ten thousand),
-read the signals from it,
+rebuilt from it (kept with the cache, so a request costs the same for a user with ten events or
+a hundred thousand), read the signals from it,
 :func:`~persona_mw.signals.ladder.run_ladder` against the due-state kept in an
 :class:`~persona_mw.signals.action_state.ActionStateStore`, then act: notices on the reply, reduced
 personalisation, or, for a reached daily cap only, an answer without the model. Actions are logged
@@ -23,17 +24,19 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
+from cachetools import TTLCache
 
 from persona_mw.errors import StoreError
 from persona_mw.types import CallContext, Decision, Notice
 
 from .action_state import ActionStateStore, MemoryActionStateStore
-from .compute import Signals, UsageDigest, compute_signals
+from .compute import Signals, UsageDigest
 from .config import STATUTORY_INTERVAL_MINUTES, SignalsConfig
 from .cues import Analyse, analyse_text
 from .events import UsageEvent
 from .ladder import DisclosurePolicy, LadderResult, run_ladder
 from .metrics import SignalsMetrics
+from .usage_store import UsageRollup
 
 if TYPE_CHECKING:
     from persona_mw.bounds.policy import AIDisclosure
@@ -41,53 +44,50 @@ if TYPE_CHECKING:
 __all__ = ["DependenceStage", "UsageSource", "disclosure_policy"]
 
 _log = structlog.get_logger("persona_mw.signals")
+#: Users whose digest this process keeps (least recently used go first). A digest is O(days),
+#: a few kB, so this bounds the stage's memory whatever the users' histories.
 _CACHE_MAX_USERS = 10_000
-
-
-#: How far back a loaded user's request ids are kept, to tell a retried request from a new one.
-_RECENT = timedelta(hours=1)
 
 
 @dataclass(slots=True)
 class _UserUsage:
-    """One user's usage as this process knows it: the digest of the events last loaded plus the
-    messages it has served since. The event list itself is not kept (its memory would grow with
-    every user's history); the digest's is per day."""
+    """One user's usage as this process knows it: the digest of their stored rollup plus the
+    messages it has served since. Per day, never per event: a heavy user costs what a light one
+    does."""
 
-    expires: float
     digest: UsageDigest
-    #: Request ids of recent user messages already counted (a retried stage adds none twice).
+    #: Request ids of user messages already counted (a retried stage adds none twice).
     requests: set[str] = field(default_factory=set)
 
     @classmethod
-    def load(
-        cls, events: list[UsageEvent], config: SignalsConfig, expires: float, now: datetime
-    ) -> _UserUsage:
-        recent = now - _RECENT
+    def load(cls, rollup: UsageRollup, config: SignalsConfig) -> _UserUsage:
         return cls(
-            expires,
-            UsageDigest.of(events, config),
-            {e.request_id for e in events if e.role == "user" and e.request_id and e.ts >= recent},
+            rollup.digest(config),
+            {e.request_id for e in rollup.pending if e.role == "user" and e.request_id},
         )
 
     def add(self, event: UsageEvent) -> None:
         if event.request_id:
             self.requests.add(event.request_id)
         # An earlier message after a later one (two requests of one user in flight) still
-        # counts; only its active minutes wait for the next reload from the store to be exact.
+        # counts; its active time is settled by the store's reorder window at the next load.
         self.digest.add(event, late=True)
 
     def signals(self, now: datetime, **kwargs: Any) -> Signals:
-        # A later request of this user may have been counted first: read at its time (the two
-        # are milliseconds apart) rather than refuse.
-        last = self.digest.last_ts
-        return self.digest.signals(now if last is None or last <= now else last, **kwargs)
+        return _signals_at(self.digest, now, **kwargs)
+
+
+def _signals_at(digest: UsageDigest, now: datetime, **kwargs: Any) -> Signals:
+    """Signals at ``now``, or at the latest event if that is later: a later request of this
+    user may have been counted first (the two are milliseconds apart)."""
+    last = digest.last_ts
+    return digest.signals(now if last is None or last <= now else last, **kwargs)
 
 
 class UsageSource(Protocol):
     """What the stage needs of a usage store (the recorder's stores provide it)."""
 
-    async def events(self, user_id: str, since: datetime | None = None) -> list[UsageEvent]: ...
+    async def rollup(self, user_id: str) -> UsageRollup: ...
 
 
 class DependenceStage:
@@ -114,12 +114,17 @@ class DependenceStage:
         self.analyse = analyse
         #: Mean daily minutes of every user, for percentiles (see :meth:`refresh_population`).
         self.population: tuple[float, ...] | None = None
-        self._cache: dict[str, _UserUsage] = {}
+        ttl = self.config.events_cache_ttl_s
+        self._cache: TTLCache[str, _UserUsage] | None = (
+            TTLCache(_CACHE_MAX_USERS, ttl, timer=time.monotonic) if ttl > 0 else None
+        )
+        #: Loads in flight, per user: concurrent requests of one user await the same one.
+        self._loads: dict[str, asyncio.Task[_UserUsage]] = {}
 
     async def __call__(self, ctx: CallContext) -> None:
         try:
             usage, state = await asyncio.gather(
-                self._usage(ctx.user_id, ctx.started_at), self.state_store.get(ctx.user_id)
+                self._usage(ctx.user_id), self.state_store.get(ctx.user_id)
             )
         except StoreError as exc:
             self.metrics.errors.inc()
@@ -167,15 +172,14 @@ class DependenceStage:
     async def usage_report(self, user_id: str) -> dict[str, Any]:
         """What the user may see of their own usage (``GET /v1/users/{id}/usage``): today's and
         the window's signals, each local day of the window, and when each action last fired.
-        Read from the usage store, not this process's cache; no message text exists to show."""
+        Read from the usage store's rollup, not this process's cache; no message text exists."""
         now = datetime.now(UTC)
-        since = now - timedelta(days=self.config.history_days)
-        events, state = await asyncio.gather(
-            self.usage_store.events(user_id, since=since), self.state_store.get(user_id)
+        rollup, state = await asyncio.gather(
+            self.usage_store.rollup(user_id), self.state_store.get(user_id)
         )
-        signals = compute_signals(events, now, self.config, user_id=user_id)
+        signals = rollup.signals(now, self.config, user_id=user_id)
         return {
-            "events": len(events),
+            "events": rollup.events,
             "signals": signals.to_dict(history=True),
             "actions_last_taken": {kind: at.isoformat() for kind, at in sorted(state.items())},
         }
@@ -185,37 +189,50 @@ class DependenceStage:
         await self.state_store.aclose()
 
     async def erase(self, user_id: str) -> int:
-        """Forget the user (``Middleware.erase_user``): this process's copy of their events and
+        """Forget the user (``Middleware.erase_user``): this process's copy of their usage and
         the stored due-state of their actions. Returns 1 if stored state was deleted."""
-        self._cache.pop(user_id, None)
+        if self._cache is not None:
+            self._cache.pop(user_id, None)
         return int(await self.state_store.delete(user_id))
 
     async def refresh_population(self, users: Sequence[str], now: datetime) -> int:
         """Recompute the deployment's distribution of mean daily minutes from ``users`` (e.g. the
         usage store's ``users()``): a periodic job, not per request. Returns how many users."""
         values = []
-        since = now - timedelta(days=self.config.window_days + 1)
         for user in users:
-            events = await self.usage_store.events(user, since=since)
-            if events:
-                values.append(compute_signals(events, now, self.config).mean_daily_minutes_28)
+            rollup = await self.usage_store.rollup(user)
+            if rollup.events:
+                values.append(rollup.signals(now, self.config).mean_daily_minutes_28)
         self.population = tuple(values) or None
         return len(values)
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def _usage(self, user_id: str, now: datetime) -> _UserUsage:
-        ttl = self.config.events_cache_ttl_s
-        if ttl > 0:
+    async def _usage(self, user_id: str) -> _UserUsage:
+        """The user's usage: cached, or loaded once however many of their requests ask at once
+        (the cache expiring under a heavy user's fifty requests in flight costs one load)."""
+        if self._cache is not None:
             hit = self._cache.get(user_id)
-            if hit is not None and hit.expires > time.monotonic():
+            if hit is not None:
                 return hit
-        since = now - timedelta(days=self.config.history_days)
-        events = list(await self.usage_store.events(user_id, since=since))
-        usage = _UserUsage.load(events, self.config, time.monotonic() + ttl, now)
-        if ttl > 0:
-            if len(self._cache) >= _CACHE_MAX_USERS and user_id not in self._cache:
-                self._cache.pop(next(iter(self._cache)))
+        loop = asyncio.get_running_loop()
+        load = self._loads.get(user_id)
+        if load is None or load.get_loop() is not loop:  # a task is awaitable on its own loop
+            load = loop.create_task(self._load(user_id))
+            self._loads[user_id] = load
+            load.add_done_callback(lambda done: self._forget_load(user_id, done))
+        # shield: one caller cancelled (a client gone) must not cancel the others' load
+        return await asyncio.shield(load)
+
+    def _forget_load(self, user_id: str, done: asyncio.Task[_UserUsage]) -> None:
+        if self._loads.get(user_id) is done:
+            del self._loads[user_id]
+        if not done.cancelled():
+            done.exception()  # retrieved here: a failure nobody awaited is not "never retrieved"
+
+    async def _load(self, user_id: str) -> _UserUsage:
+        usage = _UserUsage.load(await self.usage_store.rollup(user_id), self.config)
+        if self._cache is not None:
             self._cache[user_id] = usage
         return usage
 

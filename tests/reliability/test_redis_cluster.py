@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -170,6 +171,8 @@ async def test_usage_recorder_on_the_cluster(client: RedisCluster) -> None:
         events = await usage.events(user)
         assert [e.role for e in events].count("user") == 3 and len(events) == 6
     assert set(users) <= set(await usage.users())
-    assert await recorder.erase(users[0]) > 0
+    assert (await recorder.erase(users[0]))["events"] == 6
     assert await usage.events(users[0]) == []
+    rollup = await usage.rollup(users[1])  # one Lua read of the user's slot, on any node
+    assert rollup.digest().signals(datetime.now(UTC)).messages_today == 3
     await mw.aclose()  # stops the recorder's writer; the client is the fixture's

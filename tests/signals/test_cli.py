@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,3 +227,51 @@ def test_report_usage_errors(
 def test_report_unknown_user(tmp_path: Path) -> None:
     code, out = run("report", "--user", "nobody", "--events", str(timeline_file(tmp_path)))
     assert code == 1 and "no usage recorded for user 'nobody'" in out
+
+
+def _recent_copy(tmp_path: Path) -> tuple[Path, datetime]:
+    """The timeline moved forward by whole weeks to lie within the store's retention."""
+    weeks = timedelta(weeks=(datetime.now(UTC) - NOW) // timedelta(weeks=1) + 1)
+    rows = [json.loads(line) for line in timeline_file(tmp_path).read_text().splitlines()]
+    for row in rows:
+        row["ts"] = (datetime.fromisoformat(str(row["ts"])) + weeks).isoformat()
+    path = tmp_path / "recent.jsonl"
+    path.write_text(lines(*rows))
+    return path, NOW + weeks
+
+
+@pytest.mark.parametrize("which", ["--user", "--aggregate"])
+def test_report_from_redis_rollups_equals_the_report_from_the_events(
+    tmp_path: Path, redis_url: str, key_prefix: str, which: str
+) -> None:
+    """The events recorded in a real Redis (rollups, some still in the reorder window) give the
+    report the events file gives; the aggregate adds the stored crisis-referral count."""
+    from persona_mw.signals.action_state import RedisActionStateStore
+    from persona_mw.signals.offline import parse_event_lines
+    from persona_mw.signals.usage_store import RedisUsageStore
+
+    path, now = _recent_copy(tmp_path)
+    with path.open() as stream:
+        events = parse_event_lines(stream)
+
+    async def record() -> None:
+        store = RedisUsageStore(redis_url, prefix=key_prefix, retention_days=60)
+        for start in range(0, len(events), 7):
+            await store.append(events[start : start + 7])
+        assert (await store.rollup("kid")).days  # most of the kid's events are folded
+        await store.aclose()
+        state = RedisActionStateStore(redis_url, prefix=key_prefix)
+        await state.incr("crisis_referrals", str(now.year), 2)
+        await state.aclose()
+
+    asyncio.run(record())
+    args = [which, "ada"] if which == "--user" else [which]
+    common = ["report", *args, "--json", "--now", now.isoformat()]
+    code, from_file = run(*common, "--events", str(path))
+    assert code == 0, from_file
+    code, from_redis = run(*common, "--redis-url", redis_url, "--prefix", key_prefix)
+    assert code == 0, from_redis
+    want, got = json.loads(from_file), json.loads(from_redis)
+    if which == "--aggregate":
+        assert (want.pop("crisis_referrals"), got.pop("crisis_referrals")) == (0, 2)
+    assert got == want

@@ -3,6 +3,7 @@ due-state in memory and in a real Redis."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,9 @@ from persona_mw.signals.action_state import MemoryActionStateStore, RedisActionS
 from persona_mw.signals.config import SignalsConfig
 from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.metrics import SignalsMetrics
+from persona_mw.signals.recorder import UsageRecorder
 from persona_mw.signals.stage import DependenceStage
+from persona_mw.signals.usage_store import MemoryUsageStore, UsageRollup
 from persona_mw.stores.keys import index_key
 from persona_mw.stores.memory import MemoryProfileStore
 from persona_mw.stores.redis import RedisProfileStore
@@ -30,21 +33,24 @@ from .timelines import session
 MODEL = "gpt-4o-mini"
 
 
-class EventLog:
-    """A usage source holding events in a list (the recorder's stores offer the same call)."""
+class EventLog(MemoryUsageStore):
+    """The in-memory usage store, pre-filled with ``events``, counting rollup reads; with
+    ``fail`` it is unreachable."""
 
     def __init__(self, events: Sequence[UsageEvent] = (), *, fail: bool = False) -> None:
-        self.events_list = list(events)
+        super().__init__(retention_days=None)
+        self.initial = list(events)
         self.fail = fail
         self.calls = 0
 
-    async def events(self, user_id: str, since: datetime | None = None) -> list[UsageEvent]:
+    async def rollup(self, user_id: str) -> UsageRollup:
         self.calls += 1
         if self.fail:
             raise StoreError("usage store unreachable (test)")
-        return [
-            e for e in self.events_list if e.user_id == user_id and (since is None or e.ts >= since)
-        ]
+        if self.initial:
+            await self.append(self.initial)
+            self.initial = []
+        return await super().rollup(user_id)
 
 
 def noon_zone(now: datetime) -> str:
@@ -349,3 +355,102 @@ async def test_closing_the_wired_middleware_closes_every_redis_connection(
         await asyncio.sleep(0.02)
     assert await clients() == 0
     await admin.aclose()
+
+
+class SlowLog(EventLog):
+    """Holds each rollup read until released, so concurrent requests overlap the load."""
+
+    def __init__(self, events: Sequence[UsageEvent] = (), *, fail: bool = False) -> None:
+        super().__init__(events, fail=fail)
+        self.release = asyncio.Event()
+
+    async def rollup(self, user_id: str) -> UsageRollup:
+        await self.release.wait()
+        return await super().rollup(user_id)
+
+
+@pytest.mark.parametrize("ttl", [0.0, 60.0])
+async def test_concurrent_requests_of_one_user_share_one_load(ttl: float) -> None:
+    """Fifty requests of one user arrive while nothing is cached: one rollup read, and every
+    request's own message is counted (the fifty-first request sees all fifty)."""
+    now = datetime.now(UTC)
+    user = Profile(user_id="u", timezone=noon_zone(now))
+    source = SlowLog(session("u", now - timedelta(minutes=20), 10, every=1))
+    dep = stage(source, config=SignalsConfig(events_cache_ttl_s=ttl))
+    calls = [
+        asyncio.create_task(
+            dep(context(user, at=now + timedelta(milliseconds=i), request_id=f"r{i}"))
+        )
+        for i in range(50)
+    ]
+    await asyncio.sleep(0.01)
+    source.release.set()
+    await asyncio.gather(*calls)
+    assert source.calls == 1
+    last = context(user, at=now + timedelta(seconds=1), request_id="last")
+    await dep(last)
+    assert source.calls == (2 if ttl == 0 else 1)
+    if ttl:
+        assert dep._cache is not None
+        assert dep._cache["u"].digest.signals(now + timedelta(seconds=2)).messages_today >= 51 + 11
+
+
+async def test_a_failed_shared_load_fails_every_waiter_then_retries() -> None:
+    """The store is down during a shared load: every waiting request goes on without signals
+    (counted, logged), none hangs; the next request loads again."""
+    source = SlowLog(fail=True)
+    metrics = SignalsMetrics(CollectorRegistry())
+    dep = DependenceStage(source, metrics=metrics)
+    calls = [
+        asyncio.create_task(dep(context(Profile(user_id="u"), request_id=f"r{i}")))
+        for i in range(5)
+    ]
+    await asyncio.sleep(0.01)
+    source.release.set()
+    await asyncio.gather(*calls)
+    assert source.calls == 1 and metrics.errors._value.get() == 5
+    source.fail = False
+    await dep(context(Profile(user_id="u"), request_id="again"))
+    assert source.calls == 2 and dep._loads == {}
+
+
+@pytest.mark.redis
+async def test_wired_erase_removes_rollups_and_the_receipt_says_what_went(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Requests through build_middleware on a real Redis, then erase_user: the receipt counts
+    the events and rollup days that were really deleted, and no key of the user is left; the
+    usage report read the rollup before and reads nothing after."""
+    import redis.asyncio
+
+    from persona_mw import build_middleware, load_config
+    from persona_mw.stores.keys import user_tag
+
+    config = load_config(
+        None,
+        store={"url": redis_url, "prefix": key_prefix},
+        settings={"hash_secret": "t"},
+        signals={"events_cache_ttl_s": 0},
+    )
+    mw = build_middleware(config)
+    for n in range(13):
+        await mw.acompletion(
+            user="ada",
+            model=MODEL,
+            messages=[{"role": "user", "content": f"hi {n}"}],
+            mock_response="ok",
+        )
+    (recorder,) = [s for s in mw.finish_stages if isinstance(s, UsageRecorder)]
+    assert await recorder.flush(timeout_s=10)
+    report = await mw.usage_report("ada")
+    assert report["dependence"]["events"] == 26
+    assert report["dependence"]["signals"]["messages_today"] == 13
+    erased = await mw.erase_user("ada")
+    assert erased["usage"] == {"events": 26, "rollup_days": 0}  # all 26 within the window
+    report = await mw.usage_report("ada")
+    assert report["dependence"]["events"] == 0
+    await mw.aclose()
+    admin = redis.asyncio.Redis.from_url(redis_url)
+    left = [k async for k in admin.scan_iter(match=f"{key_prefix}*{user_tag('ada')}*")]
+    await admin.aclose()
+    assert left == []

@@ -14,6 +14,7 @@ import redis.asyncio
 from persona_mw.errors import ConfigError, StoreError
 from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.usage_store import (
+    ErasedUsage,
     MemoryUsageStore,
     RedisUsageStore,
     UsageStore,
@@ -109,11 +110,26 @@ async def test_users_are_kept_apart_and_listed_by_id(store: UsageStore) -> None:
 
 async def test_erase_removes_the_user_and_only_them(store: UsageStore) -> None:
     await store.append([ev("ada", 1), ev("ada", 2), ev("bob", 1)])
-    assert await store.erase("ada") == 2
+    assert (await store.erase("ada")).events == 2
     assert await store.events("ada") == []
     assert await store.users() == ["bob"]
     assert len(await store.events("bob")) == 1
-    assert await store.erase("ada") == 0
+    assert await store.erase("ada") == ErasedUsage()
+
+
+async def test_rollup_folds_each_event_once_and_shows_what_waits(store: UsageStore) -> None:
+    """Events newer than the reorder window wait unfolded but readable; older ones are in the
+    day totals; a retried batch changes nothing."""
+    batch = [ev("ada", 10, request_id="a"), ev("ada", 9, "assistant", request_id="a")]
+    batch += [ev("ada", 0.5, request_id="b")]
+    for _ in range(2):
+        await store.append(batch)
+    rollup = await store.rollup("ada")
+    assert rollup.pending == (batch[2],) and rollup.events == 3
+    (day,) = rollup.days.values()
+    assert (day.messages, day.assistant, day.sessions, day.active_us) == (1, 1, 1, 60_000_000)
+    assert rollup.digest().signals(NOW).messages_today == 2
+    assert await store.rollup("nobody") == type(rollup)("nobody")
 
 
 async def test_events_older_than_retention_are_gone(store: UsageStore) -> None:
@@ -185,31 +201,38 @@ async def test_redis_layout_hash_tags_ttl_and_index(
 ) -> None:
     """Every per-user key carries the user's hash tag (one Cluster slot) and is in the user's
     key index; the event keys expire after the retention window; no raw id in any key name."""
-    store = RedisUsageStore(redis_url, prefix=key_prefix, retention_days=7)
+    store = RedisUsageStore(redis_url, prefix=key_prefix, retention_days=7, reorder_window_s=0)
     user = "ada@example.com"
     await store.append([ev(user, 1, tokens=5), ev(user, 0, "assistant")])
     tag = user_tag(user)
-    events_key, id_key = store.events_key(user), store.id_key(user)
-    assert await keys_under(redis_client, key_prefix) == {
-        events_key,
-        id_key,
+    day = store.day_key_prefix(user) + NOW.date().isoformat()
+    per_user = {
+        store.events_key(user),
+        store.id_key(user),
+        store.live_key(user),
+        store.days_key(user),
+        day,
+    }
+    assert await keys_under(redis_client, key_prefix) == per_user | {
         index_key(key_prefix, user),
         f"{key_prefix}usage:users",
     }
-    for key in (events_key, id_key, index_key(key_prefix, user)):
+    for key in per_user | {index_key(key_prefix, user)}:
         assert f"{{{tag}}}" in key and user not in key
-    for key in (events_key, id_key):
+    for key in per_user:
         ttl = await redis_client.ttl(key)
         assert 7 * 86400 - 5 <= ttl <= 7 * 86400
     index_members: Any = await redis_client.smembers(index_key(key_prefix, user))
     index = {k.decode() for k in index_members}
-    assert index == {events_key, id_key}
+    assert index == per_user - {day} | {store.pending_key(user)}
     assert await redis_client.zrange(f"{key_prefix}usage:users", 0, -1) == [tag.encode()]
-    members: Any = await redis_client.zrange(events_key, 0, -1, withscores=True)
+    members: Any = await redis_client.zrange(store.events_key(user), 0, -1, withscores=True)
     raw, score = members[0]
     first = json.loads(raw)
     assert first["k"] == 5 and "text" not in first and user not in raw.decode()
-    assert score == first["t"] // 1000
+    assert score == 2 * first["t"] and first["d"] == NOW.date().isoformat()
+    totals: Any = await redis_client.hgetall(day)
+    assert totals[b"m"] == b"1" and totals[b"b"] == b"1" and int(totals[b"a"]) == 60_000_000
     await store.aclose()
 
 
@@ -228,7 +251,7 @@ async def test_redis_erase_leaves_no_key_of_the_user(
 ) -> None:
     store = RedisUsageStore(redis_url, prefix=key_prefix)
     await store.append([ev("ada", m) for m in range(5)] + [ev("bob", 1)])
-    assert await store.erase("ada") == 5
+    assert await store.erase("ada") == ErasedUsage(events=5, days=1)
     left = await keys_under(redis_client, key_prefix)
     assert not any(f"{{{user_tag('ada')}}}" in k for k in left)
     assert await redis_client.zrange(f"{key_prefix}usage:users", 0, -1) == [
@@ -239,8 +262,9 @@ async def test_redis_erase_leaves_no_key_of_the_user(
 
 async def test_redis_batch_is_one_round_trip(key_prefix: str) -> None:
     """A batch for many users is one pipelined round trip (socket writes counted on the
-    client's connection); only a server that does not know the script yet (a fresh one, our
-    own here) costs two more (SCRIPT LOAD, then the batch again), and only once."""
+    client's connection); only a server that does not know the scripts yet (a fresh one, our
+    own here) costs four more (SCRIPT LOAD of the append, read and erase scripts, then the
+    batch again), and only once."""
     from tests.conftest import RedisServer
 
     server = RedisServer()
@@ -251,7 +275,7 @@ async def test_redis_batch_is_one_round_trip(key_prefix: str) -> None:
         first = await _pipeline_round_trips(client, store, [ev("u0", 1, request_id="warm")])
         batch = [ev(f"u{i}", i) for i in range(50)]
         steady = await _pipeline_round_trips(client, store, batch)
-        assert (first, steady) == (3, 1)
+        assert (first, steady) == (5, 1)
         assert len(await store.users()) == 50
         await store.aclose()  # the client is ours: the store leaves it open
         assert await client.ping()
@@ -401,7 +425,7 @@ async def test_redis_cluster_append_read_list_erase() -> None:
         nodes = {client.get_node_from_key(store.events_key(u)) for u in users}
         assert len(nodes) == 3  # the users really are spread over every node
         assert len(slots) > 3
-        assert await store.erase("user-0") == 2
+        assert (await store.erase("user-0")).events == 2
         assert await store.events("user-0") == []
         assert "user-0" not in await store.users()
         keys = await client.keys(f"pmw:{{{user_tag('user-0')}}}*", target_nodes="all")

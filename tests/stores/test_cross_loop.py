@@ -25,7 +25,7 @@ from persona_mw import (
     StoreError,
     build_middleware,
 )
-from persona_mw.signals import RedisUsageStore, UsageEvent, UsageRecorder
+from persona_mw.signals import ErasedUsage, RedisUsageStore, UsageEvent, UsageRecorder
 from persona_mw.signals.action_state import RedisActionStateStore
 from persona_mw.stores import loops
 from tests.conftest import loop_in_thread
@@ -196,7 +196,7 @@ async def test_usage_store_reads_erases_and_closes_from_another_loop(
             await stop(other, thread)
         assert await store.events("ada") == events
         assert await store.users() == ["ada"]
-        assert await store.erase("ada") == 1
+        assert (await store.erase("ada")).events == 1
         assert await store.events("ada") == []
         await store.aclose()
 
@@ -213,13 +213,13 @@ async def test_a_call_its_blocked_home_loop_waits_for_fails_clearly(
     with loop_in_thread() as (home, _), loop_in_thread() as (bridge, _):
         assert run_there(home, store.users()) == []
 
-        async def sync_call_from_async_code() -> int:
+        async def sync_call_from_async_code() -> ErasedUsage:
             # Blocks home's thread until the call on the bridge returns, as run_sync does.
             return asyncio.run_coroutine_threadsafe(store.erase("ada"), bridge).result(timeout=5)
 
         with pytest.raises(StoreError, match="blocked, most likely waiting for this very call"):
             run_there(home, sync_call_from_async_code())
-        assert run_there(home, store.erase("ada")) == 0
+        assert run_there(home, store.erase("ada")).events == 0
         run_there(home, store.aclose())
 
 
