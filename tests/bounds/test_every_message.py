@@ -12,7 +12,8 @@ import pytest
 
 from persona_mw import Middleware
 from persona_mw.bounds import BoundsInputStage, BoundsOutputStage, policy_from_dict
-from persona_mw.bounds.inputs import WITHHELD
+from persona_mw.bounds.inputs import WITHHELD, redact_parts
+from persona_mw.bounds.resolve import resolve
 from persona_mw.personalise import PersonaliseStage
 from persona_mw.profile import Profile
 from persona_mw.stores.memory import MemoryProfileStore
@@ -182,3 +183,18 @@ async def test_replayed_history_is_checked_once(upstream: FakeOpenAIServer) -> N
     texts = {m["content"] for m in history[:-1]}
     assert len(check.verdicts) == len(texts)
     assert check.verdicts.misses == len(texts)
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (["4111 ", "1111 1111 ", "1111 end"], ["[card removed]", "", " end"]),
+        (["pay 4111 1111 1111 1111", " now"], ["pay [card removed]", " now"]),
+        (["a@example.com and b@example.org"], ["[email removed] and [email removed]"]),
+        (["nothing", " here"], ["nothing", " here"]),
+    ],
+)
+def test_redaction_maps_back_onto_the_parts(parts: list[str], expected: list[str]) -> None:
+    """A span is replaced once, in the part where it starts; the parts it covers lose it."""
+    effective = resolve(POLICY, Profile(user_id="ada"))
+    assert redact_parts(parts, effective.input.scan("".join(parts))) == expected
