@@ -289,7 +289,9 @@ class ReplyEnforcer:
                 calls = self._check_calls(choice)
         if whole and (content != piece.content):
             choice.altered = True
-        if any(d.action in _ALTERING for d in self.ctx.decisions[marks:]):
+        if len(self.ctx.decisions) > marks and any(
+            d.action in _ALTERING for d in self.ctx.decisions[marks:]
+        ):
             choice.altered = True
         out.reasoning = reasoning
         if self._blocked(choice):
