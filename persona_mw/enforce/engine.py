@@ -126,6 +126,8 @@ class _Choice:
     logprobs: list[Any] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     altered: bool = False
+    #: "before" notices were sent and no text yet: the blank line after them is owed.
+    gap: bool = False
     started: bool = False
     finish_reason: str | None = None
     ended: bool = False
@@ -271,7 +273,7 @@ class ReplyEnforcer:
         started = time.perf_counter()
         marks = len(self.ctx.decisions)
         before = notices_text(self.ctx, "before") if out.first else ""
-        prefix = before + "\n\n" if before else ""
+        choice.gap = choice.gap or bool(before)
         content = choice.content.feed(piece.content) if piece.content else ""
         reasoning = ""
         if piece.reasoning and choice.reasoning is not None and not choice.content.stopped:
@@ -294,6 +296,10 @@ class ReplyEnforcer:
         ):
             choice.altered = True
         out.reasoning = reasoning
+        # the blank line after the "before" notices goes with the first text, so a reply that
+        # stays empty reads as the notices alone (as ``with_notices`` frames it)
+        prefix = before + ("\n\n" if content and choice.gap else "")
+        choice.gap = choice.gap and not content
         if self._blocked(choice):
             self._end_blocked(choice, out, prefix, content, whole=whole)
         elif ending:

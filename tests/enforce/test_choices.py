@@ -68,5 +68,6 @@ async def test_a_block_ends_only_its_own_choice_when_streamed(
         texts.reverse()
     upstream.set_reply(lambda _: [FakeChoice(content=t) for t in texts])
     out = await _streamed({}, upstream)
-    assert out[blocked] == f"{BLOCKED}|content_filter"
+    # "the " precedes the phrase: the hold-back released it before the block
+    assert out[blocked] == f"the \n\n{BLOCKED}|content_filter"
     assert out[1 - blocked] == "a harmless answer|stop"

@@ -17,6 +17,7 @@ from persona_mw.bounds.policy import AIDisclosure
 from persona_mw.signals.config import SignalsConfig
 from persona_mw.signals.metrics import SignalsMetrics
 from persona_mw.signals.stage import DependenceStage
+from persona_mw.signals.usage_store import MemoryUsageStore
 from persona_mw.testing import FakeChoice, FakeOpenAIServer, FakeToolCall
 
 ANSWER = '{"answer": 4}'
@@ -30,11 +31,6 @@ SCHEMA = {
 }
 
 
-class NoUsage:
-    async def events(self, user_id: str, since: Any = None) -> list[Any]:
-        return []
-
-
 def _middleware(**settings: Any) -> Middleware:
     """Bounds with the ai-disclosure pack (all users) and the real dependence stage, which shows
     the disclosure on a user's first call of the day."""
@@ -43,7 +39,7 @@ def _middleware(**settings: Any) -> Middleware:
         input_stages=[
             BoundsInputStage(policy=policy),
             DependenceStage(
-                NoUsage(), config=SignalsConfig(), metrics=SignalsMetrics(CollectorRegistry())
+                MemoryUsageStore(), config=SignalsConfig(), metrics=SignalsMetrics(CollectorRegistry())
             ),
         ],
         output_stages=[BoundsOutputStage(policy=policy)],
@@ -112,3 +108,45 @@ async def test_a_setting_moves_every_notice_out_of_band(upstream: FakeOpenAIServ
     response = await _middleware(notices="out_of_band").acompletion(**_call(upstream))
     assert response.choices[0].message.content == "Four."
     assert [n["text"] for n in response.persona_notices] == [DISCLOSURE]
+
+
+async def test_streamed_tool_calls_carry_the_notices_out_of_band(
+    upstream: FakeOpenAIServer,
+) -> None:
+    """Tools in a stream: the arguments (split over chunks upstream) arrive whole and parse,
+    no chunk's content carries the disclosure, and the chunks say it on ``persona_notices``."""
+    upstream.set_reply(
+        lambda _: FakeChoice(tool_calls=(FakeToolCall("add", '{"a": 2, "b": "two"}'),))
+    )
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+    chunks = [c async for c in _middleware().astream(**_call(upstream, tools=tools))]
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join(d.content or "" for d in deltas) == ""
+    arguments = "".join(t.function.arguments or "" for d in deltas for t in d.tool_calls or ())
+    assert json.loads(arguments) == {"a": 2, "b": "two"}
+    assert [n["text"] for n in chunks[0].persona_notices] == [DISCLOSURE]
+    last = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+    assert [n["text"] for n in last.persona_notices] == [DISCLOSURE]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_empty_reply_is_the_notice_alone(upstream: FakeOpenAIServer, stream: bool) -> None:
+    """A model that says nothing on the user's first call of the day: the disclosure still
+    reaches them, framed as ``with_notices`` frames it (no trailing blank line)."""
+    upstream.set_reply(lambda _: "")
+    mw = _middleware()
+    if stream:
+        chunks = [c async for c in mw.astream(**_call(upstream))]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        text = (await mw.acompletion(**_call(upstream))).choices[0].message.content
+    assert text == DISCLOSURE
+
+
+async def test_a_streamed_reply_puts_one_blank_line_after_the_notice(
+    upstream: FakeOpenAIServer,
+) -> None:
+    upstream.set_reply(lambda _: "Four.")
+    chunks = [c async for c in _middleware().astream(**_call(upstream))]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"{DISCLOSURE}\n\nFour."
