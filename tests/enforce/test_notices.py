@@ -39,7 +39,9 @@ def _middleware(**settings: Any) -> Middleware:
         input_stages=[
             BoundsInputStage(policy=policy),
             DependenceStage(
-                MemoryUsageStore(), config=SignalsConfig(), metrics=SignalsMetrics(CollectorRegistry())
+                MemoryUsageStore(),
+                config=SignalsConfig(),
+                metrics=SignalsMetrics(CollectorRegistry()),
             ),
         ],
         output_stages=[BoundsOutputStage(policy=policy)],
