@@ -302,10 +302,12 @@ class Middleware:
     ) -> CallContext:
         """Validate the call, load the profile and make the call's context.
 
-        Where the call's notices go is decided here, from ``settings.notices`` and the call's
-        OpenAI parameters: ``request`` when given (a host that calls the model itself passes its
-        request, e.g. the proxy's ``data``), else ``llm_kwargs``."""
+        The call's OpenAI parameters are ``request`` when given (a host whose own host calls
+        the model passes that request, e.g. the proxy's ``data``), else ``llm_kwargs``; they
+        decide where the call's notices go (with ``settings.notices``) and how many choices the
+        reply has (``n``)."""
         _validate_call(user, model, messages)
+        params = request if request is not None else llm_kwargs
         started = time.perf_counter()
         profile, source = await self.load_profile(user)
         llm_kwargs.pop("stream", None)
@@ -322,9 +324,8 @@ class Middleware:
             profile_source=source,
             started_at=datetime.now(UTC),
             surface=surface,
-            notices_out_of_band=notices_out_of_band(
-                request if request is not None else llm_kwargs, self.settings.notices
-            ),
+            choices=_choices(params),
+            notices_out_of_band=notices_out_of_band(params, self.settings.notices),
             _t0=started,
         )
         ctx.timings_ms["profile"] = _ms_since(started)
@@ -445,6 +446,11 @@ def _validate_call(user: str, model: str, messages: list[Message]) -> None:
                 f"messages[{i}] must be a dict with a 'role' (and usually 'content')",
                 field="messages",
             )
+
+
+def _choices(params: Mapping[str, Any]) -> int:
+    n = params.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
 def _ms_since(started: float) -> float:

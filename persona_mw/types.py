@@ -139,6 +139,9 @@ class CallContext:
     disclosure: AIDisclosure | None = None
     #: What the dependence ladder decided for this call; set by the dependence stage.
     signals: LadderResult | None = None
+    #: How many choices the reply has (the request's ``n``): a stream stopped by a block may
+    #: end early only once every one of them was seen. Set by ``Middleware.begin``.
+    choices: int = 1
     #: Notices go to a response field (and header) instead of the reply's text: set by
     #: ``Middleware.begin`` for structured replies (``response_format``, tools) or by settings.
     notices_out_of_band: bool = False

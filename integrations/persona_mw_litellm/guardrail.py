@@ -186,12 +186,10 @@ class PersonaGuardrail(CustomGuardrail):
                 user,
                 str(data.get("model") or ""),
                 list(messages) if isinstance(messages, list) else [],  # [] is refused, named
-                # The proxy calls the model with its own parameters; only ``n`` is told to
-                # the engine, which must see every choice of a stream before it may stop it.
-                {"request_id": data.get("litellm_call_id"), "n": data.get("n")},
+                {"request_id": data.get("litellm_call_id")},  # the proxy calls the model
                 stream=data.get("stream") is True,
                 surface=SURFACE,
-                request=data,  # response_format / tools decide where notices go
+                request=data,  # n, response_format, tools: choices and where notices go
             )
         except ConfigError as exc:
             raise RequestRefused(str(exc), route=route) from None

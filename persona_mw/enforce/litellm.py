@@ -88,7 +88,7 @@ async def enforce_stream(
                 _mark(piece, enforcer, first=not sent_first)
                 sent_first = True
                 yield piece
-            if enforcer.any_blocked and enforcer.done and enforcer.choices_seen >= _n(ctx):
+            if enforcer.any_blocked and enforcer.done and enforcer.choices_seen >= ctx.choices:
                 return  # stops the model call: nothing more of this reply may be sent
         # LiteLLM's stream wrapper passes on the first finish_reason only: the upstream's
         # other choices end with the same one
@@ -104,11 +104,6 @@ async def enforce_stream(
 
 
 # -- conversion -------------------------------------------------------------------------------
-
-
-def _n(ctx: CallContext) -> int:
-    n = ctx.llm_kwargs.get("n")
-    return n if isinstance(n, int) and n > 1 else 1
 
 
 def _mark(piece: Any, enforcer: ReplyEnforcer, *, first: bool) -> None:

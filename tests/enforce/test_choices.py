@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
-from enforce_helpers import BLOCKED, CARD, call, middleware
+from enforce_helpers import BLOCKED, CARD, MODEL, call, middleware
+from litellm import ModelResponseStream
+from litellm.types.utils import Delta, StreamingChoices
 
 from persona_mw.testing import FakeChoice, FakeOpenAIServer
 
@@ -71,3 +75,39 @@ async def test_a_block_ends_only_its_own_choice_when_streamed(
     # "the " precedes the phrase: the hold-back released it before the block
     assert out[blocked] == f"the \n\n{BLOCKED}|content_filter"
     assert out[1 - blocked] == "a harmless answer|stop"
+
+
+async def _upstream_late_second_choice() -> AsyncIterator[ModelResponseStream]:
+    """Choice 0 says the blocked phrase at once and ends; choice 1 first appears afterwards
+    (an upstream may send a choice's first delta late)."""
+    head = {"id": "chatcmpl-late", "model": "fake"}
+    for choice in (
+        StreamingChoices(index=0, delta=Delta(role="assistant", content="the secret method")),
+        StreamingChoices(index=0, delta=Delta(), finish_reason="stop"),
+        StreamingChoices(index=1, delta=Delta(role="assistant", content="a harmless answer")),
+        StreamingChoices(index=1, delta=Delta(), finish_reason="stop"),
+    ):
+        yield ModelResponseStream(**head, choices=[choice])
+
+
+async def test_a_host_that_calls_the_model_itself_keeps_a_late_second_choice() -> None:
+    """The LiteLLM proxy plugin calls no model: it gives ``begin`` the proxy's request (with
+    ``n``) and no llm_kwargs. The engine must still know two choices are due, or a block
+    ending choice 0 before choice 1 is seen stops the stream and loses choice 1."""
+    mw = middleware()
+    ctx = await mw.begin(
+        "ada",
+        MODEL,
+        [{"role": "user", "content": "hello"}],
+        {},
+        stream=True,
+        surface="litellm-proxy",
+        request={"model": MODEL, "n": 2, "messages": []},
+    )
+    await mw.run_input_stages(ctx)
+    assert ctx.choices == 2
+    texts: dict[int, str] = {}
+    async for chunk in mw.enforce_stream(ctx, _upstream_late_second_choice()):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+    assert texts == {0: f"the \n\n{BLOCKED}", 1: "a harmless answer"}
