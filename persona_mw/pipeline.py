@@ -38,7 +38,9 @@ from .profile import Profile, parse_profile
 from .stores.cache import CachedProfileStore
 from .stores.memory import MemoryProfileStore
 from .types import (
+    Action,
     CallContext,
+    DeclaresRules,
     ExplainsPolicy,
     FinishStage,
     HoldsUserData,
@@ -239,6 +241,16 @@ class Middleware:
             for stage in self._all_stages()
             if isinstance(stage, ExplainsPolicy)
         }
+
+    def rules_that(self, action: Action) -> list[str]:
+        """The ids of the rules in this middleware's stages that take ``action`` (or that a
+        user may set to take it), each once: e.g. ``rules_that("redact")`` for a host that
+        cannot change text."""
+        found: dict[str, None] = {}
+        for stage in self._all_stages():
+            if isinstance(stage, DeclaresRules):
+                found.update(dict.fromkeys(stage.rules_that(action)))
+        return list(found)
 
     def _all_stages(self) -> list[Any]:
         """Every stage once, finish stages first: closing and erasing go through the stores the

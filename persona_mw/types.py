@@ -35,6 +35,7 @@ __all__ = [
     "Action",
     "CallContext",
     "Decision",
+    "DeclaresRules",
     "ExplainsPolicy",
     "Exposure",
     "FinishStage",
@@ -258,6 +259,14 @@ class ReportsUsage(Protocol):
     name: str
 
     async def usage_report(self, user_id: str) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class DeclaresRules(Protocol):
+    """A stage that can say which of its rules may take an action: what a host that cannot
+    carry an action out (a callback cannot redact) refuses up front."""
+
+    def rules_that(self, action: Action) -> list[str]: ...
 
 
 @runtime_checkable

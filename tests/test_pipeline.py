@@ -652,3 +652,48 @@ async def test_aclose_closes_every_stage_once_finish_stages_first() -> None:
         await mw.aclose()
     assert closed == ["recorder", "both", "other"]  # the failing one did not stop the rest
     assert [(e["event"], e["part"]) for e in logs] == [("middleware.close_failed", "bad")]
+
+
+def test_rules_that_redact_are_named_by_the_middleware() -> None:
+    """What a host that cannot change text (a LangChain callback) must refuse: the rules that
+    redact, or that a user may set to redact (an adjustable option offering it), across the
+    bounds stages, each named once; rules with other actions are not listed."""
+    from persona_mw.bounds import BoundsInputStage, BoundsOutputStage, policy_from_dict
+
+    policy = policy_from_dict(
+        {
+            "version": "t",
+            "rules": [
+                {
+                    "id": "t.card",
+                    "tier": 1,
+                    "stage": "both",
+                    "detector": {"kind": "pii"},
+                    "action": "redact",
+                },
+                {
+                    "id": "t.words",
+                    "tier": 2,
+                    "stage": "output",
+                    "detector": {"kind": "phrases", "phrases": ["darn"]},
+                    "action": "log",
+                    "adjustable": {"values": ["log", "redact"]},
+                },
+                {
+                    "id": "t.block",
+                    "tier": 1,
+                    "stage": "output",
+                    "detector": {"kind": "phrases", "phrases": ["secret method"]},
+                    "action": "block",
+                    "message": "Withheld.",
+                },
+            ],
+        }
+    )
+    mw = Middleware(
+        input_stages=[BoundsInputStage(policy=policy)],
+        output_stages=[BoundsOutputStage(policy=policy)],
+    )
+    assert mw.rules_that("redact") == ["t.card", "t.words"]
+    assert mw.rules_that("block") == ["t.block"]
+    assert Middleware().rules_that("redact") == []

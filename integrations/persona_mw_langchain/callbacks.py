@@ -54,7 +54,6 @@ from langchain_core.outputs import (
 )
 
 from persona_mw import CallContext, ConfigError, Decision, Exposure, Middleware
-from persona_mw.bounds import BoundsInputStage, BoundsOutputStage
 from persona_mw.enforce import Piece, ReplyEnforcer, mark_failed
 
 from ._calls import begin, block_error, finish, ms_since, resolve_user, run_input_stages
@@ -312,7 +311,7 @@ def _settled_sync(step: Settle | None) -> None:
 def _refuse_redactions(mw: Middleware) -> None:
     """A handler cannot change text, so a deployer's rule that redacts would be detected and
     not applied on every call: refuse it up front instead of logging a bound that never held."""
-    rules = _redacting_rules(mw)
+    rules = mw.rules_that("redact")
     if rules:
         raise ConfigError(
             f"a LangChain callback handler cannot redact, and this policy has rules that do: "
@@ -321,19 +320,6 @@ def _refuse_redactions(mw: Middleware) -> None:
             "them, or give those rules another action (block, or log) in the policy",
             field="bounds.policies",
         )
-
-
-def _redacting_rules(mw: Middleware) -> list[str]:
-    """The ids of the deployer's rules (tiers 1 and 2) that redact, or that a user may set to
-    redact (an adjustable option offering it), in the middleware's bounds stages."""
-    found: dict[str, None] = {}
-    for stage in (*mw.input_stages, *mw.output_stages):
-        if isinstance(stage, BoundsInputStage | BoundsOutputStage):
-            for rule in stage.policy.rules:
-                offered = rule.adjustable.values if rule.adjustable is not None else ()
-                if rule.detector is not None and (rule.action == "redact" or "redact" in offered):
-                    found[rule.id] = None
-    return list(found)
 
 
 def _model_name(serialized: Mapping[str, Any] | None, params: Mapping[str, Any]) -> str:

@@ -278,6 +278,19 @@ class Policy(_Frozen):
                 return rule
         raise KeyError(rule_id)
 
+    def rules_that(self, action: Action) -> list[str]:
+        """The ids of the rules (tiers 1 and 2) that take ``action``, or that a user may set to
+        take it (an adjustable option offering it)."""
+        return [
+            rule.id
+            for rule in self.rules
+            if rule.detector is not None
+            and (
+                rule.action == action
+                or (rule.adjustable is not None and action in rule.adjustable.values)
+            )
+        ]
+
 
 # -- loading ------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..profile import Profile
-from ..types import CallContext, Decision, Instruction, Message, Notice, Span
+from ..types import Action, CallContext, Decision, Instruction, Message, Notice, Span
 from .inputs import (
     MessageText,
     ProfileTextFinding,
@@ -200,6 +200,9 @@ class BoundsInputStage:
         #: Each text's hits, so replayed history is not checked (nor judged) again.
         self.verdicts = VerdictCache()
 
+    def rules_that(self, action: Action) -> list[str]:
+        return self.policy.rules_that(action)
+
     def explain(self, profile: Profile) -> dict[str, Any]:
         """Every rule in force for ``profile`` (and every rule not in force), with its tier and
         why: what ``GET /v1/policy`` and ``persona-mw bounds policy`` show."""
@@ -319,6 +322,9 @@ class BoundsOutputStage:
         self.policy = policy
         self.hold_back_margin = hold_back_margin
         self.scorer = scorer
+
+    def rules_that(self, action: Action) -> list[str]:
+        return self.policy.rules_that(action)
 
     def open(self, ctx: CallContext) -> StreamFilter:
         effective = ctx.policy
