@@ -153,7 +153,11 @@ class _Calls:
         generation = generations[0] if generations else None
         text = generation.text if generation is not None else "".join(run.streamed)
         if run.streamed:
-            run.enforcer.end()
+            # the text came token by token; the other fields arrive only here, whole
+            rest = _piece(generation) if generation is not None else Piece()
+            run.enforcer.feed(
+                0, Piece(reasoning=rest.reasoning, tool_calls=rest.tool_calls, finish_reason="stop")
+            )
         else:  # every choice, every field (tool-call arguments included)
             for index, each in enumerate(generations):
                 run.enforcer.whole(index, _piece(each))

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from enforce_helpers import MODEL
+from enforce_helpers import call
 from prometheus_client import CollectorRegistry
 
 from persona_mw import Middleware, Settings
@@ -50,14 +50,7 @@ def _middleware(**settings: Any) -> Middleware:
 
 
 def _call(upstream: FakeOpenAIServer, **kwargs: Any) -> dict[str, Any]:
-    return {
-        "user": "ada",
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "what is 2+2?"}],
-        "api_base": upstream.base_url,
-        "api_key": "test",
-        **kwargs,
-    }
+    return call(upstream, messages=[{"role": "user", "content": "what is 2+2?"}], **kwargs)
 
 
 @pytest.mark.parametrize("response_format", [{"type": "json_object"}, SCHEMA])
