@@ -28,9 +28,10 @@ fires on is left out), for text stored before or by a path that does not check.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ..profile import Profile
@@ -51,6 +52,7 @@ __all__ = [
     "profile_text_findings",
     "profile_texts",
     "redact_parts",
+    "scan_message",
 ]
 
 #: What the model sees instead of an earlier message a blocking rule fired on.
@@ -89,6 +91,25 @@ def message_texts(messages: Sequence[Message]) -> list[MessageText]:
         if any(parts):
             found.append(MessageText(i, parts))
     return found
+
+
+def scan_message(scan: Callable[[str], Sequence[Hit]], message: MessageText) -> list[Hit]:
+    """Every hit on ``message``: on its joined text (a match split across parts), and on each
+    part alone (a match that joining glues to the previous part's last word, "is" + "4111 ..."
+    → "is4111 ...", which a detector needing a boundary misses), in joined-text offsets."""
+    hits = list(scan(message.text))
+    if len(message.parts) < 2:
+        return hits
+    seen = {(h.rule.rule.id, h.span.start, h.span.end) for h in hits}
+    start = 0
+    for part in message.parts:
+        for hit in scan(part):
+            span = replace(hit.span, start=hit.span.start + start, end=hit.span.end + start)
+            if (hit.rule.rule.id, span.start, span.end) not in seen:
+                seen.add((hit.rule.rule.id, span.start, span.end))
+                hits.append(replace(hit, span=span))
+        start += len(part)
+    return hits
 
 
 def current_turn_start(messages: Sequence[Message]) -> int:
@@ -238,10 +259,16 @@ class VerdictCache:
         return len(self._entries)
 
     def lookup(
-        self, effective: EffectivePolicy, text: str
+        self, effective: EffectivePolicy, text: str | tuple[str, ...]
     ) -> tuple[tuple[int, bytes], tuple[Hit, ...] | None]:
-        """The key for ``text`` under ``effective``, and its cached hits (None: not cached)."""
-        digest = hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=16).digest()
+        """The key for ``text`` under ``effective``, and its cached hits (None: not cached).
+        A message is keyed by its parts (``MessageText.parts``), not their joined text: the
+        same text split differently holds different hits, at different offsets."""
+        if isinstance(text, tuple):
+            data, person = json.dumps(text).encode(errors="surrogatepass"), b"parts"
+        else:
+            data, person = text.encode(errors="surrogatepass"), b"text"
+        digest = hashlib.blake2b(data, digest_size=16, person=person).digest()
         key = (id(effective), digest)
         with self._lock:
             entry = self._entries.get(key)

@@ -29,6 +29,7 @@ from .inputs import (
     profile_for_prompt,
     profile_text_findings,
     profile_texts,
+    scan_message,
 )
 from .policy import JudgeSpec, Policy, load_policy, policy_from_dict
 from .resolve import EffectivePolicy, resolve
@@ -135,9 +136,15 @@ async def check_input(
     judge_model: str,
     judge_timeout_s: float,
     judge_kwargs: Mapping[str, Any] | None = None,
+    parts: Sequence[str] = (),
 ) -> list[Hit]:
-    """Every input hit on ``text``: the synchronous rules, then the judges (concurrently)."""
-    hits = effective.input.scan(text)
+    """Every input hit on ``text``: the synchronous rules, then the judges (concurrently).
+    ``parts``: the message's text parts when ``text`` is them joined (each is scanned alone
+    too, :func:`~persona_mw.bounds.inputs.scan_message`)."""
+    if parts:
+        hits = scan_message(effective.input.scan, MessageText(0, tuple(parts)))
+    else:
+        hits = list(effective.input.scan(text))
     if effective.judges:
         results = await asyncio.gather(
             *(
@@ -219,16 +226,18 @@ class BoundsInputStage:
         checked: list[tuple[MessageText, Sequence[Hit]]] = []
         judged: list[tuple[MessageText, tuple[int, bytes]]] = []
         for message in message_texts(ctx.prompt_messages):
-            key, hits = self.verdicts.lookup(effective, message.text)
+            key, hits = self.verdicts.lookup(effective, message.parts)
             if hits is None and effective.judges:
                 judged.append((message, key))
                 continue
             if hits is None:
-                hits = self.verdicts.remember(key, effective, effective.input.scan(message.text))
+                hits = self.verdicts.remember(
+                    key, effective, scan_message(effective.input.scan, message)
+                )
             if hits:
                 checked.append((message, hits))
         if judged:
-            found = await asyncio.gather(*(self._check(effective, m.text) for m, _ in judged))
+            found = await asyncio.gather(*(self._check(effective, m) for m, _ in judged))
             for (message, key), result in zip(judged, found, strict=True):
                 if self.verdicts.remember(key, effective, result):
                     checked.append((message, result))
@@ -267,13 +276,14 @@ class BoundsInputStage:
             ctx.profile, decisions = profile_for_prompt(ctx.profile, checked)
             ctx.decisions.extend(decisions)
 
-    async def _check(self, effective: EffectivePolicy, text: str) -> list[Hit]:
+    async def _check(self, effective: EffectivePolicy, message: MessageText) -> list[Hit]:
         return await check_input(
             effective,
-            text,
+            message.text,
             judge_model=self.judge_model,
             judge_timeout_s=self.judge_timeout_s,
             judge_kwargs=self.judge_kwargs,
+            parts=message.parts,
         )
 
     def __repr__(self) -> str:

@@ -198,3 +198,35 @@ def test_redaction_maps_back_onto_the_parts(parts: list[str], expected: list[str
     """A span is replaced once, in the part where it starts; the parts it covers lose it."""
     effective = resolve(POLICY, Profile(user_id="ada"))
     assert redact_parts(parts, effective.input.scan("".join(parts))) == expected
+
+
+@pytest.mark.parametrize("current", [True, False], ids=["current-turn", "history"])
+async def test_a_card_right_after_a_word_in_the_previous_part_is_redacted(
+    upstream: FakeOpenAIServer, current: bool
+) -> None:
+    """Parts joined with nothing between them glue the last word of one part to the card
+    that opens the next ("is4111 ..."), and a detector that needs a boundary before a number
+    misses it: each part is checked on its own too."""
+    mw, _ = await _middleware()
+    message = {"role": "user", "content": _parts("my card is", "4111 1111 1111 1111, keep it")}
+    messages = [message] if current else [message, {"role": "user", "content": "and now?"}]
+    _, seen = await _send(mw, upstream, "ada", messages)
+    assert seen is not None
+    assert "1111" not in seen, seen
+    parts = json.loads(seen)[0]["content"]
+    assert [p["text"] for p in parts] == ["my card is", "[card removed], keep it"]
+
+
+async def test_the_verdict_cache_tells_apart_one_text_split_two_ways(
+    upstream: FakeOpenAIServer,
+) -> None:
+    """ "my card is4111 …" as one string has no card (no boundary before the number); the same
+    text as two parts has one. Keyed by the joined text, the first verdict (clean) would be
+    reused for the second message and the card would reach the model."""
+    mw, _ = await _middleware()
+    glued = "my card is4111 1111 1111 1111, keep it"
+    await _send(mw, upstream, "ada", [{"role": "user", "content": glued}])
+    message = {"role": "user", "content": _parts("my card is", "4111 1111 1111 1111, keep it")}
+    _, seen = await _send(mw, upstream, "ada", [message])
+    assert seen is not None
+    assert "1111" not in seen, seen

@@ -222,3 +222,39 @@ def test_plain_text_keeps_the_notice_in_the_reply(
     reply = raw.parse()
     assert reply.choices[0].message.content == f"{DISCLOSURE}\n\nFour."
     assert "x-persona-notices" not in raw.headers
+
+
+# -- finding 4 through the server: history replay --------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["user", "assistant", "system", "tool"])
+def test_a_card_in_replayed_history_never_reaches_the_model(
+    server: ServerThread, upstream: FakeOpenAIServer, role: str
+) -> None:
+    """A chat app replays the whole conversation on every turn. A card in an earlier message
+    (any role, the second of two text parts) is redacted before the upstream sees it, and the
+    reply still comes back."""
+    earlier: dict[str, object] = {
+        "role": role,
+        "content": [
+            {"type": "text", "text": "my card is"},
+            {"type": "text", "text": f"{CARD}, keep it"},
+        ],
+    }
+    if role == "tool":
+        earlier = {"role": "tool", "tool_call_id": "c1", "content": f"card {CARD}"}
+    history = [earlier, {"role": "user", "content": "thanks, and now?"}]
+    if role == "tool":
+        call = {"id": "c1", "type": "function", "function": {"name": "pay", "arguments": "{}"}}
+        history.insert(0, {"role": "assistant", "content": None, "tool_calls": [call]})
+    upstream.set_reply(lambda _: "noted")
+    sent_before = len(upstream.requests)
+    reply = client(server).chat.completions.create(
+        model="fake",
+        messages=history,
+        user=new_user(),  # type: ignore[arg-type]
+    )
+    assert reply.choices[0].message.content.endswith("noted")  # type: ignore[union-attr]
+    (sent,) = upstream.requests[sent_before:]
+    wire = json.dumps(sent["messages"])
+    assert "4111" not in wire and "[card removed]" in wire
