@@ -50,7 +50,7 @@ from persona_mw.enforce import (
 
 from ._calls import begin, finish, ms_since, resolve_user, run_input_stages
 from ._portal import run_sync
-from .messages import USER_KEY, Conversation, reasoning_of, tool_pieces
+from .messages import USER_KEY, Conversation, reasoning_blocks, reasoning_of, tool_pieces
 
 __all__ = ["PersonaChatModel"]
 
@@ -400,11 +400,12 @@ class _Call:
             metadata = dict(message.response_metadata)
             reason = metadata.pop(_FINISH, None) or info.pop(_FINISH, None)
             calls = tool_pieces(message)
+            reasoning = reasoning_of(message)
             release = self.enforcer.whole(
                 index,
                 Piece(
                     content=message.text,
-                    reasoning=reasoning_of(message),
+                    reasoning=reasoning,
                     tool_calls=calls,
                     logprobs=_logprobs(info, metadata),
                     finish_reason=reason,
@@ -412,9 +413,14 @@ class _Call:
             )
             _restore_logprobs(release, metadata)
             update: dict[str, Any] = {"response_metadata": _metadata_of(release, metadata)}
-            if release.content != message.text:
+            # reasoning blocks in the content list stay only as the model wrote them (their
+            # signatures cover them); checked text that differs replaces the list with the text
+            blocks = bool(reasoning_blocks(message)) and release.reasoning != reasoning
+            if release.content != message.text or blocks:
                 update["content"] = release.content
             update["additional_kwargs"] = _kwargs_of(release, message)
+            if blocks and release.reasoning:
+                update["additional_kwargs"]["reasoning_content"] = release.reasoning
             if isinstance(message, AIMessage) and (calls or message.tool_calls):
                 update.update(_tool_calls_of(release, len(message.tool_calls)))
             generations.append(

@@ -20,7 +20,7 @@ from langchain_core.messages.utils import convert_to_messages, convert_to_openai
 from persona_mw.enforce import ToolCallPiece
 from persona_mw.types import Message
 
-__all__ = ["USER_KEY", "Conversation", "reasoning_of", "tool_pieces"]
+__all__ = ["USER_KEY", "Conversation", "reasoning_blocks", "reasoning_of", "tool_pieces"]
 
 #: The key that names the end user: in ``configurable``, in ``metadata``, or bound as a kwarg.
 USER_KEY = "persona_user"
@@ -50,9 +50,33 @@ class Conversation:
 
 
 def reasoning_of(message: BaseMessage) -> str:
-    """The provider's ``reasoning_content`` (ChatLiteLLM, DeepSeek put it there)."""
+    """The model's reasoning: ``reasoning_content`` (ChatLiteLLM, DeepSeek put it there) and
+    the text of reasoning content blocks (Anthropic's ``thinking``, OpenAI's ``reasoning``)."""
     value = message.additional_kwargs.get("reasoning_content")
-    return value if isinstance(value, str) else ""
+    texts = [value] if isinstance(value, str) else []
+    texts += reasoning_blocks(message)
+    return "\n\n".join(t for t in texts if t)
+
+
+def reasoning_blocks(message: BaseMessage) -> list[str]:
+    """The text of each reasoning block in the message's content list."""
+    if not isinstance(message.content, list):
+        return []
+    texts = []
+    for block in message.content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
+            texts.append(block["thinking"])
+        elif block.get("type") == "reasoning":
+            if isinstance(block.get("reasoning"), str):
+                texts.append(block["reasoning"])
+            texts += [
+                s["text"]
+                for s in block.get("summary") or ()
+                if isinstance(s, dict) and isinstance(s.get("text"), str)
+            ]
+    return texts
 
 
 def tool_pieces(message: BaseMessage) -> tuple[ToolCallPiece, ...]:
