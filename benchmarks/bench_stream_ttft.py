@@ -103,15 +103,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         event({{"role": "assistant", "content": ""}})
         times = []
+        with LOCK:
+            SENT[marker] = times  # filled as the chunks go: complete before the last event
         for i in range(0, len(REPLY), CHUNK):
             time.sleep(DELAY)
-            event({{"content": REPLY[i:i + CHUNK]}})
             times.append(time.monotonic())
+            event({{"content": REPLY[i:i + CHUNK]}})
         event({{}}, "stop")
         self.wfile.write(b"data: [DONE]\\n\\n")
         self.wfile.flush()
-        with LOCK:
-            SENT[marker] = times
         self.close_connection = True
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
