@@ -7,8 +7,8 @@ Side by side in one run, interleaved round by round so machine noise hits every 
   empty    Middleware() with no stages (profile load + context + log event)
   full     build_middleware(demo config): bounds, dependence, personalisation, usage recording,
            metrics
-  unmetered  the same without its last finish stage (the per-call Prometheus metrics), so the
-           difference to "full" is what counting costs
+  unmetered  the same without its last finish stage (the per-call Prometheus metrics); the
+           paired difference full - unmetered is what counting costs
 Calls are interleaved one by one (rotating order); added latency is the median of paired
 differences (variant call - the bare call beside it); figures are medians over rounds.
 Then the Redis store: cached lookup (in-process hit) vs uncached get (one round trip), on a
@@ -103,6 +103,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         await timed(call, 50)
     names = list(variants)
     per_round: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    metrics_cost: list[float] = []  # full - unmetered, paired call by call
     for r in range(rounds):
         # Interleave call by call (rotating the order), so noise lands on every variant alike,
         # and pair each variant's sample with the bare sample taken next to it.
@@ -124,6 +125,8 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
                     - percentile(samples["bare"], 0.99),
                 }
             )
+        counting = [f - u for f, u in zip(samples["full"], samples["unmetered"], strict=True)]
+        metrics_cost.append(statistics.median(counting))
         print(
             f"  round {r + 1}/{rounds}: "
             + ", ".join(
@@ -145,6 +148,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         result[name]["ratio_p50"] = statistics.median(
             row["p50"] / b for row, b in zip(rows, bare_p50s, strict=True)
         )
+    result["counting"] = {"added_p50": statistics.median(metrics_cost)}
     return result
 
 
@@ -186,11 +190,13 @@ def main() -> None:
     result = asyncio.run(pipeline(args.calls, args.rounds))
     print("\n| variant | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio vs bare |")
     print("|---|---|---|---|---|---|")
+    counting = result.pop("counting")["added_p50"]
     for name, row in result.items():
         print(
             f"| {name} | {row['p50']:.3f} | {row['p99']:.3f} | {row['added_p50']:.3f} | "
             f"{row['added_p99']:.3f} | {row['ratio_p50']:.2f}x |"
         )
+    print(f"\ncounting (metrics stage): full - unmetered, paired p50: {counting * 1000:.1f} µs")
     reads = asyncio.run(store_reads(5000, args.rounds))
     print("\n| Redis profile store get | median µs |")
     print("|---|---|")
