@@ -236,7 +236,7 @@ def usage_events(redis_url: str) -> int:
     client = redis.Redis.from_url(redis_url)
     try:
         return sum(
-            client.zcard(key) for key in client.scan_iter(match=f"{PREFIX}*:usage", count=1000)
+            client.zcard(key) for key in client.scan_iter(match=f"{PREFIX}*:usage:events", count=1000)
         )
     finally:
         client.close()
