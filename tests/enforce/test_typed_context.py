@@ -20,8 +20,8 @@ from persona_mw.signals.usage_store import MemoryUsageStore
 
 
 async def sessions(user: str, now: datetime, minutes: int) -> MemoryUsageStore:
-    """The real in-memory usage store with one message every 10 minutes of the last
-    ``minutes``."""
+    """The real in-memory usage store holding one message every 10 minutes of the last
+    ``minutes``: a continuing session."""
     store = MemoryUsageStore()
     await store.append(
         [UsageEvent(user, now - timedelta(minutes=m), "user") for m in range(minutes, 0, -10)]
