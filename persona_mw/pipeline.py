@@ -128,12 +128,23 @@ class Middleware:
         model: str,
         messages: list[Message],
         surface: str = "python",
+        jurisdictions: Sequence[str] = (),
         **llm_kwargs: Any,
     ) -> ModelResponse:
         """Personalise, call the model, enforce the bounds, record usage; return LiteLLM's
         ``ModelResponse``. A blocked input is answered with the rule's message and
-        ``finish_reason="content_filter"``; upstream failures raise UpstreamError."""
-        ctx = await self.begin(user, model, messages, llm_kwargs, stream=False, surface=surface)
+        ``finish_reason="content_filter"``; upstream failures raise UpstreamError.
+        ``jurisdictions`` adds laws for this call (codes, docs/compliance.md): a trusted
+        gateway's say on where the user is, on top of the deployment's and the profile's."""
+        ctx = await self.begin(
+            user,
+            model,
+            messages,
+            llm_kwargs,
+            stream=False,
+            surface=surface,
+            jurisdictions=jurisdictions,
+        )
         enforcer: ReplyEnforcer | None = None
         try:
             await self.run_input_stages(ctx)
@@ -161,6 +172,7 @@ class Middleware:
         model: str,
         messages: list[Message],
         surface: str = "python",
+        jurisdictions: Sequence[str] = (),
         **llm_kwargs: Any,
     ) -> AsyncIterator[ModelResponseStream]:
         """Like :meth:`acompletion`, streamed: yields LiteLLM ``ModelResponseStream`` chunks.
@@ -169,7 +181,15 @@ class Middleware:
         redact is ever yielded. Closing the iterator early cancels the upstream call; usage is
         still recorded.
         """
-        ctx = await self.begin(user, model, messages, llm_kwargs, stream=True, surface=surface)
+        ctx = await self.begin(
+            user,
+            model,
+            messages,
+            llm_kwargs,
+            stream=True,
+            surface=surface,
+            jurisdictions=jurisdictions,
+        )
         try:
             await self.run_input_stages(ctx)
             if ctx.reply is not None:
@@ -299,6 +319,7 @@ class Middleware:
         stream: bool,
         surface: str,
         request: Mapping[str, Any] | None = None,
+        jurisdictions: Sequence[str] = (),
     ) -> CallContext:
         """Validate the call, load the profile and make the call's context.
 
@@ -306,6 +327,7 @@ class Middleware:
         OpenAI parameters: ``request`` when given (a host that calls the model itself passes its
         request, e.g. the proxy's ``data``), else ``llm_kwargs``."""
         _validate_call(user, model, messages)
+        laws = _validate_jurisdictions(jurisdictions)
         started = time.perf_counter()
         profile, source = await self.load_profile(user)
         llm_kwargs.pop("stream", None)
@@ -322,6 +344,7 @@ class Middleware:
             profile_source=source,
             started_at=datetime.now(UTC),
             surface=surface,
+            jurisdictions=laws,
             notices_out_of_band=notices_out_of_band(
                 request if request is not None else llm_kwargs, self.settings.notices
             ),
@@ -424,6 +447,21 @@ class Middleware:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _validate_jurisdictions(codes: Sequence[str]) -> tuple[str, ...]:
+    from .compliance import known_codes
+    from .errors import ConfigError
+
+    if isinstance(codes, str):  # one code given bare
+        codes = (codes,)
+    unknown = [code for code in codes if code not in known_codes()]
+    if unknown:
+        raise ConfigError(
+            f"unknown jurisdiction(s) {unknown}; use codes from {list(known_codes())}",
+            field="jurisdictions",
+        )
+    return tuple(codes)
 
 
 def _validate_call(user: str, model: str, messages: list[Message]) -> None:
