@@ -44,6 +44,7 @@ from persona_mw import (
     update_profile,
 )
 from persona_mw.bounds import BoundsInputStage
+from persona_mw.compliance import PROVENANCE_FIELD, PROVENANCE_HEADER
 from persona_mw.demo_model import DEMO_MODEL, register_demo_model
 from persona_mw.enforce import NOTICES_FIELD, NOTICES_HEADER
 from persona_mw.llm import LiteLLMClient, import_litellm
@@ -96,6 +97,7 @@ def _request_laws(header: str | None, trusted: bool) -> tuple[str, ...]:
             param=JURISDICTION_HEADER,
         )
     return codes
+
 
 _log = structlog.get_logger("persona_mw.server")
 _OPEN = Principal(name="(no api keys configured)", role="open")
@@ -484,9 +486,14 @@ def create_app(
 
 
 def _notice_headers(reply: Any) -> dict[str, str]:
-    """The notices out of band, as a header too (JSON, ASCII-escaped: headers are latin-1)."""
+    """The notices out of band and the provenance marker, as headers too (JSON, ASCII-escaped:
+    headers are latin-1)."""
     notices = getattr(reply, NOTICES_FIELD, None)
-    return {NOTICES_HEADER: json.dumps(notices)} if notices else {}
+    headers = {NOTICES_HEADER: json.dumps(notices)} if notices else {}
+    marker = getattr(reply, PROVENANCE_FIELD, None)
+    if marker is not None:
+        headers[PROVENANCE_HEADER] = json.dumps(marker)
+    return headers
 
 
 async def _sse(

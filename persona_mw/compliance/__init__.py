@@ -24,9 +24,12 @@ from .law import (
     known_codes,
     parse_jurisdiction,
 )
+from .marking import PROVENANCE_FIELD, PROVENANCE_HEADER, Provenance, provenance
 from .union import Compliance, Interval, LawRef, Requirement, compliance_for
 
 __all__ = [
+    "PROVENANCE_FIELD",
+    "PROVENANCE_HEADER",
     "Compliance",
     "ContentBanDuty",
     "CrisisDuty",
@@ -37,6 +40,7 @@ __all__ = [
     "LawRef",
     "MarkingDuty",
     "NeverClaimHumanDuty",
+    "Provenance",
     "ReminderDuty",
     "ReportDuty",
     "Requirement",
@@ -44,4 +48,5 @@ __all__ = [
     "jurisdiction",
     "known_codes",
     "parse_jurisdiction",
+    "provenance",
 ]
