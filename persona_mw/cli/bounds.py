@@ -262,3 +262,16 @@ def explain(
             entry["stream_hold"] = holds[entry["id"]]
     explained["sources"] = list(loaded.sources)
     click.echo(json.dumps(explained, ensure_ascii=False, indent=2))
+
+
+@policy.command()
+@click.argument("law")
+def protocol(law: str) -> None:
+    """Print the published crisis protocol of LAW (a jurisdiction code), generated from the packs
+    that carry it out."""
+    from ..compliance.protocol import crisis_protocol_text
+
+    try:
+        click.echo(crisis_protocol_text(law), nl=False)
+    except (PersonaError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None

@@ -95,3 +95,22 @@ def test_a_bad_file_names_the_file_field_and_fix(
 def test_an_unknown_code_lists_the_known_ones() -> None:
     with pytest.raises(PolicyError, match=r"unknown jurisdiction 'us-xx'.*us-ca-sb243"):
         jurisdiction("us-xx")
+
+
+def test_policy_protocol_prints_the_text_generated_from_the_packs() -> None:
+    from click.testing import CliRunner
+
+    from persona_mw.bounds.packs import pack_rules
+    from persona_mw.cli.bounds import policy
+
+    ideation = next(r for r in pack_rules("crisis") if r.id == "crisis.ideation")
+    assert ideation.message is not None
+    result = CliRunner().invoke(policy, ["protocol", "us-or-sb1546"])
+    assert result.exit_code == 0, result.output
+    assert "SB 1546 §3" in result.output
+    assert "interrupted" in result.output
+    assert ideation.message.strip() in result.output
+    ny = CliRunner().invoke(policy, ["protocol", "us-ny-gbl-art47"])
+    assert "harm to others" in ny.output and "interrupted" not in ny.output
+    eu = CliRunner().invoke(policy, ["protocol", "eu-ai-act-art50"])
+    assert eu.exit_code == 1 and "asks for no crisis protocol" in eu.output
