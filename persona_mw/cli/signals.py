@@ -51,11 +51,11 @@ def _config(path: str | None) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-def _read_events(stream: IO[str]) -> list[Any]:
-    from persona_mw.signals.offline import EventLineError, parse_event_lines
+def _read_events(stream: IO[str]) -> tuple[list[Any], dict[str, tuple[str, ...]]]:
+    from persona_mw.signals.offline import EventLineError, parse_event_file
 
     try:
-        return parse_event_lines(stream)
+        return parse_event_file(stream)
     except EventLineError as exc:
         raise click.ClickException(f"{getattr(stream, 'name', 'events')}: {exc}") from None
 
@@ -79,22 +79,52 @@ _NOW_HELP = "the instant to compute at (ISO-8601 with offset); default: the curr
     help="a deployment YAML; its signals: section sets the thresholds",
 )
 @click.option("--history", is_flag=True, help="also print each user's daily history")
+@click.option(
+    "--jurisdiction",
+    "jurisdictions",
+    multiple=True,
+    help="a law that applies to every user (events may add theirs); repeatable",
+)
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="run each user's messages through the live ladder one by one and add actions_log",
+)
 def signals(
-    events_file: IO[str], now: datetime | None, config_path: str | None, history: bool
+    events_file: IO[str],
+    now: datetime | None,
+    config_path: str | None,
+    history: bool,
+    jurisdictions: tuple[str, ...],
+    replay: bool,
 ) -> None:
     """Compute dependence signals and due actions per user from a file of messages.
 
-    Prints one JSON object keyed by user; see docs/signals.md for every field.
+    Prints one JSON object keyed by user; see docs/signals.md for every field. With
+    ``--replay``, each user also gets ``actions_log``: every action the ladder took at each of
+    their messages (its due-state carried along, as live) and the laws that required it.
     """
-    from persona_mw.signals.offline import analyse_events
+    from persona_mw.compliance import known_codes
+    from persona_mw.signals.offline import analyse_events, replay_events
 
+    unknown = [code for code in jurisdictions if code not in known_codes()]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown jurisdiction(s) {unknown}; use codes from {list(known_codes())}",
+            param_hint="--jurisdiction",
+        )
     cfg = _config(config_path)
-    events = _read_events(events_file)
-    results = analyse_events(events, now or datetime.now(UTC), cfg)
-    out = {
+    events, laws = _read_events(events_file)
+    at = now or datetime.now(UTC)
+    results = analyse_events(events, at, cfg)
+    out: dict[str, dict[str, Any]] = {
         user: {**s.to_dict(history=history), "actions": actions}
         for user, (s, actions) in results.items()
     }
+    if replay:
+        logs = replay_events(events, at, cfg, laws=laws, default_laws=jurisdictions)
+        for user, log in logs.items():
+            out[user]["actions_log"] = [entry.to_json() for entry in log]
     click.echo(json.dumps(out, indent=2, ensure_ascii=False))
 
 
@@ -150,7 +180,7 @@ def report(
     cfg = _config(config_path)
     at = now or datetime.now(UTC)
     if events_file is not None:
-        data = _from_events(_read_events(events_file), user_id, at, cfg)
+        data = _from_events(_read_events(events_file)[0], user_id, at, cfg)
     else:
         data = asyncio.run(_from_redis(str(redis_url), prefix, user_id, at, cfg))
     if user_id:
