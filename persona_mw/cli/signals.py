@@ -132,10 +132,22 @@ def signals(
 @click.option("--user", "user_id", help="report on this user")
 @click.option("--aggregate", is_flag=True, help="non-identifying counts across all users")
 @click.option(
+    "--statutory",
+    "statutory_law",
+    metavar="LAW",
+    help="the figures law LAW asks for (a jurisdiction code), per month, from the shared store",
+)
+@click.option(
+    "--from", "date_from", type=click.DateTime(["%Y-%m-%d"]), help="with --statutory: first day"
+)
+@click.option(
+    "--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), help="with --statutory: last day"
+)
+@click.option(
     "--html",
     "html_file",
     type=click.Path(dir_okay=False),
-    help="with --user: also write a self-contained HTML page with charts",
+    help="with --user or --statutory: also write a self-contained HTML page",
 )
 @click.option(
     "--events",
@@ -160,6 +172,9 @@ def signals(
 def report(
     user_id: str | None,
     aggregate: bool,
+    statutory_law: str | None,
+    date_from: datetime | None,
+    date_to: datetime | None,
     html_file: str | None,
     events_file: IO[str] | None,
     redis_url: str | None,
@@ -168,11 +183,29 @@ def report(
     config_path: str | None,
     as_json: bool,
 ) -> None:
-    """A user's current signals and daily history, or aggregate counts for an annual report."""
-    if bool(user_id) == aggregate:
-        raise click.UsageError("give exactly one of --user ID or --aggregate")
+    """A user's current signals and daily history, aggregate counts for an annual report, or a
+    law's statutory figures (``--statutory LAW --from DATE --to DATE``; JSON, and --html)."""
+    if sum((bool(user_id), aggregate, bool(statutory_law))) != 1:
+        raise click.UsageError("give exactly one of --user ID, --aggregate or --statutory LAW")
+    if statutory_law:
+        if date_from is None or date_to is None:
+            raise click.UsageError("--statutory needs --from DATE and --to DATE (YYYY-MM-DD)")
+        if not redis_url and config_path:
+            from persona_mw.config import load_config
+
+            store = load_config(config_path).store
+            redis_url, prefix = store.url or None, store.prefix
+        if not redis_url:
+            raise click.UsageError(
+                "--statutory reads the deployment's shared counters: pass --redis-url URL "
+                "(or set PERSONA_MW_REDIS_URL)"
+            )
+        _statutory_report(
+            str(redis_url), prefix, statutory_law, date_from.date(), date_to.date(), html_file
+        )
+        return
     if html_file and not user_id:
-        raise click.UsageError("--html goes with --user")
+        raise click.UsageError("--html goes with --user or --statutory")
     if events_file is None and not redis_url:
         raise click.UsageError(
             "no usage source: pass --events FILE, or --redis-url URL (or set PERSONA_MW_REDIS_URL)"
@@ -187,6 +220,29 @@ def report(
         _user_report(data, user_id, cfg, html_file, as_json)
     else:
         _aggregate_report(data, at, cfg, as_json)
+
+
+def _statutory_report(
+    url: str, prefix: str, law: str, start: Any, end: Any, html_file: str | None
+) -> None:
+    from persona_mw.compliance.reports import report_html, statutory_report
+    from persona_mw.errors import PersonaError
+    from persona_mw.signals.action_state import RedisActionStateStore
+
+    async def run() -> dict[str, Any]:
+        store = RedisActionStateStore(url, prefix=prefix)
+        try:
+            return await statutory_report(store.counters, law, start, end)
+        finally:
+            await store.aclose()
+
+    try:
+        out = asyncio.run(run())
+    except (PersonaError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if html_file:
+        Path(html_file).write_text(report_html(out), encoding="utf-8")
+    click.echo(json.dumps(out, indent=2, ensure_ascii=False))
 
 
 class _Loaded:
