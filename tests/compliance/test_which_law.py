@@ -202,3 +202,32 @@ def test_policy_explain_shows_which_law_requires_each_duty(tmp_path: Any) -> Non
     )
     assert bad.exit_code != 0
     assert "unknown jurisdiction" in bad.output
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_a_users_delete_keeps_their_laws_and_leaves_nothing_when_none(
+    kind: str, redis_url: str, key_prefix: str
+) -> None:
+    """Laws are deployer-owned: a delete by the user's key keeps them (in one atomic step); a
+    user with no law and no other kept field is left with no profile at all."""
+    from persona_mw_server import DEPLOYER_FIELDS
+
+    from persona_mw.stores.redis import RedisProfileStore
+    from persona_mw.types import ProfileStore
+
+    store: ProfileStore = (
+        MemoryProfileStore()
+        if kind == "memory"
+        else RedisProfileStore(redis_url, prefix=key_prefix)
+    )
+    try:
+        await store.put(Profile(user_id="wa", jurisdictions=[WA], own_rules="be brief"))
+        await store.put(Profile(user_id="none", own_rules="be brief"))
+        assert await store.delete("wa", keep=DEPLOYER_FIELDS)
+        kept = await store.get("wa")
+        assert kept is not None and kept.jurisdictions == [WA] and kept.own_rules == ""
+        assert await store.delete("none", keep=DEPLOYER_FIELDS)
+        assert await store.get("none") is None
+    finally:
+        await store.aclose()
