@@ -130,12 +130,23 @@ class Middleware:
         model: str,
         messages: list[Message],
         surface: str = "python",
+        jurisdictions: Sequence[str] = (),
         **llm_kwargs: Any,
     ) -> ModelResponse:
         """Personalise, call the model, enforce the bounds, record usage; return LiteLLM's
         ``ModelResponse``. A blocked input is answered with the rule's message and
-        ``finish_reason="content_filter"``; upstream failures raise UpstreamError."""
-        ctx = await self.begin(user, model, messages, llm_kwargs, stream=False, surface=surface)
+        ``finish_reason="content_filter"``; upstream failures raise UpstreamError.
+        ``jurisdictions`` adds laws for this call (codes, docs/compliance.md): a trusted
+        gateway's say on where the user is, on top of the deployment's and the profile's."""
+        ctx = await self.begin(
+            user,
+            model,
+            messages,
+            llm_kwargs,
+            stream=False,
+            surface=surface,
+            jurisdictions=jurisdictions,
+        )
         enforcer: ReplyEnforcer | None = None
         try:
             await self.run_input_stages(ctx)
@@ -163,6 +174,7 @@ class Middleware:
         model: str,
         messages: list[Message],
         surface: str = "python",
+        jurisdictions: Sequence[str] = (),
         **llm_kwargs: Any,
     ) -> AsyncIterator[ModelResponseStream]:
         """Like :meth:`acompletion`, streamed: yields LiteLLM ``ModelResponseStream`` chunks.
@@ -171,7 +183,15 @@ class Middleware:
         redact is ever yielded. Closing the iterator early cancels the upstream call; usage is
         still recorded.
         """
-        ctx = await self.begin(user, model, messages, llm_kwargs, stream=True, surface=surface)
+        ctx = await self.begin(
+            user,
+            model,
+            messages,
+            llm_kwargs,
+            stream=True,
+            surface=surface,
+            jurisdictions=jurisdictions,
+        )
         try:
             await self.run_input_stages(ctx)
             if ctx.reply is not None:
@@ -311,6 +331,7 @@ class Middleware:
         stream: bool,
         surface: str,
         request: Mapping[str, Any] | None = None,
+        jurisdictions: Sequence[str] = (),
     ) -> CallContext:
         """Validate the call, load the profile and make the call's context.
 
@@ -320,6 +341,7 @@ class Middleware:
         reply has (``n``)."""
         _validate_call(user, model, messages)
         params = request if request is not None else llm_kwargs
+        laws = _validate_jurisdictions(jurisdictions)
         started = time.perf_counter()
         profile, source = await self.load_profile(user)
         llm_kwargs.pop("stream", None)
@@ -337,6 +359,7 @@ class Middleware:
             started_at=datetime.now(UTC),
             surface=surface,
             choices=_choices(params),
+            jurisdictions=laws,
             notices_out_of_band=notices_out_of_band(params, self.settings.notices),
             _t0=started,
         )
@@ -437,6 +460,21 @@ class Middleware:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _validate_jurisdictions(codes: Sequence[str]) -> tuple[str, ...]:
+    from .compliance import known_codes
+    from .errors import ConfigError
+
+    if isinstance(codes, str):  # one code given bare
+        codes = (codes,)
+    unknown = [code for code in codes if code not in known_codes()]
+    if unknown:
+        raise ConfigError(
+            f"unknown jurisdiction(s) {unknown}; use codes from {list(known_codes())}",
+            field="jurisdictions",
+        )
+    return tuple(codes)
 
 
 def _validate_call(user: str, model: str, messages: list[Message]) -> None:

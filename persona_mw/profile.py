@@ -160,7 +160,22 @@ class Profile(_Frozen):
     age_band: AgeBand = "unknown"
     #: Set by the deployer when it knows the user is a minor; implied by a minor age band.
     known_minor: bool = False
+    #: The laws that apply to this user (jurisdiction codes, docs/compliance.md), on top of the
+    #: deployment's. Set by the deployer, like the age band: users cannot change it.
+    jurisdictions: list[ShortText] = Field(default_factory=list, max_length=10)
     timezone: str = "UTC"
+
+    @field_validator("jurisdictions")
+    @classmethod
+    def _known_laws(cls, value: list[str]) -> list[str]:
+        from .compliance import known_codes  # the law files load on first use
+
+        unknown = [code for code in value if code not in known_codes()]
+        if unknown:
+            raise ValueError(
+                f"unknown jurisdiction(s) {unknown}; use codes from {list(known_codes())}"
+            )
+        return sorted(set(value))
 
     @field_validator("timezone")
     @classmethod

@@ -134,6 +134,9 @@ class CallContext:
     started_at: datetime
     #: Where the call came from: "python", "langchain", "server", "litellm-proxy".
     surface: str = "python"
+    #: Laws this request says apply (a trusted gateway's header), on top of the deployment's
+    #: and the profile's (jurisdiction codes, docs/compliance.md).
+    jurisdictions: tuple[str, ...] = ()
     #: The bounds in force for this user; set by the bounds input stage.
     policy: EffectivePolicy | None = None
     #: The deployer's AI-disclosure rule (from ``policy``); None: the signals config's.

@@ -38,6 +38,7 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict
 
 from persona_mw import CallContext, Middleware
+from persona_mw.compliance import PROVENANCE_FIELD, provenance
 from persona_mw.enforce import (
     NOTICES_FIELD,
     Piece,
@@ -375,6 +376,15 @@ class _Call:
         self.conversation = conversation
         self.enforcer: ReplyEnforcer = mw.enforcer(ctx)
         self.first = True
+        self.marked = False
+
+    def _marker(self) -> dict[str, Any] | None:
+        """The provenance marker, on a stream's first chunk only: LangChain concatenates the
+        string values of the chunks' metadata."""
+        if self.marked:
+            return None
+        self.marked = True
+        return provenance(self.ctx).to_json()
 
     @property
     def answered(self) -> bool:
@@ -387,7 +397,10 @@ class _Call:
 
     def synthetic(self) -> ChatResult:
         release = self.enforcer.synthetic()
-        message = AIMessage(content=release.content, response_metadata=_metadata_of(release, {}))
+        message = AIMessage(
+            content=release.content,
+            response_metadata=_metadata_of(release, {}, provenance(self.ctx).to_json()),
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def result(self, result: ChatResult, started: float) -> ChatResult:
@@ -412,7 +425,9 @@ class _Call:
                 ),
             )
             _restore_logprobs(release, metadata)
-            update: dict[str, Any] = {"response_metadata": _metadata_of(release, metadata)}
+            update: dict[str, Any] = {
+                "response_metadata": _metadata_of(release, metadata, provenance(self.ctx).to_json())
+            }
             # reasoning blocks in the content list stay only as the model wrote them (their
             # signatures cover them); checked text that differs replaces the list with the text
             blocks = bool(reasoning_blocks(message)) and release.reasoning != reasoning
@@ -501,7 +516,7 @@ class _Call:
             message=AIMessageChunk(
                 content=release.content,
                 additional_kwargs=kwargs,
-                response_metadata=_metadata_of(release, metadata),
+                response_metadata=_metadata_of(release, metadata, self._marker()),
                 tool_call_chunks=[
                     {"name": c.name, "args": c.arguments, "id": c.id, "index": c.index}
                     for c in release.tool_calls
@@ -537,10 +552,14 @@ def _restore_logprobs(release: Release, metadata: dict[str, Any]) -> None:
         metadata["logprobs"] = {"content": list(release.logprobs)}
 
 
-def _metadata_of(release: Release, metadata: dict[str, Any]) -> dict[str, Any]:
+def _metadata_of(
+    release: Release, metadata: dict[str, Any], marker: dict[str, Any] | None
+) -> dict[str, Any]:
     out = dict(metadata)
     if release.finish_reason:
         out[_FINISH] = release.finish_reason
+    if marker is not None:
+        out[PROVENANCE_FIELD] = marker
     if release.notices:
         out[NOTICES_FIELD] = notices_json(release.notices)
     return out

@@ -59,6 +59,7 @@ from persona_mw import (
     configure_logging,
     load_config,
 )
+from persona_mw.compliance import PROVENANCE_FIELD
 from persona_mw.enforce import NOTICES_FIELD, mark_failed, reply_text
 
 from .edge import (
@@ -300,10 +301,12 @@ def _factory(spec: str | None) -> MiddlewareFactory:
 
 
 def _keep_notices(chunk: ModelResponseStream) -> ModelResponseStream:
-    """A chunk carrying notices out of band (``persona_notices``) must reach the client with
-    them. The proxy's fast serializer for plain text chunks writes only the fields it knows and
-    falls back to the full one when ``provider_specific_fields`` is set, so set it (empty)."""
-    if getattr(chunk, NOTICES_FIELD, None) is not None and chunk.provider_specific_fields is None:
+    """A chunk carrying notices out of band (``persona_notices``) or the provenance marker
+    (``persona_provenance``) must reach the client with them. The proxy's fast serializer for
+    plain text chunks writes only the fields it knows and falls back to the full one when
+    ``provider_specific_fields`` is set, so set it (empty)."""
+    extra = any(getattr(chunk, f, None) is not None for f in (NOTICES_FIELD, PROVENANCE_FIELD))
+    if extra and chunk.provider_specific_fields is None:
         chunk.provider_specific_fields = {}
     return chunk
 

@@ -44,6 +44,7 @@ from persona_mw import (
     update_profile,
 )
 from persona_mw.bounds import BoundsInputStage
+from persona_mw.compliance import PROVENANCE_FIELD, PROVENANCE_HEADER
 from persona_mw.demo_model import DEMO_MODEL, register_demo_model
 from persona_mw.enforce import NOTICES_FIELD, NOTICES_HEADER
 from persona_mw.llm import LiteLLMClient, import_litellm
@@ -69,6 +70,34 @@ __all__ = ["USER_HEADER", "create_app"]
 
 #: The header that names the end user; it takes precedence over the body's ``user`` field.
 USER_HEADER = "X-Persona-User"
+JURISDICTION_HEADER = "X-Persona-Jurisdiction"
+
+
+def _request_laws(header: str | None, trusted: bool) -> tuple[str, ...]:
+    """The laws a trusted gateway says apply to this request (none without the header)."""
+    if header is None:
+        return ()
+    if not trusted:
+        raise ApiError(
+            400,
+            f"the {JURISDICTION_HEADER} header is not accepted here: set "
+            "server.trust_jurisdiction_header: true when a gateway you run sets it (and strips "
+            "it from end users), or set the profile's `jurisdictions`",
+            param=JURISDICTION_HEADER,
+        )
+    from persona_mw.compliance import known_codes
+
+    codes = tuple(code.strip() for code in header.split(",") if code.strip())
+    unknown = [code for code in codes if code not in known_codes()]
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown jurisdiction(s) {unknown} in {JURISDICTION_HEADER}; use codes from "
+            f"{list(known_codes())}",
+            param=JURISDICTION_HEADER,
+        )
+    return codes
+
 
 _log = structlog.get_logger("persona_mw.server")
 _OPEN = Principal(name="(no api keys configured)", role="open")
@@ -192,9 +221,15 @@ def create_app(
         x_persona_user: str | None = Header(
             default=None, description="the end user; wins over `user`"
         ),
+        x_persona_jurisdiction: str | None = Header(
+            default=None,
+            description="law codes that apply to this user, comma-separated (a trusted "
+            "gateway's header; needs server.trust_jurisdiction_header)",
+        ),
     ) -> Response:
         """Chat completion, personalised for the end user and held within the bounds."""
         allow(who, "complete")
+        laws = _request_laws(x_persona_jurisdiction, config.server.trust_jurisdiction_header)
         user = x_persona_user or body.user
         if not user:
             raise ApiError(
@@ -218,6 +253,7 @@ def create_app(
             "model": body.model,
             "messages": body.messages,
             "surface": "server",
+            "jurisdictions": laws,
             **kwargs,
         }
         if not body.stream:
@@ -450,9 +486,14 @@ def create_app(
 
 
 def _notice_headers(reply: Any) -> dict[str, str]:
-    """The notices out of band, as a header too (JSON, ASCII-escaped: headers are latin-1)."""
+    """The notices out of band and the provenance marker, as headers too (JSON, ASCII-escaped:
+    headers are latin-1)."""
     notices = getattr(reply, NOTICES_FIELD, None)
-    return {NOTICES_HEADER: json.dumps(notices)} if notices else {}
+    headers = {NOTICES_HEADER: json.dumps(notices)} if notices else {}
+    marker = getattr(reply, PROVENANCE_FIELD, None)
+    if marker is not None:
+        headers[PROVENANCE_HEADER] = json.dumps(marker)
+    return headers
 
 
 async def _sse(

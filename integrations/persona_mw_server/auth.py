@@ -37,8 +37,9 @@ Action = Literal[
 ]
 
 #: Profile fields a ``user`` key may not change: the deployer's knowledge of the user's age
-#: decides which tier-2 rules apply, so a user could otherwise opt out of minor protections.
-DEPLOYER_FIELDS = ("age_band", "known_minor")
+#: decides which tier-2 rules apply, so a user could otherwise opt out of minor protections;
+#: the laws that apply to the user decide tier 1, so a user could otherwise opt out of a law.
+DEPLOYER_FIELDS = ("age_band", "known_minor", "jurisdictions")
 
 _APP_ACTIONS = frozenset({"complete", "read_models", "read_policy"})
 _USER_OWN_ACTIONS = frozenset(

@@ -106,6 +106,9 @@ class ServerSettings(_Frozen):
     upstream_timeout_s: float = Field(default=60.0, gt=0)
     #: On shutdown, seconds to let open streams finish before they are cut.
     drain_timeout_s: float = Field(default=30.0, ge=0)
+    #: Accept the ``X-Persona-Jurisdiction`` header (comma-separated law codes) from callers:
+    #: only behind a gateway that sets it and strips it from end users (docs/compliance.md).
+    trust_jurisdiction_header: bool = False
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServerSettings:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from persona_mw.compliance import PROVENANCE_FIELD
 from persona_mw.enforce import NOTICES_FIELD
 
 if TYPE_CHECKING:
@@ -153,6 +154,12 @@ class ChatCompletion(BaseModel):
         "AI disclosure, reminders and crisis resources the app must show; also in the "
         "X-Persona-Notices header",
     )
+    persona_provenance: dict[str, Any] | None = Field(
+        default=None,
+        description="the machine-readable marker (EU AI Act Art. 50(2)): ai_generated, generator, "
+        "model (null when no model ran), policy_version, jurisdictions; also in the "
+        "X-Persona-Provenance header",
+    )
 
 
 class Delta(BaseModel):
@@ -182,6 +189,9 @@ class ChatCompletionChunk(BaseModel):
     persona_notices: list[PersonaNotice] | None = Field(
         default=None,
         description="out of band only: on the first chunk and each chunk that ends a choice",
+    )
+    persona_provenance: dict[str, Any] | None = Field(
+        default=None, description="the machine-readable marker, on the first chunk"
     )
 
 
@@ -235,6 +245,9 @@ def _notices(obj: Any, body: dict[str, Any]) -> None:
     notices = getattr(obj, NOTICES_FIELD, None)
     if notices is not None:
         body[NOTICES_FIELD] = notices
+    marker = getattr(obj, PROVENANCE_FIELD, None)
+    if marker is not None:
+        body[PROVENANCE_FIELD] = marker
 
 
 def _usage(usage: Any) -> dict[str, int] | None:

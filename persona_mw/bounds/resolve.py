@@ -10,14 +10,15 @@ can show the whole composition.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from ..compliance import Compliance, compliance_for
 from ..profile import Profile
 from ..types import Instruction
-from .packs import USER_PACKS
+from .packs import PACKS, USER_PACKS, pack_rules
 from .policy import AIDisclosure, JudgeSpec, PhrasesSpec, Policy, RelationshipSpec, Rule
 from .scan import RuleInForce, Scanner
 
@@ -46,6 +47,8 @@ class EffectivePolicy:
     output: Scanner = field(repr=False)
     #: Input rules whose detector is an LLM judge (run asynchronously by the input stage).
     judges: tuple[RuleInForce, ...] = ()
+    #: What the laws that apply to this user require (schedule, crisis behaviour, marking).
+    compliance: Compliance = field(default_factory=Compliance)
 
     def explain(self) -> dict[str, Any]:
         """The composition as plain data (the CLI prints it as JSON)."""
@@ -67,6 +70,8 @@ class EffectivePolicy:
             "instructions": [
                 {"tier": i.tier, "source": i.source, "text": i.text} for i in self.instructions
             ],
+            "jurisdictions": list(self.compliance.laws),
+            "duties": self.compliance.explain(),
         }
 
 
@@ -84,11 +89,21 @@ def _audience_ok(rule: Rule, *, minor: bool, adult: bool) -> str | None:
 
 
 def resolve(
-    policy: Policy, profile: Profile, *, scorer: Callable[[str], float] | None = None
+    policy: Policy,
+    profile: Profile,
+    *,
+    scorer: Callable[[str], float] | None = None,
+    jurisdictions: Iterable[str] = (),
+    misleading_context: bool = False,
 ) -> EffectivePolicy:
     """The effective policy for ``profile`` under ``policy``. Pure and memoised on the policy and
-    the profile fields that matter (age, bounds, adjustable choices), so users with the same
-    settings share one compiled result; ``scorer`` replaces the relationship scorer (tests)."""
+    the profile fields that matter (age, bounds, adjustable choices, laws), so users with the
+    same settings share one compiled result; ``scorer`` replaces the relationship scorer (tests).
+
+    The laws in force are ``jurisdictions`` (the deployment's and the request's) plus the
+    profile's own: every pack rule a law requires is in force at tier 1 (added when the policy
+    lacks it, raised to tier 1 and out of the user's reach when the policy has it at tier 2)."""
+    laws = tuple(sorted({*jurisdictions, *profile.jurisdictions}))
     return _resolve(
         policy,
         profile.known_minor,
@@ -97,7 +112,19 @@ def resolve(
         tuple(profile.bounds.enable_packs),
         tuple(sorted(profile.adjustable.items())),
         scorer,
+        laws,
+        misleading_context,
     )
+
+
+def _law_rules(policy: Policy, compliance: Compliance) -> tuple[Rule, ...]:
+    """The policy's rules, with the pack rules the laws require added (those it lacks)."""
+    present = {rule.id for rule in policy.rules}
+    required = {rule_id for rule_id, _ in compliance.rules} - present
+    if not required:
+        return policy.rules
+    extra = [rule for name in PACKS for rule in pack_rules(name) if rule.id in required]
+    return (*policy.rules, *extra)
 
 
 @lru_cache(maxsize=4096)
@@ -109,18 +136,26 @@ def _resolve(
     enable_packs: tuple[str, ...],
     adjustable: tuple[tuple[str, bool | int | str], ...],
     scorer: Callable[[str], float] | None,
+    laws: tuple[str, ...] = (),
+    misleading: bool = False,
 ) -> EffectivePolicy:
+    compliance = compliance_for(laws, minor=minor, misleading_context=misleading)
     choices = dict(adjustable)
     user_packs = set(enable_packs)
     in_force: list[RuleInForce] = []
     left_out: list[tuple[str, str]] = []
 
-    for rule in policy.rules:
+    for rule in _law_rules(policy, compliance):
         why_not = _audience_ok(rule, minor=minor, adult=adult)
         if why_not:
             left_out.append((rule.id, why_not))
             continue
+        required = compliance.rule_laws(rule.id)
+        if required is not None:
+            rule = rule.model_copy(update={"tier": 1, "adjustable": None})
         reason = _TIER_REASON[rule.tier]
+        if required is not None:
+            reason += f"; required by {', '.join(required.laws)}"
         if rule.audience == "minors":
             reason += "; the user is a known minor"
         adj = rule.adjustable
@@ -210,4 +245,5 @@ def _resolve(
         ),
         output=Scanner([r for r in detecting if r.rule.applies_to("output")], scorer=scorer),
         judges=tuple(r for r in detecting if isinstance(r.rule.detector, JudgeSpec)),
+        compliance=compliance,
     )

@@ -13,10 +13,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..profile import Profile
 from ..types import Action, CallContext, Decision, Instruction, Message, Notice, Span
@@ -24,6 +24,7 @@ from .inputs import (
     MessageText,
     ProfileTextFinding,
     VerdictCache,
+    current_turn_start,
     message_texts,
     plan_input,
     profile_for_prompt,
@@ -49,9 +50,11 @@ __all__ = [
     "BoundsConfig",
     "BoundsInputStage",
     "BoundsOutputStage",
+    "CrisisInterrupt",
     "InputVerdict",
     "bounds_stages",
     "check_input",
+    "crisis_interrupt",
     "input_verdict",
     "redact_last_user",
 ]
@@ -82,6 +85,24 @@ class BoundsConfig(BaseModel):
     judge_timeout_s: float = Field(default=2.0, gt=0, le=60)
     #: Extra keyword arguments for the judge's ``litellm.acompletion`` (api_base, api_key...).
     judge_kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: Laws that apply to every user of this deployment (codes, docs/compliance.md); a profile's
+    #: ``jurisdictions`` and a trusted gateway header add to them, never take away.
+    jurisdictions: tuple[str, ...] = ()
+    #: The deployment is one where a person could take the AI for a human (CA SB 243 §22602(a),
+    #: OR SB 1546 §2): those laws' disclosure duties then apply to adults too.
+    misleading_context: bool = False
+
+    @field_validator("jurisdictions")
+    @classmethod
+    def _known_laws(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from ..compliance import known_codes
+
+        unknown = [code for code in value if code not in known_codes()]
+        if unknown:
+            raise ValueError(
+                f"unknown jurisdiction(s) {unknown}; use codes from {list(known_codes())}"
+            )
+        return value
 
     def load(self, base_dir: str | os.PathLike[str] | None = None) -> Policy:
         """The policy these settings name (PolicyError when a file is bad)."""
@@ -89,6 +110,37 @@ class BoundsConfig(BaseModel):
             return policy_from_dict(BASELINE_POLICY, source="<baseline>")
         base = Path(base_dir) if base_dir is not None else Path.cwd()
         return load_policy(*(base / p for p in self.policies))
+
+
+@dataclass(frozen=True, slots=True)
+class CrisisInterrupt:
+    """What a law's "interrupt the conversation" (OR SB 1546 §3) does on this call: a crisis in
+    the current turn replaces the reply with the protocol's response (``"reply"``); one earlier
+    in the conversation carries the resources on this turn too (``"notice"``)."""
+
+    position: Literal["reply", "notice"]
+    text: str
+    source: str
+
+
+def crisis_interrupt(
+    messages: Sequence[Message], checked: Sequence[tuple[MessageText, Sequence[Hit]]]
+) -> CrisisInterrupt | None:
+    """Pure: the interrupt due on this call, if a crisis-protocol rule (``crisis.*`` with a
+    message: the referral) fired on any message of the conversation."""
+    current = current_turn_start(messages)
+    found: CrisisInterrupt | None = None
+    for message, hits in checked:
+        for hit in hits:
+            rule = hit.rule.rule
+            if hit.error or not rule.id.startswith("crisis.") or not rule.message:
+                continue
+            if hit.action not in ("append", "notify"):
+                continue
+            if message.index >= current:
+                return CrisisInterrupt("reply", rule.message, rule.id)
+            found = found or CrisisInterrupt("notice", rule.message, rule.id)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +250,12 @@ class BoundsInputStage:
         judge_timeout_s: float = 2.0,
         judge_kwargs: Mapping[str, Any] | None = None,
         scorer: Callable[[str], float] | None = None,
+        jurisdictions: Sequence[str] = (),
+        misleading_context: bool = False,
     ) -> None:
         self.policy = policy
+        self.jurisdictions = tuple(jurisdictions)
+        self.misleading_context = misleading_context
         self.judge_model = judge_model
         self.judge_timeout_s = judge_timeout_s
         self.judge_kwargs = dict(judge_kwargs or {})
@@ -213,10 +269,21 @@ class BoundsInputStage:
     def explain(self, profile: Profile) -> dict[str, Any]:
         """Every rule in force for ``profile`` (and every rule not in force), with its tier and
         why: what ``GET /v1/policy`` and ``persona-mw bounds policy`` show."""
-        return resolve(self.policy, profile, scorer=self.scorer).explain()
+        return self.effective(profile).explain()
+
+    def effective(self, profile: Profile, request_laws: Sequence[str] = ()) -> EffectivePolicy:
+        """The bounds in force for ``profile`` under the deployment's laws, the profile's and
+        the request's (a trusted gateway header)."""
+        return resolve(
+            self.policy,
+            profile,
+            scorer=self.scorer,
+            jurisdictions=(*self.jurisdictions, *request_laws),
+            misleading_context=self.misleading_context,
+        )
 
     async def __call__(self, ctx: CallContext) -> None:
-        effective = resolve(self.policy, ctx.profile, scorer=self.scorer)
+        effective = self.effective(ctx.profile, ctx.jurisdictions)
         ctx.policy = effective
         ctx.disclosure = effective.ai_disclosure
         ctx.instructions.extend(effective.instructions)
@@ -250,6 +317,14 @@ class BoundsInputStage:
             ctx.reply = plan.reply
             ctx.reply_finish_reason = "content_filter"
             return
+        if effective.compliance.crisis == "interrupt":
+            interrupt = crisis_interrupt(ctx.prompt_messages, checked)
+            if interrupt is not None and interrupt.position == "reply":
+                ctx.reply = interrupt.text
+                ctx.reply_finish_reason = "content_filter"
+                return
+            if interrupt is not None and all(n.source != interrupt.source for n in plan.notices):
+                ctx.notices.append(Notice(interrupt.text, interrupt.source, "after"))
         ctx.notices.extend(plan.notices)
         ctx.instructions.extend(plan.instructions)
         ctx.prompt_messages = plan.messages
@@ -259,7 +334,7 @@ class BoundsInputStage:
     ) -> list[ProfileTextFinding]:
         """What the input rules in force for ``profile`` would block or redact in its text
         fields (those that differ from ``since``): a profile write refuses these."""
-        effective = resolve(self.policy, profile, scorer=self.scorer)
+        effective = self.effective(profile)
         return profile_text_findings(effective, profile, since=since)
 
     def _redact_profile(self, ctx: CallContext, effective: EffectivePolicy) -> None:
@@ -326,10 +401,14 @@ class BoundsOutputStage:
         policy: Policy,
         hold_back_margin: int = DEFAULT_MARGIN,
         scorer: Callable[[str], float] | None = None,
+        jurisdictions: Sequence[str] = (),
+        misleading_context: bool = False,
     ) -> None:
         if not 0 <= hold_back_margin <= 64:
             raise ValueError("hold_back_margin must be between 0 and 64 characters")
         self.policy = policy
+        self.jurisdictions = tuple(jurisdictions)
+        self.misleading_context = misleading_context
         self.hold_back_margin = hold_back_margin
         self.scorer = scorer
 
@@ -339,7 +418,13 @@ class BoundsOutputStage:
     def open(self, ctx: CallContext) -> StreamFilter:
         effective = ctx.policy
         if effective is None:  # no bounds input stage ran (a middleware wired by hand)
-            effective = ctx.policy = resolve(self.policy, ctx.profile, scorer=self.scorer)
+            effective = ctx.policy = resolve(
+                self.policy,
+                ctx.profile,
+                scorer=self.scorer,
+                jurisdictions=(*self.jurisdictions, *ctx.jurisdictions),
+                misleading_context=self.misleading_context,
+            )
         scanner = effective.output
         return StreamFilter(scanner, ctx, hold_back=hold_back_for(scanner, self.hold_back_margin))
 
@@ -363,6 +448,14 @@ def bounds_stages(
             judge_timeout_s=config.judge_timeout_s,
             judge_kwargs=config.judge_kwargs,
             scorer=scorer,
+            jurisdictions=config.jurisdictions,
+            misleading_context=config.misleading_context,
         ),
-        BoundsOutputStage(policy=policy, hold_back_margin=config.hold_back_margin, scorer=scorer),
+        BoundsOutputStage(
+            policy=policy,
+            hold_back_margin=config.hold_back_margin,
+            scorer=scorer,
+            jurisdictions=config.jurisdictions,
+            misleading_context=config.misleading_context,
+        ),
     )

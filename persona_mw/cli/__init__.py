@@ -29,7 +29,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     ),
     "policy": (
         "persona_mw.cli.bounds:policy",
-        "Explain a policy: every rule in force, its tier and why.",
+        "Explain a policy (every rule and duty in force, and why); print a law's crisis protocol.",
     ),
     "score": (
         "persona_mw.cli.score:score",

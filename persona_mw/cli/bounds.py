@@ -222,12 +222,39 @@ def policy() -> None:
 @policy.command()
 @_policy_files
 @_profile_file
-def explain(policy_files: tuple[str, ...], profile_file: str | None) -> None:
-    """Print the effective policy: every rule in force, its tier and why, and what is not."""
+@click.option(
+    "--jurisdiction",
+    "jurisdictions",
+    multiple=True,
+    help="A law that applies to every user (the config's bounds.jurisdictions); repeatable. "
+    "The profile's own `jurisdictions` are added.",
+)
+@click.option(
+    "--misleading-context",
+    is_flag=True,
+    help="The deployment is one where a person could take the AI for a human "
+    "(bounds.misleading_context).",
+)
+def explain(
+    policy_files: tuple[str, ...],
+    profile_file: str | None,
+    jurisdictions: tuple[str, ...],
+    misleading_context: bool,
+) -> None:
+    """Print the effective policy: every rule in force, its tier and why, and what is not;
+    with laws, every duty and the law (and section) that requires it."""
     from ..bounds import resolve
 
     loaded, profile = _load(policy_files, profile_file)
-    effective = resolve(loaded, profile)
+    try:
+        effective = resolve(
+            loaded,
+            profile,
+            jurisdictions=jurisdictions,
+            misleading_context=misleading_context,
+        )
+    except PersonaError as exc:
+        raise click.ClickException(str(exc)) from None
     explained = effective.explain()
     holds = {r.rule.id: _stream_hold(r.rule) for r in effective.rules}
     for entry in explained["rules"]:
@@ -235,3 +262,16 @@ def explain(policy_files: tuple[str, ...], profile_file: str | None) -> None:
             entry["stream_hold"] = holds[entry["id"]]
     explained["sources"] = list(loaded.sources)
     click.echo(json.dumps(explained, ensure_ascii=False, indent=2))
+
+
+@policy.command()
+@click.argument("law")
+def protocol(law: str) -> None:
+    """Print the published crisis protocol of LAW (a jurisdiction code), generated from the packs
+    that carry it out."""
+    from ..compliance.protocol import crisis_protocol_text
+
+    try:
+        click.echo(crisis_protocol_text(law), nl=False)
+    except (PersonaError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None

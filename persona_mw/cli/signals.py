@@ -51,11 +51,11 @@ def _config(path: str | None) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-def _read_events(stream: IO[str]) -> list[Any]:
-    from persona_mw.signals.offline import EventLineError, parse_event_lines
+def _read_events(stream: IO[str]) -> tuple[list[Any], dict[str, tuple[str, ...]]]:
+    from persona_mw.signals.offline import EventLineError, parse_event_file
 
     try:
-        return parse_event_lines(stream)
+        return parse_event_file(stream)
     except EventLineError as exc:
         raise click.ClickException(f"{getattr(stream, 'name', 'events')}: {exc}") from None
 
@@ -79,22 +79,52 @@ _NOW_HELP = "the instant to compute at (ISO-8601 with offset); default: the curr
     help="a deployment YAML; its signals: section sets the thresholds",
 )
 @click.option("--history", is_flag=True, help="also print each user's daily history")
+@click.option(
+    "--jurisdiction",
+    "jurisdictions",
+    multiple=True,
+    help="a law that applies to every user (events may add theirs); repeatable",
+)
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="run each user's messages through the live ladder one by one and add actions_log",
+)
 def signals(
-    events_file: IO[str], now: datetime | None, config_path: str | None, history: bool
+    events_file: IO[str],
+    now: datetime | None,
+    config_path: str | None,
+    history: bool,
+    jurisdictions: tuple[str, ...],
+    replay: bool,
 ) -> None:
     """Compute dependence signals and due actions per user from a file of messages.
 
-    Prints one JSON object keyed by user; see docs/signals.md for every field.
+    Prints one JSON object keyed by user; see docs/signals.md for every field. With
+    ``--replay``, each user also gets ``actions_log``: every action the ladder took at each of
+    their messages (its due-state carried along, as live) and the laws that required it.
     """
-    from persona_mw.signals.offline import analyse_events
+    from persona_mw.compliance import known_codes
+    from persona_mw.signals.offline import analyse_events, replay_events
 
+    unknown = [code for code in jurisdictions if code not in known_codes()]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown jurisdiction(s) {unknown}; use codes from {list(known_codes())}",
+            param_hint="--jurisdiction",
+        )
     cfg = _config(config_path)
-    events = _read_events(events_file)
-    results = analyse_events(events, now or datetime.now(UTC), cfg)
-    out = {
+    events, laws = _read_events(events_file)
+    at = now or datetime.now(UTC)
+    results = analyse_events(events, at, cfg)
+    out: dict[str, dict[str, Any]] = {
         user: {**s.to_dict(history=history), "actions": actions}
         for user, (s, actions) in results.items()
     }
+    if replay:
+        logs = replay_events(events, at, cfg, laws=laws, default_laws=jurisdictions)
+        for user, log in logs.items():
+            out[user]["actions_log"] = [entry.to_json() for entry in log]
     click.echo(json.dumps(out, indent=2, ensure_ascii=False))
 
 
@@ -102,10 +132,22 @@ def signals(
 @click.option("--user", "user_id", help="report on this user")
 @click.option("--aggregate", is_flag=True, help="non-identifying counts across all users")
 @click.option(
+    "--statutory",
+    "statutory_law",
+    metavar="LAW",
+    help="the figures law LAW asks for (a jurisdiction code), per month, from the shared store",
+)
+@click.option(
+    "--from", "date_from", type=click.DateTime(["%Y-%m-%d"]), help="with --statutory: first day"
+)
+@click.option(
+    "--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), help="with --statutory: last day"
+)
+@click.option(
     "--html",
     "html_file",
     type=click.Path(dir_okay=False),
-    help="with --user: also write a self-contained HTML page with charts",
+    help="with --user or --statutory: also write a self-contained HTML page",
 )
 @click.option(
     "--events",
@@ -130,6 +172,9 @@ def signals(
 def report(
     user_id: str | None,
     aggregate: bool,
+    statutory_law: str | None,
+    date_from: datetime | None,
+    date_to: datetime | None,
     html_file: str | None,
     events_file: IO[str] | None,
     redis_url: str | None,
@@ -138,11 +183,31 @@ def report(
     config_path: str | None,
     as_json: bool,
 ) -> None:
-    """A user's current signals and daily history, or aggregate counts for an annual report."""
-    if bool(user_id) == aggregate:
-        raise click.UsageError("give exactly one of --user ID or --aggregate")
+    """A user's current signals and daily history, aggregate counts for an annual report, or a
+    law's statutory figures (``--statutory LAW --from DATE --to DATE``; JSON, and --html)."""
+    if sum((bool(user_id), aggregate, bool(statutory_law))) != 1:
+        raise click.UsageError(
+            "give exactly one of --user ID or --aggregate (or --statutory LAW)"
+        )
+    if statutory_law:
+        if date_from is None or date_to is None:
+            raise click.UsageError("--statutory needs --from DATE and --to DATE (YYYY-MM-DD)")
+        if not redis_url and config_path:
+            from persona_mw.config import load_config
+
+            store = load_config(config_path).store
+            redis_url, prefix = store.url or None, store.prefix
+        if not redis_url:
+            raise click.UsageError(
+                "--statutory reads the deployment's shared counters: pass --redis-url URL "
+                "(or set PERSONA_MW_REDIS_URL)"
+            )
+        _statutory_report(
+            str(redis_url), prefix, statutory_law, date_from.date(), date_to.date(), html_file
+        )
+        return
     if html_file and not user_id:
-        raise click.UsageError("--html goes with --user")
+        raise click.UsageError("--html goes with --user or --statutory")
     if events_file is None and not redis_url:
         raise click.UsageError(
             "no usage source: pass --events FILE, or --redis-url URL (or set PERSONA_MW_REDIS_URL)"
@@ -150,13 +215,36 @@ def report(
     cfg = _config(config_path)
     at = now or datetime.now(UTC)
     if events_file is not None:
-        data = _from_events(_read_events(events_file), user_id, at, cfg)
+        data = _from_events(_read_events(events_file)[0], user_id, at, cfg)
     else:
         data = asyncio.run(_from_redis(str(redis_url), prefix, user_id, at, cfg))
     if user_id:
         _user_report(data, user_id, cfg, html_file, as_json)
     else:
         _aggregate_report(data, at, cfg, as_json)
+
+
+def _statutory_report(
+    url: str, prefix: str, law: str, start: Any, end: Any, html_file: str | None
+) -> None:
+    from persona_mw.compliance.reports import report_html, statutory_report
+    from persona_mw.errors import PersonaError
+    from persona_mw.signals.action_state import RedisActionStateStore
+
+    async def run() -> dict[str, Any]:
+        store = RedisActionStateStore(url, prefix=prefix)
+        try:
+            return await statutory_report(store.counters, law, start, end)
+        finally:
+            await store.aclose()
+
+    try:
+        out = asyncio.run(run())
+    except (PersonaError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if html_file:
+        Path(html_file).write_text(report_html(out), encoding="utf-8")
+    click.echo(json.dumps(out, indent=2, ensure_ascii=False))
 
 
 class _Loaded:

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from ..compliance.marking import PROVENANCE_FIELD, provenance
 from ..types import CallContext, Notice
 from .engine import Piece, Release, ReplyEnforcer, ToolCallPiece
 
@@ -42,6 +43,7 @@ def enforce_response(enforcer: ReplyEnforcer, response: ModelResponse) -> ModelR
         _apply_whole(choice, release, enforcer)
     if enforcer.out_of_band:
         setattr(response, NOTICES_FIELD, notices_json(enforcer.notices()))
+    setattr(response, PROVENANCE_FIELD, provenance(ctx).to_json())
     if ctx.reply is not None:
         response.usage = _no_usage()  # LiteLLM's mock_response invents some; no model ran
     else:
@@ -107,7 +109,10 @@ async def enforce_stream(
 
 
 def _mark(piece: Any, enforcer: ReplyEnforcer, *, first: bool) -> None:
-    """Out of band: the notices on the first chunk and on each chunk that ends a choice."""
+    """The provenance marker on the first chunk; out of band, the notices on the first chunk and
+    on each chunk that ends a choice."""
+    if first:
+        setattr(piece, PROVENANCE_FIELD, provenance(enforcer.ctx).to_json())
     if not enforcer.out_of_band:
         return
     ends = any(c.finish_reason is not None for c in piece.choices)
@@ -252,6 +257,7 @@ def synthetic_response(enforcer: ReplyEnforcer) -> ModelResponse:
     )
     if enforcer.out_of_band:
         setattr(response, NOTICES_FIELD, notices_json(release.notices))
+    setattr(response, PROVENANCE_FIELD, provenance(ctx).to_json())
     return response
 
 
@@ -278,6 +284,7 @@ def synthetic_chunks(enforcer: ReplyEnforcer) -> list[ModelResponseStream]:
     if enforcer.out_of_band:
         for chunk in chunks:
             setattr(chunk, NOTICES_FIELD, notices_json(release.notices))
+    setattr(chunks[0], PROVENANCE_FIELD, provenance(ctx).to_json())
     return chunks
 
 

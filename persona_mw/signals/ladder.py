@@ -32,6 +32,7 @@ __all__ = [
     "DisclosurePolicy",
     "DueAction",
     "LadderResult",
+    "ReminderPolicy",
     "run_ladder",
     "watch_signals",
 ]
@@ -64,11 +65,26 @@ _GROUP = {"active_day_streak": "habit", "days_active_28": "habit"}
 
 @dataclass(frozen=True, slots=True)
 class DisclosurePolicy:
-    """Who is told "you are talking to an AI", how often, and with which words."""
+    """Who is told "you are talking to an AI", when, and with which words: at the start (the
+    day's first interaction, ``"daily"``; only the very first, ``"first"``; or ``"none"``) and
+    every ``interval_minutes`` of continuing interaction (None: never again that day)."""
 
     audience: Literal["all", "minors"]
-    interval_minutes: float
+    interval_minutes: float | None
     text: str
+    at_start: Literal["daily", "first", "none"] = "daily"
+    #: The laws that require the notice at the start / at the interval (jurisdiction codes).
+    start_laws: tuple[str, ...] = ()
+    interval_laws: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderPolicy:
+    """The statutory break + not-human reminder, every ``interval_minutes`` of a session, for
+    the user it is given for (the laws' audience already applied), and the laws behind it."""
+
+    interval_minutes: float
+    laws: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +98,8 @@ class DueAction:
     new: bool
     reason: str
     signals: Mapping[str, SignalValue] = field(default_factory=dict)
+    #: The laws that require this action now (jurisdiction codes); empty when none does.
+    laws: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +162,13 @@ def run_ladder(
     config: SignalsConfig | None = None,
     limits: Limits | None = None,
     disclosure: DisclosurePolicy | None = None,
+    reminder: ReminderPolicy | None = None,
     state: Mapping[str, datetime] | None = None,
 ) -> LadderResult:
-    """The actions due at ``signals.now`` and the due-state to keep. Pure: no I/O, no clock."""
+    """The actions due at ``signals.now`` and the due-state to keep. Pure: no I/O, no clock.
+
+    ``reminder``: the laws' break + not-human reminder for this user; without it, known minors
+    get one every ``config.minor_reminder_interval_minutes``."""
     cfg = config or SignalsConfig()
     lim = limits or Limits()
     last = dict(state or {})
@@ -155,8 +177,14 @@ def run_ladder(
     new_state = dict(last)
     actions: list[DueAction] = []
 
-    def fire(kind: ActionKind, tier: int, reason: str, values: Mapping[str, SignalValue]) -> None:
-        actions.append(DueAction(kind, tier, True, reason, dict(values)))
+    def fire(
+        kind: ActionKind,
+        tier: int,
+        reason: str,
+        values: Mapping[str, SignalValue],
+        laws: tuple[str, ...] = (),
+    ) -> None:
+        actions.append(DueAction(kind, tier, True, reason, dict(values), laws))
         new_state[kind] = now
 
     def same_day(ts: datetime | None) -> bool:
@@ -191,16 +219,22 @@ def run_ladder(
                 session,
             )
 
-        if signals.minor:
-            step = timedelta(minutes=cfg.minor_reminder_interval_minutes)
+        statutory = reminder
+        if statutory is None and signals.minor:
+            statutory = ReminderPolicy(cfg.minor_reminder_interval_minutes)
+        if statutory is not None:
+            step = timedelta(minutes=statutory.interval_minutes)
             k = int((now - start) / step)
             previous = last.get("statutory_reminder")
             if k >= 1 and (previous is None or previous < start + k * step):
+                why = ", ".join(statutory.laws) or "CA SB 243 for known minors"
                 fire(
                     "statutory_reminder",
                     1,
-                    "known minor: break and not-human reminder at least every 3 hours (CA SB 243)",
-                    {**session, "minor": True},
+                    f"break and not-human reminder every {statutory.interval_minutes:g} "
+                    f"minutes ({why})",
+                    {**session, "minor": signals.minor},
+                    statutory.laws,
                 )
 
     policy = disclosure or DisclosurePolicy(
@@ -208,17 +242,28 @@ def run_ladder(
     )
     if policy.audience == "all" or signals.minor:
         previous = last.get("ai_disclosure")
-        continuing = (
-            start is not None
-            and previous is not None
-            and now - max(previous, start) >= timedelta(minutes=policy.interval_minutes)
+        at_start = (policy.at_start == "daily" and not same_day(previous)) or (
+            policy.at_start == "first" and previous is None
         )
-        if not same_day(previous) or continuing:
+        interval = policy.interval_minutes
+        continuing = (
+            interval is not None
+            and start is not None
+            and now - max(previous or start, start) >= timedelta(minutes=interval)
+        )
+        if at_start or continuing:
             fire(
                 "ai_disclosure",
                 1,
-                "first interaction of the day" if not continuing else "continuing interaction",
+                (
+                    "first interaction of the day"
+                    if policy.at_start == "daily"
+                    else "first interaction"
+                )
+                if at_start
+                else "continuing interaction",
                 {**session, "minor": signals.minor, "audience": policy.audience},
+                policy.start_laws if at_start else policy.interval_laws,
             )
 
     if level >= cfg.reduce_at_watch_count or signals.fear_of_addiction:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
+from persona_mw.compliance.reports import count_call
 from persona_mw.types import CallContext, Decision
 
 if TYPE_CHECKING:
@@ -125,7 +126,8 @@ class SignalsMetrics:
 
 class SignalsMetricsStage:
     """A finish stage: counts crisis referrals (after every stage has decided), and,
-    with a ``counters`` store, adds referrals to the yearly count for the annual report."""
+    with a ``counters`` store, adds referrals to the yearly count for the annual report and the
+    per-law monthly figures for the statutory reports."""
 
     name = "signals_metrics"
 
@@ -137,5 +139,9 @@ class SignalsMetricsStage:
 
     async def __call__(self, ctx: CallContext) -> None:
         referrals = self.metrics.observe_call(ctx)
-        if referrals and self.counters is not None:
+        if self.counters is None:
+            return
+        if referrals:
             await self.counters.incr("crisis_referrals", str(ctx.started_at.year), referrals)
+        # per law and month, for the statutory reports (docs/compliance.md)
+        await count_call(self.counters, ctx, referrals)

@@ -34,14 +34,15 @@ from .compute import Signals, UsageDigest
 from .config import STATUTORY_INTERVAL_MINUTES, SignalsConfig
 from .cues import Analyse, analyse_text
 from .events import UsageEvent
-from .ladder import DisclosurePolicy, LadderResult, run_ladder
+from .ladder import DisclosurePolicy, LadderResult, ReminderPolicy, run_ladder
 from .metrics import SignalsMetrics
 from .usage_store import UsageRollup
 
 if TYPE_CHECKING:
     from persona_mw.bounds.policy import AIDisclosure
+    from persona_mw.compliance import Compliance
 
-__all__ = ["DependenceStage", "UsageSource", "disclosure_policy"]
+__all__ = ["DependenceStage", "UsageSource", "disclosure_policy", "reminder_policy"]
 
 _log = structlog.get_logger("persona_mw.signals")
 #: Users whose digest this process keeps (least recently used go first). A digest is O(days),
@@ -147,11 +148,14 @@ class DependenceStage:
             minor=profile.known_minor,
             population=self.population,
         )
+        compliance = ctx.policy.compliance if ctx.policy is not None else None
+        minor = profile.known_minor
         result = run_ladder(
             signals,
             config=self.config,
             limits=profile.limits,
-            disclosure=disclosure_policy(ctx.disclosure, self.config),
+            disclosure=disclosure_policy(ctx.disclosure, self.config, compliance, minor=minor),
+            reminder=reminder_policy(compliance, self.config, minor=minor),
             state=state,
         )
         if dict(result.state) != state:
@@ -303,8 +307,8 @@ class DependenceStage:
             )
             new -= {"break_reminder", "ai_disclosure"}
         if "ai_disclosure" in new:
-            policy = disclosure_policy(ctx.disclosure, cfg)
-            ctx.notices.append(Notice(policy.text, "signals.ai_disclosure", "before"))
+            text = ctx.disclosure.text if ctx.disclosure is not None else cfg.ai_disclosure_text
+            ctx.notices.append(Notice(text, "signals.ai_disclosure", "before"))
         if "break_reminder" in new:
             ctx.notices.append(Notice(cfg.break_reminder_text, "signals.break_reminder", "after"))
         if "quiet_hours" in new:
@@ -313,18 +317,63 @@ class DependenceStage:
             ctx.notices.append(Notice(cfg.suggest_limits_text, "signals.suggest_limits", "after"))
 
 
-def disclosure_policy(rule: AIDisclosure | None, config: SignalsConfig) -> DisclosurePolicy:
-    """The AI-disclosure rule: the deployer's (the bounds' ``ai-disclosure`` pack, on
-    ``ctx.disclosure``) when there is one, else the config's. The interval never exceeds the
-    statutory 3 hours, whatever the policy says."""
+_AT_START_RANK = {"none": 0, "first": 1, "daily": 2}
+
+
+def disclosure_policy(
+    rule: AIDisclosure | None,
+    config: SignalsConfig,
+    compliance: Compliance | None = None,
+    *,
+    minor: bool = False,
+) -> DisclosurePolicy:
+    """When this user is told "you are talking to an AI". The deployer's rule (the bounds'
+    ``ai-disclosure`` pack, on ``ctx.disclosure``) when there is one, else the config's; its
+    interval never exceeds the statutory 3 hours. The laws that apply to the user
+    (``compliance``) add to it: the earliest start and the shortest interval win."""
     if rule is None:
-        return DisclosurePolicy(
+        base = DisclosurePolicy(
             audience=config.ai_disclosure_audience,
             interval_minutes=min(config.ai_disclosure_interval_minutes, STATUTORY_INTERVAL_MINUTES),
             text=config.ai_disclosure_text,
         )
+    else:
+        base = DisclosurePolicy(
+            audience=rule.audience,
+            interval_minutes=min(rule.interval_hours * 60, STATUTORY_INTERVAL_MINUTES),
+            text=rule.text,
+            at_start="daily" if rule.at_start_once_per_day else "none",
+        )
+    if compliance is None or (
+        compliance.disclosure_at_start is None and compliance.disclosure_every is None
+    ):
+        return base
+    applies = base.audience == "all" or minor
+    at_start = compliance.disclosure_at_start or "none"
+    if applies and _AT_START_RANK[base.at_start] > _AT_START_RANK[at_start]:
+        at_start = base.at_start
+    intervals = [compliance.disclosure_every.minutes] if compliance.disclosure_every else []
+    if applies and base.interval_minutes is not None:
+        intervals.append(base.interval_minutes)
+    start_laws = tuple(dict.fromkeys(ref.code for ref in compliance.disclosure_at_start_by))
     return DisclosurePolicy(
-        audience=rule.audience,
-        interval_minutes=min(rule.interval_hours * 60, STATUTORY_INTERVAL_MINUTES),
-        text=rule.text,
+        audience="all",
+        interval_minutes=min(intervals) if intervals else None,
+        text=base.text,
+        at_start=at_start,
+        start_laws=start_laws,
+        interval_laws=compliance.disclosure_every.laws if compliance.disclosure_every else (),
     )
+
+
+def reminder_policy(
+    compliance: Compliance | None, config: SignalsConfig, *, minor: bool
+) -> ReminderPolicy | None:
+    """The laws' break + not-human reminder for this user (the shortest of theirs and, for a
+    known minor, the config's); None: no law asks, and the ladder's default for minors holds."""
+    if compliance is None or compliance.reminder_every is None:
+        return None
+    minutes = compliance.reminder_every.minutes
+    if minor:
+        minutes = min(minutes, config.minor_reminder_interval_minutes)
+    return ReminderPolicy(minutes, compliance.reminder_every.laws)

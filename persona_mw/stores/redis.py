@@ -50,7 +50,10 @@ if stored and next(keep) ~= nil then
   if ok and type(profile) == 'table' then
     for field, default in pairs(keep) do
       local value = profile[field]
-      if value ~= nil and value ~= cjson.null and value ~= default then
+      -- a list is kept only when not empty (tables compare by reference; every list field's
+      -- default is empty, and cjson would write an empty one back as an object)
+      local set = type(value) ~= 'table' or next(value) ~= nil
+      if value ~= nil and value ~= cjson.null and value ~= default and set then
         kept = kept or {schema_version = 1, user_id = profile['user_id']}
         kept[field] = value
       end

@@ -22,7 +22,7 @@ def kept_defaults(keep: Collection[str]) -> dict[str, Any]:
     unknown = sorted(set(keep) - set(fields))
     if unknown:
         raise ValueError(f"cannot keep unknown profile field(s) {', '.join(unknown)}")
-    return {name: fields[name].default for name in keep}
+    return {name: fields[name].get_default(call_default_factory=True) for name in keep}
 
 
 def retained(profile: Profile | None, keep: Collection[str]) -> Profile | None:

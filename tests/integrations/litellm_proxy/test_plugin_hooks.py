@@ -494,3 +494,23 @@ def test_a_chat_request_without_messages_is_refused_and_says_why(
     assert response.status_code == 400, response.text
     assert "messages" in response.json()["error"]["message"]
     assert len(upstream.requests) == before
+
+
+# -- provenance marker (issue 16, EU AI Act Art. 50(2)) ----------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_every_reply_carries_the_provenance_marker(client: httpx.Client, stream: bool) -> None:
+    body = {"model": MODEL, "user": f"marked-{stream}",
+            "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        chunks = _stream(client, body)
+        markers = [c["persona_provenance"] for c in chunks if c.get("persona_provenance")]
+        assert len(markers) == 1, chunks
+        marker = markers[0]
+    else:
+        response = client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        marker = response.json()["persona_provenance"]
+    assert marker["ai_generated"] is True
+    assert marker["model"] == MODEL

@@ -142,7 +142,11 @@ def test_user_key_cannot_change_deployer_fields(server: ServerThread) -> None:
     url = server.base_url + "/v1/users/carol-minor/profile"
     assert httpx.put(url, json={"age_band": "13_15"}, headers=admin).status_code == 200
     ada_url = server.base_url + "/v1/users/ada/profile"
-    for change in ({"age_band": "18_plus"}, {"known_minor": True}):
+    for change in (
+        {"age_band": "18_plus"},
+        {"known_minor": True},
+        {"jurisdictions": ["us-ny-gbl-art47"]},
+    ):
         response = httpx.patch(ada_url, json=change, headers=ada)
         assert response.status_code == 403, response.text
         assert response.json()["error"]["code"] == "deployer_field"
