@@ -54,11 +54,13 @@ from .auth import DEPLOYER_FIELDS, Action, Principal, deny_reason, deployer_fiel
 from .config import LITELLM_SETTINGS_APPLIED, ServerConfig
 from .errors import ApiError, from_exception
 from .keys import find_key
+from .responses import ResponseObject, ResponsesRequest, response_events, response_json, sse
 from .streaming import END, Pump
 from .wire import (
     ChatCompletion,
     ChatCompletionRequest,
     ErrorResponse,
+    ModelCard,
     ModelList,
     chunk_json,
     completion_json,
@@ -75,6 +77,8 @@ _OPEN = Principal(name="(no api keys configured)", role="open")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 412, 413, 502, 503, 504)
 }
+#: A profile write whose text an input rule would block or redact in the system prompt.
+_PROFILE_WRITE_ERRORS = {**_ERRORS, 422: {"model": ErrorResponse}}
 
 
 @dataclass
@@ -195,22 +199,7 @@ def create_app(
     ) -> Response:
         """Chat completion, personalised for the end user and held within the bounds."""
         allow(who, "complete")
-        user = x_persona_user or body.user
-        if not user:
-            raise ApiError(
-                400,
-                f"no end-user id: set the request's `user` field or the {USER_HEADER} "
-                "header (the profile and the limits are per user)",
-                param="user",
-            )
-        if body.model not in state.models:
-            raise ApiError(
-                404,
-                f"model {body.model!r} is not served here; GET /v1/models lists "
-                f"the models ({', '.join(state.models)})",
-                code="model_not_found",
-                param="model",
-            )
+        user = end_user(x_persona_user or body.user, body.model)
         kwargs = body.llm_kwargs()
         kwargs["timeout"] = config.server.upstream_timeout_s
         call = {
@@ -249,18 +238,96 @@ def create_app(
             },
         )
 
+    def end_user(user: str | None, model: str) -> str:
+        """The request's end user, once the model is known to be served here."""
+        if not user:
+            raise ApiError(
+                400,
+                f"no end-user id: set the request's `user` field or the {USER_HEADER} "
+                "header (the profile and the limits are per user)",
+                param="user",
+            )
+        if model not in state.models:
+            raise ApiError(
+                404,
+                f"model {model!r} is not served here; GET /v1/models lists "
+                f"the models ({', '.join(state.models)})",
+                code="model_not_found",
+                param="model",
+            )
+        return user
+
+    @app.post(
+        "/v1/responses",
+        response_model=None,
+        responses={
+            200: {
+                "model": ResponseObject,
+                "description": "The Response; with `stream: true` a text/event-stream of "
+                "Responses events ending in `response.completed` (its status `incomplete` "
+                "when a rule stopped the reply).",
+            },
+            **_ERRORS,
+        },
+        tags=["openai"],
+    )
+    async def create_response(
+        body: ResponsesRequest,
+        who: Who,
+        x_persona_user: str | None = Header(
+            default=None, description="the end user; wins over `user`"
+        ),
+    ) -> Response:
+        """OpenAI's Responses API, on the same path as chat completions (profile, bounds on
+        input and output, signals). Stateless: no `previous_response_id`, no stored responses."""
+        allow(who, "complete")
+        user = end_user(x_persona_user or body.user, body.model)
+        messages, kwargs = body.chat_call()
+        kwargs["timeout"] = config.server.upstream_timeout_s
+        call = {
+            "user": user,
+            "model": body.model,
+            "messages": messages,
+            "surface": "server",
+            **kwargs,
+        }
+        if not body.stream:
+            reply = await state.mw.acompletion(**call)
+            return JSONResponse(response_json(body, reply), headers=_notice_headers(reply))
+        pump: Pump[Any] = Pump(state.mw.astream(**call), tracked=state.streams)
+        try:
+            first = await pump.get()
+        except BaseException:
+            pump.cancel()
+            raise
+        return StreamingResponse(
+            _response_sse(pump, first, body),
+            media_type="text/event-stream",
+            headers={
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",
+                **_notice_headers(first),
+            },
+        )
+
+    @app.get("/v1/models/{model_id}", response_model=ModelCard, responses=_ERRORS, tags=["openai"])
+    async def get_model(model_id: str, who: Who) -> dict[str, Any]:
+        """One served model (404 with the served names when it is not one of them)."""
+        allow(who, "read_models")
+        if model_id not in state.models:
+            raise ApiError(
+                404,
+                f"model {model_id!r} is not served here; the models are {', '.join(state.models)}",
+                code="model_not_found",
+                param="model_id",
+            )
+        return _model_card(model_id)
+
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
     async def list_models(who: Who) -> dict[str, Any]:
         """The model names clients may ask for (the config's `model_list`)."""
         allow(who, "read_models")
-        created = int(time.time())
-        return {
-            "object": "list",
-            "data": [
-                {"id": m, "object": "model", "created": created, "owned_by": "persona_mw"}
-                for m in state.models
-            ],
-        }
+        return {"object": "list", "data": [_model_card(m) for m in state.models]}
 
     # -- profiles, usage, erasure, policy ------------------------------------------------------
 
@@ -297,7 +364,7 @@ def create_app(
     @app.put(
         "/v1/users/{user_id}/profile",
         response_model=Profile,
-        responses=_ERRORS,
+        responses=_PROFILE_WRITE_ERRORS,
         openapi_extra=profile_body,
         tags=["users"],
     )
@@ -323,7 +390,7 @@ def create_app(
     @app.patch(
         "/v1/users/{user_id}/profile",
         response_model=Profile,
-        responses=_ERRORS,
+        responses=_PROFILE_WRITE_ERRORS,
         openapi_extra=patch_body,
         tags=["users"],
     )
@@ -440,6 +507,7 @@ def create_app(
         body, content_type = render_metrics()
         return Response(body, media_type=content_type)
 
+    _document_errors_as_sent(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.server.max_body_bytes)
     app.add_middleware(InstanceHeader, instance=secrets.token_hex(4))
     app.add_middleware(RequestMetrics)
@@ -447,6 +515,52 @@ def create_app(
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _document_errors_as_sent(app: FastAPI) -> None:
+    """The OpenAPI document as the server answers: FastAPI adds a 422 (its validation error) to
+    every operation with a body or parameters, but a bad request is a 400 in OpenAI's format
+    here (:func:`_install_error_handlers`). The only 422 left is the one a route declares."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            for operations in spec.get("paths", {}).values():
+                for operation in operations.values():
+                    sent = operation.get("responses", {}).get("422", {})
+                    if "HTTPValidationError" in json.dumps(sent):
+                        del operation["responses"]["422"]
+            schemas = spec.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _model_card(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": int(time.time()), "owned_by": "persona_mw"}
+
+
+async def _response_sse(
+    pump: Pump[Any], first: Any, request: ResponsesRequest
+) -> AsyncIterator[bytes]:
+    """Responses events in SSE framing; a failure after the status line is sent in-band as an
+    ``error`` event, and the upstream call stops when the client goes away."""
+    OPEN_STREAMS.inc()
+    try:
+        async for event in response_events(pump, first, request):
+            yield sse(event)
+    except Exception as exc:
+        error = from_exception(exc)
+        _log.warning("stream.failed", error=error.message, status=error.status)
+        body = error.body()["error"]
+        yield sse({"type": "error", "sequence_number": 0, **body})
+    finally:
+        pump.cancel()
+        OPEN_STREAMS.dec()
 
 
 def _notice_headers(reply: Any) -> dict[str, str]:

@@ -23,6 +23,7 @@ __all__ = [
     "ChatCompletionChunk",
     "ChatCompletionRequest",
     "ErrorResponse",
+    "ModelCard",
     "ModelList",
     "PersonaNotice",
     "StreamOptions",
