@@ -47,7 +47,7 @@ from persona_mw.bounds import BoundsInputStage
 from persona_mw.demo_model import DEMO_MODEL, register_demo_model
 from persona_mw.enforce import NOTICES_FIELD, NOTICES_HEADER
 from persona_mw.llm import LiteLLMClient, import_litellm
-from persona_mw.observability import render_metrics
+from persona_mw.observability import get_logger, render_metrics
 
 from .asgi import OPEN_STREAMS, BodySizeLimit, InstanceHeader, RequestMetrics
 from .auth import DEPLOYER_FIELDS, Action, Principal, deny_reason, deployer_fields_changed
@@ -67,12 +67,15 @@ from .wire import (
     usage_chunk_json,
 )
 
-__all__ = ["USER_HEADER", "create_app"]
+__all__ = ["REJECTED_EVENT", "USER_HEADER", "create_app"]
+
+#: The event logged for every request answered with a 4xx (its ``status`` and ``reason``).
+REJECTED_EVENT = "request.rejected"
 
 #: The header that names the end user; it takes precedence over the body's ``user`` field.
 USER_HEADER = "X-Persona-User"
 
-_log = structlog.get_logger("persona_mw.server")
+_log = get_logger("persona_mw.server")
 _OPEN = Principal(name="(no api keys configured)", role="open")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 412, 413, 502, 503, 504)
@@ -111,6 +114,8 @@ async def _principal(
     found = find_key(credentials.credentials, state.key_entries)
     if found is None:
         raise ApiError(401, "invalid API key", type="authentication_error", code="invalid_api_key")
+    # the key's name (never the key) on every event of this request, request.completed included
+    structlog.contextvars.bind_contextvars(api_key=found.name)
     return found
 
 
@@ -149,6 +154,8 @@ def create_app(
                 "and read or change every profile. Serving on loopback only. Add server.api_keys "
                 "to the config (see docs/proxy.md) before exposing it.",
             )
+        for line in config.ignored:
+            _log.warning("config.section_ignored", detail=line, source=config.persona.source)
         _log.info("server.started", models=models, auth=config.auth_enabled, version=__version__)
         yield
         # uvicorn has stopped accepting and drained connections (up to its graceful timeout).
@@ -818,16 +825,47 @@ def _apply_litellm_settings(settings: Mapping[str, Any]) -> None:
         )
 
 
+def _route(request: Request) -> str:
+    """The route's template (``/v1/users/{user_id}/profile``): no user id in the log."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", None) or "(no route)")
+
+
+def _rejected(request: Request, error: ApiError) -> None:
+    """One event per refused request: its status and why (the message names no user text:
+    it is the same one the client gets; a profile-text refusal names the field, not the text)."""
+    _log.warning(
+        REJECTED_EVENT,
+        method=request.method,
+        path=_route(request),
+        status=error.status,
+        reason=_without_user_ids(request, error.message),
+        code=error.code,
+        param=error.param,
+    )
+
+
+def _without_user_ids(request: Request, message: str) -> str:
+    """A refusal's message names what was wrong, sometimes by the user id it was about: the log
+    gets ``<user>`` instead (logs carry only keyed hashes of user ids)."""
+    for user in (request.path_params.get("user_id"), request.headers.get(USER_HEADER)):
+        if user:
+            message = message.replace(user, "<user>")
+    return message
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         error = exc if isinstance(exc, ApiError) else from_exception(exc)
         if error.status >= 500:
             _log.error(
                 "request.failed",
-                path=request.scope.get("route") and request.scope["route"].path,
+                path=_route(request),
                 status=error.status,
                 error=repr(exc),
             )
+        else:
+            _rejected(request, error)
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
@@ -837,7 +875,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         message = f"{param + ': ' if param else ''}{first['msg']}{more}"
-        return JSONResponse(ApiError(400, message, param=param).body(), status_code=400)
+        error = ApiError(400, message, param=param)
+        _rejected(request, error)
+        return JSONResponse(error.body(), status_code=400)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -849,10 +889,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
+        error = ApiError(exc.status_code, message, type=kind)
+        _rejected(request, error)
         return JSONResponse(
-            ApiError(exc.status_code, message, type=kind).body(),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
     app.add_exception_handler(ApiError, api_error)

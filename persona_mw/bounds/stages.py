@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..observability import get_logger
 from ..profile import Profile
 from ..types import CallContext, Decision, Instruction, Message, Notice, Span
 from .inputs import (
@@ -55,7 +55,7 @@ __all__ = [
     "redact_last_user",
 ]
 
-_log = structlog.get_logger("persona_mw.bounds")
+_log = get_logger("persona_mw.bounds")
 
 #: The policy used when a deployment names no policy file: the tier-1 packs only.
 BASELINE_POLICY: dict[str, Any] = {
