@@ -9,13 +9,16 @@ drained for ``server.drain_timeout_s``, usage is flushed).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import ipaddress
 import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -193,9 +196,19 @@ def serve(
             "(each worker would otherwise keep its own in-memory profiles)"
         )
     if check_config:
-        names = [m["model_name"] for m in config.persona.model_list] or ["persona-demo/offline"]
+        for line in config.ignored:
+            click.echo(f"warning: {line}", err=True)
+        names = list(dict.fromkeys(m["model_name"] for m in config.persona.model_list))
+        store = "memory"
+        if config.persona.store.url:
+            if not asyncio.run(_store_answers(config)):
+                raise click.ClickException(
+                    f"the profile store at {_redacted(config.persona.store.url)} does not "
+                    "answer; start it or fix store.url"
+                )
+            store = "redis (answers)"
         click.echo(
-            f"config ok: models={names} store={'redis' if config.persona.store.url else 'memory'} "
+            f"config ok: models={names or ['persona-demo/offline']} store={store} "
             f"api_keys={len(config.api_keys)}"
         )
         return
@@ -234,3 +247,24 @@ def serve(
     finally:
         if ours:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _store_answers(config: ServerConfig) -> bool:
+    """Ping the configured profile store through the middleware the server would build."""
+    from persona_mw import build_middleware
+
+    mw = build_middleware(config.persona)
+    try:
+        store: Any = mw.store
+        for candidate in (store, getattr(store, "inner", None)):
+            ping = getattr(candidate, "ping", None)
+            if ping is not None:
+                return bool(await ping())
+        return True
+    finally:
+        await mw.aclose()
+
+
+def _redacted(url: str) -> str:
+    """A store URL without its password."""
+    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
