@@ -23,6 +23,8 @@ from typing import Any
 import click
 
 from persona_mw import ConfigError, configure_logging
+from persona_mw.cli.deployment import CONFIG_ENV as DEPLOYMENT_CONFIG_ENV
+from persona_mw.cli.deployment import deprecated_env
 from persona_mw.observability import MULTIPROC_ENV
 
 from .config import ServerConfig, load_server_config
@@ -30,8 +32,9 @@ from .keys import hash_key, new_key
 
 __all__ = ["CONFIG_ENV", "app_from_env", "check_bind", "metrics_dir", "serve"]
 
-#: How worker processes (``--workers N``) learn the config file.
-CONFIG_ENV = "PERSONA_MW_SERVER_CONFIG"
+#: How worker processes (``--workers N``) learn the config file: the one variable every entry
+#: point reads (``PERSONA_MW_SERVER_CONFIG`` still works, with a deprecation warning).
+CONFIG_ENV = DEPLOYMENT_CONFIG_ENV
 
 
 def check_bind(host: str, config: ServerConfig) -> None:
@@ -82,7 +85,7 @@ def metrics_dir() -> tuple[str, bool]:
 
 def app_from_env() -> object:
     """The ASGI app for one uvicorn worker process (``--workers N``): the config comes from
-    ``$PERSONA_MW_SERVER_CONFIG``, the shared metrics directory from
+    ``$PERSONA_MW_CONFIG``, the shared metrics directory from
     ``$PROMETHEUS_MULTIPROC_DIR``."""
     from .app import create_app
 
@@ -93,7 +96,7 @@ def app_from_env() -> object:
         # sums only count live workers. Counters and histograms stay: they are totals.
         atexit.register(multiprocess.mark_process_dead, os.getpid())
     configure_logging(json=True)
-    path = os.environ.get(CONFIG_ENV) or None
+    path = os.environ.get(CONFIG_ENV) or deprecated_env("PERSONA_MW_SERVER_CONFIG")
     return create_app(load_server_config(path))
 
 
@@ -185,6 +188,7 @@ def serve(
             )
         click.echo(hash_key(key))
         return
+    config_path = config_path or deprecated_env("PERSONA_MW_SERVER_CONFIG")
     try:
         config = load_server_config(config_path)
         check_bind(host, config)

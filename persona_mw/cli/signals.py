@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import click
 
+from .deployment import config_option, load_deployment, store_location
+
 __all__ = ["report", "signals"]
 
 
@@ -72,12 +74,7 @@ _NOW_HELP = "the instant to compute at (ISO-8601 with offset); default: the curr
     help="JSON lines: {user, ts, role, text?, tz?, minor?}; '-' for stdin",
 )
 @click.option("--now", type=IsoTime(), default=None, help=_NOW_HELP)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="a deployment YAML; its signals: section sets the thresholds",
-)
+@config_option
 @click.option("--history", is_flag=True, help="also print each user's daily history")
 def signals(
     events_file: IO[str], now: datetime | None, config_path: str | None, history: bool
@@ -113,19 +110,10 @@ def signals(
     type=click.File("r"),
     help="read usage from a JSON-lines file instead of Redis",
 )
-@click.option(
-    "--redis-url",
-    envvar="PERSONA_MW_REDIS_URL",
-    help="the usage store (default: $PERSONA_MW_REDIS_URL)",
-)
-@click.option("--prefix", default="pmw:", show_default=True, help="Redis key prefix")
+@click.option("--redis-url", help="the usage store (default: store.url of --config)")
+@click.option("--prefix", default=None, help="Redis key prefix (default: store.prefix of --config)")
 @click.option("--now", type=IsoTime(), default=None, help=_NOW_HELP)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="a deployment YAML; its signals: section sets the thresholds",
-)
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a text table")
 def report(
     user_id: str | None,
@@ -133,7 +121,7 @@ def report(
     html_file: str | None,
     events_file: IO[str] | None,
     redis_url: str | None,
-    prefix: str,
+    prefix: str | None,
     now: datetime | None,
     config_path: str | None,
     as_json: bool,
@@ -143,9 +131,14 @@ def report(
         raise click.UsageError("give exactly one of --user ID or --aggregate")
     if html_file and not user_id:
         raise click.UsageError("--html goes with --user")
+    redis_url, prefix = (
+        store_location(load_deployment(config_path), redis_url, prefix)
+        if events_file is None
+        else ("", "")
+    )
     if events_file is None and not redis_url:
         raise click.UsageError(
-            "no usage source: pass --events FILE, or --redis-url URL (or set PERSONA_MW_REDIS_URL)"
+            "no usage source: pass --config FILE (its store.url), --events FILE, or --redis-url URL"
         )
     cfg = _config(config_path)
     at = now or datetime.now(UTC)

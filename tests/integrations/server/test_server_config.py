@@ -159,3 +159,20 @@ def test_check_config_pings_the_store(tmp_path: Path, redis_url: str) -> None:
     down = CliRunner().invoke(serve, ["--config", str(bad), "--check-config"])
     assert down.exit_code != 0 and "does not answer" in down.output, down.output
     assert "secret" not in down.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "deprecated"), [("PERSONA_MW_CONFIG", False), ("PERSONA_MW_SERVER_CONFIG", True)]
+)
+def test_serve_finds_its_config_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, deprecated: bool
+) -> None:
+    """The one variable every entry point reads; the server's older one still works, warned."""
+    monkeypatch.delenv("PERSONA_MW_CONFIG", raising=False)
+    monkeypatch.delenv("PERSONA_MW_SERVER_CONFIG", raising=False)
+    path = tmp_path / "persona.yaml"
+    path.write_text("model_list:\n  - {model_name: mine, litellm_params: {model: openai/x}}\n")
+    monkeypatch.setenv(variable, str(path))
+    checked = CliRunner().invoke(serve, ["--check-config"])
+    assert checked.exit_code == 0 and "models=['mine']" in checked.output, checked.output
+    assert ("PERSONA_MW_SERVER_CONFIG is deprecated" in checked.output) == deprecated
