@@ -131,3 +131,24 @@ def test_report_reads_the_usage_store_of_the_config(
     assert json.loads(from_config.output) != json.loads(
         CliRunner().invoke(cli, [*common, "--redis-url", redis_url, "--prefix", "other:"]).output
     )
+
+
+def test_the_sample_profile_explains_the_users_choices() -> None:
+    """examples/profiles/adult-writer.json with the creative-writing policy: the user's
+    choices inside the deployer's ranges and their own blocked phrases show in the explanation."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            "policy",
+            "explain",
+            "--policy",
+            str(ROOT / "examples/policies/adult-creative-writing.yaml"),
+            "--profile",
+            str(ROOT / "examples/profiles/adult-writer.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    reasons = {r["id"]: r["reason"] for r in json.loads(result.output)["rules"]}
+    assert "user chose profanity=log" in reasons["profanity"]
+    assert "fiction.companion=85" in reasons["fiction.companion"]
+    assert reasons["user.block-phrases"].startswith("tier 3")
