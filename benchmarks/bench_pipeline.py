@@ -9,8 +9,8 @@ Side by side in one run, interleaved round by round so machine noise hits every 
            and the profile text were checked): what checking everything costs
   full     build_middleware(demo config): bounds, dependence, personalisation, usage recording,
            metrics
-  unmetered  full without its last finish stage (the per-call Prometheus metrics), so the
-           difference to "full" is what counting costs
+  unmetered  full without its last finish stage (the per-call Prometheus metrics); the
+           paired difference full - unmetered is what counting costs
   history  full, with a 40-message history replayed before a new user message each call (the
            input rules check every message; the verdict cache checks only the new one)
   nocache  history, with the input stage's verdict cache off (every message checked each call)
@@ -173,6 +173,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         await timed(call, 50)
     names = list(variants)
     per_round: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    metrics_cost: list[float] = []  # full - unmetered, paired call by call
     for r in range(rounds):
         # Interleave call by call (rotating the order), so noise lands on every variant alike,
         # and pair each variant's sample with the bare sample taken next to it.
@@ -194,6 +195,8 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
                     - percentile(samples["bare"], 0.99),
                 }
             )
+        counting = [f - u for f, u in zip(samples["full"], samples["unmetered"], strict=True)]
+        metrics_cost.append(statistics.median(counting))
         print(
             f"  round {r + 1}/{rounds}: "
             + ", ".join(
@@ -217,6 +220,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         result[name]["ratio_p50"] = statistics.median(
             row["p50"] / b for row, b in zip(rows, bare_p50s, strict=True)
         )
+    result["counting"] = {"added_p50": statistics.median(metrics_cost)}
     return result
 
 
@@ -258,11 +262,13 @@ def main() -> None:
     result = asyncio.run(pipeline(args.calls, args.rounds))
     print("\n| variant | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio vs bare |")
     print("|---|---|---|---|---|---|")
+    counting = result.pop("counting")["added_p50"]
     for name, row in result.items():
         print(
             f"| {name} | {row['p50']:.3f} | {row['p99']:.3f} | {row['added_p50']:.3f} | "
             f"{row['added_p99']:.3f} | {row['ratio_p50']:.2f}x |"
         )
+    print(f"\ncounting (metrics stage): full - unmetered, paired p50: {counting * 1000:.1f} µs")
     reads = asyncio.run(store_reads(5000, args.rounds))
     print("\n| Redis profile store get | median µs |")
     print("|---|---|")

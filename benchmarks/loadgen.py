@@ -49,6 +49,7 @@ async def _run(
     users: int,
     warmup: int,
     content: str,
+    user_prefix: str,
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
@@ -63,7 +64,7 @@ async def _run(
         async def one(i: int) -> bool:
             body = {
                 "model": model,
-                "user": f"bench-user-{i % users}",
+                "user": f"{user_prefix}{i % users}",
                 "stream": stream,
                 "messages": [{"role": "user", "content": content}],
             }
@@ -121,6 +122,7 @@ def run_load(
     users: int = 100,
     warmup: int = 20,
     content: str = "How do I sleep better?",
+    user_prefix: str = "bench-user-",
 ) -> dict[str, Any]:
     """Send ``n_requests`` chat completions with ``concurrency`` in flight; return throughput
     and latency percentiles (ms). ``base_url`` is the server root (without ``/v1``)."""
@@ -135,5 +137,6 @@ def run_load(
             users=users,
             warmup=warmup,
             content=content,
+            user_prefix=user_prefix,
         )
     )

@@ -235,9 +235,8 @@ def server_request_count(base_url: str) -> int:
 def usage_events(redis_url: str) -> int:
     client = redis.Redis.from_url(redis_url)
     try:
-        return sum(
-            client.zcard(key) for key in client.scan_iter(match=f"{PREFIX}*:usage", count=1000)
-        )
+        keys = client.scan_iter(match=f"{PREFIX}*:usage:events", count=1000)
+        return sum(client.zcard(key) for key in keys)
     finally:
         client.close()
 

@@ -10,7 +10,6 @@ drained for ``server.drain_timeout_s``, usage is flushed).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import ipaddress
 import os
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from persona_mw import ConfigError, configure_logging
 from persona_mw.cli.deployment import CONFIG_ENV as DEPLOYMENT_CONFIG_ENV
@@ -74,7 +74,8 @@ def metrics_dir() -> tuple[str, bool]:
             f"{MULTIPROC_ENV}={given} is not a directory; create it (empty) or unset "
             f"{MULTIPROC_ENV} to let persona-mw serve make one per run"
         )
-    if any(path.glob("*.db")):
+    mine = f"_{os.getpid()}.db"  # anything this process itself counted at import is no leftover
+    if any(not f.name.endswith(mine) for f in path.glob("*.db")):
         raise click.ClickException(
             f"{MULTIPROC_ENV}={given} holds metric files from an earlier run, which would be "
             f"added to this run's totals; empty it, or unset {MULTIPROC_ENV} to let "
@@ -89,15 +90,36 @@ def app_from_env() -> object:
     ``$PROMETHEUS_MULTIPROC_DIR``."""
     from .app import create_app
 
-    if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
-        # Drops this worker's gauge files (open streams, queued usage events: livesum) so the
-        # sums only count live workers. Counters and histograms stay: they are totals.
-        atexit.register(multiprocess.mark_process_dead, os.getpid())
     configure_logging(json=True)
     path = os.environ.get(CONFIG_ENV) or deprecated_env("PERSONA_MW_SERVER_CONFIG")
-    return create_app(load_server_config(path))
+    app = create_app(load_server_config(path))
+    if os.environ.get(MULTIPROC_ENV):
+        app.add_middleware(_MarkDeadAtShutdown)
+    return app
+
+
+class _MarkDeadAtShutdown:
+    """When the worker's lifespan has shut down (streams drained, usage flushed, its books
+    copied), drop its gauge files (open streams, queued usage events: ``livesum``) so the sums
+    count live workers only; counters and histograms stay, they are totals. Not ``atexit``:
+    uvicorn ends a worker by re-raising the SIGTERM it handled, which skips atexit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_and_mark(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+            await send(message)
+
+        await self.app(scope, receive, send_and_mark)
 
 
 @click.command()

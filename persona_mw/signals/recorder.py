@@ -37,8 +37,9 @@ the caller's loop instead (a Redis store then reconnects there, see
 **Logs**: one ``usage.recorded`` event per event *written* (after the store accepted it), with
 stable keys ``user_hash`` (the pipeline's HMAC, never the raw id), ``request_id``, ``role``,
 ``ts``, ``tokens``, ``chars``, ``analysed``, ``cues``, ``relationship_score``, ``exposure`` and
-``minor``. No text, no raw user id, no session id: sessions are derived from timestamps by
-:func:`~persona_mw.signals.compute.compute_signals` (see :mod:`persona_mw.signals.usage_store`).
+``minor``. No text, no raw user id, no session id: sessions are derived from timestamps by the
+fold the store's rollup keeps (:class:`~persona_mw.signals.compute.UsageDigest`, see
+:mod:`persona_mw.signals.usage_store`).
 
 **Text analysis** (cue flags, relationship-seeking score) runs only when the user consented
 (``profile.consent.text_analysis``) and an ``analyse`` callable was given, and it runs in the

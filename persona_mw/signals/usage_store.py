@@ -117,9 +117,9 @@ DEFAULT_RETENTION_DAYS = 90.0
 #: The reorder window (module docstring). Heuristic: longer than a long streamed reply, so a
 #: request that ends well after a later one still folds in time order.
 DEFAULT_REORDER_WINDOW_S = 120.0
-#: At most this many events wait unfolded per user: bounds a heavy user's pending set (and the
-#: readers' work) whatever their rate; 50 requests in flight make 100 events.
-DEFAULT_REORDER_MAX_EVENTS = 512
+#: At most this many events wait unfolded per user: bounds a heavy user's pending set and so the
+#: readers' work (a load decodes them) whatever their rate; 50 requests in flight make 100 events.
+DEFAULT_REORDER_MAX_EVENTS = 256
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -505,13 +505,16 @@ class MemoryUsageStore:
                 mine.newest = score if mine.newest is None else max(mine.newest, score)
         for user in {event.user_id for event in events}:
             self._settle(self._users[user], now)
-        self._trim()
+            self._trim(user)
         return added
 
     def _settle(self, mine: _MemoryUser, now: int) -> None:
         """Fold the pending events that left the reorder window, oldest first."""
         if not mine.pending or mine.newest is None:
             return
+        oldest = min(score for score, _ in mine.pending.values())
+        if oldest > mine.newest - self._window and len(mine.pending) <= self._max_pending:
+            return  # the common case: nothing left the window
         order = sorted(mine.pending.items(), key=lambda kv: (kv[1][0], kv[0]))
         for member, (score, event) in order:
             if score > mine.newest - self._window and len(mine.pending) <= self._max_pending:
@@ -529,18 +532,19 @@ class MemoryUsageStore:
         for day in days:
             mine.day_writes[day] = now
 
-    def _trim(self) -> None:
+    def _trim(self, user: str) -> None:
+        """Retention for one user, on their write (as Redis does in the append script)."""
         cutoff = self._cutoff_ms()
         if cutoff is None:
             return
         floor = 2 * cutoff * 1000
-        for user, mine in list(self._users.items()):
-            for member in [m for m, (score, _) in mine.events.items() if score < floor]:
-                del mine.events[member]
-            for day in [d for d, at in mine.day_writes.items() if at < cutoff]:
-                del mine.day_writes[day]
-            if not mine.events and not mine.day_writes and not mine.pending:
-                del self._users[user]
+        mine = self._users[user]
+        for member in [m for m, (score, _) in mine.events.items() if score < floor]:
+            del mine.events[member]
+        for day in [d for d, at in mine.day_writes.items() if at < cutoff]:
+            del mine.day_writes[day]
+        if not mine.events and not mine.day_writes and not mine.pending:
+            del self._users[user]
 
     async def rollup(self, user_id: str) -> UsageRollup:
         mine = self._users.get(user_id)

@@ -17,6 +17,7 @@ from persona_mw.bounds.policy import AIDisclosure
 from persona_mw.signals.config import SignalsConfig
 from persona_mw.signals.metrics import SignalsMetrics
 from persona_mw.signals.stage import DependenceStage
+from persona_mw.signals.usage_store import MemoryUsageStore
 from persona_mw.testing import FakeChoice, FakeOpenAIServer, FakeToolCall
 
 ANSWER = '{"answer": 4}'
@@ -30,11 +31,6 @@ SCHEMA = {
 }
 
 
-class NoUsage:
-    async def events(self, user_id: str, since: Any = None) -> list[Any]:
-        return []
-
-
 def _middleware(**settings: Any) -> Middleware:
     """Bounds with the ai-disclosure pack (all users) and the real dependence stage, which shows
     the disclosure on a user's first call of the day."""
@@ -43,7 +39,9 @@ def _middleware(**settings: Any) -> Middleware:
         input_stages=[
             BoundsInputStage(policy=policy),
             DependenceStage(
-                NoUsage(), config=SignalsConfig(), metrics=SignalsMetrics(CollectorRegistry())
+                MemoryUsageStore(),
+                config=SignalsConfig(),
+                metrics=SignalsMetrics(CollectorRegistry()),
             ),
         ],
         output_stages=[BoundsOutputStage(policy=policy)],

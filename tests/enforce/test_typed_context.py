@@ -16,18 +16,17 @@ from persona_mw.signals.config import SignalsConfig
 from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.metrics import SignalsMetrics
 from persona_mw.signals.stage import DependenceStage
+from persona_mw.signals.usage_store import MemoryUsageStore
 
 
-class Sessions:
-    """A usage source: one message every 10 minutes of the last ``minutes``."""
-
-    def __init__(self, user: str, now: datetime, minutes: int) -> None:
-        self.list = [
-            UsageEvent(user, now - timedelta(minutes=m), "user") for m in range(minutes, 0, -10)
-        ]
-
-    async def events(self, user_id: str, since: datetime | None = None) -> list[UsageEvent]:
-        return list(self.list)
+async def sessions(user: str, now: datetime, minutes: int) -> MemoryUsageStore:
+    """The real in-memory usage store holding one message every 10 minutes of the last
+    ``minutes``: a continuing session."""
+    store = MemoryUsageStore()
+    await store.append(
+        [UsageEvent(user, now - timedelta(minutes=m), "user") for m in range(minutes, 0, -10)]
+    )
+    return store
 
 
 def _noon_zone(now: datetime) -> str:
@@ -50,7 +49,7 @@ async def test_the_deployers_disclosure_interval_is_applied() -> None:
     store = MemoryProfileStore()
     await store.put(Profile(user_id="ada", timezone=_noon_zone(now)))
     dependence = DependenceStage(
-        Sessions("ada", now, 120),
+        await sessions("ada", now, 120),
         config=SignalsConfig(events_cache_ttl_s=0),
         state_store=states,
         metrics=SignalsMetrics(CollectorRegistry()),

@@ -223,11 +223,12 @@ async def test_method_content_in_the_reply_is_blocked_in_every_chunk(wired: Wire
     message = rule_message("crisis.methods")
     assert metadata["finish_reason"] == "content_filter"
     streamed = "".join(chunks)
-    assert "kill" not in streamed and "Step one" not in streamed
+    assert "kill" not in streamed
     if wired.mode in ("stream", "astream"):
         assert text.startswith(f"{NOT_HUMAN}\n\n") and text.endswith(f"\n\n{message}")
         released = text[len(NOT_HUMAN) + 2 : -len(message) - 2]
-        assert released and PREAMBLE.startswith(released)  # only the harmless part got out
+        # only text from before the phrase got out: a stream releases what is settled
+        assert released and (PREAMBLE + "Step one of ").startswith(released)
         assert "".join(spy.tokens) == streamed
         assert sum(message in c for c in chunks) == 1
     else:
@@ -245,7 +246,9 @@ async def test_the_users_own_block_phrase_blocks_the_reply(wired: Wired) -> None
     chat, _ = wired.chat("Try a pineapple smoothie.", "Try a mango smoothie.")
     text, metadata, chunks = await call(chat, wired.mode, "breakfast ideas?", ADA)
     assert "pineapple" not in "".join(chunks)
-    assert text == f"{NOT_HUMAN}\n\n{USER_BLOCK_MESSAGE}"
+    # a stream has released the settled text before the phrase; it cannot take it back
+    before = "Try a \n\n" if wired.mode in ("stream", "astream") else ""
+    assert text == f"{NOT_HUMAN}\n\n{before}{USER_BLOCK_MESSAGE}"
     assert metadata["finish_reason"] == "content_filter"
     # Someone else's bounds are not Ada's.
     bob: RunnableConfig = {"configurable": {"persona_user": "bob"}}
@@ -383,7 +386,9 @@ async def test_crisis_resources_survive_a_blocked_reply(wired: Wired) -> None:
     (ideation,) = [r for r in POLICY.rules if r.id == "crisis.ideation"]
     text, metadata, _ = await call(chat, wired.mode, "I want to die", ADA)
     assert metadata["finish_reason"] == "content_filter"
-    assert text == f"{NOT_HUMAN}\n\n{rule_message('crisis.methods')}\n\n{ideation.message}"
+    before = "Step one of \n\n" if wired.mode in ("stream", "astream") else ""  # settled text
+    message = rule_message("crisis.methods")
+    assert text == f"{NOT_HUMAN}\n\n{before}{message}\n\n{ideation.message}"
 
 
 @pytest.mark.xfail(

@@ -200,7 +200,8 @@ def test_erase_removes_the_profile(server: ServerThread) -> None:
     httpx.patch(server.base_url + "/v1/users/fay/profile", json={"own_rules": "x"}, headers=h)
     erased = httpx.delete(server.base_url + "/v1/users/fay", headers=h).json()
     assert erased["user"] == "fay" and erased["erased"]["profile"] is True
-    assert erased["erased"]["usage"] == 0  # the usage recorder erased too (nothing recorded yet)
+    # the usage recorder erased too (nothing recorded yet)
+    assert erased["erased"]["usage"] == {"events": 0, "rollup_days": 0}
     assert httpx.get(server.base_url + "/v1/users/fay/profile", headers=h).json()["version"] == 0
 
 
@@ -303,6 +304,6 @@ def test_embedded_defaults_report_usage_explain_bounds_and_erase_everything(
     assert {r["id"] for r in for_minor["rules"]} != set(rules)  # minors' protections differ
 
     erased = httpx.delete(url + "/v1/users/ivy").json()["erased"]
-    assert erased["usage"] == 4
+    assert erased["usage"] == {"events": 4, "rollup_days": 0}  # within the reorder window
     after = httpx.get(url + "/v1/users/ivy/usage").json()["usage"]["dependence"]
     assert after["events"] == 0 and after["actions_last_taken"] == {}

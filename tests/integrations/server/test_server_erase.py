@@ -44,7 +44,7 @@ def test_erase_receipt_counts_the_usage_really_deleted_from_redis(
         assert usage["events"] == 6
         erased = httpx.delete(url + "/v1/users/rex").json()["erased"]
         assert erased["profile"] is True
-        assert erased["usage"] == 6  # three messages, three replies: what was really deleted
+        assert erased["usage"] == {"events": 6, "rollup_days": 0}  # what was really deleted
         after = httpx.get(url + "/v1/users/rex/usage").json()["usage"]["dependence"]
         assert after["events"] == 0
     client = redis.Redis.from_url(redis_url)

@@ -70,8 +70,11 @@ def deployment(redis_url: str, folder: Path) -> Iterator[tuple[ServerProcess, Fa
                 log_path=folder / "server.log",
                 env={"TMPDIR": str(folder)},
             )
-            with server:
+            server.start(timeout=180)  # two workers importing LiteLLM on a busy machine
+            try:
                 yield server, upstream
+            finally:
+                server.stop()
     finally:
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(match=f"{prefix}*"))
@@ -231,3 +234,34 @@ def test_an_operators_directory_with_old_files_is_refused(tmp_path: Path) -> Non
     assert result.exit_code != 0
     assert "holds metric files from an earlier run" in result.output
     assert "empty it" in result.output
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_an_operators_directory_is_used_and_workers_leave_only_totals(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """With ``PROMETHEUS_MULTIPROC_DIR`` set by the operator the workers count there, the run
+    leaves the directory in place, and each worker marks itself dead when it stops: its gauge
+    files (livesum) go, its counters stay."""
+    own = tmp_path / "metrics"
+    own.mkdir()
+    path = write_config(
+        tmp_path / "persona.yaml", store={"url": redis_url, "prefix": "pmwtest-own:"}
+    )
+    server = ServerProcess(
+        path, args=["--workers", "2"], env={"PROMETHEUS_MULTIPROC_DIR": str(own)}
+    )
+    server.start(timeout=180)
+    try:
+        deadline = time.monotonic() + 120  # ready means one worker answers; wait for both
+        while len(workers := {f.name.split("_")[-1] for f in own.glob("counter_*.db")}) < 2:
+            assert time.monotonic() < deadline, sorted(f.name for f in own.iterdir())
+            time.sleep(0.2)
+        assert scrape(server)
+    finally:
+        server.stop()
+    assert own.is_dir(), "an operator's directory is theirs to remove"
+    left = {f.name for f in own.glob("gauge_livesum_*.db")}
+    assert not {f"gauge_livesum_{w}" for w in workers} & left, left
+    assert {f"counter_{w}" for w in workers} <= {f.name for f in own.glob("counter_*.db")}
