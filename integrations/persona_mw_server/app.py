@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -845,13 +846,17 @@ def _rejected(request: Request, error: ApiError) -> None:
     )
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
 def _without_user_ids(request: Request, message: str) -> str:
-    """A refusal's message names what was wrong, sometimes by the user id it was about: the log
-    gets ``<user>`` instead (logs carry only keyed hashes of user ids)."""
+    """A refusal's message names what was wrong, sometimes by what the client sent (a model
+    name, a user id, quoted): the log keeps the message with every quoted value as ``'…'``
+    and the request's user id as ``<user>`` (logs carry only keyed hashes of user ids)."""
     for user in (request.path_params.get("user_id"), request.headers.get(USER_HEADER)):
         if user:
             message = message.replace(user, "<user>")
-    return message
+    return _QUOTED.sub("'…'", message)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
