@@ -88,9 +88,10 @@ def test_the_old_redis_variable_still_works_with_a_warning(
 
 
 def test_policy_commands_read_the_configs_policies(
-    redis_url: str, key_prefix: str, tmp_path: Path
+    redis_url: str, key_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``bounds.policies`` relative to the config file, as the server reads them."""
+    monkeypatch.delenv("PERSONA_MW_CONFIG", raising=False)
     path = deployment(tmp_path, redis_url, key_prefix)
     explained = CliRunner().invoke(cli, ["policy", "explain", "--config", str(path)])
     assert explained.exit_code == 0, explained.output
