@@ -19,6 +19,13 @@ from persona_mw.stores import open_store
 ROOT = Path(__file__).parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _no_config_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test says where its config comes from (another test's ``serve --workers`` may have
+    left ``PERSONA_MW_CONFIG`` naming a file since deleted)."""
+    monkeypatch.delenv("PERSONA_MW_CONFIG", raising=False)
+
+
 def deployment(tmp_path: Path, redis_url: str, prefix: str) -> Path:
     """A server-style config: store, a policy named relative to the file, server keys."""
     (tmp_path / "policies").mkdir()
