@@ -37,7 +37,12 @@ __all__ = [
     "StoreError",
     "UpstreamError",
     "UpstreamTimeout",
+    "http_status",
 ]
+
+#: Upstream statuses a client can act on are passed on; others (401 from the provider, 404 for a
+#: misconfigured model, 5xx) are the deployment's problem and become 502.
+_PASSED_UPSTREAM_STATUSES = frozenset({400, 413, 422, 429})
 
 
 class PersonaError(Exception):
@@ -131,3 +136,20 @@ class UpstreamError(PersonaError):
 
 class UpstreamTimeout(UpstreamError):
     """The model did not answer in time; raise ``timeout=`` or check the provider."""
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status an error answers with (the server's, and ``http_status`` in the
+    ``request.completed`` event of every host): the caller's fault 4xx, the deployment's 5xx."""
+    if isinstance(exc, ConfigError | ProfileValidationError | BoundsError):
+        return 400
+    if isinstance(exc, ProfileConflictError):
+        return 409
+    if isinstance(exc, UpstreamTimeout):
+        return 504
+    if isinstance(exc, UpstreamError):
+        passed = exc.status_code in _PASSED_UPSTREAM_STATUSES
+        return exc.status_code if passed and exc.status_code else 502
+    if isinstance(exc, StoreError):
+        return 503
+    return 500

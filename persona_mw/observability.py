@@ -1,7 +1,11 @@
 """Operator logs and metrics: one structured event per request, Prometheus counters per call.
 
-**Logs.** The library only calls ``structlog.get_logger``; it never configures logging. The CLI
-and the server call :func:`configure_logging` to render JSON lines. User ids are pseudonymised
+**Logs.** The library gets its loggers from :func:`get_logger` and never configures logging.
+While the application has not configured structlog, events go to **stderr** with structlog's
+default rendering (never stdout, which is the application's: a script that prints a reply prints
+only the reply); once it has (:func:`configure_logging`, or its own ``structlog.configure``),
+they follow that configuration. The CLI and the server call :func:`configure_logging` to render
+JSON lines on stderr. User ids are pseudonymised
 with a keyed HMAC (the deployment secret), so logs can be joined per user without naming anyone;
 message text appears only when an operator turns ``log_message_text`` on.
 
@@ -56,6 +60,7 @@ __all__ = [
     "UsageBooks",
     "UserHasher",
     "configure_logging",
+    "get_logger",
     "render_metrics",
     "request_event",
 ]
@@ -101,6 +106,8 @@ def request_event(ctx: CallContext, *, include_text: bool = False) -> dict[str, 
         "model": ctx.model,
         "stream": ctx.stream,
         "outcome": ctx.outcome,
+        # what an HTTP host answers; 499 (nginx's "client closed request") when the caller left
+        "http_status": ctx.error_status or (499 if ctx.outcome == "cancelled" else 200),
         "finish_reason": ctx.finish_reason,
         "profile_source": ctx.profile_source,
         "profile_version": ctx.profile.version,
@@ -130,12 +137,31 @@ def request_event(ctx: CallContext, *, include_text: bool = False) -> dict[str, 
     return event
 
 
+class _LibraryLogger(structlog._config.BoundLoggerLazyProxy):
+    """structlog's lazy logger, except that an unconfigured structlog prints to stderr."""
+
+    def bind(self, **new_values: Any) -> Any:
+        if self._logger is None and not structlog.is_configured():
+            stderr = structlog.PrintLogger(sys.stderr)
+            return structlog.wrap_logger(stderr, **self._initial_values).bind(**new_values)
+        return super().bind(**new_values)
+
+
+def get_logger(name: str) -> Any:
+    """The library's logger ``name`` (see the module docstring: stderr until the application
+    configures structlog, then its configuration)."""
+    return _LibraryLogger(None, logger_factory_args=(name,))
+
+
 def configure_logging(
     *, json: bool = True, stream: TextIO | None = None, level: int = logging.INFO
 ) -> None:
-    """Render structlog events as JSON lines (or a readable console form) on ``stream``.
+    """Render structlog events as JSON lines (or a readable console form) on ``stream``
+    (stderr unless given), at ``level`` and above.
 
-    For applications, the CLI and the server; the library itself never calls this.
+    For applications, the CLI and the server; the library itself never calls this. Without it
+    (and without the application's own ``structlog.configure``) the library still logs to
+    stderr, in structlog's default console form.
     """
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)

@@ -15,8 +15,6 @@ from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .enforce import (
     FilterChain,
     ReplyEnforcer,
@@ -31,9 +29,9 @@ from .enforce import (
     with_notices,
 )
 from .enforce import enforce_stream as _enforce_stream
-from .errors import ProfileError, StoreError
+from .errors import ProfileError, StoreError, http_status
 from .llm import LiteLLMClient
-from .observability import REQUEST_EVENT, UserHasher, request_event
+from .observability import REQUEST_EVENT, UserHasher, get_logger, request_event
 from .profile import Profile, parse_profile
 from .stores.cache import CachedProfileStore
 from .stores.memory import MemoryProfileStore
@@ -67,7 +65,7 @@ __all__ = [
     "with_notices",
 ]
 
-_log = structlog.get_logger("persona_mw")
+_log = get_logger("persona_mw")
 _warned_ephemeral = False  # warn once per process, not per middleware
 
 
@@ -161,6 +159,7 @@ class Middleware:
             return enforce_response(enforcer, response)
         except BaseException as exc:
             mark_failed(ctx, exc)
+            ctx.error_status = http_status(exc) if isinstance(exc, Exception) else None
             raise
         finally:
             if enforcer is not None:
@@ -208,6 +207,7 @@ class Middleware:
                     yield chunk
         except BaseException as exc:
             mark_failed(ctx, exc)
+            ctx.error_status = http_status(exc) if isinstance(exc, Exception) else None
             raise
         finally:
             await self.finish(ctx)

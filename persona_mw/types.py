@@ -165,6 +165,8 @@ class CallContext:
     completion_tokens: int = 0
     outcome: Literal["ok", "blocked", "filtered", "error", "cancelled"] = "ok"
     error: str | None = None
+    #: The HTTP status the call's error answers with (:func:`persona_mw.errors.http_status`).
+    error_status: int | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     _t0: float = field(default_factory=time.perf_counter, repr=False)
 

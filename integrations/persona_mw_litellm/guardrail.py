@@ -46,7 +46,6 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, Literal
 
-import structlog
 from litellm import ModelResponse, ModelResponseStream
 from litellm.integrations.custom_guardrail import CustomGuardrail
 
@@ -61,6 +60,7 @@ from persona_mw import (
 )
 from persona_mw.compliance import PROVENANCE_FIELD
 from persona_mw.enforce import NOTICES_FIELD, mark_failed, reply_text
+from persona_mw.observability import get_logger
 
 from .edge import (
     ENFORCED_CALL_TYPES,
@@ -83,7 +83,7 @@ SURFACE = "litellm-proxy"
 LogFormat = Literal["json", "console", "none"]
 MiddlewareFactory = Callable[[Config], Middleware]
 
-_log = structlog.get_logger("persona_mw.litellm")
+_log = get_logger("persona_mw.litellm")
 
 
 class RequestRefused(PersonaError):

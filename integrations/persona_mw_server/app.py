@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -48,25 +49,30 @@ from persona_mw.compliance import PROVENANCE_FIELD, PROVENANCE_HEADER
 from persona_mw.demo_model import DEMO_MODEL, register_demo_model
 from persona_mw.enforce import NOTICES_FIELD, NOTICES_HEADER
 from persona_mw.llm import LiteLLMClient, import_litellm
-from persona_mw.observability import render_metrics
+from persona_mw.observability import get_logger, render_metrics
 
 from .asgi import OPEN_STREAMS, BodySizeLimit, InstanceHeader, RequestMetrics
 from .auth import DEPLOYER_FIELDS, Action, Principal, deny_reason, deployer_fields_changed
 from .config import LITELLM_SETTINGS_APPLIED, ServerConfig
 from .errors import ApiError, from_exception
 from .keys import find_key
+from .responses import ResponseObject, ResponsesRequest, response_events, response_json, sse
 from .streaming import END, Pump
 from .wire import (
     ChatCompletion,
     ChatCompletionRequest,
     ErrorResponse,
+    ModelCard,
     ModelList,
     chunk_json,
     completion_json,
     usage_chunk_json,
 )
 
-__all__ = ["USER_HEADER", "create_app"]
+__all__ = ["REJECTED_EVENT", "USER_HEADER", "create_app"]
+
+#: The event logged for every request answered with a 4xx (its ``status`` and ``reason``).
+REJECTED_EVENT = "request.rejected"
 
 #: The header that names the end user; it takes precedence over the body's ``user`` field.
 USER_HEADER = "X-Persona-User"
@@ -99,11 +105,13 @@ def _request_laws(header: str | None, trusted: bool) -> tuple[str, ...]:
     return codes
 
 
-_log = structlog.get_logger("persona_mw.server")
+_log = get_logger("persona_mw.server")
 _OPEN = Principal(name="(no api keys configured)", role="open")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 412, 413, 502, 503, 504)
 }
+#: A profile write whose text an input rule would block or redact in the system prompt.
+_PROFILE_WRITE_ERRORS = {**_ERRORS, 422: {"model": ErrorResponse}}
 
 
 @dataclass
@@ -136,6 +144,8 @@ async def _principal(
     found = find_key(credentials.credentials, state.key_entries)
     if found is None:
         raise ApiError(401, "invalid API key", type="authentication_error", code="invalid_api_key")
+    # the key's name (never the key) on every event of this request, request.completed included
+    structlog.contextvars.bind_contextvars(api_key=found.name)
     return found
 
 
@@ -174,6 +184,8 @@ def create_app(
                 "and read or change every profile. Serving on loopback only. Add server.api_keys "
                 "to the config (see docs/proxy.md) before exposing it.",
             )
+        for line in config.ignored:
+            _log.warning("config.section_ignored", detail=line, source=config.persona.source)
         _log.info("server.started", models=models, auth=config.auth_enabled, version=__version__)
         yield
         # uvicorn has stopped accepting and drained connections (up to its graceful timeout).
@@ -230,22 +242,7 @@ def create_app(
         """Chat completion, personalised for the end user and held within the bounds."""
         allow(who, "complete")
         laws = _request_laws(x_persona_jurisdiction, config.server.trust_jurisdiction_header)
-        user = x_persona_user or body.user
-        if not user:
-            raise ApiError(
-                400,
-                f"no end-user id: set the request's `user` field or the {USER_HEADER} "
-                "header (the profile and the limits are per user)",
-                param="user",
-            )
-        if body.model not in state.models:
-            raise ApiError(
-                404,
-                f"model {body.model!r} is not served here; GET /v1/models lists "
-                f"the models ({', '.join(state.models)})",
-                code="model_not_found",
-                param="model",
-            )
+        user = end_user(x_persona_user or body.user, body.model)
         kwargs = body.llm_kwargs()
         kwargs["timeout"] = config.server.upstream_timeout_s
         call = {
@@ -285,18 +282,96 @@ def create_app(
             },
         )
 
+    def end_user(user: str | None, model: str) -> str:
+        """The request's end user, once the model is known to be served here."""
+        if not user:
+            raise ApiError(
+                400,
+                f"no end-user id: set the request's `user` field or the {USER_HEADER} "
+                "header (the profile and the limits are per user)",
+                param="user",
+            )
+        if model not in state.models:
+            raise ApiError(
+                404,
+                f"model {model!r} is not served here; GET /v1/models lists "
+                f"the models ({', '.join(state.models)})",
+                code="model_not_found",
+                param="model",
+            )
+        return user
+
+    @app.post(
+        "/v1/responses",
+        response_model=None,
+        responses={
+            200: {
+                "model": ResponseObject,
+                "description": "The Response; with `stream: true` a text/event-stream of "
+                "Responses events ending in `response.completed` (its status `incomplete` "
+                "when a rule stopped the reply).",
+            },
+            **_ERRORS,
+        },
+        tags=["openai"],
+    )
+    async def create_response(
+        body: ResponsesRequest,
+        who: Who,
+        x_persona_user: str | None = Header(
+            default=None, description="the end user; wins over `user`"
+        ),
+    ) -> Response:
+        """OpenAI's Responses API, on the same path as chat completions (profile, bounds on
+        input and output, signals). Stateless: no `previous_response_id`, no stored responses."""
+        allow(who, "complete")
+        user = end_user(x_persona_user or body.user, body.model)
+        messages, kwargs = body.chat_call()
+        kwargs["timeout"] = config.server.upstream_timeout_s
+        call = {
+            "user": user,
+            "model": body.model,
+            "messages": messages,
+            "surface": "server",
+            **kwargs,
+        }
+        if not body.stream:
+            reply = await state.mw.acompletion(**call)
+            return JSONResponse(response_json(body, reply), headers=_notice_headers(reply))
+        pump: Pump[Any] = Pump(state.mw.astream(**call), tracked=state.streams)
+        try:
+            first = await pump.get()
+        except BaseException:
+            pump.cancel()
+            raise
+        return StreamingResponse(
+            _response_sse(pump, first, body),
+            media_type="text/event-stream",
+            headers={
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",
+                **_notice_headers(first),
+            },
+        )
+
+    @app.get("/v1/models/{model_id}", response_model=ModelCard, responses=_ERRORS, tags=["openai"])
+    async def get_model(model_id: str, who: Who) -> dict[str, Any]:
+        """One served model (404 with the served names when it is not one of them)."""
+        allow(who, "read_models")
+        if model_id not in state.models:
+            raise ApiError(
+                404,
+                f"model {model_id!r} is not served here; the models are {', '.join(state.models)}",
+                code="model_not_found",
+                param="model_id",
+            )
+        return _model_card(model_id)
+
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
     async def list_models(who: Who) -> dict[str, Any]:
         """The model names clients may ask for (the config's `model_list`)."""
         allow(who, "read_models")
-        created = int(time.time())
-        return {
-            "object": "list",
-            "data": [
-                {"id": m, "object": "model", "created": created, "owned_by": "persona_mw"}
-                for m in state.models
-            ],
-        }
+        return {"object": "list", "data": [_model_card(m) for m in state.models]}
 
     # -- profiles, usage, erasure, policy ------------------------------------------------------
 
@@ -333,7 +408,7 @@ def create_app(
     @app.put(
         "/v1/users/{user_id}/profile",
         response_model=Profile,
-        responses=_ERRORS,
+        responses=_PROFILE_WRITE_ERRORS,
         openapi_extra=profile_body,
         tags=["users"],
     )
@@ -359,7 +434,7 @@ def create_app(
     @app.patch(
         "/v1/users/{user_id}/profile",
         response_model=Profile,
-        responses=_ERRORS,
+        responses=_PROFILE_WRITE_ERRORS,
         openapi_extra=patch_body,
         tags=["users"],
     )
@@ -476,6 +551,7 @@ def create_app(
         body, content_type = render_metrics()
         return Response(body, media_type=content_type)
 
+    _document_errors_as_sent(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.server.max_body_bytes)
     app.add_middleware(InstanceHeader, instance=secrets.token_hex(4))
     app.add_middleware(RequestMetrics)
@@ -483,6 +559,52 @@ def create_app(
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _document_errors_as_sent(app: FastAPI) -> None:
+    """The OpenAPI document as the server answers: FastAPI adds a 422 (its validation error) to
+    every operation with a body or parameters, but a bad request is a 400 in OpenAI's format
+    here (:func:`_install_error_handlers`). The only 422 left is the one a route declares."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            for operations in spec.get("paths", {}).values():
+                for operation in operations.values():
+                    sent = operation.get("responses", {}).get("422", {})
+                    if "HTTPValidationError" in json.dumps(sent):
+                        del operation["responses"]["422"]
+            schemas = spec.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _model_card(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": int(time.time()), "owned_by": "persona_mw"}
+
+
+async def _response_sse(
+    pump: Pump[Any], first: Any, request: ResponsesRequest
+) -> AsyncIterator[bytes]:
+    """Responses events in SSE framing; a failure after the status line is sent in-band as an
+    ``error`` event, and the upstream call stops when the client goes away."""
+    OPEN_STREAMS.inc()
+    try:
+        async for event in response_events(pump, first, request):
+            yield sse(event)
+    except Exception as exc:
+        error = from_exception(exc)
+        _log.warning("stream.failed", error=error.message, status=error.status)
+        body = error.body()["error"]
+        yield sse({"type": "error", "sequence_number": 0, **body})
+    finally:
+        pump.cancel()
+        OPEN_STREAMS.dec()
 
 
 def _notice_headers(reply: Any) -> dict[str, str]:
@@ -745,16 +867,51 @@ def _apply_litellm_settings(settings: Mapping[str, Any]) -> None:
         )
 
 
+def _route(request: Request) -> str:
+    """The route's template (``/v1/users/{user_id}/profile``): no user id in the log."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", None) or "(no route)")
+
+
+def _rejected(request: Request, error: ApiError) -> None:
+    """One event per refused request: its status and why (the message names no user text:
+    it is the same one the client gets; a profile-text refusal names the field, not the text)."""
+    _log.warning(
+        REJECTED_EVENT,
+        method=request.method,
+        path=_route(request),
+        status=error.status,
+        reason=_without_user_ids(request, error.message),
+        code=error.code,
+        param=error.param,
+    )
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _without_user_ids(request: Request, message: str) -> str:
+    """A refusal's message names what was wrong, sometimes by what the client sent (a model
+    name, a user id, quoted): the log keeps the message with every quoted value as ``'…'``
+    and the request's user id as ``<user>`` (logs carry only keyed hashes of user ids)."""
+    for user in (request.path_params.get("user_id"), request.headers.get(USER_HEADER)):
+        if user:
+            message = message.replace(user, "<user>")
+    return _QUOTED.sub("'…'", message)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         error = exc if isinstance(exc, ApiError) else from_exception(exc)
         if error.status >= 500:
             _log.error(
                 "request.failed",
-                path=request.scope.get("route") and request.scope["route"].path,
+                path=_route(request),
                 status=error.status,
                 error=repr(exc),
             )
+        else:
+            _rejected(request, error)
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
@@ -764,7 +921,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         message = f"{param + ': ' if param else ''}{first['msg']}{more}"
-        return JSONResponse(ApiError(400, message, param=param).body(), status_code=400)
+        error = ApiError(400, message, param=param)
+        _rejected(request, error)
+        return JSONResponse(error.body(), status_code=400)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -776,10 +935,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
+        error = ApiError(exc.status_code, message, type=kind)
+        _rejected(request, error)
         return JSONResponse(
-            ApiError(exc.status_code, message, type=kind).body(),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
     app.add_exception_handler(ApiError, api_error)

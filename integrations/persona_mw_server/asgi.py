@@ -9,11 +9,14 @@ kept low-cardinality and free of personal data. The process-wide Prometheus regi
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from persona_mw.observability import get_logger
 
 from .errors import error_body
 
@@ -26,6 +29,9 @@ __all__ = [
     "InstanceHeader",
     "RequestMetrics",
 ]
+
+_log = get_logger("persona_mw.server")
+_USER_SEGMENT = re.compile(r"(/v1/users/)[^/]+")
 
 #: Names the server process that answered (a random id, not the pid): with --workers N it tells
 #: operators and tests which worker served a request.
@@ -79,6 +85,18 @@ class BodySizeLimit:
             code="request_too_large",
         )
 
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        body = self._too_large()
+        _log.warning(
+            "request.rejected",
+            method=scope["method"],
+            path=_USER_SEGMENT.sub(r"\1{user_id}", scope["path"]),  # no raw user id in the log
+            status=413,
+            reason=body["error"]["message"],
+            code=body["error"]["code"],
+        )
+        await send_json(send, 413, body)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -86,7 +104,7 @@ class BodySizeLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.isdigit() or int(declared) > self.max_bytes:
-                await send_json(send, 413, self._too_large())
+                await self._refuse(scope, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -102,7 +120,7 @@ class BodySizeLimit:
                 return  # client went away
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                await send_json(send, 413, self._too_large())
+                await self._refuse(scope, send)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):

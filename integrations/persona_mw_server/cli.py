@@ -9,17 +9,22 @@ drained for ``server.drain_timeout_s``, usage is flushed).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from persona_mw import ConfigError, configure_logging
+from persona_mw.cli.deployment import CONFIG_ENV as DEPLOYMENT_CONFIG_ENV
+from persona_mw.cli.deployment import deprecated_env
 from persona_mw.observability import MULTIPROC_ENV
 
 from .config import ServerConfig, load_server_config
@@ -27,8 +32,9 @@ from .keys import hash_key, new_key
 
 __all__ = ["CONFIG_ENV", "app_from_env", "check_bind", "metrics_dir", "serve"]
 
-#: How worker processes (``--workers N``) learn the config file.
-CONFIG_ENV = "PERSONA_MW_SERVER_CONFIG"
+#: How worker processes (``--workers N``) learn the config file: the one variable every entry
+#: point reads (``PERSONA_MW_SERVER_CONFIG`` still works, with a deprecation warning).
+CONFIG_ENV = DEPLOYMENT_CONFIG_ENV
 
 
 def check_bind(host: str, config: ServerConfig) -> None:
@@ -80,12 +86,12 @@ def metrics_dir() -> tuple[str, bool]:
 
 def app_from_env() -> object:
     """The ASGI app for one uvicorn worker process (``--workers N``): the config comes from
-    ``$PERSONA_MW_SERVER_CONFIG``, the shared metrics directory from
+    ``$PERSONA_MW_CONFIG``, the shared metrics directory from
     ``$PROMETHEUS_MULTIPROC_DIR``."""
     from .app import create_app
 
     configure_logging(json=True)
-    path = os.environ.get(CONFIG_ENV) or None
+    path = os.environ.get(CONFIG_ENV) or deprecated_env("PERSONA_MW_SERVER_CONFIG")
     app = create_app(load_server_config(path))
     if os.environ.get(MULTIPROC_ENV):
         app.add_middleware(_MarkDeadAtShutdown)
@@ -204,6 +210,7 @@ def serve(
             )
         click.echo(hash_key(key))
         return
+    config_path = config_path or deprecated_env("PERSONA_MW_SERVER_CONFIG")
     try:
         config = load_server_config(config_path)
         check_bind(host, config)
@@ -215,9 +222,19 @@ def serve(
             "(each worker would otherwise keep its own in-memory profiles)"
         )
     if check_config:
-        names = [m["model_name"] for m in config.persona.model_list] or ["persona-demo/offline"]
+        for line in config.ignored:
+            click.echo(f"warning: {line}", err=True)
+        names = list(dict.fromkeys(m["model_name"] for m in config.persona.model_list))
+        store = "memory"
+        if config.persona.store.url:
+            if not asyncio.run(_store_answers(config)):
+                raise click.ClickException(
+                    f"the profile store at {_redacted(config.persona.store.url)} does not "
+                    "answer; start it or fix store.url"
+                )
+            store = "redis (answers)"
         click.echo(
-            f"config ok: models={names} store={'redis' if config.persona.store.url else 'memory'} "
+            f"config ok: models={names or ['persona-demo/offline']} store={store} "
             f"api_keys={len(config.api_keys)}"
         )
         return
@@ -256,3 +273,24 @@ def serve(
     finally:
         if ours:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _store_answers(config: ServerConfig) -> bool:
+    """Ping the configured profile store through the middleware the server would build."""
+    from persona_mw import build_middleware
+
+    mw = build_middleware(config.persona)
+    try:
+        store: Any = mw.store
+        for candidate in (store, getattr(store, "inner", None)):
+            ping = getattr(candidate, "ping", None)
+            if ping is not None:
+                return bool(await ping())
+        return True
+    finally:
+        await mw.aclose()
+
+
+def _redacted(url: str) -> str:
+    """A store URL without its password."""
+    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)

@@ -44,6 +44,8 @@ from persona_mw import Config, ConfigError, load_config
 from .keys import hash_key
 
 __all__ = [
+    "GENERAL_SETTINGS_APPLIED",
+    "LITELLM_SECTIONS_IGNORED",
     "LITELLM_SETTINGS_APPLIED",
     "ApiKey",
     "Role",
@@ -67,7 +69,25 @@ _LITELLM_SECTIONS = (
     "router_settings",
     "environment_variables",
 )
-_ALL_SECTIONS = (*_PERSONA_SECTIONS, *_LITELLM_SECTIONS, "server")
+#: Sections of a LiteLLM proxy config the server does not use: accepted, each with one warning
+#: (so a LiteLLM proxy's whole ``config.yaml`` can be served as it is).
+LITELLM_SECTIONS_IGNORED = {
+    "guardrails": "the server applies persona_mw's bounds itself; LiteLLM guardrails run only "
+    "inside a LiteLLM proxy",
+    "callbacks": "LiteLLM proxy callbacks are not run by the server",
+    "credential_list": "give credentials in model_list's litellm_params",
+    "mcp_servers": "the server does not host MCP tools",
+    "search_tools": "the server does not host search tools",
+    "vector_store_registry": "the server does not host vector stores",
+    "files_settings": "the server does not serve the files API",
+    "finetune_settings": "the server does not serve fine-tuning",
+    "assistant_settings": "the server does not serve the assistants API",
+    "callback_settings": "LiteLLM proxy callbacks are not run by the server",
+    "prompts": "personalisation builds the system prompt; LiteLLM prompt management is not used",
+}
+#: ``general_settings`` keys the server uses; every other one gets a warning.
+GENERAL_SETTINGS_APPLIED = frozenset({"master_key"})
+_ALL_SECTIONS = (*_PERSONA_SECTIONS, *_LITELLM_SECTIONS, "server", *LITELLM_SECTIONS_IGNORED)
 
 
 class _Frozen(BaseModel):
@@ -128,6 +148,9 @@ class ServerConfig(_Frozen):
     router_settings: dict[str, Any] = Field(default_factory=dict)
     general_settings: dict[str, Any] = Field(default_factory=dict)
     environment_variables: dict[str, str] = Field(default_factory=dict)
+    #: One line per section (or ``general_settings`` key) of the file the server does not use:
+    #: logged as ``config.section_ignored`` at start-up, printed by ``--check-config``.
+    ignored: tuple[str, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -183,6 +206,20 @@ def load_server_config(path: str | os.PathLike[str] | None = None) -> ServerConf
         **os.environ,
         **{str(k): str(v) for k, v in (loaded.get("environment_variables") or {}).items()},
     }
+    ignored = [
+        f"{name}: ignored ({why})"
+        for name, why in LITELLM_SECTIONS_IGNORED.items()
+        if name in loaded
+    ]
+    loaded = {k: v for k, v in loaded.items() if k not in LITELLM_SECTIONS_IGNORED}
+    general = loaded.get("general_settings") or {}
+    ignored += [
+        f"general_settings.{key}: ignored (a LiteLLM proxy setting; the server uses only "
+        f"{', '.join(sorted(GENERAL_SETTINGS_APPLIED))}"
+        + ("; persona_mw keeps its data in the `store` section)" if key == "database_url" else ")")
+        for key in sorted(general)
+        if key not in GENERAL_SETTINGS_APPLIED
+    ]
     data = _expand(loaded, env, source, "")
     _check_model_list(data.get("model_list") or [], source)
     persona_part = {k: data[k] for k in _PERSONA_SECTIONS if k in data and data[k] is not None}
@@ -197,6 +234,7 @@ def load_server_config(path: str | os.PathLike[str] | None = None) -> ServerConf
         return ServerConfig.model_validate(
             {
                 "persona": persona,
+                "ignored": tuple(ignored),
                 **{k: data[k] for k in (*_LITELLM_SECTIONS, "server") if data.get(k) is not None},
             }
         )

@@ -19,12 +19,9 @@ from persona_mw import (
     UpstreamError,
     UpstreamTimeout,
 )
+from persona_mw.errors import http_status
 
 __all__ = ["ApiError", "error_body", "from_exception"]
-
-#: Upstream statuses a client can act on are passed on; others (401 from the provider, 404 for a
-#: misconfigured model, 5xx) are our deployment's problem and become 502.
-_PASSED_UPSTREAM_STATUSES = frozenset({400, 413, 422, 429})
 
 
 class ApiError(Exception):
@@ -81,7 +78,7 @@ def from_exception(exc: BaseException, *, request_id: str = "") -> ApiError:
             code="upstream_timeout",
         )
     if isinstance(exc, UpstreamError):
-        status = exc.status_code if exc.status_code in _PASSED_UPSTREAM_STATUSES else 502
+        status = http_status(exc)
         kind = (
             "rate_limit_error"
             if status == 429

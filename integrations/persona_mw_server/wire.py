@@ -24,6 +24,7 @@ __all__ = [
     "ChatCompletionChunk",
     "ChatCompletionRequest",
     "ErrorResponse",
+    "ModelCard",
     "ModelList",
     "PersonaNotice",
     "StreamOptions",

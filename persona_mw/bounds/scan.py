@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
-import structlog
-
+from ..observability import get_logger
 from ..types import Decision, Notice, Span
 from .detectors import (
     Detector,
@@ -55,7 +54,7 @@ __all__ = [
     "notices_for",
 ]
 
-_log = structlog.get_logger("persona_mw.bounds")
+_log = get_logger("persona_mw.bounds")
 
 #: Visible characters of released text kept as context for the next window (word boundaries,
 #: look-behinds).

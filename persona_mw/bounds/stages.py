@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..observability import get_logger
 from ..profile import Profile
 from ..types import Action, CallContext, Decision, Instruction, Message, Notice, Span
 from .inputs import (
@@ -59,7 +59,7 @@ __all__ = [
     "redact_last_user",
 ]
 
-_log = structlog.get_logger("persona_mw.bounds")
+_log = get_logger("persona_mw.bounds")
 
 #: The policy used when a deployment names no policy file: the tier-1 packs only.
 BASELINE_POLICY: dict[str, Any] = {

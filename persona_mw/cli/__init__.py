@@ -91,8 +91,9 @@ class _LazyGroup(click.Group):
 def cli() -> None:
     """persona_mw: personalisation within bounds, between your app and any LLM.
 
-    Environment: PERSONA_MW_REDIS_URL (profile store), PERSONA_MW_MODEL (model for the demo),
-    PERSONA_MW_HASH_SECRET (key for the user-id hash in logs).
+    Environment: PERSONA_MW_CONFIG (the deployment's config file, as --config: store,
+    policies, signals), PERSONA_MW_MODEL (model for the demo), PERSONA_MW_HASH_SECRET (key for
+    the user-id hash in logs). PERSONA_MW_REDIS_URL still works but is deprecated.
     """
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 

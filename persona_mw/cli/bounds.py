@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import click
 from ..errors import PersonaError
 from ..profile import Profile, parse_profile
 from ..types import CallContext, Decision
+from .deployment import config_option, load_deployment, policy_paths
 
 if TYPE_CHECKING:
     from ..bounds.policy import Rule
@@ -26,11 +28,14 @@ __all__ = ["check", "policy"]
 _RANK = {"allow": 0, "log": 1, "notify": 2, "append": 3, "redact": 4, "block": 5}
 
 
-def _load(policy_files: tuple[str, ...], profile_file: str | None) -> tuple[Any, Profile]:
+def _load(
+    config_path: str | None, policy_files: tuple[str, ...], profile_file: str | None
+) -> tuple[Any, Profile]:
     from ..bounds import load_policy
 
+    paths = policy_paths(load_deployment(config_path), policy_files)
     try:
-        loaded = load_policy(*policy_files)
+        loaded = load_policy(*paths)
         if profile_file is None:
             profile = Profile.default("cli")
         else:
@@ -87,14 +92,20 @@ def _context(profile: Profile, text: str) -> CallContext:
     )
 
 
-_policy_files = click.option(
+_policy_option = click.option(
     "--policy",
     "policy_files",
     multiple=True,
-    required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="Policy YAML file; repeat to merge several, in order.",
+    help="Policy YAML file; repeat to merge several, in order (default: bounds.policies of "
+    "--config).",
 )
+
+
+def _policy_files(function: Callable[..., Any]) -> Callable[..., Any]:
+    return config_option(_policy_option(function))
+
+
 _profile_file = click.option(
     "--profile",
     "profile_file",
@@ -125,6 +136,7 @@ _profile_file = click.option(
     help="Input: also run LLM-judge rules (calls the model; imports litellm).",
 )
 def check(
+    config_path: str | None,
     policy_files: tuple[str, ...],
     profile_file: str | None,
     stage: str,
@@ -136,7 +148,7 @@ def check(
     from ..bounds.scan import StreamFilter, hold_back_for
     from ..bounds.stages import check_input, input_verdict, redact_last_user
 
-    loaded, profile = _load(policy_files, profile_file)
+    loaded, profile = _load(config_path, policy_files, profile_file)
     text = sys.stdin.read()
     effective = resolve(loaded, profile)
     ctx = _context(profile, text)
@@ -236,6 +248,7 @@ def policy() -> None:
     "(bounds.misleading_context).",
 )
 def explain(
+    config_path: str | None,
     policy_files: tuple[str, ...],
     profile_file: str | None,
     jurisdictions: tuple[str, ...],
@@ -245,7 +258,7 @@ def explain(
     with laws, every duty and the law (and section) that requires it."""
     from ..bounds import resolve
 
-    loaded, profile = _load(policy_files, profile_file)
+    loaded, profile = _load(config_path, policy_files, profile_file)
     try:
         effective = resolve(
             loaded,

@@ -14,6 +14,7 @@ from ..errors import PersonaError
 from ..profile import parse_profile
 from ..stores import open_store
 from ..types import ProfileStore
+from .deployment import config_option, load_deployment, store_location
 
 __all__ = ["profile"]
 
@@ -21,15 +22,21 @@ T = TypeVar("T")
 
 _redis_option = click.option(
     "--redis-url",
-    envvar="PERSONA_MW_REDIS_URL",
-    default="",
-    show_default="embedded in-memory store",
-    help="Profile store; without it the embedded store is used (it lasts only as long as "
-    "the command).",
+    default=None,
+    help="Profile store URL (default: store.url of --config; without either the embedded "
+    "store, which lasts only as long as the command).",
 )
 _prefix_option = click.option(
-    "--prefix", default="pmw:", show_default=True, help="Redis key prefix."
+    "--prefix", default=None, help="Redis key prefix (default: store.prefix of --config, pmw:)."
 )
+
+
+def _options(function: Callable[..., Any]) -> Callable[..., Any]:
+    return config_option(_redis_option(_prefix_option(function)))
+
+
+def _store(config_path: str | None, redis_url: str | None, prefix: str | None) -> tuple[str, str]:
+    return store_location(load_deployment(config_path), redis_url, prefix)
 
 
 def _run(url: str, prefix: str, action: Callable[[ProfileStore], Awaitable[T]]) -> T:
@@ -43,7 +50,7 @@ def _run(url: str, prefix: str, action: Callable[[ProfileStore], Awaitable[T]]) 
     if not url:
         click.echo(
             "note: embedded in-memory store; nothing persists after this command "
-            "(pass --redis-url or set PERSONA_MW_REDIS_URL)",
+            "(pass --config FILE with store.url, or --redis-url)",
             err=True,
         )
     try:
@@ -59,9 +66,8 @@ def profile() -> None:
 
 @profile.command("get")
 @click.argument("user")
-@_redis_option
-@_prefix_option
-def get(user: str, redis_url: str, prefix: str) -> None:
+@_options
+def get(user: str, config_path: str | None, redis_url: str | None, prefix: str | None) -> None:
     """Print USER's profile as JSON (the default profile when there is none)."""
 
     async def action(store: ProfileStore) -> Any:
@@ -70,7 +76,7 @@ def get(user: str, redis_url: str, prefix: str) -> None:
         found = await store.get(user)
         return (found or Profile.default(user)).model_dump(mode="json"), found is not None
 
-    data, exists = _run(redis_url, prefix, action)
+    data, exists = _run(*_store(config_path, redis_url, prefix), action)
     if not exists:
         click.echo(f"note: no stored profile for {user!r}; showing the default", err=True)
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -92,9 +98,15 @@ def get(user: str, redis_url: str, prefix: str) -> None:
     is_flag=True,
     help="Merge into the stored profile (RFC 7396) instead of replacing it.",
 )
-@_redis_option
-@_prefix_option
-def set_(user: str, path: str, patch: bool, redis_url: str, prefix: str) -> None:
+@_options
+def set_(
+    user: str,
+    path: str,
+    patch: bool,
+    config_path: str | None,
+    redis_url: str | None,
+    prefix: str | None,
+) -> None:
     """Validate and store USER's profile; print it with its new version."""
     if path == "-":
         raw = sys.stdin.read()
@@ -119,15 +131,20 @@ def set_(user: str, path: str, patch: bool, redis_url: str, prefix: str) -> None
             stored = await store.put(new, expected_version=current.version if current else 0)
         return stored.model_dump(mode="json")
 
-    click.echo(json.dumps(_run(redis_url, prefix, action), indent=2, ensure_ascii=False))
+    click.echo(
+        json.dumps(
+            _run(*_store(config_path, redis_url, prefix), action), indent=2, ensure_ascii=False
+        )
+    )
 
 
 @profile.command("delete")
 @click.argument("user")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_redis_option
-@_prefix_option
-def delete(user: str, yes: bool, redis_url: str, prefix: str) -> None:
+@_options
+def delete(
+    user: str, yes: bool, config_path: str | None, redis_url: str | None, prefix: str | None
+) -> None:
     """Erase everything stored for USER (profile, usage, state)."""
     if not yes:
         click.confirm(f"Erase all data of {user!r}?", abort=True)
@@ -135,5 +152,5 @@ def delete(user: str, yes: bool, redis_url: str, prefix: str) -> None:
     async def action(store: ProfileStore) -> bool:
         return await store.delete(user)
 
-    removed = _run(redis_url, prefix, action)
+    removed = _run(*_store(config_path, redis_url, prefix), action)
     click.echo(f"erased {user!r}" if removed else f"nothing stored for {user!r}")

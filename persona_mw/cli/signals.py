@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import click
 
+from .deployment import config_option, load_deployment, store_location
+
 __all__ = ["report", "signals"]
 
 
@@ -72,12 +74,7 @@ _NOW_HELP = "the instant to compute at (ISO-8601 with offset); default: the curr
     help="JSON lines: {user, ts, role, text?, tz?, minor?}; '-' for stdin",
 )
 @click.option("--now", type=IsoTime(), default=None, help=_NOW_HELP)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="a deployment YAML; its signals: section sets the thresholds",
-)
+@config_option
 @click.option("--history", is_flag=True, help="also print each user's daily history")
 @click.option(
     "--jurisdiction",
@@ -155,19 +152,10 @@ def signals(
     type=click.File("r"),
     help="read usage from a JSON-lines file instead of Redis",
 )
-@click.option(
-    "--redis-url",
-    envvar="PERSONA_MW_REDIS_URL",
-    help="the usage store (default: $PERSONA_MW_REDIS_URL)",
-)
-@click.option("--prefix", default="pmw:", show_default=True, help="Redis key prefix")
+@click.option("--redis-url", help="the usage store (default: store.url of --config)")
+@click.option("--prefix", default=None, help="Redis key prefix (default: store.prefix of --config)")
 @click.option("--now", type=IsoTime(), default=None, help=_NOW_HELP)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="a deployment YAML; its signals: section sets the thresholds",
-)
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a text table")
 def report(
     user_id: str | None,
@@ -178,7 +166,7 @@ def report(
     html_file: str | None,
     events_file: IO[str] | None,
     redis_url: str | None,
-    prefix: str,
+    prefix: str | None,
     now: datetime | None,
     config_path: str | None,
     as_json: bool,
@@ -192,25 +180,26 @@ def report(
     if statutory_law:
         if date_from is None or date_to is None:
             raise click.UsageError("--statutory needs --from DATE and --to DATE (YYYY-MM-DD)")
-        if not redis_url and config_path:
-            from persona_mw.config import load_config
-
-            store = load_config(config_path).store
-            redis_url, prefix = store.url or None, store.prefix
-        if not redis_url:
+        url, key_prefix = store_location(load_deployment(config_path), redis_url, prefix)
+        if not url:
             raise click.UsageError(
-                "--statutory reads the deployment's shared counters: pass --redis-url URL "
-                "(or set PERSONA_MW_REDIS_URL)"
+                "--statutory reads the deployment's shared counters: pass --config FILE (its "
+                "store.url) or --redis-url URL"
             )
         _statutory_report(
-            str(redis_url), prefix, statutory_law, date_from.date(), date_to.date(), html_file
+            url, key_prefix, statutory_law, date_from.date(), date_to.date(), html_file
         )
         return
     if html_file and not user_id:
         raise click.UsageError("--html goes with --user or --statutory")
+    redis_url, prefix = (
+        store_location(load_deployment(config_path), redis_url, prefix)
+        if events_file is None
+        else ("", "")
+    )
     if events_file is None and not redis_url:
         raise click.UsageError(
-            "no usage source: pass --events FILE, or --redis-url URL (or set PERSONA_MW_REDIS_URL)"
+            "no usage source: pass --config FILE (its store.url), --events FILE, or --redis-url URL"
         )
     cfg = _config(config_path)
     at = now or datetime.now(UTC)

@@ -57,9 +57,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-import structlog
-
 from persona_mw.errors import ConfigError, StoreError
+from persona_mw.observability import get_logger
 from persona_mw.stores.loops import cancel_when_it_runs, run_on, task_loop_elsewhere
 from persona_mw.types import CallContext
 
@@ -68,7 +67,7 @@ from .usage_store import UsageStore
 
 __all__ = ["UsageRecorder"]
 
-_log = structlog.get_logger("persona_mw.signals")
+_log = get_logger("persona_mw.signals")
 
 #: ``analyse(text, role) -> (cue flags, relationship-seeking score or None)`` (the signals'
 #: :data:`persona_mw.signals.cues.Analyse`; repeated here so this module does not import cues).

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
 from cachetools import TTLCache
 
 from persona_mw.errors import StoreError
 from persona_mw.types import CallContext, Decision, Notice
 
+from ..observability import get_logger
 from .action_state import ActionStateStore, MemoryActionStateStore
 from .compute import Signals, UsageDigest
 from .config import STATUTORY_INTERVAL_MINUTES, SignalsConfig
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DependenceStage", "UsageSource", "disclosure_policy", "reminder_policy"]
 
-_log = structlog.get_logger("persona_mw.signals")
+_log = get_logger("persona_mw.signals")
 #: Users whose digest this process keeps (least recently used go first). A digest is O(days),
 #: a few kB, so this bounds the stage's memory whatever the users' histories.
 _CACHE_MAX_USERS = 10_000

@@ -17,9 +17,8 @@ from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import structlog
-
 from ..errors import StoreError
+from ..observability import get_logger
 from ..profile import Profile
 from ..types import ProfileStore
 from .keys import user_tag
@@ -27,7 +26,7 @@ from .loops import cancel_when_it_runs, run_on, task_loop_elsewhere
 
 __all__ = ["CachedProfileStore", "Lookup", "SupportsInvalidation"]
 
-_log = structlog.get_logger("persona_mw.cache")
+_log = get_logger("persona_mw.cache")
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from persona_mw_server import create_app, load_server_config
 from persona_mw_server.testing import ServerThread
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, status_code_conformance
 from sec_helpers import KEYS, bearer, write_server_config
 
 from persona_mw.testing import FakeOpenAIServer
@@ -68,7 +68,7 @@ def _fuzz(base_url: str, key: str, examples: int) -> Counter[str]:
         @given(case=operation.as_strategy())
         def run(case: schemathesis.Case) -> None:
             response = case.call(headers=bearer(key), timeout=10)
-            case.validate_response(response, checks=[not_a_server_error])
+            case.validate_response(response, checks=[not_a_server_error, status_code_conformance])
             assert response.status_code < 500, (case.method, case.path, response.text[:300])
             _check_error_format(response)
             seen[f"{case.operation.label} {response.status_code}"] += 1

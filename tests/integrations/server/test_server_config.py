@@ -119,3 +119,60 @@ def test_cli_key_helpers_and_refusals(tmp_path: Path) -> None:
     path.write_text(f"server:\n  api_keys:\n    - {{name: a, role: app, key_hash: '{key_hash}'}}\n")
     checked = runner.invoke(serve, ["--config", str(path), "--host", "0.0.0.0", "--check-config"])
     assert checked.exit_code == 0 and "api_keys=1" in checked.output
+
+
+EXAMPLE = Path(__file__).parents[3] / "examples/litellm_proxy/config.yaml"
+
+
+def test_the_example_litellm_proxy_config_is_served_with_one_warning_per_unused_section(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The LiteLLM proxy example, as it is: `guardrails` and `general_settings.database_url`
+    are not errors; each unused part gets one warning naming it; the models are listed once."""
+    monkeypatch.setenv("LITELLM_MASTER_KEY", "sk-master-1234")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
+    text = EXAMPLE.read_text() + "  database_url: postgresql://u:p@db/litellm\n"
+    target = tmp_path / "config.yaml"
+    target.write_text(text)
+    config = load_server_config(target)
+    assert [line.split(":")[0] for line in config.ignored] == [
+        "guardrails",
+        "general_settings.database_url",
+    ]
+    assert "`store` section" in config.ignored[1]
+    checked = CliRunner().invoke(serve, ["--config", str(target), "--check-config"])
+    assert checked.exit_code == 0, checked.output
+    assert "models=['gpt-4o-mini']" in checked.output
+    assert checked.output.count("warning: guardrails: ignored") == 1
+    assert checked.output.count("warning: general_settings.database_url: ignored") == 1
+
+
+def test_check_config_pings_the_store(tmp_path: Path, redis_url: str) -> None:
+    """--check-config says whether the configured Redis answers, and fails naming it if not."""
+    good = tmp_path / "good.yaml"
+    good.write_text(f"store: {{url: '{redis_url}'}}\n")
+    ok = CliRunner().invoke(serve, ["--config", str(good), "--check-config"])
+    assert ok.exit_code == 0 and "store=redis (answers)" in ok.output, ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("store: {url: 'redis://:secret@127.0.0.1:9/0'}\n")
+    down = CliRunner().invoke(serve, ["--config", str(bad), "--check-config"])
+    assert down.exit_code != 0 and "does not answer" in down.output, down.output
+    assert "secret" not in down.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "deprecated"), [("PERSONA_MW_CONFIG", False), ("PERSONA_MW_SERVER_CONFIG", True)]
+)
+def test_serve_finds_its_config_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, deprecated: bool
+) -> None:
+    """The one variable every entry point reads; the server's older one still works, warned."""
+    monkeypatch.delenv("PERSONA_MW_CONFIG", raising=False)
+    monkeypatch.delenv("PERSONA_MW_SERVER_CONFIG", raising=False)
+    path = tmp_path / "persona.yaml"
+    path.write_text("model_list:\n  - {model_name: mine, litellm_params: {model: openai/x}}\n")
+    monkeypatch.setenv(variable, str(path))
+    checked = CliRunner().invoke(serve, ["--check-config"])
+    assert checked.exit_code == 0 and "models=['mine']" in checked.output, checked.output
+    assert ("PERSONA_MW_SERVER_CONFIG is deprecated" in checked.output) == deprecated
