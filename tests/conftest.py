@@ -151,6 +151,18 @@ async def _flush_litellm_logging_worker() -> AsyncIterator[None]:
     await GLOBAL_LOGGING_WORKER.flush()
 
 
+@pytest.fixture(autouse=True)
+def _no_persona_environment_leaks() -> Iterator[None]:
+    """The CLI run in-process (CliRunner) hands its config to server workers through
+    ``PERSONA_MW_*`` variables; one test's must not become the next test's configuration."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("PERSONA_MW_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("PERSONA_MW_")]:
+        if key not in before:
+            del os.environ[key]
+    os.environ.update(before)
+
+
 @contextlib.contextmanager
 def loop_in_thread() -> Iterator[tuple[asyncio.AbstractEventLoop, threading.Thread]]:
     """An event loop running in another thread, as LangChain's sync bridge runs one."""
