@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from persona_mw.bounds import policy_from_dict, resolve
 from persona_mw.bounds.scan import Scanner
 from persona_mw.profile import Profile
 
+ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "detection"
 #: pack -> (the packs switched on, the rule ids that count as "the pack fired", minor profile)
 PACKS: dict[str, tuple[list[str], tuple[str, ...], bool]] = {
@@ -182,21 +182,19 @@ def throughput(against: str | None, *, mb: float, rounds: int, repeats: int) -> 
     with tempfile.TemporaryDirectory() as tmp:
         if against:
             archive = Path(tmp) / "ref.tar"
-            subprocess.run(
-                ["git", "archive", "-o", str(archive), against], cwd=ROOT, check=True
-            )
+            subprocess.run(["git", "archive", "-o", str(archive), against], cwd=ROOT, check=True)
             with tarfile.open(archive) as tar:
                 tar.extractall(Path(tmp) / "ref", filter="data")
             trees[against] = Path(tmp) / "ref"
-        results: dict[str, dict[str, list[float]]] = {
-            t: defaultdict(list) for t in trees
-        }
+        results: dict[str, dict[str, list[float]]] = {t: defaultdict(list) for t in trees}
         for _ in range(repeats):  # alternate the trees: a noisy neighbour hits both alike
             for name, root in trees.items():
                 for key, value in _probe(root, size, rounds).items():
                     results[name][key].append(value)
-    print(f"\nscan throughput, whole text, {mb:g} MB English model-like output, "
-          f"median of {repeats} runs x {rounds} rounds (MB/s):")
+    print(
+        f"\nscan throughput, whole text, {mb:g} MB English model-like output, "
+        f"median of {repeats} runs x {rounds} rounds (MB/s):"
+    )
     print("| rules | " + " | ".join(trees) + (" | ratio |" if against else " |"))
     print("|---" * (len(trees) + 1 + bool(against)) + "|")
     for key in results["this tree"]:

@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 import ahocorasick
 
 from ..types import Span
-from .normalise import fold, fold_phrase
+from .normalise import FOLD_REACH, SPOT_KEYS, Folded, fold, fold_phrase, suspect_spots, unmask
 
 __all__ = [
     "Detector",
@@ -67,9 +67,20 @@ class PhraseHit:
 
 class PhraseIndex:
     """Many phrase lists in one automaton. ``scan`` reports every hit of every list, overlapping
-    hits included (``"kill"`` and ``"kill myself"`` both hit), mapped to original offsets."""
+    hits included (``"kill"`` and ``"kill myself"`` both hit), mapped to original offsets.
 
-    def __init__(self, lists: Sequence[Iterable[str]]) -> None:
+    ``exceptions[k]`` (optional) are list ``k``'s context phrases: a hit of list ``k`` inside a
+    hit of one of them does not count ("Moby Dick", "naked mole rat"). Obfuscations are seen
+    through (see :mod:`.normalise`): a multi-word phrase also matches joined ("killmyself"), and
+    around spots where leetspeak, spaced-out or stretched letters may hide a word the text is
+    matched again on de-obfuscated views.
+    """
+
+    def __init__(
+        self,
+        lists: Sequence[Iterable[str]],
+        exceptions: Sequence[Iterable[str]] = (),
+    ) -> None:
         automaton = ahocorasick.Automaton()
         owners: dict[str, set[int]] = {}
         longest = 0
@@ -80,32 +91,101 @@ class PhraseIndex:
                     continue
                 owners.setdefault(key, set()).add(owner)
                 longest = max(longest, len(phrase))
+        for owner, phrases in enumerate(exceptions):
+            for phrase in phrases:
+                key = fold_phrase(phrase)
+                if key:
+                    owners.setdefault(key, set()).add(_EXCEPTION - owner)
+                    longest = max(longest, len(phrase))
+        keys: dict[str, set[int]] = {}
         for key, who in owners.items():
             for variant in _gap_variants(key):
-                automaton.add_word(f" {variant} ", (len(variant) + 2, tuple(sorted(who))))
+                keys.setdefault(variant, set()).update(who)
+            if " " in key:
+                keys.setdefault(key.replace(" ", ""), set()).update(who)
+        for variant, who in keys.items():
+            automaton.add_word(f" {variant} ", (len(variant) + 2, tuple(sorted(who))))
         self._empty = not owners
         if not self._empty:
+            for spot in SPOT_KEYS:  # where obfuscation may hide a word: no owners
+                if spot.strip() not in keys:
+                    automaton.add_word(spot, (len(spot), ()))
             automaton.make_automaton()
         self._automaton = automaton
+        self._has_exceptions = any(o < 0 for who in owners.values() for o in who)
+        self._reach = longest + FOLD_REACH
         # A phrase can match text longer than itself (ligatures, zero-width characters,
-        # decomposed accents, double gaps): allow twice its length.
-        self.max_span = 2 * longest + LOOKAHEAD
+        # decomposed accents, double gaps, spaced-out letters): allow twice its length.
+        self.max_span = 2 * longest + FOLD_REACH + LOOKAHEAD
 
     def scan(self, text: str, start: int = 0) -> list[PhraseHit]:
         if self._empty:
             return []
         folded = fold(text)
+        spots: list[int] = []
+        found = self._match(folded, 0, start, spots)
+        spots += suspect_spots(text)
+        if spots:
+            for w_start, w_end in self._windows(text, spots):
+                for view in unmask(text[w_start:w_end]):
+                    found |= self._match(view, w_start, start, None)
+        if self._has_exceptions:
+            found = _drop_excepted(found)
+        hits = [PhraseHit(owner, s, e) for owner, s, e in found if owner >= 0 and s >= start]
+        hits.sort(key=lambda h: (h.start, h.end, h.owner))
+        return hits
+
+    def _match(
+        self, folded: Folded, shift: int, start: int, spots: list[int] | None
+    ) -> set[tuple[int, int, int]]:
+        """(owner, start, end) of every key in ``folded`` (its offsets ``shift`` behind the
+        text's); exception hits have negative owners. Trigger keys go to ``spots``."""
         padded = f" {folded.text} "
-        hits: list[PhraseHit] = []
+        found: set[tuple[int, int, int]] = set()
         for end_index, (length, owners) in self._automaton.iter(padded):
+            if not owners:
+                if spots is not None:
+                    at = min(max(end_index - length, 0), len(folded.text) - 1)
+                    spots.append(folded.original_span(at, at + 1)[0] + shift)
+                continue
             # padded[end_index - length + 1 : end_index + 1] is " phrase "; folded offsets are
             # one less (the leading pad).
             o_start, o_end = folded.original_span(end_index - length + 1, end_index - 1)
-            if o_start < start:
-                continue
-            hits.extend(PhraseHit(owner, o_start, o_end) for owner in owners)
-        hits.sort(key=lambda h: (h.start, h.end, h.owner))
-        return hits
+            o_start += shift
+            found.update((owner, o_start, o_end + shift) for owner in owners)
+        return found
+
+    def _windows(self, text: str, spots: list[int]) -> list[tuple[int, int]]:
+        """Stretches around the spots, widened to whitespace, overlapping ones merged."""
+        windows: list[tuple[int, int]] = []
+        for spot in sorted(spots):
+            lo = max(0, spot - self._reach)
+            hi = min(len(text), spot + self._reach)
+            while lo > 0 and not text[lo - 1].isspace() and spot - lo < 2 * self._reach:
+                lo -= 1
+            while hi < len(text) and not text[hi].isspace() and hi - spot < 2 * self._reach:
+                hi += 1
+            if windows and lo <= windows[-1][1]:
+                windows[-1] = (windows[-1][0], max(hi, windows[-1][1]))
+            else:
+                windows.append((lo, hi))
+        return windows
+
+
+#: Exception phrases of list k are stored as owner ``_EXCEPTION - k`` (negative).
+_EXCEPTION = -1
+
+
+def _drop_excepted(found: set[tuple[int, int, int]]) -> set[tuple[int, int, int]]:
+    excepted: dict[int, list[tuple[int, int]]] = {}
+    for owner, s, e in found:
+        if owner < 0:
+            excepted.setdefault(_EXCEPTION - owner, []).append((s, e))
+    return {
+        (owner, s, e)
+        for owner, s, e in found
+        if owner >= 0 and not any(xs <= s and e <= xe for xs, xe in excepted.get(owner, ()))
+    }
 
 
 def _gap_variants(key: str) -> list[str]:
@@ -126,8 +206,10 @@ class PhraseDetector:
 
     name = "phrases"
 
-    def __init__(self, phrases: Iterable[str], *, label: str = "phrase") -> None:
-        self._index = PhraseIndex([list(phrases)])
+    def __init__(
+        self, phrases: Iterable[str], *, label: str = "phrase", unless: Iterable[str] = ()
+    ) -> None:
+        self._index = PhraseIndex([list(phrases)], [list(unless)])
         self.label = label
         self.max_span = self._index.max_span
 

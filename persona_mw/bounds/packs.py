@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import PolicyError
-from .policy import AIDisclosure, PackRef, Rule, _Frozen
+from .policy import AIDisclosure, PackRef, PhrasesSpec, Rule, _Frozen
 
 __all__ = ["PACKS", "USER_PACKS", "expand_pack", "pack_rules", "user_pack_rules"]
 
@@ -95,10 +95,11 @@ def expand_pack(ref: PackRef, *, source: str) -> tuple[tuple[Rule, ...], AIDiscl
             update["adjustable"] = None if ref.adjustable is False else ref.adjustable
         if ref.kinds is not None:
             update["detector"] = {"kind": "pii", "kinds": list(ref.kinds)}
-        if ref.extra_phrases and rule.detector is not None and rule.detector.kind == "phrases":
+        if ref.extra_phrases and isinstance(rule.detector, PhrasesSpec):
             update["detector"] = {
                 "kind": "phrases",
                 "phrases": [*rule.detector.phrases, *ref.extra_phrases],
+                "unless": list(rule.detector.unless),
             }
         try:
             rules.append(Rule.model_validate({**rule.model_dump(), **update}) if update else rule)

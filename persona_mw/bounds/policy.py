@@ -58,10 +58,14 @@ class _Frozen(BaseModel):
 
 
 class PhrasesSpec(_Frozen):
-    """Phrases matched as whole words on folded text (case, width, homoglyphs, zero-width)."""
+    """Phrases matched as whole words on folded text (case, accents, width, homoglyphs,
+    zero-width, leetspeak, spaced-out, stretched and joined letters)."""
 
     kind: Literal["phrases"] = "phrases"
     phrases: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = Field(min_length=1)
+    #: Context phrases: a hit inside a match of one of them does not count ("Moby Dick",
+    #: "naked mole rat", "kill the process").
+    unless: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = ()
 
 
 class RegexSpec(_Frozen):

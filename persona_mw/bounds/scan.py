@@ -98,13 +98,8 @@ class Scanner:
     ) -> None:
         phrase_rules = [r for r in rules if isinstance(r.rule.detector, PhrasesSpec)]
         self._phrase_rules = phrase_rules
-        self._phrases = PhraseIndex(
-            [
-                r.rule.detector.phrases
-                for r in phrase_rules
-                if isinstance(r.rule.detector, PhrasesSpec)
-            ]
-        )
+        specs = [r.rule.detector for r in phrase_rules if isinstance(r.rule.detector, PhrasesSpec)]
+        self._phrases = PhraseIndex([s.phrases for s in specs], [s.unless for s in specs])
         self._others: list[tuple[RuleInForce, Detector]] = [
             (r, detector_for(r.rule, scorer=scorer))
             for r in rules
