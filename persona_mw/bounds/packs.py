@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import PolicyError
-from .policy import AIDisclosure, PackRef, PhrasesSpec, Rule, _Frozen
+from .policy import AIDisclosure, PackRef, PhrasesSpec, PIISpec, Rule, _Frozen
 
 __all__ = ["PACKS", "USER_PACKS", "expand_pack", "pack_rules", "user_pack_rules"]
 
@@ -25,7 +25,7 @@ USER_PACKS = ("profanity", "pii")
 
 #: Which options each pack accepts (beyond ``name``).
 _OPTIONS: dict[str, frozenset[str]] = {
-    "pii": frozenset({"tier", "action", "stage", "message", "kinds"}),
+    "pii": frozenset({"tier", "action", "stage", "message", "kinds", "region"}),
     "crisis": frozenset({"message"}),
     "ai-disclosure": frozenset({"audience", "interval_hours", "text"}),
     "minor-safety": frozenset({"message"}),
@@ -93,8 +93,12 @@ def expand_pack(ref: PackRef, *, source: str) -> tuple[tuple[Rule, ...], AIDiscl
             update["audience"] = ref.audience
         if ref.adjustable is not None:
             update["adjustable"] = None if ref.adjustable is False else ref.adjustable
-        if ref.kinds is not None:
-            update["detector"] = {"kind": "pii", "kinds": list(ref.kinds)}
+        if (ref.kinds is not None or ref.region is not None) and isinstance(rule.detector, PIISpec):
+            update["detector"] = {
+                "kind": "pii",
+                "kinds": list(ref.kinds if ref.kinds is not None else rule.detector.kinds),
+                "region": ref.region or rule.detector.region,
+            }
         if ref.extra_phrases and isinstance(rule.detector, PhrasesSpec):
             update["detector"] = {
                 "kind": "phrases",

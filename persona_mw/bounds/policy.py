@@ -94,6 +94,21 @@ class PIISpec(_Frozen):
 
     kind: Literal["pii"] = "pii"
     kinds: tuple[PIIKind, ...] = PII_KINDS
+    #: The deployment's default phone region (ISO 3166 alpha-2): how numbers written without a
+    #: country code are read.
+    region: str = "US"
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        import phonenumbers
+
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"unknown phone region {value!r}: use an ISO 3166 alpha-2 code such as 'US', "
+                "'GB' or 'DE'"
+            )
+        return value
 
 
 class JudgeSpec(_Frozen):
@@ -226,6 +241,8 @@ class PackRef(_Frozen):
     adjustable: Adjustable | Literal[False] | None = None
     #: pii: which kinds.
     kinds: tuple[PIIKind, ...] | None = None
+    #: pii: the default phone region (ISO 3166 alpha-2) for numbers without a country code.
+    region: str | None = None
     #: profanity: extra phrases for the deployer's language or audience.
     extra_phrases: tuple[str, ...] = ()
     #: ai-disclosure options.

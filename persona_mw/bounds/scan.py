@@ -82,7 +82,7 @@ def detector_for(rule: Rule, *, scorer: Callable[[str], float] | None = None) ->
     if isinstance(spec, RegexSpec):
         return RegexDetector(spec.pattern, max_len=spec.max_len, case_sensitive=spec.case_sensitive)
     if isinstance(spec, PIISpec):
-        return PIIDetector(spec.kinds)
+        return PIIDetector(spec.kinds, region=spec.region)
     if isinstance(spec, RelationshipSpec):
         return RelationshipDetector(
             threshold=spec.threshold, max_sentence=spec.max_sentence, scorer=scorer

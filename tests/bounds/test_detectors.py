@@ -178,3 +178,62 @@ def test_unless_context_cancels_a_hit_inside_it() -> None:
     text = "Moby Dick and Dick Van Dyke, you dick"
     assert [text[s.start : s.end] for s in detector.detect(text)] == ["dick"]
     assert detector.detect(text)[0].start == len(text) - 4
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "found"),
+    [
+        (
+            "call 4111\u00a01111\u00a01111\u00a01111 now",
+            "card",
+            "4111\u00a01111\u00a01111\u00a01111",
+        ),
+        (
+            "tel +33\u202f6\u202f12\u202f34\u202f56\u202f78",
+            "phone",
+            "+33\u202f6\u202f12\u202f34\u202f56\u202f78",
+        ),
+        ("phone 415\u2011555\u20112671", "phone", "415\u2011555\u20112671"),
+        ("４１１１ １１１１ １１１１ １１１１", "card", "４１１１ １１１１ １１１１ １１１１"),
+        ("write jane [at] example [dot] org", "email", "jane [at] example [dot] org"),
+        ("anna＠example.de", "email", "anna＠example.de"),
+        ("iban de89370400440532013000", "iban", "de89370400440532013000"),
+        ("ring 020 7946 0958", "phone", "020 7946 0958"),
+    ],
+)
+def test_pii_formats_people_write(text: str, kind: str, found: str) -> None:
+    assert [(s.label, text[s.start : s.end]) for s in PIIDetector().detect(text)] == [(kind, found)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "upgrade to version 1.2.3.4",
+        "created_at 1700000000",
+        "2024-01-15 10:23:45,123 INFO",
+        "pi is 3.14159265358979",
+        "order #1234567890123",
+        "look at this dot com bubble",
+    ],
+)
+def test_pii_leaves_numbers_that_are_not_personal_data(text: str) -> None:
+    assert PIIDetector().detect(text) == []
+
+
+def test_pii_default_region_reads_national_numbers() -> None:
+    """A number without a country code is read in the deployment's region: a German
+    landline without its trunk prefix is a phone in DE, not in the US."""
+    assert PIIDetector(region="DE").detect("Ruf an: 30 901820 99")[0].label == "phone"
+    assert PIIDetector(region="US").detect("Ruf an: 30 901820 99") == []
+    with pytest.raises(ValueError, match="unknown phone region"):
+        PIIDetector(region="XX")
+
+
+def test_pii_pack_takes_a_phone_region() -> None:
+    from persona_mw.bounds import policy_from_dict
+    from persona_mw.errors import PolicyError
+
+    policy = policy_from_dict({"version": "r", "packs": [{"name": "pii", "region": "DE"}]})
+    assert [r.detector.region for r in policy.rules if r.id == "pii"] == ["DE"]  # type: ignore[union-attr]
+    with pytest.raises(PolicyError, match="unknown phone region 'XX'"):
+        policy_from_dict({"version": "r", "packs": [{"name": "pii", "region": "XX"}]})
