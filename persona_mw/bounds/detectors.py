@@ -108,7 +108,8 @@ class PhraseIndex:
         self._empty = not owners
         if not self._empty:
             for spot in SPOT_KEYS:  # where obfuscation may hide a word: no owners
-                if spot.strip() not in keys:
+                # a phrase of single letters ("k m s") keeps its key: it hits on its own
+                if not (spot.startswith(" ") and spot.strip() in keys):
                     automaton.add_word(spot, (len(spot), ()))
             automaton.make_automaton()
         self._automaton = automaton

@@ -23,6 +23,7 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "detection"
 #: pack -> (rule ids that count as the pack firing, the user is a known minor)
 PACKS = {
     "crisis": (("crisis.ideation", "crisis.methods"), False),
+    "minor-safety": (("minor-safety.sexual",), True),
     "pii": (("pii",), False),
 }
 
