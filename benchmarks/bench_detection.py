@@ -44,7 +44,11 @@ PACKS: dict[str, tuple[list[str], tuple[str, ...], bool]] = {
     "crisis": (["crisis"], ("crisis.ideation", "crisis.methods"), False),
     "minor-safety": (["minor-safety"], ("minor-safety.sexual",), True),
     "pii": (["pii"], ("pii",), False),
-    "profanity": (["profanity"], ("profanity",), False),
+    "profanity": (
+        ["profanity", "profanity-es", "profanity-fr", "profanity-de", "profanity-pt"],
+        ("profanity", "profanity.es", "profanity.fr", "profanity.de", "profanity.pt"),
+        False,
+    ),
 }
 
 

@@ -70,7 +70,9 @@ class PhraseIndex:
     hits included (``"kill"`` and ``"kill myself"`` both hit), mapped to original offsets.
 
     ``exceptions[k]`` (optional) are list ``k``'s context phrases: a hit of list ``k`` inside a
-    hit of one of them does not count ("Moby Dick", "naked mole rat"). Obfuscations are seen
+    hit of one of them does not count ("Moby Dick", "naked mole rat"). ``stems[k]`` are list
+    ``k``'s words that also hit as the first or last part of a compound, the whole word being
+    the hit ("fuckwit", "clusterfuck"). Obfuscations are seen
     through (see :mod:`.normalise`): a multi-word phrase also matches joined ("killmyself"), and
     around spots where leetspeak, spaced-out or stretched letters may hide a word the text is
     matched again on de-obfuscated views.
@@ -80,6 +82,7 @@ class PhraseIndex:
         self,
         lists: Sequence[Iterable[str]],
         exceptions: Sequence[Iterable[str]] = (),
+        stems: Sequence[Iterable[str]] = (),
     ) -> None:
         automaton = ahocorasick.Automaton()
         owners: dict[str, set[int]] = {}
@@ -104,13 +107,23 @@ class PhraseIndex:
             if " " in key:
                 keys.setdefault(key.replace(" ", ""), set()).update(who)
         for variant, who in keys.items():
-            automaton.add_word(f" {variant} ", (len(variant) + 2, tuple(sorted(who))))
-        self._empty = not owners
+            automaton.add_word(f" {variant} ", (len(variant) + 2, tuple(sorted(who)), _WHOLE))
+        stem_owners: dict[str, set[int]] = {}
+        for owner, words in enumerate(stems):
+            for word in words:
+                key = fold_phrase(word)
+                if key:
+                    stem_owners.setdefault(key, set()).add(owner)
+                    longest = max(longest, len(word) + _COMPOUND_REST)
+        for key, who in stem_owners.items():
+            automaton.add_word(f" {key}", (len(key) + 1, tuple(sorted(who)), _FIRST_PART))
+            automaton.add_word(f"{key} ", (len(key) + 1, tuple(sorted(who)), _LAST_PART))
+        self._empty = not owners and not stem_owners
         if not self._empty:
             for spot in SPOT_KEYS:  # where obfuscation may hide a word: no owners
                 # a phrase of single letters ("k m s") keeps its key: it hits on its own
                 if not (spot.startswith(" ") and spot.strip() in keys):
-                    automaton.add_word(spot, (len(spot), ()))
+                    automaton.add_word(spot, (len(spot), (), _WHOLE))
             automaton.make_automaton()
         self._automaton = automaton
         self._has_exceptions = any(o < 0 for who in owners.values() for o in who)
@@ -124,12 +137,12 @@ class PhraseIndex:
             return []
         folded = fold(text)
         spots: list[int] = []
-        found = self._match(folded, 0, start, spots)
+        found = self._match(folded, 0, spots)
         spots += suspect_spots(text)
         if spots:
             for w_start, w_end in self._windows(text, spots):
                 for view in unmask(text[w_start:w_end]):
-                    found |= self._match(view, w_start, start, None)
+                    found |= self._match(view, w_start, None)
         if self._has_exceptions:
             found = _drop_excepted(found)
         hits = [PhraseHit(owner, s, e) for owner, s, e in found if owner >= 0 and s >= start]
@@ -137,13 +150,13 @@ class PhraseIndex:
         return hits
 
     def _match(
-        self, folded: Folded, shift: int, start: int, spots: list[int] | None
+        self, folded: Folded, shift: int, spots: list[int] | None
     ) -> set[tuple[int, int, int]]:
         """(owner, start, end) of every key in ``folded`` (its offsets ``shift`` behind the
         text's); exception hits have negative owners. Trigger keys go to ``spots``."""
         padded = f" {folded.text} "
         found: set[tuple[int, int, int]] = set()
-        for end_index, (length, owners) in self._automaton.iter(padded):
+        for end_index, (length, owners, part) in self._automaton.iter(padded):
             if not owners:
                 if spots is not None:
                     at = min(max(end_index - length, 0), len(folded.text) - 1)
@@ -151,7 +164,18 @@ class PhraseIndex:
                 continue
             # padded[end_index - length + 1 : end_index + 1] is " phrase "; folded offsets are
             # one less (the leading pad).
-            o_start, o_end = folded.original_span(end_index - length + 1, end_index - 1)
+            f_start, f_end = end_index - length + 1, end_index - 1
+            if part == _FIRST_PART:  # " stem": the hit runs to the end of the word
+                f_end = end_index + 1
+                while f_end < len(padded) and padded[f_end].isalnum():
+                    f_end += 1
+                f_end = min(f_end, end_index + 1 + _COMPOUND_REST) - 1
+            elif part == _LAST_PART:  # "stem ": the hit starts where the word does
+                f_start = end_index - length
+                while f_start > 0 and padded[f_start].isalnum():
+                    f_start -= 1
+                f_start = max(f_start, end_index - length - _COMPOUND_REST)
+            o_start, o_end = folded.original_span(f_start, f_end)
             o_start += shift
             found.update((owner, o_start, o_end + shift) for owner in owners)
         return found
@@ -175,6 +199,10 @@ class PhraseIndex:
 
 #: Exception phrases of list k are stored as owner ``_EXCEPTION - k`` (negative).
 _EXCEPTION = -1
+#: How a key hits: a whole phrase, or a stem as the first or last part of a word.
+_WHOLE, _FIRST_PART, _LAST_PART = 0, 1, 2
+#: The most characters a compound adds to its stem ("clusterfuck": 7).
+_COMPOUND_REST = 12
 
 
 def _drop_excepted(found: set[tuple[int, int, int]]) -> set[tuple[int, int, int]]:
@@ -208,9 +236,14 @@ class PhraseDetector:
     name = "phrases"
 
     def __init__(
-        self, phrases: Iterable[str], *, label: str = "phrase", unless: Iterable[str] = ()
+        self,
+        phrases: Iterable[str],
+        *,
+        label: str = "phrase",
+        unless: Iterable[str] = (),
+        stems: Iterable[str] = (),
     ) -> None:
-        self._index = PhraseIndex([list(phrases)], [list(unless)])
+        self._index = PhraseIndex([list(phrases)], [list(unless)], [list(stems)])
         self.label = label
         self.max_span = self._index.max_span
 

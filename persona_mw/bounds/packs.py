@@ -19,7 +19,17 @@ from .policy import AIDisclosure, PackRef, PhrasesSpec, PIISpec, Rule, _Frozen
 
 __all__ = ["PACKS", "USER_PACKS", "expand_pack", "pack_rules", "user_pack_rules"]
 
-PACKS = ("pii", "crisis", "ai-disclosure", "minor-safety", "profanity")
+PACKS = (
+    "pii",
+    "crisis",
+    "ai-disclosure",
+    "minor-safety",
+    "profanity",
+    "profanity-es",
+    "profanity-fr",
+    "profanity-de",
+    "profanity-pt",
+)
 #: Packs a user may switch on for themselves (``profile.bounds.enable_packs``); they narrow.
 USER_PACKS = ("profanity", "pii")
 
@@ -33,6 +43,7 @@ _OPTIONS: dict[str, frozenset[str]] = {
         {"tier", "action", "stage", "message", "audience", "adjustable", "extra_phrases"}
     ),
 }
+_OPTIONS.update({f"profanity-{lang}": _OPTIONS["profanity"] for lang in ("es", "fr", "de", "pt")})
 
 
 class _PackFile(_Frozen):
@@ -89,7 +100,7 @@ def expand_pack(ref: PackRef, *, source: str) -> tuple[tuple[Rule, ...], AIDiscl
             update["stage"] = ref.stage
         if ref.message is not None and rule.detector is not None:
             update["message"] = ref.message
-        if ref.audience is not None and ref.name == "profanity":
+        if ref.audience is not None and ref.name.startswith("profanity"):
             update["audience"] = ref.audience
         if ref.adjustable is not None:
             update["adjustable"] = None if ref.adjustable is False else ref.adjustable
@@ -104,6 +115,7 @@ def expand_pack(ref: PackRef, *, source: str) -> tuple[tuple[Rule, ...], AIDiscl
                 "kind": "phrases",
                 "phrases": [*rule.detector.phrases, *ref.extra_phrases],
                 "unless": list(rule.detector.unless),
+                "stems": list(rule.detector.stems),
             }
         try:
             rules.append(Rule.model_validate({**rule.model_dump(), **update}) if update else rule)

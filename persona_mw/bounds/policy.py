@@ -66,6 +66,8 @@ class PhrasesSpec(_Frozen):
     #: Context phrases: a hit inside a match of one of them does not count ("Moby Dick",
     #: "naked mole rat", "kill the process").
     unless: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = ()
+    #: Words that also hit as the first or last part of a compound ("fuckwit", "dumbfuck").
+    stems: tuple[Annotated[str, Field(min_length=3, max_length=40)], ...] = ()
 
 
 class RegexSpec(_Frozen):
@@ -230,7 +232,17 @@ class AIDisclosure(_Frozen):
 class PackRef(_Frozen):
     """A built-in rule pack switched on, with the options the pack accepts."""
 
-    name: Literal["pii", "crisis", "ai-disclosure", "minor-safety", "profanity"]
+    name: Literal[
+        "pii",
+        "crisis",
+        "ai-disclosure",
+        "minor-safety",
+        "profanity",
+        "profanity-es",
+        "profanity-fr",
+        "profanity-de",
+        "profanity-pt",
+    ]
     tier: Literal[1, 2] | None = None
     action: Action | None = None
     stage: RuleStage | None = None

@@ -99,7 +99,9 @@ class Scanner:
         phrase_rules = [r for r in rules if isinstance(r.rule.detector, PhrasesSpec)]
         self._phrase_rules = phrase_rules
         specs = [r.rule.detector for r in phrase_rules if isinstance(r.rule.detector, PhrasesSpec)]
-        self._phrases = PhraseIndex([s.phrases for s in specs], [s.unless for s in specs])
+        self._phrases = PhraseIndex(
+            [s.phrases for s in specs], [s.unless for s in specs], [s.stems for s in specs]
+        )
         self._others: list[tuple[RuleInForce, Detector]] = [
             (r, detector_for(r.rule, scorer=scorer))
             for r in rules

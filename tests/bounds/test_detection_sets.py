@@ -20,11 +20,13 @@ from persona_mw.bounds.scan import Scanner, hold_back_for
 from persona_mw.profile import Profile
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "detection"
-#: pack -> (rule ids that count as the pack firing, the user is a known minor)
-PACKS = {
-    "crisis": (("crisis.ideation", "crisis.methods"), False),
-    "minor-safety": (("minor-safety.sexual",), True),
-    "pii": (("pii",), False),
+_PROFANITY = ("profanity", "profanity-es", "profanity-fr", "profanity-de", "profanity-pt")
+#: pack -> (the packs switched on, rule ids that count as the pack firing, user is a minor)
+PACKS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
+    "crisis": (("crisis",), ("crisis.ideation", "crisis.methods"), False),
+    "minor-safety": (("minor-safety",), ("minor-safety.sexual",), True),
+    "pii": (("pii",), ("pii",), False),
+    "profanity": (_PROFANITY, tuple(p.replace("-", ".") for p in _PROFANITY), False),
 }
 
 
@@ -34,16 +36,16 @@ def _rows(pack: str) -> list[dict[str, Any]]:
 
 
 def _scanners(pack: str) -> dict[str, Scanner]:
-    _, minor = PACKS[pack]
+    packs, _, minor = PACKS[pack]
     effective = resolve(
-        policy_from_dict({"version": "sets", "packs": [pack]}),
+        policy_from_dict({"version": "sets", "packs": list(packs)}),
         Profile(user_id="sets", known_minor=minor),
     )
     return {"input": effective.input, "output": effective.output}
 
 
 def _fired_whole(pack: str, scanner: Scanner, row: dict[str, Any]) -> bool:
-    rule_ids, _ = PACKS[pack]
+    _, rule_ids, _ = PACKS[pack]
     return any(
         h.rule.rule.id in rule_ids
         and (not row["label"] or h.span.label in (row.get("kind"), "phrase"))
@@ -52,7 +54,7 @@ def _fired_whole(pack: str, scanner: Scanner, row: dict[str, Any]) -> bool:
 
 
 def _fired_streamed(pack: str, scanner: Scanner, row: dict[str, Any]) -> bool:
-    rule_ids, _ = PACKS[pack]
+    _, rule_ids, _ = PACKS[pack]
     text = row["text"]
     stream = StreamFilter(scanner, None, hold_back=hold_back_for(scanner))
     for i in range(0, len(text), 3):

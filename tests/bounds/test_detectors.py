@@ -237,3 +237,15 @@ def test_pii_pack_takes_a_phone_region() -> None:
     assert [r.detector.region for r in policy.rules if r.id == "pii"] == ["DE"]  # type: ignore[union-attr]
     with pytest.raises(PolicyError, match="unknown phone region 'XX'"):
         policy_from_dict({"version": "r", "packs": [{"name": "pii", "region": "XX"}]})
+
+
+def test_stems_hit_whole_compound_words_only_at_a_word_edge() -> None:
+    """A stem hits as the first or last part of a word, and the hit is the whole word; a stem
+    inside a word ("Scunthorpe") or a context phrase ("shittah tree") does not hit."""
+    detector = PhraseDetector(["fuck"], stems=["fuck", "shit", "cunt"], unless=["shittah"])
+    text = "fuckwit, clusterfuck, shitshow, Scunthorpe, the shittah tree"
+    assert [text[s.start : s.end] for s in detector.detect(text)] == [
+        "fuckwit",
+        "clusterfuck",
+        "shitshow",
+    ]
