@@ -23,7 +23,17 @@ from typing import Protocol, runtime_checkable
 import ahocorasick
 
 from ..types import Span
-from .normalise import FOLD_REACH, SPOT_KEYS, Folded, fold, fold_phrase, suspect_spots, unmask
+from .normalise import (
+    FOLD_REACH,
+    LEET_SPOT_KEYS,
+    SPOT_KEYS,
+    Folded,
+    fold,
+    fold_phrase,
+    leet_plausible,
+    suspect_spots,
+    unmask,
+)
 
 __all__ = [
     "Detector",
@@ -124,6 +134,8 @@ class PhraseIndex:
                 # a phrase of single letters ("k m s") keeps its key: it hits on its own
                 if not (spot.startswith(" ") and spot.strip() in keys):
                     automaton.add_word(spot, (len(spot), (), _WHOLE))
+            for spot in LEET_SPOT_KEYS:
+                automaton.add_word(spot, (len(spot), (), _LEET))
             automaton.make_automaton()
         self._automaton = automaton
         self._has_exceptions = any(o < 0 for who in owners.values() for o in who)
@@ -138,7 +150,8 @@ class PhraseIndex:
         folded = fold(text)
         spots: list[int] = []
         found = self._match(folded, 0, spots)
-        spots += suspect_spots(text)
+        spots = [at for at in spots if at >= 0 or leet_plausible(text, ~at)]
+        spots = [at if at >= 0 else ~at for at in spots] + suspect_spots(text)
         if spots:
             for w_start, w_end in self._windows(text, spots):
                 for view in unmask(text[w_start:w_end]):
@@ -160,7 +173,11 @@ class PhraseIndex:
             if not owners:
                 if spots is not None:
                     at = min(max(end_index - length, 0), len(folded.text) - 1)
-                    spots.append(folded.original_span(at, at + 1)[0] + shift)
+                    if part == _LEET:  # the word's last seen character, marked for a check
+                        at = min(end_index - 1, len(folded.text) - 1)
+                        spots.append(~(folded.original_span(at, at + 1)[0] + shift))
+                    else:
+                        spots.append(folded.original_span(at, at + 1)[0] + shift)
                 continue
             # padded[end_index - length + 1 : end_index + 1] is " phrase "; folded offsets are
             # one less (the leading pad).
@@ -201,6 +218,8 @@ class PhraseIndex:
 _EXCEPTION = -1
 #: How a key hits: a whole phrase, or a stem as the first or last part of a word.
 _WHOLE, _FIRST_PART, _LAST_PART = 0, 1, 2
+#: A leet trigger: its word is checked (``leet_plausible``) before it is de-obfuscated.
+_LEET = 3
 #: The most characters a compound adds to its stem ("clusterfuck": 7).
 _COMPOUND_REST = 12
 

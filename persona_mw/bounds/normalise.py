@@ -17,6 +17,7 @@ ASCII text (most model output) takes a fast path whose offsets are the identity.
 
 from __future__ import annotations
 
+import re
 import string
 import unicodedata
 from dataclasses import dataclass
@@ -24,10 +25,12 @@ from functools import lru_cache
 
 __all__ = [
     "FOLD_REACH",
+    "LEET_SPOT_KEYS",
     "SPOT_KEYS",
     "Folded",
     "fold",
     "fold_phrase",
+    "leet_plausible",
     "suspect_spots",
     "unmask",
 ]
@@ -212,33 +215,80 @@ _INNER_ONLY = frozenset("!|+")
 #: A digit written as a word between words ("i want 2 die").
 _DIGIT_WORDS = {"2": "to", "4": "for"}
 _LEET_RUN = 4
-_LETTERS = string.ascii_lowercase
+#: Letters whose stretched runs ("fuuuck", "dieeee", "sexxxy") are trigger keys of the phrase
+#: automaton. A key that starts with a letter keeps the automaton off its root on that letter,
+#: which costs scanning time in proportion to the letter's frequency: t, s, r, h, l, d (about
+#: a third of English letters) are left out; a run of them is undone only near another spot
+#: ("fuckkkk" still hits as a stem, "killlll myself" does not).
+_STRETCHED = "aeiouynkxzqjv"
 _LEET_DIGITS = "".join(c for c in _LEET if c.isdigit())
+_L = string.ascii_lowercase
 #: The phrase automaton's own triggers (keys with no owner), found in the same pass as the
-#: phrases: three equal letters, three single letters in a row (" k i l "), a leet digit
-#: against a letter ("k1", "3n"), a digit word between words ("t 2 d").
+#: phrases: three equal letters; three single letters in a row (" k i l "); a digit word
+#: ("want 2 die"). All but the first start at a word boundary, which keeps them nearly free.
 SPOT_KEYS: tuple[str, ...] = (
-    tuple(c * 3 for c in _LETTERS)
-    + tuple(f" {a} {b} {c} " for a in _LETTERS for b in _LETTERS for c in _LETTERS)
-    + tuple(f"{a}{d}" for a in _LETTERS for d in _LEET_DIGITS)
-    + tuple(f"{d}{a}" for a in _LETTERS for d in _LEET_DIGITS)
-    + tuple(f"{a} {d} {b}" for a in _LETTERS for b in _LETTERS for d in _DIGIT_WORDS)
+    tuple(c * 3 for c in _STRETCHED)
+    + tuple(f" {a} {b} {c} " for a in _L for b in _L for c in _L)
+    + tuple(f" 2 {a}" for a in _L)
 )
+#: Leet-digit triggers, a leet digit followed by a letter ("k1ll", "sch3isse", "4ss"): nearly
+#: every leet word has one, and digits are rare enough in text to keep them cheap. The word
+#: around is checked with :func:`leet_plausible` before it is de-obfuscated.
+LEET_SPOT_KEYS: tuple[str, ...] = tuple(f"{d}{a}" for a in _L for d in _LEET_DIGITS)
+#: Leet symbols looked for in the original text (they fold to spaces): one find each.
+_SYMBOLS = "$@!"
+_NON_ASCII_LEET = re.compile(r"[^\W\d_][@$!|+€©¡]|[@$!|+€©¡][^\W\d_]")
 
 
 def suspect_spots(text: str) -> list[int]:
-    """Offsets where a leet symbol touches a letter ("a$$", "sh!t"): they fold to spaces, so
-    the phrase automaton cannot see them. Cheap: one C-level find per symbol."""
+    """Offsets where a leet symbol touches a letter ("a$$", "sh!t", "put@"): symbols fold to
+    spaces, so the phrase automaton cannot see them. One C-level find per symbol on ASCII text.
+    (Leet digits, stretched and spaced-out letters are :data:`SPOT_KEYS`.)"""
+    if not text.isascii():
+        spots = []
+        for m in _NON_ASCII_LEET.finditer(text):
+            at = m.start() + m.group()[0].isalpha()
+            if _leet_spot(text, at):
+                spots.append(at)
+        return spots
     spots = []
-    for symbol in "@$!|€©¡+":
+    for symbol in _SYMBOLS:
         at = text.find(symbol)
         while at != -1:
-            before = at > 0 and text[at - 1].isalpha()
-            after = at + 1 < len(text) and text[at + 1].isalpha()
-            if (before and after) or (symbol not in _INNER_ONLY and (before or after)):
+            if (
+                (at > 0 and text[at - 1].isalpha())
+                or (at + 1 < len(text) and text[at + 1].isalpha())
+            ) and _leet_spot(text, at):
                 spots.append(at)
             at = text.find(symbol, at + 1)
     return spots
+
+
+def _leet_spot(text: str, at: int) -> bool:
+    # "great!" is punctuation: "!", "|" and "+" stand for letters only between two letters
+    if text[at] in _INNER_ONLY and not (
+        0 < at < len(text) - 1 and text[at - 1].isalpha() and text[at + 1].isalpha()
+    ):
+        return False
+    return leet_plausible(text, at)
+
+
+def leet_plausible(text: str, at: int) -> bool:
+    """Whether the word around ``at`` may be leetspeak: not a code or number with digits no
+    leet speaker uses ("gb82", "h264"), not mostly digits ("10am"), not an e-mail address."""
+    lo = at
+    while lo > 0 and at - lo < 24 and (text[lo - 1].isalnum() or text[lo - 1] in _LEET):
+        lo -= 1
+    hi = at
+    while hi < len(text) and hi - at < 24 and (text[hi].isalnum() or text[hi] in _LEET):
+        hi += 1
+    word = text[lo:hi]
+    digits = sum(c.isdigit() for c in word)
+    if word in _DIGIT_WORDS:
+        return True
+    if digits * 2 > len(word) or any(c.isdigit() and c not in _LEET for c in word):
+        return False
+    return not ("@" in word and hi < len(text) and text[hi] == ".")
 
 
 def unmask(text: str) -> list[Folded]:

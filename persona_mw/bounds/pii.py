@@ -19,6 +19,7 @@ import ipaddress
 import re
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Literal
 
 import phonenumbers
@@ -84,7 +85,9 @@ _EMAIL_DOMAIN = re.compile(
 #: Longest e-mail address we recognise as one hit (local part 64, domain 100).
 _EMAIL_MAX = 64 + 1 + 100
 # Spelled-out addresses: "jane at example dot org", "jane [at] example [dot] org".
-_SPELLED_AT = (" at ", " AT ", " At ", "[at]", "(at)", "{at}", "<at>", "[AT]", "(AT)")
+#: " AT ", "(at)", "[at]" ... all become " at " (same length: offsets hold).
+_AT_WORDS = str.maketrans({"A": "a", "T": "t", **dict.fromkeys("[({<])}>", " ")})
+_SPELLED_AT = re.compile(r"[ \[\(\{<](?:at|AT)[ \]\)\}>]")
 _WORD = r"[^\W_][\w\-]{0,62}"
 _DOT = r"(?:\s*[\[\(\{<]\s*dot\s*[\]\)\}>]\s*|\s+dot\s+|\.)"
 _SPELLED_DOMAIN = re.compile(
@@ -107,6 +110,7 @@ def luhn_valid(digits: str) -> bool:
     return bool(digits) and _luhn.is_valid(digits)
 
 
+@lru_cache(maxsize=4096)  # a stream rescans its window: the same candidates come back
 def iban_valid(iban: str) -> bool:
     """ISO 13616 IBAN: the country's length and format, and mod 97 (``python-stdnum``)."""
     return bool(_iban.is_valid(iban))
@@ -149,7 +153,7 @@ class PIIDetector:
         """Candidate stretches (number runs, e-mail and IPv6 candidates), valid or not: a
         stream is never cut inside one, so a window never sees the tail of a run as a run."""
         out = [m.span() for m in _CANDIDATE.finditer(text, start)]
-        if any(sign in text for sign in _AT_SIGNS):
+        if any(sign in text for sign in (_AT_SIGNS if not text.isascii() else "@")):
             out += [(s.start, s.end) for s in _emails(text, start, candidates=True)]
         out += [(s.start, s.end) for s in _spelled_emails(text, start)]
         if ":" in text:
@@ -186,22 +190,30 @@ class PIIDetector:
                 continue
             if e < len(text) and (text[e].isalnum() or text[e] in "_%°"):
                 continue
-            kind = self._classify(
-                unicodedata.normalize("NFKC", raw).translate(_SEP_TO_SPACE), text, s
-            )
+            kind = self._classify(raw, text, s)
             if kind is not None and kind in kinds:
                 spans.append(Span(s, e, kind))
         return spans
 
     def _classify(self, raw: str, text: str, s: int) -> PIIKind | None:
+        """The kind of a trimmed run; the context before it decides versions and bare SSNs."""
+        kind = self._kind(raw)
+        if kind == "ip" and _after_version_word(text, s):
+            return None
+        if kind is None and len(raw) == 9 and raw.isdigit() and _SSN_CONTEXT.search(text, 0, s):
+            return "ssn" if _ssn.is_valid(raw) else None
+        return kind
+
+    @lru_cache(maxsize=4096)  # noqa: B019 (detectors live as long as the policy; streams rescan)
+    def _kind(self, run: str) -> PIIKind | None:
+        """The kind of a run of digits and separators, out of context."""
+        raw = unicodedata.normalize("NFKC", run).translate(_SEP_TO_SPACE)
         if _IPV4_SHAPE.match(raw):
-            return "ip" if _ipv4_ok(raw) and not _after_version_word(text, s) else None
+            return "ip" if _ipv4_ok(raw) else None
         if _DATE_START.match(raw) or _DECIMAL.match(raw):
             return None
         digits = "".join(ch for ch in raw if ch.isdigit())
-        if _SSN_SHAPE.match(raw) or (
-            len(raw) == 9 and raw.isdigit() and _SSN_CONTEXT.search(text, 0, s)
-        ):
+        if _SSN_SHAPE.match(raw):
             return "ssn" if _ssn.is_valid(digits) else None
         if (
             13 <= len(digits) <= 19
@@ -266,7 +278,7 @@ def _ipv4_ok(candidate: str) -> bool:
 
 def _emails(text: str, start: int, *, candidates: bool = False) -> list[Span]:
     spans = []
-    for sign in _AT_SIGNS:
+    for sign in _AT_SIGNS if not text.isascii() else "@":
         at = text.find(sign, start)
         while at != -1:
             local = _EMAIL_LOCAL.search(text, max(start, at - 64), at)
@@ -287,17 +299,33 @@ def _emails(text: str, start: int, *, candidates: bool = False) -> list[Span]:
 def _spelled_emails(text: str, start: int) -> list[Span]:
     """ "jane dot doe at example dot org", "jane [at] example [dot] org", "mike at gmail.com"."""
     spans = []
-    for token in _SPELLED_AT:
-        at = text.find(token, start)
+    if text.isascii():
+        # one find covers " at ", " AT ", "(at)", "[at]", "{at}", "<at>"
+        words = text.translate(_AT_WORDS)
+        at = words.find(" at ", start)
         while at != -1:
-            span = _spelled_at(text, at, token, start)
+            span = _spelled_at(text, at, text[at : at + 4], start)
             if span is not None:
                 spans.append(span)
-            at = text.find(token, at + 1)
+            at = words.find(" at ", at + 1)
+    else:
+        for m in _SPELLED_AT.finditer(text, start):
+            span = _spelled_at(text, m.start(), m.group(), start)
+            if span is not None:
+                spans.append(span)
     return spans
 
 
 def _spelled_at(text: str, at: int, token: str, start: int) -> Span | None:
+    # most " at " are prose or a real address ("at help@x.org"): a word, then no dot, no gap
+    after = at + len(token)
+    while after < len(text) and text[after] == " ":
+        after += 1
+    end = after
+    while end < len(text) and end - after < 64 and (text[end].isalnum() or text[end] in "-_"):
+        end += 1
+    if end == after or end >= len(text) or text[end] not in " .[({":
+        return None
     domain = _SPELLED_DOMAIN.match(text, at + len(token), at + len(token) + 100)
     local = _SPELLED_LOCAL.search(text, max(start, at - 64), at + (1 if token[0] == " " else 0))
     if domain is None or local is None:
