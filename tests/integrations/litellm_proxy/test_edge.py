@@ -22,18 +22,10 @@ from persona_mw import CallContext, Profile
 
 def _ctx(**kw: Any) -> CallContext:
     return CallContext(
-        request_id="r1",
-        user_id="ada",
-        user_hash="h",
-        model="m",
-        messages=[{"role": "user", "content": "hi"}],
-        prompt_messages=[],
-        stream=False,
-        llm_kwargs={},
-        profile=Profile.default("ada"),
-        profile_source="default",
-        started_at=datetime.now(UTC),
-        **kw,
+        request_id="r1", user_id="ada", user_hash="h", model="m",
+        messages=[{"role": "user", "content": "hi"}], prompt_messages=[], stream=False,
+        llm_kwargs={}, profile=Profile.default("ada"), profile_source="default",
+        started_at=datetime.now(UTC), **kw,
     )
 
 

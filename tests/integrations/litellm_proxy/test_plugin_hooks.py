@@ -55,9 +55,8 @@ def proxy(
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     persona = workdir / "persona.yaml"
     persona.write_text(yaml.safe_dump({"store": {"url": redis_url, "prefix": module_prefix}}))
-    env = proxy_env(
-        master_key=master_key, upstream=upstream.base_url, persona_config=persona, PYTHONPATH=HERE
-    )
+    env = proxy_env(master_key=master_key, upstream=upstream.base_url, persona_config=persona,
+                    PYTHONPATH=HERE)
     server = LiteLLMProxy(workdir / "config.yaml", env, workdir)
     yield server
     server.stop()
@@ -136,26 +135,14 @@ def _wait_for(records: Any, user: str, n: int = 1) -> list[dict[str, Any]]:
     ],
 )
 def test_consenting_user_gets_a_personalised_prompt_and_usage_is_recorded(
-    client: httpx.Client,
-    upstream: FakeOpenAIServer,
-    redis_url: str,
-    module_prefix: str,
-    usage: Any,
-    stream: bool,
-    identify: Any,
-    request: pytest.FixtureRequest,
+    client: httpx.Client, upstream: FakeOpenAIServer, redis_url: str, module_prefix: str,
+    usage: Any, stream: bool, identify: Any, request: pytest.FixtureRequest,
 ) -> None:
     """The upstream sees the profile-built system message; the reply comes back unchanged; the
     proxy process records one usage row with the reply and its token counts."""
     user = f"ada-{request.node.callspec.id}"
-    _set_profile(
-        redis_url,
-        module_prefix,
-        user,
-        style={"language": "es"},
-        own_rules="answer in haiku",
-        consent={"personalisation": True},
-    )
+    _set_profile(redis_url, module_prefix, user, style={"language": "es"},
+                       own_rules="answer in haiku", consent={"personalisation": True})
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hola"}], **identify(user)}
     if stream:
         text = _text(_stream(client, body))
@@ -214,19 +201,13 @@ def test_blocked_output_never_reaches_the_client(
     """The echo carries the blocked word across 4-character chunks: the hold-back keeps every
     piece of it from the client, and the reply ends with the rule's message."""
     user = f"filtered-{stream}"
-    body = {
-        "model": MODEL,
-        "user": user,
-        "messages": [{"role": "user", "content": f"say {BLOCK_OUTPUT} now"}],
-    }
+    body = {"model": MODEL, "user": user,
+            "messages": [{"role": "user", "content": f"say {BLOCK_OUTPUT} now"}]}
     if stream:
         chunks = _stream(client, body)
         text, reason = _text(chunks), _finish_reason(chunks)
-        assert all(
-            "FORB" not in (c["choices"][0]["delta"].get("content") or "")
-            for c in chunks
-            if c.get("choices")
-        )
+        assert all("FORB" not in (c["choices"][0]["delta"].get("content") or "")
+                   for c in chunks if c.get("choices"))
     else:
         response = client.post("/v1/chat/completions", json=body)
         choice = response.json()["choices"][0]
@@ -238,12 +219,8 @@ def test_blocked_output_never_reaches_the_client(
 
 
 async def test_concurrent_requests_keep_their_own_context(
-    proxy: LiteLLMProxy,
-    master_key: str,
-    upstream: FakeOpenAIServer,
-    redis_url: str,
-    module_prefix: str,
-    usage: Any,
+    proxy: LiteLLMProxy, master_key: str, upstream: FakeOpenAIServer, redis_url: str,
+    module_prefix: str, usage: Any,
 ) -> None:
     """20 users at once, half streamed: each upstream prompt names its own user and each usage
     row its own reply. The guardrail object is shared; the per-call context must not be."""
@@ -264,9 +241,8 @@ async def test_concurrent_requests_keep_their_own_context(
             )
         return str(response.json()["choices"][0]["message"]["content"])
 
-    async with httpx.AsyncClient(
-        base_url=proxy.base_url, timeout=60, headers={"Authorization": f"Bearer {master_key}"}
-    ) as http:
+    async with httpx.AsyncClient(base_url=proxy.base_url, timeout=60,
+                                 headers={"Authorization": f"Bearer {master_key}"}) as http:
         replies = await asyncio.gather(*(one(http, i, u) for i, u in enumerate(users)))
     assert replies == [f"echo: q {u}" for u in users]
     for request in upstream.requests:
@@ -291,18 +267,16 @@ def test_upstream_failure_is_recorded_as_an_error(
 
 
 @pytest.mark.parametrize("blocked", [False, True], ids=["answered", "blocked-input"])
-def test_streamed_usage_reaches_the_client(client: httpx.Client, usage: Any, blocked: bool) -> None:
+def test_streamed_usage_reaches_the_client(
+    client: httpx.Client, usage: Any, blocked: bool
+) -> None:
     """``stream_options.include_usage`` through the plugin: the usage chunk reaches the client
     (older LiteLLM sends it with one empty choice, which the hold-back must not swallow); for a
     blocked input no model ran, so it counts no tokens, not the ones LiteLLM's mock invents."""
     user = f"usage-{blocked}"
     content = f"{BLOCK_INPUT} x" if blocked else "count me"
-    body = {
-        "model": MODEL,
-        "user": user,
-        "messages": [{"role": "user", "content": content}],
-        "stream_options": {"include_usage": True},
-    }
+    body = {"model": MODEL, "user": user, "messages": [{"role": "user", "content": content}],
+            "stream_options": {"include_usage": True}}
     chunks = _stream(client, body)
     usages = [c["usage"] for c in chunks if c.get("usage")]
     assert usages, chunks
