@@ -242,7 +242,7 @@ class PhraseIndex:
                 break
             i = padded.find(" ", i + 1)
         last = padded.rfind(" ")
-        if last_word and self._has_stems and last < len(folded.text):  # a word may become a compound
+        if last_word and self._has_stems and last < len(folded.text):  # may become a compound
             return shift + folded.original_span(last, last + 1)[0]
         return _NONE_LIVE
 

@@ -108,6 +108,8 @@ _SPELLED_PARTIAL = regex.compile(
     rf"(?i){_WORD}(?:{_DOT}{_WORD}){{0,2}}\s*[ \[\(\{{<](?:at)[ \]\)\}}>]\s*"
     rf"{_WORD}(?:{_DOT}{_WORD}){{0,4}}(?:{_DOT}[^\W_]?)?"
 )
+#: What may still extend a spelled-out domain: one more "dot word".
+_DOT_GROW = regex.compile(rf"(?i){_DOT}[^\W_]?")
 #: The spelled-out local part before an at that may still arrive: words, then only space or an
 #: opening bracket and the start of "at" / "dot".
 _SPELLED_LOCAL_OPEN = regex.compile(
@@ -115,8 +117,10 @@ _SPELLED_LOCAL_OPEN = regex.compile(
 )
 #: What number and IBAN candidates are made of: none spans any other character.
 _RUN_CHARS = frozenset(
-    string.digits + "\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19"
-    + string.ascii_uppercase + " -.()/+\uff0e\u00a0\u202f\u205f\u3000\u2212\ufe63\uff0d"
+    string.digits
+    + "\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19"
+    + string.ascii_uppercase
+    + " -.()/+\uff0e\u00a0\u202f\u205f\u3000\u2212\ufe63\uff0d"
     + "".join(chr(c) for c in range(0x2000, 0x200B))
     + "".join(chr(c) for c in range(0x2010, 0x2016))
 )
@@ -432,7 +436,12 @@ def _spelled_live(text: str, begin: int) -> int:
     may still take a "dot word", or trailing words an "at" may still follow."""
     n = len(text)
     for match in _SPELLED_PARTIAL.finditer(text, begin, partial=True, overlapped=True):
-        if match.partial or match.end() + LOOKAHEAD > n:
+        # partial matching prefers a complete match: test the "dot word" still to come apart
+        if (
+            match.partial
+            or match.end() + LOOKAHEAD > n
+            or _DOT_GROW.fullmatch(text, match.end(), partial=True) is not None
+        ):
             return int(match.start())
     tail = _SPELLED_LOCAL_OPEN.search(text, max(begin, n - 3 * 64 - 16))
     return tail.start() if tail else n
