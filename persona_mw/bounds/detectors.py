@@ -216,16 +216,20 @@ class PhraseIndex:
         live = min(settled, self._prefix_live(folded, begin, last_word=False))
         if self._has_stems:  # the word the text ends in (the last cluster folded too)
             live = min(live, self._prefix_live(fold(text[begin:n]), begin, last_word=True))
-        if _MAYBE_MASKED.search(text, begin):
+        # an obfuscated phrase being written covers at most twice its length (spaced letters)
+        masked_from = max(begin, n - 2 * self._longest_key - 2 * FOLD_REACH)
+        if _MAYBE_MASKED.search(text, masked_from):
+            while masked_from > begin and not text[masked_from - 1].isspace():
+                masked_from -= 1
             unsettled = n
             if _MASK_AT_END.search(text, max(begin, n - FOLD_REACH - 2)):
                 # what more text could still change reads the same only up to FOLD_REACH back
                 unsettled = max(begin, n - FOLD_REACH)
                 live = min(live, unsettled)
-            for view in unmask(text[begin:n]):
-                kept = bisect.bisect_left(view.starts or (), unsettled - begin)
+            for view in unmask(text[masked_from:n]):
+                kept = bisect.bisect_left(view.starts or (), unsettled - masked_from)
                 settled_view = Folded(view.text[:kept], view.starts, view.ends)
-                live = min(live, self._prefix_live(settled_view, begin))
+                live = min(live, self._prefix_live(settled_view, masked_from))
         return max(start, live)
 
     def _prefix_live(self, folded: Folded, shift: int, *, last_word: bool = True) -> int:
@@ -306,10 +310,12 @@ class PhraseIndex:
 #: ``_prefix_live`` when nothing is live (beyond any text).
 _NONE_LIVE = 1 << 62
 #: Text de-obfuscation could read differently from its plain folding: a leet character
-#: touching a letter, a single letter, three equal letters.
+#: touching a letter, two single letters in a row (or one at the end), a digit word, three
+#: equal letters.
 _MAYBE_MASKED = re.compile(
     r"[0-9@$!|+\u20ac\u00a9\u00a1](?=[^\W\d_])|(?<=[^\W\d_])[0-9@$!|+\u20ac\u00a9\u00a1]"
-    r"|(?<![^\W_])[^\W_](?![^\W_])|([^\W\d_])\1\1"
+    r"|(?<![^\W_])[^\W_]\W{1,3}[^\W_](?![^\W_])|(?<![^\W_])[^\W_]\W*\Z"
+    r"|(?<![^\W_])[24](?![^\W_])|([^\W\d_])\1\1"
 )
 #: The end of a text may still be de-obfuscated differently once more arrives: a leet character,
 #: a single letter, a run of equal letters reaching it.
