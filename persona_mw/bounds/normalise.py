@@ -17,16 +17,23 @@ ASCII text (most model output) takes a fast path whose offsets are the identity.
 
 from __future__ import annotations
 
+import re
+import string
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["FOLD_REACH", "Folded", "fold", "fold_phrase"]
-
-#: How far folding looks: a character folds according to at most this many original characters
-#: ending with it, plus the combining marks that follow (its cluster). A stream treats the last
-#: ``FOLD_REACH`` characters and their cluster as unsettled. Keep it true when adding rules.
-FOLD_REACH = 1
+__all__ = [
+    "FOLD_REACH",
+    "LEET_SPOT_KEYS",
+    "SPOT_KEYS",
+    "Folded",
+    "fold",
+    "fold_phrase",
+    "leet_plausible",
+    "suspect_spots",
+    "unmask",
+]
 
 #: Characters removed outright: they render as nothing and are used to split words.
 _INVISIBLE = frozenset(
@@ -34,49 +41,29 @@ _INVISIBLE = frozenset(
     "\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\ufeff"
 )
 
-#: Look-alikes from other scripts, after casefolding (Cyrillic, Greek, a few Latin variants).
-_HOMOGLYPHS = {
-    "а": "a",
-    "в": "b",
-    "е": "e",
-    "ё": "e",
-    "к": "k",
-    "м": "m",
-    "н": "h",
-    "о": "o",
-    "р": "p",
-    "с": "c",
-    "т": "t",
-    "у": "y",
-    "х": "x",
-    "ѕ": "s",
-    "і": "i",
-    "ї": "i",
-    "ј": "j",
-    "ԁ": "d",
-    "ԛ": "q",
-    "ԝ": "w",
-    "һ": "h",
-    "ӏ": "l",
-    "ɡ": "g",
-    "ı": "i",
-    "ʟ": "l",
-    "α": "a",
-    "β": "b",
-    "ε": "e",
-    "η": "n",
-    "ι": "i",
-    "κ": "k",
-    "ν": "v",
-    "ο": "o",
-    "ρ": "p",
-    "τ": "t",
-    "υ": "u",
-    "χ": "x",
-    "ω": "w",
-    "ϲ": "c",
-    "ϳ": "j",
-}
+#: Combining diacritical marks (U+0300-U+036F) are dropped: people write "suicidio" for
+#: "suicídio" and "nao" for "não", so accents must not decide a match.
+_DIACRITICS = range(0x300, 0x370)
+
+
+@lru_cache(maxsize=1)
+def _confusables() -> dict[str, str]:
+    """Characters Unicode lists as confusable with one ASCII letter or digit (its
+    confusables.txt, as shipped by ``confusable-homoglyphs``), mapped to that character
+    lower-cased. Loaded on the first non-ASCII text."""
+    from confusable_homoglyphs.utils import load
+
+    table: dict[str, str] = {}
+    for char, entries in load("confusables.json").items():
+        if len(char) != 1 or char.isascii():
+            continue
+        for entry in entries:
+            glyph = entry["c"]
+            if len(glyph) == 1 and glyph.isascii() and glyph.isalnum():
+                table[char] = glyph.lower()
+                break
+    return table
+
 
 _ASCII_TABLE = {i: " " for i in range(128) if not (chr(i).isalnum() or chr(i) == "_")}
 _ASCII_TABLE.update({i: chr(i).lower() for i in range(ord("A"), ord("Z") + 1)})
@@ -104,15 +91,30 @@ def _fold_cluster(cluster: str) -> str:
         # An invisible character carries no text; combining marks after it go too.
         return ""
     out = []
+    homoglyphs = _confusables()
     for char in unicodedata.normalize("NFKC", cluster).casefold():
-        char = _HOMOGLYPHS.get(char, char)
+        char = homoglyphs.get(char, char)
         if char in _INVISIBLE:
             continue
-        if char.isalnum() or char == "_" or unicodedata.combining(char):
+        if char.isalnum() or char == "_":
             out.append(char)
+        elif unicodedata.combining(char):
+            # accents go; other marks (Devanagari vowel signs, ...) are part of the letter
+            if ord(char) not in _DIACRITICS:
+                out.append(char)
         else:
             out.append(" ")
-    return "".join(out)
+    return "".join(map(_strip_accent, out))
+
+
+def _strip_accent(char: str) -> str:
+    """é, ñ, ç -> e, n, c: a letter whose decomposition is a base and accents only."""
+    if char.isascii():
+        return char
+    parts = unicodedata.normalize("NFD", char)
+    if len(parts) > 1 and all(ord(c) in _DIACRITICS for c in parts[1:]):
+        return parts[0]
+    return char
 
 
 class _OneToOne(dict[int, str]):
@@ -175,3 +177,218 @@ def fold(text: str) -> Folded:
 def fold_phrase(phrase: str) -> str:
     """A phrase folded like text, with runs of spaces made one and the ends trimmed."""
     return " ".join(fold(phrase).text.split())
+
+
+# -- de-obfuscation: leetspeak, spaced-out and stretched letters ------------------------------
+#
+# Folding the whole text this way would cost a pass in Python per character; instead the phrase
+# index finds the few spots where something could be hidden (a digit or symbol touching a letter,
+# three single letters in a row, three equal letters) and matches again on de-obfuscated views
+# of the text around them only. Every rule below looks at most FOLD_REACH characters around a
+# character, so a stream sees the same views as the whole text.
+
+#: How far (in original characters) one character's folding can depend on its neighbours: a
+#: leet run is at most 4 symbols long and decided by the letters on either side of it; a space
+#: between single letters by the two characters on either side. The stream hold-back reads it.
+FOLD_REACH = 6
+
+_LEET = {
+    "0": "o",
+    "1": "i",
+    "3": "e",
+    "4": "a",
+    "5": "s",
+    "7": "t",
+    "8": "b",
+    "9": "g",
+    "@": "a",
+    "$": "s",
+    "!": "i",
+    "|": "l",
+    "€": "e",
+    "©": "c",
+    "¡": "i",
+    "+": "t",
+}
+#: Symbols that may stand for a letter only between two letters ("sh!t"; not "great!").
+_INNER_ONLY = frozenset("!|+")
+#: A digit written as a word between words ("i want 2 die").
+_DIGIT_WORDS = {"2": "to", "4": "for"}
+_LEET_RUN = 4
+#: Letters whose stretched runs ("fuuuck", "dieeee", "sexxxy") are trigger keys of the phrase
+#: automaton. A key that starts with a letter keeps the automaton off its root on that letter,
+#: which costs scanning time in proportion to the letter's frequency: t, s, r, h, l, d (about
+#: a third of English letters) are left out; a run of them is undone only near another spot
+#: ("fuckkkk" still hits as a stem, "killlll myself" does not).
+_STRETCHED = "aeiouynkxzqjv"
+_LEET_DIGITS = "".join(c for c in _LEET if c.isdigit())
+_L = string.ascii_lowercase
+#: Pairs of single letters that are ordinary writing, not spelling out: "I'm", "I'd", "e.g.",
+#: "i.e.", "U.S.".
+_ORDINARY_PAIRS = frozenset({"i m", "i d", "e g", "i e", "u s"})
+#: The phrase automaton's own triggers (keys with no owner), found in the same pass as the
+#: phrases: three equal letters; two single letters in a row (" k i ", so "k i l l"); a digit
+#: word ("want 2 die"). All but the first start at a word boundary, which keeps them nearly
+#: free. (Keys for three single letters would be 17,576: they made building a scanner, once per
+#: policy and user shape, three times slower.)
+SPOT_KEYS: tuple[str, ...] = (
+    tuple(c * 3 for c in _STRETCHED)
+    + tuple(f" {a} {b} " for a in _L for b in _L if f"{a} {b}" not in _ORDINARY_PAIRS)
+    + tuple(f" 2 {a}" for a in _L)
+)
+#: Leet-digit triggers, a leet digit followed by a letter ("k1ll", "sch3isse", "4ss"): nearly
+#: every leet word has one, and digits are rare enough in text to keep them cheap. The word
+#: around is checked with :func:`leet_plausible` before it is de-obfuscated.
+LEET_SPOT_KEYS: tuple[str, ...] = tuple(f"{d}{a}" for a in _L for d in _LEET_DIGITS)
+#: Leet symbols looked for in the original text (they fold to spaces): one find each.
+_SYMBOLS = "$@!"
+_NON_ASCII_LEET = re.compile(r"[^\W\d_][@$!|+€©¡]|[@$!|+€©¡][^\W\d_]")
+
+
+def suspect_spots(text: str) -> list[int]:
+    """Offsets where a leet symbol touches a letter ("a$$", "sh!t", "put@"): symbols fold to
+    spaces, so the phrase automaton cannot see them. One C-level find per symbol on ASCII text.
+    (Leet digits, stretched and spaced-out letters are :data:`SPOT_KEYS`.)"""
+    if not text.isascii():
+        spots = []
+        for m in _NON_ASCII_LEET.finditer(text):
+            at = m.start() + m.group()[0].isalpha()
+            if _leet_spot(text, at):
+                spots.append(at)
+        return spots
+    spots = []
+    for symbol in _SYMBOLS:
+        at = text.find(symbol)
+        while at != -1:
+            if (
+                (at > 0 and text[at - 1].isalpha())
+                or (at + 1 < len(text) and text[at + 1].isalpha())
+            ) and _leet_spot(text, at):
+                spots.append(at)
+            at = text.find(symbol, at + 1)
+    return spots
+
+
+def _leet_spot(text: str, at: int) -> bool:
+    # "great!" is punctuation: "!", "|" and "+" stand for letters only between two letters
+    if text[at] in _INNER_ONLY and not (
+        0 < at < len(text) - 1 and text[at - 1].isalpha() and text[at + 1].isalpha()
+    ):
+        return False
+    return leet_plausible(text, at)
+
+
+def leet_plausible(text: str, at: int) -> bool:
+    """Whether the word around ``at`` may be leetspeak: not a code or number with digits no
+    leet speaker uses ("gb82", "h264"), not mostly digits ("10am"), not an e-mail address."""
+    lo = at
+    while lo > 0 and at - lo < 24 and (text[lo - 1].isalnum() or text[lo - 1] in _LEET):
+        lo -= 1
+    hi = at
+    while hi < len(text) and hi - at < 24 and (text[hi].isalnum() or text[hi] in _LEET):
+        hi += 1
+    word = text[lo:hi]
+    digits = sum(c.isdigit() for c in word)
+    if word in _DIGIT_WORDS:
+        return True
+    if digits * 2 > len(word) or any(c.isdigit() and c not in _LEET for c in word):
+        return False
+    return not ("@" in word and hi < len(text) and text[hi] == ".")
+
+
+def unmask(text: str) -> list[Folded]:
+    """De-obfuscated views of ``text`` (a short stretch around a suspect spot), folded, with
+    offsets into ``text``: leet symbols inside words become letters, a digit word between words
+    becomes the word, single letters separated by spaces or dots are joined, runs of spaces
+    become one, and runs of three or more equal letters become two (one view) and one (the
+    other): "killlll" is "kill", "fuuuuck" is "fuck"."""
+    base = fold(_unleet(text))
+    folded = base.text
+    m = len(folded)
+    starts = base.starts or range(m)
+    ends = base.ends or range(1, m + 1)
+    alnum = [c.isalnum() for c in folded]
+    single = [
+        alnum[k] and (k == 0 or folded[k - 1] == " ") and (k + 1 == m or folded[k + 1] == " ")
+        for k in range(m)
+    ]
+    chars: list[str] = []
+    o_starts: list[int] = []
+    o_ends: list[int] = []
+    for k, char in enumerate(folded):
+        if char == " ":
+            if chars and chars[-1] == " ":
+                continue
+            if 0 < k < m - 1 and single[k - 1] and single[k + 1]:
+                continue  # "k i l l" -> "kill"
+        elif (
+            single[k]
+            and char in _DIGIT_WORDS
+            and 1 < k < m - 2
+            and folded[k - 2].isalpha()
+            and folded[k + 2].isalpha()
+        ):
+            for c in _DIGIT_WORDS[char]:
+                chars.append(c)
+                o_starts.append(starts[k])
+                o_ends.append(ends[k])
+            continue
+        chars.append(char)
+        o_starts.append(starts[k])
+        o_ends.append(ends[k])
+    views = []
+    for keep in (2, 1):
+        view = [
+            k
+            for k, run in enumerate(_run_positions(chars))
+            if not (run >= keep and chars[k].isalpha() and _run_length(chars, k) >= 3)
+        ]
+        views.append(
+            Folded(
+                "".join(chars[k] for k in view),
+                tuple(o_starts[k] for k in view),
+                tuple(o_ends[k] for k in view),
+            )
+        )
+    return views
+
+
+def _unleet(text: str) -> str:
+    """Leet symbols to letters, one to one: a run of at most four touching a letter."""
+    chars = list(text)
+    n = len(chars)
+    i = 0
+    while i < n:
+        if chars[i] not in _LEET:
+            i += 1
+            continue
+        j = i
+        while j < n and chars[j] in _LEET:
+            j += 1
+        before = i > 0 and chars[i - 1].isalpha()
+        after = j < n and chars[j].isalpha()
+        if j - i <= _LEET_RUN and (before or after):
+            for k in range(i, j):
+                if (before and after) or chars[k] not in _INNER_ONLY:
+                    chars[k] = _LEET[chars[k]]
+        i = j
+    return "".join(chars)
+
+
+def _run_positions(chars: list[str]) -> list[int]:
+    """For each character, how many equal characters come right before it."""
+    out = []
+    run = 0
+    for k, char in enumerate(chars):
+        run = run + 1 if k and chars[k - 1] == char else 0
+        out.append(run)
+    return out
+
+
+def _run_length(chars: list[str], k: int) -> int:
+    lo, hi = k, k
+    while lo > 0 and chars[lo - 1] == chars[k]:
+        lo -= 1
+    while hi + 1 < len(chars) and chars[hi + 1] == chars[k]:
+        hi += 1
+    return hi - lo + 1

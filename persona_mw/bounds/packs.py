@@ -15,17 +15,27 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import PolicyError
-from .policy import AIDisclosure, PackRef, Rule, _Frozen
+from .policy import AIDisclosure, PackRef, PhrasesSpec, PIISpec, Rule, _Frozen
 
 __all__ = ["PACKS", "USER_PACKS", "expand_pack", "pack_rules", "user_pack_rules"]
 
-PACKS = ("pii", "crisis", "ai-disclosure", "minor-safety", "profanity")
+PACKS = (
+    "pii",
+    "crisis",
+    "ai-disclosure",
+    "minor-safety",
+    "profanity",
+    "profanity-es",
+    "profanity-fr",
+    "profanity-de",
+    "profanity-pt",
+)
 #: Packs a user may switch on for themselves (``profile.bounds.enable_packs``); they narrow.
 USER_PACKS = ("profanity", "pii")
 
 #: Which options each pack accepts (beyond ``name``).
 _OPTIONS: dict[str, frozenset[str]] = {
-    "pii": frozenset({"tier", "action", "stage", "message", "kinds"}),
+    "pii": frozenset({"tier", "action", "stage", "message", "kinds", "region"}),
     "crisis": frozenset({"message"}),
     "ai-disclosure": frozenset({"audience", "interval_hours", "text"}),
     "minor-safety": frozenset({"message"}),
@@ -33,6 +43,7 @@ _OPTIONS: dict[str, frozenset[str]] = {
         {"tier", "action", "stage", "message", "audience", "adjustable", "extra_phrases"}
     ),
 }
+_OPTIONS.update({f"profanity-{lang}": _OPTIONS["profanity"] for lang in ("es", "fr", "de", "pt")})
 
 
 class _PackFile(_Frozen):
@@ -89,16 +100,22 @@ def expand_pack(ref: PackRef, *, source: str) -> tuple[tuple[Rule, ...], AIDiscl
             update["stage"] = ref.stage
         if ref.message is not None and rule.detector is not None:
             update["message"] = ref.message
-        if ref.audience is not None and ref.name == "profanity":
+        if ref.audience is not None and ref.name.startswith("profanity"):
             update["audience"] = ref.audience
         if ref.adjustable is not None:
             update["adjustable"] = None if ref.adjustable is False else ref.adjustable
-        if ref.kinds is not None:
-            update["detector"] = {"kind": "pii", "kinds": list(ref.kinds)}
-        if ref.extra_phrases and rule.detector is not None and rule.detector.kind == "phrases":
+        if (ref.kinds is not None or ref.region is not None) and isinstance(rule.detector, PIISpec):
+            update["detector"] = {
+                "kind": "pii",
+                "kinds": list(ref.kinds if ref.kinds is not None else rule.detector.kinds),
+                "region": ref.region or rule.detector.region,
+            }
+        if ref.extra_phrases and isinstance(rule.detector, PhrasesSpec):
             update["detector"] = {
                 "kind": "phrases",
                 "phrases": [*rule.detector.phrases, *ref.extra_phrases],
+                "unless": list(rule.detector.unless),
+                "stems": list(rule.detector.stems),
             }
         try:
             rules.append(Rule.model_validate({**rule.model_dump(), **update}) if update else rule)

@@ -1,10 +1,17 @@
 """PII detection: e-mail, phone, payment card, IBAN, US SSN and IP addresses.
 
-Fast candidate patterns find stretches that could be PII; each candidate is then checked (Luhn,
-mod 97, address parsing) before it counts, so order numbers and versions do not. The candidate
-patterns also bound the stream hold-back: a stream is never cut inside a candidate
-(:meth:`PIIDetector.segments`), and holds only a candidate the text so far could still extend
-(:meth:`PIIDetector.live_start`).
+Fast candidate patterns find stretches that could be PII; each candidate is then validated with
+libraries made for it before it counts — ``phonenumbers`` (Google's libphonenumber metadata:
+numbers valid for a region, national formats with the deployment's default region) and
+``python-stdnum`` (Luhn, IBAN per country, SSN) — so order numbers, versions, timestamps,
+coordinates and prices do not. The candidate patterns also bound the stream hold-back: a stream
+is never cut inside a candidate (:meth:`PIIDetector.segments`), and holds only a candidate the
+text so far could still extend (:meth:`PIIDetector.live_start`).
+
+Numbers may be written with any Unicode space (NBSP, narrow NBSP, thin space), hyphens and
+dashes (non-breaking hyphen, en dash), dots or slashes between groups, and in full-width digits.
+E-mail addresses may have non-ASCII local parts and domains, a full-width at sign, or be spelled
+out ("jane at example dot org", "jane [at] example [dot] org").
 """
 
 from __future__ import annotations
@@ -12,86 +19,153 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
+import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Literal
 
+import phonenumbers
 import regex
+from stdnum import iban as _iban
+from stdnum import luhn as _luhn
+from stdnum.us import ssn as _ssn
 
 from ..types import Span
 from .detectors import LOOKAHEAD, partial_live_start
 
-__all__ = ["PII_KINDS", "PIIDetector", "PIIKind", "iban_valid", "luhn_valid"]
+__all__ = ["PHONE_REGIONS", "PII_KINDS", "PIIDetector", "PIIKind", "iban_valid", "luhn_valid"]
 
 PIIKind = Literal["email", "phone", "card", "iban", "ssn", "ip"]
 PII_KINDS: tuple[PIIKind, ...] = ("email", "phone", "card", "iban", "ssn", "ip")
 
-_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}\Z")
+#: Regions whose national formats (a trunk "0" and no country code) are recognised besides the
+#: deployment's default region: "020 7946 0958" is a London number wherever it is written.
+PHONE_REGIONS = ("GB", "FR", "DE", "ES", "IT", "PT", "BR", "NL", "BE", "AT", "CH", "IE", "AU")
+
+_DIGITS = "0-9\uff10-\uff19"
+#: Group separators inside numbers: spaces of every width, hyphens and dashes, dots, slashes.
+_SEPS = " \u00a0\u2000-\u200a\u202f\u205f\u3000\\-\u2010-\u2015\u2212\ufe63\uff0d./()\uff0e"
+# Numbers and upper-case IBANs in one pass. The pattern opens with one character class, so `re`
+# skips everything else at C speed; a run is then trimmed and classified in Python.
+_CANDIDATE = re.compile(
+    rf"[+(A-Z{_DIGITS}](?:(?<=[A-Z])[A-Z][0-9][0-9](?: ?[A-Z0-9]{{4}}){{2,7}}(?: ?[A-Z0-9]{{1,3}})?"
+    rf"|(?<=[+({_DIGITS}])[{_DIGITS}{_SEPS}]{{5,40}})"
+)
+_IBAN_ANY_CASE = re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,3})?")
+_NUMBER_MAX = 41
+_CANDIDATE_PARTIAL = regex.compile(_CANDIDATE.pattern)
+_SEP_TO_SPACE = {ord(c): " " for c in "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006"}
+_SEP_TO_SPACE.update({ord(c): " " for c in "\u2007\u2008\u2009\u200a\u202f\u205f\u3000"})
+_SEP_TO_SPACE.update({ord(c): "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63"})
+_IPV4_SHAPE = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
+_SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}\Z")
+_CARD_SHAPE = re.compile(r"\d{4}(?:[ \-./]?\d{3,6}){2,4}\Z")
+_DATE_START = re.compile(r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?!\d)")
+_DECIMAL = re.compile(r"\d+\.\d{3,}\Z")
+_PHONE_LAYOUT = re.compile(r"(?:\+\d{1,3}[ \-.]?\(?\d|\(\d{2,5}\) ?\d|\d{3}([-. ])\d{3}\1\d{4}\Z)")
+_PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}[ \-.]?)?(?:\(\d{1,4}\) ?|\d{1,5}[ \-./]?){1,6}\d{2,6}\Z")
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+#: Words before a dotted number that make it a version, not an address.
+_VERSION_WORDS = _words(
+    "v ver version versions release build kernel firmware chrome firefox python node java "
+    "windows ios android rev revision patch update upgrade upgraded to"
+)
+_SSN_CONTEXT = re.compile(r"(?i)(?:ssn|social security|soc\.? sec\.?)\D{0,20}\Z")
+#: Payment card numbers begin with 2-6 (Mastercard 2-series and 5, Amex/Diners/JCB 3, Visa 4,
+#: Discover/UnionPay 6); order and tracking numbers often do not.
+_CARD_FIRST = frozenset("23456")
+
+_AT_SIGNS = ("@", "\uff20", "\ufe6b")
+_EMAIL_LOCAL = re.compile(r"[\w.%+\-']{1,64}\Z")
 _EMAIL_DOMAIN = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?){0,3}\.[A-Za-z]{2,24}(?![A-Za-z0-9\-])"
+    r"[^\W_](?:[\w\-]{0,61}[^\W_])?(?:[.\uff0e][^\W_](?:[\w\-]{0,61}[^\W_])?){0,3}"
+    r"[.\uff0e][^\W\d_]{2,24}(?![\w\-])"
 )
 #: Longest e-mail address we recognise as one hit (local part 64, domain 100).
 _EMAIL_MAX = 64 + 1 + 100
-# Numbers and IBANs in one pass. The pattern opens with one character class, so `re` skips
-# everything else at C speed; a run is then trimmed and classified in Python. An IBAN is two
-# capitals, two digits, then groups; a number run starts with a digit, "+" or "(" and has at
-# least five more digits or separators (ASCII digits).
-_CANDIDATE = re.compile(
-    r"[+(0-9A-Z](?:(?<=[A-Z])[A-Z][0-9][0-9](?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"
-    r"|(?<=[+(0-9])[0-9 \-.()/]{5,40})"
+# Spelled-out addresses: "jane at example dot org", "jane [at] example [dot] org".
+#: " AT ", "(at)", "[at]" ... all become " at " (same length: offsets hold).
+_AT_WORDS = str.maketrans({"A": "a", "T": "t", **dict.fromkeys("[({<])}>", " ")})
+_SPELLED_AT = re.compile(r"[ \[\(\{<](?:at|AT)[ \]\)\}>]")
+_WORD = r"[^\W_][\w\-]{0,62}"
+_DOT = r"(?:\s*[\[\(\{<]\s*dot\s*[\]\)\}>]\s*|\s+dot\s+|\.)"
+_SPELLED_DOMAIN = re.compile(
+    rf"(?i)\s*({_WORD}(?:{_DOT}{_WORD}){{0,3}}{_DOT}[a-z]{{2,24}})(?![\w\-])"
 )
-_NUMBER_MAX = 41
-_CANDIDATE_PARTIAL = regex.compile(_CANDIDATE.pattern)
+_SPELLED_LOCAL = re.compile(rf"(?i)({_WORD}(?:{_DOT}{_WORD}){{0,2}})\s*\Z")
+_TLDS = _words(
+    "com org net edu gov mil int info biz io co me ai app dev uk de fr es it pt br nl be at "
+    "ch ie eu us ca au nz in jp cn ru pl se no dk fi cz mx ar cl za"
+)
+#: A spelled-out address being written: its local part, the at, and a domain that may still grow
+#: (matched partially; a domain that could take one more "dot word" is held too).
+_SPELLED_PARTIAL = regex.compile(
+    rf"(?i){_WORD}(?:{_DOT}{_WORD}){{0,2}}\s*[ \[\(\{{<](?:at)[ \]\)\}}>]\s*"
+    rf"{_WORD}(?:{_DOT}{_WORD}){{0,4}}(?:{_DOT}[^\W_]?)?"
+)
+#: What may still extend a spelled-out domain: one more "dot word".
+_DOT_GROW = regex.compile(rf"(?i){_DOT}[^\W_]?")
+#: The spelled-out local part before an at that may still arrive: words, then only space or an
+#: opening bracket and the start of "at" / "dot".
+_SPELLED_LOCAL_OPEN = regex.compile(
+    rf"(?i)(?<![\w@]){_WORD}(?:{_DOT}{_WORD}){{0,2}}\s*[\[\(\{{<]?\s*(?:a|at|d|do|dot)?\Z"
+)
 #: What number and IBAN candidates are made of: none spans any other character.
-_RUN_CHARS = frozenset(string.digits + string.ascii_uppercase + " -.()/+")
-#: What an e-mail address is made of: a word at the end of a stream may be a local part.
-_EMAIL_CHARS = frozenset(string.ascii_letters + string.digits + "._%+-@")
+_RUN_CHARS = frozenset(
+    string.digits
+    + "\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19"
+    + string.ascii_uppercase
+    + " -.()/+\uff0e\u00a0\u202f\u205f\u3000\u2212\ufe63\uff0d"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+    + "".join(chr(c) for c in range(0x2010, 0x2016))
+)
 _IPV6_MAX = 45
-_IPV4_SHAPE = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
-_SSN_VALID = re.compile(r"(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\Z")
-_HEX_COLON = frozenset("0123456789abcdefABCDEF:.")
-_IPV6_RUN = re.compile(rf"[0-9A-Fa-f:.]{{2,{_IPV6_MAX}}}")
-_PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}[ \-.]?)?(?:\(\d{1,4}\) ?|\d{1,4}[ \-.]?){1,5}\d{2,6}\Z")
-_SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}\Z")
-_CARD_SHAPE = re.compile(r"\d{4}(?:[ \-]?\d{3,6}){2,4}\Z")
+#: Besides letters and digits, what an e-mail address is made of (``_EMAIL_LOCAL``, the at
+#: signs, full-width dots): the word being written may be one.
+_EMAIL_PUNCT = frozenset("._%+-'_@\uff20\ufe6b\uff0e")
+
+#: Words around a spelled " at " that make it prose ("look at this dot com bubble").
+_PROSE_WORDS = _words(
+    "look looking looked me us him her them it this that the a an my your our his their "
+    "home work office school least most all once first last back here there where what"
+)
 
 
 def luhn_valid(digits: str) -> bool:
-    """The Luhn checksum of payment card numbers."""
-    total = 0
-    for i, char in enumerate(reversed(digits)):
-        d = ord(char) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    """The Luhn checksum of payment card numbers (``python-stdnum``)."""
+    return bool(digits) and _luhn.is_valid(digits)
 
 
+@lru_cache(maxsize=4096)  # a stream rescans its window: the same candidates come back
 def iban_valid(iban: str) -> bool:
-    """ISO 13616 check: move the first four characters to the end, letters to numbers, mod 97."""
-    compact = iban.replace(" ", "").upper()
-    if not 15 <= len(compact) <= 34:
-        return False
-    rearranged = compact[4:] + compact[:4]
-    number = "".join(str(int(ch, 36)) for ch in rearranged)
-    return int(number) % 97 == 1
+    """ISO 13616 IBAN: the country's length and format, and mod 97 (``python-stdnum``)."""
+    return bool(_iban.is_valid(iban))
 
 
 class PIIDetector:
     """E-mail, phone, payment card (Luhn), IBAN (mod 97), US SSN, IPv4/IPv6 addresses.
 
-    Span labels are the kinds. Numbers are checked, not just shaped: a 16-digit order number that
-    fails Luhn is not a card, ``999.1.1.1`` is not an address.
+    Span labels are the kinds. ``region`` is the deployment's default phone region (ISO 3166
+    alpha-2): numbers without a country code are read as that region's; national numbers of
+    :data:`PHONE_REGIONS` (trunk "0") are recognised too.
     """
 
     name = "pii"
 
-    def __init__(self, kinds: Iterable[PIIKind] = PII_KINDS) -> None:
+    def __init__(self, kinds: Iterable[PIIKind] = PII_KINDS, *, region: str = "US") -> None:
         self.kinds = frozenset(kinds)
         unknown = self.kinds - set(PII_KINDS)
         if unknown:
             raise ValueError(f"unknown PII kinds {sorted(unknown)}; known: {list(PII_KINDS)}")
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {region!r}; use an ISO 3166 code like 'US'")
+        self.region = region
+        self._trunk_regions = (region, *(r for r in PHONE_REGIONS if r != region))
         self.max_span = max(_EMAIL_MAX if "email" in self.kinds else 0, _NUMBER_MAX, 45) + LOOKAHEAD
 
     def detect(self, text: str, start: int = 0) -> list[Span]:
@@ -99,6 +173,7 @@ class PIIDetector:
         kinds = self.kinds
         if "email" in kinds:
             spans += _emails(text, start)
+            spans += _spelled_emails(text, start)
         if kinds & {"phone", "card", "ssn", "ip", "iban"}:
             spans += self._numbers(text, start)
         if "ip" in kinds and ":" in text:
@@ -109,16 +184,19 @@ class PIIDetector:
         """Candidate stretches (number runs, e-mail and IPv6 candidates), valid or not: a
         stream is never cut inside one, so a window never sees the tail of a run as a run."""
         out = [m.span() for m in _CANDIDATE.finditer(text, start)]
-        if "@" in text:
+        if any(sign in text for sign in (_AT_SIGNS if not text.isascii() else "@")):
             out += [(s.start, s.end) for s in _emails(text, start, candidates=True)]
+        out += [(s.start, s.end) for s in _spelled_emails(text, start)]
         if ":" in text:
             out += [(s.start, s.end) for s in _ipv6(text, start, candidates=True)]
         return out
 
     def live_start(self, text: str, start: int = 0) -> int:
         """The earliest candidate the text so far could still extend: a number or IBAN
-        candidate that is partial or ends within the look-ahead, the word being written (it may
-        be an e-mail address's local part) and a trailing run of IPv6 characters."""
+        candidate that is partial or ends within the look-ahead (any separator it may use), the
+        word being written (it may be an e-mail address's local part), a spelled-out address
+        whose domain may still grow or whose "at" may still come, and a trailing run of IPv6
+        characters."""
         n = len(text)
         live = n
         kinds = self.kinds
@@ -128,7 +206,15 @@ class PIIDetector:
             live = partial_live_start(_CANDIDATE_PARTIAL, text, begin)
         if "email" in kinds:
             floor = max(start, n - _EMAIL_MAX - LOOKAHEAD)
-            live = min(live, _run_start(text, n, floor, _EMAIL_CHARS))
+            word = n
+            while word > floor and (text[word - 1].isalnum() or text[word - 1] in _EMAIL_PUNCT):
+                word -= 1
+            live = min(live, word)
+            # spelled out: from a word boundary far enough back for the longest address
+            begin = max(start, n - _EMAIL_MAX - 16)
+            while begin > start and not text[begin - 1].isspace():
+                begin -= 1
+            live = min(live, _spelled_live(text, begin))
         if "ip" in kinds:
             floor = max(start, n - _IPV6_MAX - LOOKAHEAD)
             live = min(live, _run_start(text, n, floor, _HEX_COLON))
@@ -141,52 +227,97 @@ class PIIDetector:
         spans = []
         for m in _CANDIDATE.finditer(text, start):
             s = m.start()
-            if m.group()[0].isalpha():  # an IBAN candidate
+            if m.group()[0].isalpha():  # an upper-case IBAN candidate
                 e = m.end()
-                if (
-                    "iban" in kinds
-                    and not (s > 0 and text[s - 1].isalnum())
-                    and not (e < len(text) and text[e].isalnum())
-                    and iban_valid(m.group())
-                ):
+                if "iban" in kinds and _bounded(text, s, e) and iban_valid(m.group()):
                     spans.append(Span(s, e, "iban"))
                 continue
-            raw = m.group().rstrip(" -.(/")
+            if (
+                "iban" in kinds
+                and s >= 2
+                and text[s - 2 : s].isascii()
+                and text[s - 2 : s].isalpha()
+            ):
+                iban = _IBAN_ANY_CASE.match(text, s - 2)
+                if iban and _bounded(text, s - 2, iban.end()) and iban_valid(iban.group()):
+                    spans.append(Span(s - 2, iban.end(), "iban"))
+                    continue
+            raw = m.group().rstrip(" -.(/\u00a0\u202f\u2009")
             if raw.endswith(")") and raw.count("(") <= raw.count(")") - 1:
                 raw = raw[:-1]
             e = s + len(raw)
-            if s > 0 and (text[s - 1].isalnum() or text[s - 1] in "+._-"):
+            if s > 0 and (text[s - 1].isalnum() or text[s - 1] in "+._-#/:,"):
                 continue
-            if e < len(text) and (text[e].isalnum() or text[e] == "_"):
+            if e < len(text) and (text[e].isalnum() or text[e] in "_%°"):
                 continue
-            if _IPV4_SHAPE.match(raw):
-                if "ip" in kinds and _ipv4_ok(raw):
-                    spans.append(Span(s, e, "ip"))
-                continue
-            if _SSN_SHAPE.match(raw):
-                if "ssn" in kinds and _SSN_VALID.match(raw):
-                    spans.append(Span(s, e, "ssn"))
-                continue
-            digits = "".join(ch for ch in raw if ch.isdigit())
-            if (
-                "card" in kinds
-                and 13 <= len(digits) <= 19
-                and raw[0].isdigit()
-                and luhn_valid(digits)
-                and _CARD_SHAPE.match(raw)
-            ):
-                spans.append(Span(s, e, "card"))
-            elif (
-                "phone" in kinds
-                and _PHONE_SHAPE.match(raw)
-                and (
-                    (raw[0] in "+(" and 7 <= len(digits) <= 15)
-                    or (raw != digits and 9 <= len(digits) <= 15)
-                    or 10 <= len(digits) <= 11
-                )
-            ):
-                spans.append(Span(s, e, "phone"))
+            kind = self._classify(raw, text, s)
+            if kind is not None and kind in kinds:
+                spans.append(Span(s, e, kind))
         return spans
+
+    def _classify(self, raw: str, text: str, s: int) -> PIIKind | None:
+        """The kind of a trimmed run; the context before it decides versions and bare SSNs."""
+        kind = self._kind(raw)
+        if kind == "ip" and _after_version_word(text, s):
+            return None
+        if kind is None and len(raw) == 9 and raw.isdigit() and _SSN_CONTEXT.search(text, 0, s):
+            return "ssn" if _ssn.is_valid(raw) else None
+        return kind
+
+    @lru_cache(maxsize=4096)  # noqa: B019 (detectors live as long as the policy; streams rescan)
+    def _kind(self, run: str) -> PIIKind | None:
+        """The kind of a run of digits and separators, out of context."""
+        raw = unicodedata.normalize("NFKC", run).translate(_SEP_TO_SPACE)
+        if _IPV4_SHAPE.match(raw):
+            return "ip" if _ipv4_ok(raw) else None
+        if _DATE_START.match(raw) or _DECIMAL.match(raw):
+            return None
+        digits = "".join(ch for ch in raw if ch.isdigit())
+        if _SSN_SHAPE.match(raw):
+            return "ssn" if _ssn.is_valid(digits) else None
+        if (
+            13 <= len(digits) <= 19
+            and raw[0] in _CARD_FIRST
+            and _CARD_SHAPE.match(raw)
+            and luhn_valid(digits)
+        ):
+            return "card"
+        if 7 <= len(digits) <= 15 and _PHONE_SHAPE.match(raw) and self._phone_valid(raw, digits):
+            return "phone"
+        return None
+
+    def _phone_valid(self, raw: str, digits: str) -> bool:
+        if raw.startswith("+"):
+            regions: tuple[str | None, ...] = (None,)
+        elif digits.startswith("0"):
+            regions = self._trunk_regions
+        else:
+            regions = (self.region,)
+        for region in regions:
+            try:
+                number = phonenumbers.parse(raw, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return True
+            # Laid out like a phone number ("(555) 123-4567", "555-123-4567", "+1 555 ..."): a
+            # number of a possible length counts even in ranges not (yet) assigned, as in
+            # fiction and examples; a bare digit run must be a valid number.
+            if _PHONE_LAYOUT.match(raw) and phonenumbers.is_possible_number(number):
+                return True
+        return False
+
+
+def _bounded(text: str, s: int, e: int) -> bool:
+    return not (s > 0 and text[s - 1].isalnum()) and not (e < len(text) and text[e].isalnum())
+
+
+def _after_version_word(text: str, s: int) -> bool:
+    before = text[max(0, s - 20) : s].lower().replace("-", " ")
+    words = before.split()
+    if not words:
+        return False
+    return words[-1] in _VERSION_WORDS or (before.endswith("v") and not before.endswith(" v"))
 
 
 def _ipv6_ok(candidate: str) -> bool:
@@ -207,21 +338,68 @@ def _ipv4_ok(candidate: str) -> bool:
 
 def _emails(text: str, start: int, *, candidates: bool = False) -> list[Span]:
     spans = []
-    at = text.find("@", start)
-    while at != -1:
-        local = _EMAIL_LOCAL.search(text, max(start, at - 64), at)
-        domain = _EMAIL_DOMAIN.match(text, at + 1, at + 1 + 100 + LOOKAHEAD)
-        if candidates:
-            s = local.start() if local else at
-            spans.append(Span(s, domain.end() if domain else at + 1, "email"))
-        elif local and domain:
-            s = local.start()
-            while s < at and text[s] in ".-":  # an address does not begin with punctuation
-                s += 1
-            if s < at and (s == 0 or not (text[s - 1].isalnum() or text[s - 1] in "._%+-")):
-                spans.append(Span(s, domain.end(), "email"))
-        at = text.find("@", at + 1)
+    for sign in _AT_SIGNS if not text.isascii() else "@":
+        at = text.find(sign, start)
+        while at != -1:
+            local = _EMAIL_LOCAL.search(text, max(start, at - 64), at)
+            domain = _EMAIL_DOMAIN.match(text, at + 1, at + 1 + 100 + LOOKAHEAD)
+            if candidates:
+                s = local.start() if local else at
+                spans.append(Span(s, domain.end() if domain else at + 1, "email"))
+            elif local and domain:
+                s = local.start()
+                while s < at and text[s] in ".-'":  # an address does not begin with punctuation
+                    s += 1
+                if s < at and (s == 0 or not (text[s - 1].isalnum() or text[s - 1] in "._%+-")):
+                    spans.append(Span(s, domain.end(), "email"))
+            at = text.find(sign, at + 1)
     return spans
+
+
+def _spelled_emails(text: str, start: int) -> list[Span]:
+    """ "jane dot doe at example dot org", "jane [at] example [dot] org", "mike at gmail.com"."""
+    spans = []
+    if text.isascii():
+        # one find covers " at ", " AT ", "(at)", "[at]", "{at}", "<at>"
+        words = text.translate(_AT_WORDS)
+        at = words.find(" at ", start)
+        while at != -1:
+            span = _spelled_at(text, at, text[at : at + 4], start)
+            if span is not None:
+                spans.append(span)
+            at = words.find(" at ", at + 1)
+    else:
+        for m in _SPELLED_AT.finditer(text, start):
+            span = _spelled_at(text, m.start(), m.group(), start)
+            if span is not None:
+                spans.append(span)
+    return spans
+
+
+def _spelled_at(text: str, at: int, token: str, start: int) -> Span | None:
+    # most " at " are prose or a real address ("at help@x.org"): a word, then no dot, no gap
+    after = at + len(token)
+    while after < len(text) and text[after] == " ":
+        after += 1
+    end = after
+    while end < len(text) and end - after < 64 and (text[end].isalnum() or text[end] in "-_"):
+        end += 1
+    if end == after or end >= len(text) or text[end] not in " .[({":
+        return None
+    domain = _SPELLED_DOMAIN.match(text, at + len(token), at + len(token) + 100)
+    local = _SPELLED_LOCAL.search(text, max(start, at - 64), at + (1 if token[0] == " " else 0))
+    if domain is None or local is None:
+        return None
+    if local.start() > 0 and (text[local.start() - 1].isalnum() or text[local.start() - 1] == "@"):
+        return None
+    parts = re.split(_DOT, domain.group(1), flags=re.IGNORECASE)
+    if parts[-1].lower() not in _TLDS:
+        return None
+    if token[0] == " ":  # a plain word "at": prose unless the words say otherwise
+        local_words = re.split(_DOT, local.group(1).strip(), flags=re.IGNORECASE)
+        if local_words[-1].lower() in _PROSE_WORDS or parts[0].lower() in _PROSE_WORDS:
+            return None
+    return Span(local.start(), domain.end(), "email")
 
 
 def _ipv6(text: str, start: int, *, candidates: bool = False) -> list[Span]:
@@ -242,13 +420,31 @@ def _ipv6(text: str, start: int, *, candidates: bool = False) -> list[Span]:
                 if candidate.count(":") >= 2 and _ipv6_ok(candidate):
                     cs = s + run.index(candidate)
                     ce = cs + len(candidate)
-                    if not (cs > 0 and text[cs - 1].isalnum()) and not (
-                        ce < len(text) and text[ce].isalnum()
-                    ):
+                    if _bounded(text, cs, ce):
                         spans.append(Span(cs, ce, "ip"))
                     break
         colon = text.find(":", max(colon + 1, end))
     return spans
+
+
+_HEX_COLON = frozenset("0123456789abcdefABCDEF:.")
+_IPV6_RUN = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+
+
+def _spelled_live(text: str, begin: int) -> int:
+    """Where a spelled-out address being written begins: a partial match, a match whose domain
+    may still take a "dot word", or trailing words an "at" may still follow."""
+    n = len(text)
+    for match in _SPELLED_PARTIAL.finditer(text, begin, partial=True, overlapped=True):
+        # partial matching prefers a complete match: test the "dot word" still to come apart
+        if (
+            match.partial
+            or match.end() + LOOKAHEAD > n
+            or _DOT_GROW.fullmatch(text, match.end(), partial=True) is not None
+        ):
+            return int(match.start())
+    tail = _SPELLED_LOCAL_OPEN.search(text, max(begin, n - 3 * 64 - 16))
+    return tail.start() if tail else n
 
 
 def _run_start(text: str, index: int, floor: int, chars: frozenset[str]) -> int:

@@ -58,10 +58,16 @@ class _Frozen(BaseModel):
 
 
 class PhrasesSpec(_Frozen):
-    """Phrases matched as whole words on folded text (case, width, homoglyphs, zero-width)."""
+    """Phrases matched as whole words on folded text (case, accents, width, homoglyphs,
+    zero-width, leetspeak, spaced-out, stretched and joined letters)."""
 
     kind: Literal["phrases"] = "phrases"
     phrases: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = Field(min_length=1)
+    #: Context phrases: a hit inside a match of one of them does not count ("Moby Dick",
+    #: "naked mole rat", "kill the process").
+    unless: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = ()
+    #: Words that also hit as the first or last part of a compound ("fuckwit", "dumbfuck").
+    stems: tuple[Annotated[str, Field(min_length=3, max_length=40)], ...] = ()
 
 
 class RegexSpec(_Frozen):
@@ -90,6 +96,21 @@ class PIISpec(_Frozen):
 
     kind: Literal["pii"] = "pii"
     kinds: tuple[PIIKind, ...] = PII_KINDS
+    #: The deployment's default phone region (ISO 3166 alpha-2): how numbers written without a
+    #: country code are read.
+    region: str = "US"
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        import phonenumbers
+
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"unknown phone region {value!r}: use an ISO 3166 alpha-2 code such as 'US', "
+                "'GB' or 'DE'"
+            )
+        return value
 
 
 class JudgeSpec(_Frozen):
@@ -211,7 +232,17 @@ class AIDisclosure(_Frozen):
 class PackRef(_Frozen):
     """A built-in rule pack switched on, with the options the pack accepts."""
 
-    name: Literal["pii", "crisis", "ai-disclosure", "minor-safety", "profanity"]
+    name: Literal[
+        "pii",
+        "crisis",
+        "ai-disclosure",
+        "minor-safety",
+        "profanity",
+        "profanity-es",
+        "profanity-fr",
+        "profanity-de",
+        "profanity-pt",
+    ]
     tier: Literal[1, 2] | None = None
     action: Action | None = None
     stage: RuleStage | None = None
@@ -222,6 +253,8 @@ class PackRef(_Frozen):
     adjustable: Adjustable | Literal[False] | None = None
     #: pii: which kinds.
     kinds: tuple[PIIKind, ...] | None = None
+    #: pii: the default phone region (ISO 3166 alpha-2) for numbers without a country code.
+    region: str | None = None
     #: profanity: extra phrases for the deployer's language or audience.
     extra_phrases: tuple[str, ...] = ()
     #: ai-disclosure options.

@@ -57,8 +57,9 @@ __all__ = [
 _log = get_logger("persona_mw.bounds")
 
 #: Visible characters of released text kept as context for the next window (word boundaries,
-#: look-behinds).
-_CONTEXT = 16
+#: look-behinds): the longest is the words before a bare SSN ("social security number", up to
+#: 35 characters); context phrases (``unless``) begin at most ~16 characters before a hit.
+_CONTEXT = 48
 #: Hold-back beyond the longest text a rule needs (default; at most 64).
 DEFAULT_MARGIN = 8
 #: Invisible characters do not count toward the hold-back cap or the context, up to this many
@@ -92,7 +93,7 @@ def detector_for(rule: Rule, *, scorer: Callable[[str], float] | None = None) ->
     if isinstance(spec, RegexSpec):
         return RegexDetector(spec.pattern, max_len=spec.max_len, case_sensitive=spec.case_sensitive)
     if isinstance(spec, PIISpec):
-        return PIIDetector(spec.kinds)
+        return PIIDetector(spec.kinds, region=spec.region)
     if isinstance(spec, RelationshipSpec):
         return RelationshipDetector(
             threshold=spec.threshold, max_sentence=spec.max_sentence, scorer=scorer
@@ -108,12 +109,9 @@ class Scanner:
     ) -> None:
         phrase_rules = [r for r in rules if isinstance(r.rule.detector, PhrasesSpec)]
         self._phrase_rules = phrase_rules
+        specs = [r.rule.detector for r in phrase_rules if isinstance(r.rule.detector, PhrasesSpec)]
         self._phrases = PhraseIndex(
-            [
-                r.rule.detector.phrases
-                for r in phrase_rules
-                if isinstance(r.rule.detector, PhrasesSpec)
-            ]
+            [s.phrases for s in specs], [s.unless for s in specs], [s.stems for s in specs]
         )
         self._others: list[tuple[RuleInForce, Detector]] = [
             (r, detector_for(r.rule, scorer=scorer))

@@ -44,7 +44,7 @@ def test_phrases_word_bounded_and_folded(text: str, expected: list[str]) -> None
 def test_fold_maps_back_to_original_offsets() -> None:
     text = "Ａ\u200bb e\u0301x ﬁn"
     folded = fold(text)
-    assert folded.text == "ab éx fin"
+    assert folded.text == "ab ex fin"  # accents go: people often leave them out
     # every folded character points into the original text
     start, end = folded.original_span(folded.text.index("fin"), len(folded.text))
     assert text[start:end] == "ﬁn"
@@ -56,7 +56,7 @@ def test_composed_and_decomposed_accents_fold_alike() -> None:
     detector = PhraseDetector(["café"])
     assert len(detector.detect("un cafe\u0301 noir")) == 1
     assert len(detector.detect("un café noir")) == 1
-    assert detector.detect("un cafe noir") == []
+    assert len(detector.detect("un cafe noir")) == 1  # accents are optional, as people type
 
 
 def test_phrase_index_reports_overlapping_hits_of_all_lists() -> None:
@@ -143,3 +143,118 @@ def test_regex_detector_caps_match_length() -> None:
     spans = detector.detect(text)
     assert [(s.start, s.end) for s in spans] == [(2, 12)]
     assert detector.max_span >= 10
+
+
+@pytest.mark.parametrize(
+    ("text", "hit"),
+    [
+        ("i w4nt to k1ll mys3lf", "k1ll mys3lf"),  # leet digits
+        ("what a$$hole", "a$$hole"),  # leet symbols
+        ("k i l l   m y s e l f", "k i l l   m y s e l f"),  # spaced out
+        ("f.u.c.k", "f.u.c.k"),
+        ("i want to kiiiill myself", "kiiiill myself"),  # stretched, double letter kept
+        pytest.param(
+            "killlllll myself",
+            "killlllll myself",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="runs of t, s, r, h, l, d are no trigger (scan cost); undone only near "
+                "another spot",
+            ),
+        ),
+        ("fuuuuuck", "fuuuuuck"),  # stretched, single letter
+        ("killmyself", "killmyself"),  # joined
+        ("fսck", "fսck"),  # Armenian letter from Unicode's confusables data
+        ("ｆｕｃｋ", "ｆｕｃｋ"),  # full width
+        ("i want 2 kill myself", "kill myself"),
+    ],
+)
+def test_phrases_see_through_obfuscation(text: str, hit: str) -> None:
+    detector = PhraseDetector(["kill myself", "fuck", "asshole"])
+    assert [text[s.start : s.end] for s in detector.detect(text)] == [hit]
+
+
+@pytest.mark.parametrize(
+    "text", ["2024 was a year", "the class of 3b", "I'm a student", "a grasssss field"]
+)
+def test_obfuscation_rules_add_no_hits_to_plain_text(text: str) -> None:
+    assert PhraseDetector(["kill myself", "ass"]).detect(text) == []
+
+
+def test_unless_context_cancels_a_hit_inside_it() -> None:
+    """A context phrase ("Moby Dick") cancels hits inside it, not elsewhere in the text."""
+    detector = PhraseDetector(["dick"], unless=["moby dick", "dick van dyke"])
+    text = "Moby Dick and Dick Van Dyke, you dick"
+    assert [text[s.start : s.end] for s in detector.detect(text)] == ["dick"]
+    assert detector.detect(text)[0].start == len(text) - 4
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "found"),
+    [
+        (
+            "call 4111\u00a01111\u00a01111\u00a01111 now",
+            "card",
+            "4111\u00a01111\u00a01111\u00a01111",
+        ),
+        (
+            "tel +33\u202f6\u202f12\u202f34\u202f56\u202f78",
+            "phone",
+            "+33\u202f6\u202f12\u202f34\u202f56\u202f78",
+        ),
+        ("phone 415\u2011555\u20112671", "phone", "415\u2011555\u20112671"),
+        ("４１１１ １１１１ １１１１ １１１１", "card", "４１１１ １１１１ １１１１ １１１１"),
+        ("write jane [at] example [dot] org", "email", "jane [at] example [dot] org"),
+        ("anna＠example.de", "email", "anna＠example.de"),
+        ("iban de89370400440532013000", "iban", "de89370400440532013000"),
+        ("ring 020 7946 0958", "phone", "020 7946 0958"),
+    ],
+)
+def test_pii_formats_people_write(text: str, kind: str, found: str) -> None:
+    assert [(s.label, text[s.start : s.end]) for s in PIIDetector().detect(text)] == [(kind, found)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "upgrade to version 1.2.3.4",
+        "created_at 1700000000",
+        "2024-01-15 10:23:45,123 INFO",
+        "pi is 3.14159265358979",
+        "order #1234567890123",
+        "look at this dot com bubble",
+    ],
+)
+def test_pii_leaves_numbers_that_are_not_personal_data(text: str) -> None:
+    assert PIIDetector().detect(text) == []
+
+
+def test_pii_default_region_reads_national_numbers() -> None:
+    """A number without a country code is read in the deployment's region: a German
+    landline without its trunk prefix is a phone in DE, not in the US."""
+    assert PIIDetector(region="DE").detect("Ruf an: 30 901820 99")[0].label == "phone"
+    assert PIIDetector(region="US").detect("Ruf an: 30 901820 99") == []
+    with pytest.raises(ValueError, match="unknown phone region"):
+        PIIDetector(region="XX")
+
+
+def test_pii_pack_takes_a_phone_region() -> None:
+    from persona_mw.bounds import policy_from_dict
+    from persona_mw.errors import PolicyError
+
+    policy = policy_from_dict({"version": "r", "packs": [{"name": "pii", "region": "DE"}]})
+    assert [r.detector.region for r in policy.rules if r.id == "pii"] == ["DE"]  # type: ignore[union-attr]
+    with pytest.raises(PolicyError, match="unknown phone region 'XX'"):
+        policy_from_dict({"version": "r", "packs": [{"name": "pii", "region": "XX"}]})
+
+
+def test_stems_hit_whole_compound_words_only_at_a_word_edge() -> None:
+    """A stem hits as the first or last part of a word, and the hit is the whole word; a stem
+    inside a word ("Scunthorpe") or a context phrase ("shittah tree") does not hit."""
+    detector = PhraseDetector(["fuck"], stems=["fuck", "shit", "cunt"], unless=["shittah"])
+    text = "fuckwit, clusterfuck, shitshow, Scunthorpe, the shittah tree"
+    assert [text[s.start : s.end] for s in detector.detect(text)] == [
+        "fuckwit",
+        "clusterfuck",
+        "shitshow",
+    ]

@@ -264,8 +264,9 @@ PLAIN = resolve(
     [
         # the word being written may be an e-mail's local part or a phrase's first word
         (["Hello", " there", ","], ["", "Hello ", "there"]),
-        # the last character waits for the next: a combining mark could still change it
-        (["The answer is ", "42."], ["The answer is", " "]),
+        # a word and the space after it wait for the next word: "is at example dot com" would
+        # be a spelled-out e-mail address
+        (["The answer is ", "42."], ["The answer ", "is "]),
         # a phrase's prefix is held until it can no longer become the phrase
         (
             ["the forbid", "den fr", "uit", "s are", " ripe"],

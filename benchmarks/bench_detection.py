@@ -1,0 +1,234 @@
+"""Detection quality of the built-in packs on our own development sets, and what it costs.
+
+    .venv/bin/python benchmarks/bench_detection.py [--split dev|holdout|all] [--against REF]
+
+1. Quality: every row of ``tests/data/detection/<pack>.jsonl`` (see the README there) goes
+   through the real policy — ``policy_from_dict`` with the pack switched on, ``resolve`` for a
+   user the pack applies to, the stage's real :class:`Scanner` — and counts as flagged when a
+   rule of the pack fires (PII: a span of the row's kind; any PII span on a negative row).
+   Printed per pack, per language and per category: recall on positive rows, false-positive
+   rate on negative rows, precision.
+2. Cost: the scanning throughput of ``benchmarks/bench_bounds.py`` (the output scanner with
+   the ``pii`` pack + 1,000 phrase rules, English model-like output, whole text) for this tree
+   and, with ``--against REF`` (a git ref, e.g. ``main``), for that ref's tree exported to a
+   temporary directory — the two measured alternately in one run: wall-clock medians, and the
+   best CPU time (``time.process_time``: on a shared machine, what the scan itself costs). A second
+   line adds the crisis and profanity packs (phrase rules a real deployment runs; minor-safety is
+   left out: for a known minor its output side is dominated by the relationship sentence
+   scorer, not by phrases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from persona_mw.bounds import policy_from_dict, resolve
+from persona_mw.bounds.scan import Scanner
+from persona_mw.profile import Profile
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data" / "detection"
+#: pack -> (the packs switched on, the rule ids that count as "the pack fired", minor profile)
+PACKS: dict[str, tuple[list[str], tuple[str, ...], bool]] = {
+    "crisis": (["crisis"], ("crisis.ideation", "crisis.methods"), False),
+    "minor-safety": (["minor-safety"], ("minor-safety.sexual",), True),
+    "pii": (["pii"], ("pii",), False),
+    "profanity": (
+        ["profanity", "profanity-es", "profanity-fr", "profanity-de", "profanity-pt"],
+        ("profanity", "profanity.es", "profanity.fr", "profanity.de", "profanity.pt"),
+        False,
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    text: str
+    label: int
+    language: str
+    category: str
+    stage: str
+    split: str
+    kind: str | None = None
+
+
+def load(pack: str, split: str) -> list[Row]:
+    rows = []
+    for line in (DATA / f"{pack}.jsonl").read_text("utf-8").splitlines():
+        if line.strip():
+            row = Row(**json.loads(line))
+            if split == "all" or row.split == split:
+                rows.append(row)
+    return rows
+
+
+def scanners(pack: str) -> dict[str, Scanner]:
+    packs, _, minor = PACKS[pack]
+    policy = policy_from_dict({"version": "detection", "packs": packs})
+    profile = Profile(user_id="eval", known_minor=minor)
+    effective = resolve(policy, profile)
+    return {"input": effective.input, "output": effective.output}
+
+
+def flagged(pack: str, scanner: Scanner, row: Row) -> bool:
+    """Whether the pack fires on ``row`` (whole text)."""
+    rule_ids = PACKS[pack][1]
+    for hit in scanner.scan(row.text):
+        if hit.rule.rule.id not in rule_ids:
+            continue
+        if pack == "pii" and row.label and hit.span.label != row.kind:
+            continue
+        return True
+    return False
+
+
+@dataclass
+class Tally:
+    tp: int = 0
+    fn: int = 0
+    fp: int = 0
+    tn: int = 0
+
+    def add(self, label: int, hit: bool) -> None:
+        if label:
+            self.tp += hit
+            self.fn += not hit
+        else:
+            self.fp += hit
+            self.tn += not hit
+
+    def line(self) -> str:
+        pos, neg = self.tp + self.fn, self.fp + self.tn
+        recall = f"{self.tp / pos:.2f}" if pos else "-"
+        fp_rate = f"{self.fp / neg:.2f}" if neg else "-"
+        precision = f"{self.tp / (self.tp + self.fp):.2f}" if self.tp + self.fp else "-"
+        return f"{pos} | {neg} | {recall} | {fp_rate} | {precision}"
+
+
+def quality(split: str, *, verbose: bool) -> dict[str, Tally]:
+    totals: dict[str, Tally] = {}
+    print("| pack | slice | positives | negatives | recall | FP rate | precision |")
+    print("|---|---|---|---|---|---|---|")
+    misses: list[str] = []
+    for pack in PACKS:
+        stage_scanners = scanners(pack)
+        total = Tally()
+        by_lang: dict[str, Tally] = defaultdict(Tally)
+        by_cat: dict[str, Tally] = defaultdict(Tally)
+        for row in load(pack, split):
+            hit = flagged(pack, stage_scanners[row.stage], row)
+            for tally in (total, by_lang[row.language], by_cat[row.category]):
+                tally.add(row.label, hit)
+            if hit != bool(row.label):
+                misses.append(f"{pack} {'FN' if row.label else 'FP'} {row.language}: {row.text}")
+        totals[pack] = total
+        print(f"| {pack} | all | {total.line()} |")
+        for lang, tally in sorted(by_lang.items()):
+            print(f"| {pack} | lang {lang} | {tally.line()} |")
+        for cat, tally in sorted(by_cat.items()):
+            print(f"| {pack} | {cat} | {tally.line()} |")
+    if verbose and misses:
+        print("\nmisclassified:")
+        for miss in misses:
+            print("  " + miss)
+    return totals
+
+
+# -- throughput -------------------------------------------------------------------------------
+
+_PROBE = """
+import json, statistics, sys, time
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {root!r} + "/benchmarks")
+import bench_bounds as b
+from persona_mw.bounds import policy_from_dict, resolve
+from persona_mw.profile import Profile
+policy = b.make_policy()
+rules = [r.model_dump() for r in policy.rules if r.id.startswith("phrase-")]
+packs = policy_from_dict({{"version": "bench", "rules": rules,
+    "packs": ["pii", "crisis", "profanity"]}})
+text = b.make_text(b.SENTENCES, {size})
+out = {{}}
+for name, pol in (("pii + 1,000 phrase rules", policy), ("+ crisis, profanity packs", packs)):
+    scanner = resolve(pol, Profile(user_id="bench")).output
+    scanner.scan(text[:10000])
+    wall, cpu = [], []
+    for _ in range({rounds}):
+        t, c = time.perf_counter(), time.process_time()
+        scanner.scan(text)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    mb = len(text.encode()) / 1e6
+    out[name + ", wall (median)"] = mb / statistics.median(wall)
+    out[name + ", CPU time (best)"] = mb / min(cpu)
+print(json.dumps(out))
+"""
+
+
+def _probe(root: Path, size: int, rounds: int) -> dict[str, float]:
+    code = _PROBE.format(root=str(root), size=size, rounds=rounds)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def throughput(against: str | None, *, mb: float, rounds: int, repeats: int) -> None:
+    size = int(mb * 1e6)
+    trees = {"this tree": ROOT}
+    with tempfile.TemporaryDirectory() as tmp:
+        if against:
+            archive = Path(tmp) / "ref.tar"
+            subprocess.run(["git", "archive", "-o", str(archive), against], cwd=ROOT, check=True)
+            with tarfile.open(archive) as tar:
+                tar.extractall(Path(tmp) / "ref", filter="data")
+            trees[against] = Path(tmp) / "ref"
+        results: dict[str, dict[str, list[float]]] = {t: defaultdict(list) for t in trees}
+        for _ in range(repeats):  # alternate the trees: a noisy neighbour hits both alike
+            for name, root in trees.items():
+                for key, value in _probe(root, size, rounds).items():
+                    results[name][key].append(value)
+    print(
+        f"\nscan throughput, whole text, {mb:g} MB English model-like output, "
+        f"median of {repeats} runs x {rounds} rounds (MB/s):"
+    )
+    print("| rules | " + " | ".join(trees) + (" | ratio |" if against else " |"))
+    print("|---" * (len(trees) + 1 + bool(against)) + "|")
+    for key in results["this tree"]:
+        medians = [statistics.median(results[t][key]) for t in trees]
+        ratio = f" {medians[0] / medians[1]:.2f} |" if against and key in results[against] else ""
+        print(f"| {key} | " + " | ".join(f"{m:.1f}" for m in medians) + " |" + ratio)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--split", choices=("dev", "holdout", "all"), default="dev")
+    parser.add_argument("--against", help="git ref to compare throughput with (e.g. main)")
+    parser.add_argument("--mb", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list misclassified rows")
+    args = parser.parse_args()
+    print(f"split: {args.split}\n")
+    quality(args.split, verbose=args.verbose)
+    if not args.no_throughput:
+        throughput(args.against, mb=args.mb, rounds=args.rounds, repeats=args.repeats)
+
+
+if __name__ == "__main__":
+    main()
