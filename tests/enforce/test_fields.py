@@ -156,12 +156,6 @@ async def test_a_card_split_across_two_argument_values_is_redacted(
     assert "".join(json.loads(args).values()) != CARD
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 finding 5: NBSP / narrow NBSP / thin space / non-breaking hyphen between "
-    "a card's groups defeat the PII detector on integ (every field, whole text too); h13's "
-    "branch widens the number separators in bounds/pii.py. Remove this mark when it merges.",
-)
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize("sep", ["\u00a0", "\u202f", "\u2009", "\u2011"])
 async def test_a_card_with_unicode_separators_is_redacted_in_every_field(
