@@ -74,7 +74,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
     from persona_mw.bounds import BoundsInputStage
     from persona_mw.bounds.inputs import VerdictCache
     from persona_mw.bounds.resolve import resolve
-    from persona_mw.bounds.stages import STATE_KEY, check_input, input_verdict, redact_last_user
+    from persona_mw.bounds.stages import check_input, input_verdict, redact_last_user
     from persona_mw.types import CallContext
 
     class LastUserOnly(BoundsInputStage):
@@ -82,7 +82,8 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
 
         async def __call__(self, ctx: CallContext) -> None:
             effective = resolve(self.policy, ctx.profile, scorer=self.scorer)
-            ctx.state[STATE_KEY] = effective
+            ctx.policy = effective
+            ctx.disclosure = effective.ai_disclosure
             ctx.instructions.extend(effective.instructions)
             text = ctx.user_text()
             if not text:
