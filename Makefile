@@ -21,6 +21,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check persona_mw integrations tests benchmarks examples
+	@$(VENV)/bin/ruff format --check persona_mw integrations tests benchmarks examples
 	@$(VENV)/bin/mypy
 
 bench: $(STAMP)

@@ -47,16 +47,23 @@ FULL: dict[str, Any] = {
     "language.",
     "self_description": "I am a night-shift nurse in Madrid; I like hiking and learning Python.",
     "topics_to_avoid": ["football", "celebrity gossip"],
-    "style": {"tone": "friendly", "verbosity": "terse", "language": "es",
-              "expertise": "novice", "format": "bullets"},
+    "style": {
+        "tone": "friendly",
+        "verbosity": "terse",
+        "language": "es",
+        "expertise": "novice",
+        "format": "bullets",
+    },
     "preferences": {"factuality": 95, "creativity": 10, "diversity": 85},
     "consent": {"personalisation": True, "memory": True},
 }
 TIERS = [
-    Instruction(1, "law.crisis", "If the user expresses thoughts of self-harm, give crisis "
-                "line details."),
-    Instruction(2, "deployer.viewpoints", "Present several viewpoints on contested political "
-                "topics."),
+    Instruction(
+        1, "law.crisis", "If the user expresses thoughts of self-harm, give crisis line details."
+    ),
+    Instruction(
+        2, "deployer.viewpoints", "Present several viewpoints on contested political topics."
+    ),
 ]
 APP: list[Message] = [
     {"role": "system", "content": "You are HelpBot for Example Corp."},
@@ -75,24 +82,35 @@ def context(
     profile: Profile, messages: list[Message], model: str, tiers: bool = True
 ) -> CallContext:
     return CallContext(
-        request_id="r", user_id=profile.user_id, user_hash="h", model=model,
-        messages=messages, prompt_messages=list(messages), stream=False, llm_kwargs={},
-        profile=profile, profile_source="cache", started_at=datetime.now(UTC),
+        request_id="r",
+        user_id=profile.user_id,
+        user_hash="h",
+        model=model,
+        messages=messages,
+        prompt_messages=list(messages),
+        stream=False,
+        llm_kwargs={},
+        profile=profile,
+        profile_source="cache",
+        started_at=datetime.now(UTC),
         instructions=list(TIERS) if tiers else [],
     )
 
 
-
 async def main(calls: int, rounds: int) -> None:
     full = parse_profile(FULL)
-    long = parse_profile({**FULL, "own_rules": "Be exact. " * 150,
-                          "self_description": "I like many things. " * 90})
+    long = parse_profile(
+        {**FULL, "own_rules": "Be exact. " * 150, "self_description": "I like many things. " * 90}
+    )
     stage = PersonaliseStage()
     tight = PersonaliseStage(config=PersonaliseConfig(budget_tokens=250))
     first = context(full, APP, "gpt-4o-mini")
     await stage(first)
-    replayed = [*first.prompt_messages, {"role": "assistant", "content": "Keep a schedule."},
-                {"role": "user", "content": "And naps?"}]
+    replayed = [
+        *first.prompt_messages,
+        {"role": "assistant", "content": "Keep a schedule."},
+        {"role": "user", "content": "And naps?"},
+    ]
     bob = parse_profile({"user_id": "bob"})
     serial = itertools.count()
 

@@ -68,10 +68,20 @@ class LiteLLMProxyProcess:
         if not binary.exists():
             raise SystemExit(f"{binary} is missing: run .ci/proxy-env.sh first")
         self.proc = subprocess.Popen(
-            [str(binary), "--config", str(config), "--host", "127.0.0.1",
-             "--port", str(self.port), "--num_workers", "1"],
+            [
+                str(binary),
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--num_workers",
+                "1",
+            ],
             env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **env},
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -106,8 +116,12 @@ class LiteLLMProxyProcess:
 
 
 def model_list(upstream: str) -> list[dict[str, Any]]:
-    return [{"model_name": MODEL,
-             "litellm_params": {"model": "openai/fake", "api_base": upstream, "api_key": "x"}}]
+    return [
+        {
+            "model_name": MODEL,
+            "litellm_params": {"model": "openai/fake", "api_base": upstream, "api_key": "x"},
+        }
+    ]
 
 
 def write_configs(folder: Path, upstream: str, master_key: str) -> dict[str, Path]:
@@ -116,15 +130,17 @@ def write_configs(folder: Path, upstream: str, master_key: str) -> dict[str, Pat
     bare = {"model_list": model_list(upstream), "general_settings": {"master_key": master_key}}
     plugin = {
         **bare,
-        "guardrails": [{
-            "guardrail_name": "persona-mw",
-            "litellm_params": {
-                "guardrail": "persona_mw_litellm.PersonaGuardrail",
-                "mode": ["pre_call", "post_call"],
-                "default_on": True,
-                "persona_config": str(folder / "persona.yaml"),
-            },
-        }],
+        "guardrails": [
+            {
+                "guardrail_name": "persona-mw",
+                "litellm_params": {
+                    "guardrail": "persona_mw_litellm.PersonaGuardrail",
+                    "mode": ["pre_call", "post_call"],
+                    "default_on": True,
+                    "persona_config": str(folder / "persona.yaml"),
+                },
+            }
+        ],
     }
     paths = {}
     for name, data in (("ours", ours), ("bare", bare), ("plugin", plugin), ("persona", persona)):
@@ -142,8 +158,9 @@ PLAN = [  # (concurrency, stream, share of --requests)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=600, help="requests per run at c50")
     parser.add_argument("--json", type=Path, help="write the raw results here")
@@ -158,8 +175,9 @@ def main() -> None:
         stack.callback(fake.wait)
         stack.callback(fake.terminate)
         ours = stack.enter_context(
-            ServerProcess(paths["ours"], log_path=folder / "ours.log",
-                          env={"PERSONA_MW_HASH_SECRET": "bench"})
+            ServerProcess(
+                paths["ours"], log_path=folder / "ours.log", env={"PERSONA_MW_HASH_SECRET": "bench"}
+            )
         )
         bare = LiteLLMProxyProcess(paths["bare"], {}, folder / "bare.log")
         stack.callback(bare.stop)
@@ -185,9 +203,12 @@ def main() -> None:
                 for name, url, api_key in targets:
                     run = run_load(url, MODEL, concurrency, n, stream=stream, api_key=api_key)
                     results["runs"].setdefault(name, {}).setdefault(key, []).append(run)
-                    print(f"round {round_no} {key:10s} {name:24s} rps={run['rps']:7.1f} "
-                          f"p50={run['p50_ms']:7.1f} p99={run['p99_ms']:7.1f} "
-                          f"errors={run['errors']}", flush=True)
+                    print(
+                        f"round {round_no} {key:10s} {name:24s} rps={run['rps']:7.1f} "
+                        f"p50={run['p50_ms']:7.1f} p99={run['p99_ms']:7.1f} "
+                        f"errors={run['errors']}",
+                        flush=True,
+                    )
             for name, (_, pid, _) in servers.items():
                 results["rss_kib"][name]["rounds"].append(tree_rss_kib(pid))
         time.sleep(1)
@@ -209,8 +230,10 @@ def report(results: dict[str, Any]) -> None:
     for key in runs["upstream alone"]:
         for name in runs:
             r = runs[name][key]
-            print(f"| {key} | {name} | {median_of(r, 'rps'):.1f} | {median_of(r, 'p50_ms'):.1f} "
-                  f"| {median_of(r, 'p99_ms'):.1f} | {sum(x['errors'] for x in r)} |")
+            print(
+                f"| {key} | {name} | {median_of(r, 'rps'):.1f} | {median_of(r, 'p50_ms'):.1f} "
+                f"| {median_of(r, 'p99_ms'):.1f} | {sum(x['errors'] for x in r)} |"
+            )
     print("\n| run | ours / bare LiteLLM (req/s) | plugin / bare LiteLLM (req/s) |")
     print("|---|---|---|")
     for key in runs["upstream alone"]:

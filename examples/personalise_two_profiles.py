@@ -46,8 +46,11 @@ class DeployerRules:
 
     async def __call__(self, ctx: CallContext) -> None:
         ctx.instructions.append(
-            Instruction(tier=2, source="deployer.no_diagnosis",
-                        text="Do not diagnose sleep disorders; suggest seeing a doctor instead.")
+            Instruction(
+                tier=2,
+                source="deployer.no_diagnosis",
+                text="Do not diagnose sleep disorders; suggest seeing a doctor instead.",
+            )
         )
 
 
@@ -61,8 +64,10 @@ class ShowPrompt:
         for message in ctx.prompt_messages:
             print(f"[{message['role']}]\n{message['content']}")
         exposure = ctx.exposure
-        print(f"--- exposure: parts={sorted(exposure.parts)} reduced={exposure.reduced} "
-              f"instruction_tokens={exposure.instruction_tokens}")
+        print(
+            f"--- exposure: parts={sorted(exposure.parts)} reduced={exposure.reduced} "
+            f"instruction_tokens={exposure.instruction_tokens}"
+        )
 
 
 def pick_model() -> str:

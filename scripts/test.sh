@@ -10,6 +10,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "lint (ruff) and types (mypy, strict on the core)"
 $VENV/bin/ruff check persona_mw integrations tests benchmarks examples
+$VENV/bin/ruff format --check persona_mw integrations tests benchmarks examples
 $VENV/bin/mypy
 
 step "tests"

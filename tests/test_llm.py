@@ -70,9 +70,7 @@ def upstream() -> Iterator[FakeOpenAIServer]:
 def clients(base_url: str, **kw: Any) -> dict[str, LiteLLMClient]:
     model_list = [deployment(base_url)]
     direct = LiteLLMClient.from_model_list(model_list, **kw)
-    routed = LiteLLMClient.from_model_list(
-        model_list, {"routing_strategy": "simple-shuffle"}, **kw
-    )
+    routed = LiteLLMClient.from_model_list(model_list, {"routing_strategy": "simple-shuffle"}, **kw)
     assert direct.direct and not routed.direct
     return {"direct": direct, "router": routed}
 

@@ -174,9 +174,7 @@ def report(
     """A user's current signals and daily history, aggregate counts for an annual report, or a
     law's statutory figures (``--statutory LAW --from DATE --to DATE``; JSON, and --html)."""
     if sum((bool(user_id), aggregate, bool(statutory_law))) != 1:
-        raise click.UsageError(
-            "give exactly one of --user ID or --aggregate (or --statutory LAW)"
-        )
+        raise click.UsageError("give exactly one of --user ID or --aggregate (or --statutory LAW)")
     if statutory_law:
         if date_from is None or date_to is None:
             raise click.UsageError("--statutory needs --from DATE and --to DATE (YYYY-MM-DD)")

@@ -30,8 +30,12 @@ ALL_PARTS = frozenset(PRIORITY)
     ("consent", "personalise", "parts", "withheld"),
     [
         ({"personalisation": True, "memory": True}, True, ALL_PARTS, ()),
-        ({"personalisation": True, "memory": False}, True, ALL_PARTS - {"memory", "name"},
-         ("memory", "name")),
+        (
+            {"personalisation": True, "memory": False},
+            True,
+            ALL_PARTS - {"memory", "name"},
+            ("memory", "name"),
+        ),
         ({"personalisation": False, "memory": True}, True, frozenset(), ()),
         ({"personalisation": True, "memory": True}, False, frozenset(), ()),
     ],
@@ -41,7 +45,9 @@ def test_consent_decides_the_parts(
     consent: dict[str, bool], personalise: bool, parts: frozenset[str], withheld: tuple[str, ...]
 ) -> None:
     result = build_instruction(
-        profile(consent=consent), instructions=TIERS, personalise=personalise,
+        profile(consent=consent),
+        instructions=TIERS,
+        personalise=personalise,
         budget_tokens=10_000,
     )
     assert result.parts == parts and result.withheld == withheld
@@ -70,9 +76,17 @@ def test_order_in_the_text() -> None:
     it, as JSON strings."""
     text = build_instruction(profile(), instructions=TIERS, budget_tokens=10_000).text
     order = [
-        "<persona-mw:bounds>", TIER1.text, "</persona-mw:bounds>", "Style:",
-        "Stated preferences:", "<user-data>", '"football"', '"Always give one concrete',
-        '"I am a night-shift', '"Ana"', "</user-data>",
+        "<persona-mw:bounds>",
+        TIER1.text,
+        "</persona-mw:bounds>",
+        "Style:",
+        "Stated preferences:",
+        "<user-data>",
+        '"football"',
+        '"Always give one concrete',
+        '"I am a night-shift',
+        '"Ana"',
+        "</user-data>",
     ]
     positions = [text.index(s) for s in order]
     assert positions == sorted(positions)
@@ -106,8 +120,11 @@ def test_style_phrases(style: dict[str, str], expected: str) -> None:
         ({"creativity": 20}, ["Stay conventional"], []),
         ({"creativity": 21}, [], ["conventional", "creative"]),
         # Low scores never weaken safety, factuality, diversity (echo chambers) or helpfulness.
-        ({"safety": 0, "factuality": 0, "diversity": 0, "helpfulness": 0}, [], ["careful",
-         "factual", "perspectives", "helpful"]),
+        (
+            {"safety": 0, "factuality": 0, "diversity": 0, "helpfulness": 0},
+            [],
+            ["careful", "factual", "perspectives", "helpful"],
+        ),
         ({"diversity": 100}, ["Offer a range of perspectives"], []),
     ],
 )
@@ -134,8 +151,10 @@ def test_strong_preference_threshold_is_configurable() -> None:
 def test_reduced_mode(source: str) -> None:
     """No name, no memory call-backs, no friendly tone; the neutral-persona safeguard is a
     bound (it stays whatever the budget)."""
-    prof = profile(adjustable={"reduced_personalisation": True}) if source == "profile" else (
-        profile()
+    prof = (
+        profile(adjustable={"reduced_personalisation": True})
+        if source == "profile"
+        else (profile())
     )
     result = build_instruction(prof, reduced=source == "ladder", budget_tokens=0)
     full = build_instruction(prof, reduced=source == "ladder", budget_tokens=10_000)
@@ -166,8 +185,9 @@ def test_budget_drops_lowest_priority_first(k: int) -> None:
     """With a budget exactly the size of the instruction minus the k lowest-priority parts,
     exactly those k parts are dropped, in DROP_ORDER."""
     assert DROP_ORDER == ("name", "memory", "preferences", "own_rules", "topics_to_avoid", "style")
-    fits = build_instruction(profile(**_without(DROP_ORDER[:k])), instructions=TIERS,
-                             budget_tokens=10**6)
+    fits = build_instruction(
+        profile(**_without(DROP_ORDER[:k])), instructions=TIERS, budget_tokens=10**6
+    )
     result = build_instruction(profile(), instructions=TIERS, budget_tokens=fits.tokens)
     assert result.dropped == DROP_ORDER[:k]
     assert result.text == fits.text and result.tokens <= result.budget_tokens
@@ -185,8 +205,9 @@ def test_tier_instructions_survive_a_zero_budget() -> None:
 
 
 def test_long_user_text_is_capped() -> None:
-    result = build_instruction(profile(own_rules="rule " * 400), max_user_chars=100,
-                               budget_tokens=10_000)
+    result = build_instruction(
+        profile(own_rules="rule " * 400), max_user_chars=100, budget_tokens=10_000
+    )
     line = next(x for x in result.text.split("\n") if x.startswith("own_rules"))
     value = json.loads(line.split(": ", 1)[1])
     assert len(value) == 100 and value.endswith(" [cut]")
@@ -214,7 +235,9 @@ def test_same_bytes_across_processes() -> None:
         subprocess.run(
             [sys.executable, "-c", _SCRIPT],
             env={"PYTHONHASHSEED": seed, "PATH": ""},
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         for seed in ("1", "2", "3")
     }
@@ -224,9 +247,10 @@ def test_same_bytes_across_processes() -> None:
 
 def test_block_helper_finds_blocks() -> None:
     text = build_instruction(profile(), instructions=TIERS).text
-    assert block(text, "persona-mw:bounds") == build_instruction(
-        profile(), instructions=TIERS
-    ).bounds_text
+    assert (
+        block(text, "persona-mw:bounds")
+        == build_instruction(profile(), instructions=TIERS).bounds_text
+    )
 
 
 @pytest.mark.parametrize(

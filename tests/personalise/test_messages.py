@@ -87,8 +87,9 @@ _CASES: list[tuple[str, list[Message], bool, list[Message]]] = [
 ]
 
 
-@pytest.mark.parametrize(("given", "system_role", "expected"),
-                         [c[1:] for c in _CASES], ids=[c[0] for c in _CASES])
+@pytest.mark.parametrize(
+    ("given", "system_role", "expected"), [c[1:] for c in _CASES], ids=[c[0] for c in _CASES]
+)
 def test_apply_then_strip(given: list[Message], system_role: bool, expected: list[Message]) -> None:
     """The instruction goes where it should; the input is not modified; stripping the result
     gives the input back, and re-applying gives the same bytes (replay is idempotent)."""
@@ -107,8 +108,9 @@ def test_the_app_system_text_is_never_shortened() -> None:
 
 
 def test_folded_app_text_is_not_duplicated_when_the_app_sends_it_again() -> None:
-    folded = apply_instruction([{"role": "system", "content": APP}, Q], INSTRUCTION,
-                               system_role=False)
+    folded = apply_instruction(
+        [{"role": "system", "content": APP}, Q], INSTRUCTION, system_role=False
+    )
     replayed = [{"role": "system", "content": APP}, *folded]
     assert strip_personalisation(replayed) == [{"role": "system", "content": APP}, Q]
 

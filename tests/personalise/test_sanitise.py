@@ -63,7 +63,7 @@ def test_a_limit_too_small_for_the_mark_is_refused() -> None:
 # format characters, tags, separators and our own markup.
 _TRICKY = st.sampled_from(
     [
-        *"<>`|\n\r\t #:\"\\",
+        *'<>`|\n\r\t #:"\\',
         *("\u0301", "\u0308", "\u200b", "\u200d", "\u202e", "\u2066", "\ufe0f", "\U000e0041"),
         *("\u2028", "\u00a0", "\uff1c", "\uff1e", "\ufb01", "\U0001d422", "\u3164", "\x00"),
         *("\x85", "\u1100", "\u1161", "\u11a8", "\u1100\u1161", "\u0345", "\u0390"),

@@ -108,7 +108,12 @@ async def test_full_profile_exposure_and_app_message_kept() -> None:
     assert ctx.prompt_messages[1:] == [ASK]
     assert system.index(TIER1.text) < system.index("You are HelpBot.") < system.index("Style:")
     assert ctx.exposure.parts == {
-        "style", "topics_to_avoid", "own_rules", "preferences", "memory", "name",
+        "style",
+        "topics_to_avoid",
+        "own_rules",
+        "preferences",
+        "memory",
+        "name",
     }
     instruction = ctx.state["personalise"]
     assert isinstance(instruction, PersonalInstruction)
@@ -143,16 +148,23 @@ async def test_reduced_mode_applies_without_consent() -> None:
 
 
 async def test_budget_through_the_stage_counts_with_litellm() -> None:
-    ctx = await _run(context(profile(), [ASK], instructions=TIERS),
-                     PersonaliseConfig(budget_tokens=220))
+    ctx = await _run(
+        context(profile(), [ASK], instructions=TIERS), PersonaliseConfig(budget_tokens=220)
+    )
     instruction = ctx.state["personalise"]
     count = import_litellm().token_counter
     total = count(model=SYSTEM_MODEL, text=instruction.bounds_text) + count(
         model=SYSTEM_MODEL, text=instruction.personal_text
     )
     assert instruction.dropped and total <= 220 and not instruction.over_budget
-    assert ctx.exposure.parts == {"style", "topics_to_avoid", "own_rules", "preferences",
-                                  "memory", "name"} - set(instruction.dropped)
+    assert ctx.exposure.parts == {
+        "style",
+        "topics_to_avoid",
+        "own_rules",
+        "preferences",
+        "memory",
+        "name",
+    } - set(instruction.dropped)
 
 
 async def test_folds_for_a_model_without_a_system_role() -> None:
@@ -184,8 +196,9 @@ async def test_replay_and_determinism(model: str) -> None:
 async def test_a_new_profile_version_replaces_the_old_block() -> None:
     one = await _run(context(profile(), [ASK]))
     newer = profile(version=8, own_rules="Mention ZEBRA-TWO.")
-    two = await _run(context(newer, [*one.prompt_messages, {"role": "assistant", "content": "."},
-                                     ASK]))
+    two = await _run(
+        context(newer, [*one.prompt_messages, {"role": "assistant", "content": "."}, ASK])
+    )
     text = json.dumps(two.prompt_messages)
     assert "ZEBRA-TWO" in text and "ZEBRA-ONE" not in text and text.count("<user-data>") == 1
 
@@ -204,8 +217,11 @@ async def test_through_the_middleware_to_a_real_http_model(upstream: FakeOpenAIS
     mw = Middleware(store=store, input_stages=[PersonaliseStage()])
     app_messages: list[Message] = [dict(APP), dict(ASK)]
     await mw.acompletion(
-        user="ana", model="openai/fake", messages=app_messages,
-        api_base=upstream.base_url, api_key="test-key",
+        user="ana",
+        model="openai/fake",
+        messages=app_messages,
+        api_base=upstream.base_url,
+        api_key="test-key",
     )
     seen = upstream.requests[-1]["messages"]
     assert app_messages == [APP, ASK]

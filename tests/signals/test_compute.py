@@ -352,8 +352,9 @@ def test_a_late_event_counts_like_a_full_recompute_but_for_minutes(
     digest = UsageDigest.of(events[:i] + events[i + 1 :])
     assert digest.add(events[i], late=True)
     now = events[-1].ts + timedelta(seconds=30)
-    got, want = digest.signals(now).to_dict(history=True), compute_signals(events, now).to_dict(
-        history=True
+    got, want = (
+        digest.signals(now).to_dict(history=True),
+        compute_signals(events, now).to_dict(history=True),
     )
     for key in ("messages_today", "late_night_share", "cue_rates", "assistant_messages_scored"):
         assert got[key] == want[key], key

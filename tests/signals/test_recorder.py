@@ -344,8 +344,6 @@ def test_one_recorder_across_event_loops_loses_nothing() -> None:
     assert sorted({e.request_id for e in asyncio.run(read())}) == ["a", "b"]
 
 
-
-
 def record_on(loop: asyncio.AbstractEventLoop, recorder: UsageRecorder, request_id: str) -> None:
     """One request recorded from ``loop``: its writer starts there."""
     ctx = context(Profile(user_id="ada"), request_id=request_id)

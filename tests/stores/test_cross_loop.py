@@ -35,8 +35,6 @@ pytestmark = pytest.mark.redis
 T = TypeVar("T")
 
 
-
-
 def run_there(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=5)
 

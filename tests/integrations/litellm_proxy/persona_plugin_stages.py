@@ -49,8 +49,14 @@ class ProfileIntoPrompt:
             ctx.notices.append(Notice(text=NOTICE, source="test-notice", position="before"))
         if BLOCK_INPUT in ctx.user_text():
             ctx.decisions.append(
-                Decision(rule_id="test.input", tier=2, stage="input", detector="substring",
-                         action="block", message=INPUT_BLOCK_MESSAGE)
+                Decision(
+                    rule_id="test.input",
+                    tier=2,
+                    stage="input",
+                    detector="substring",
+                    action="block",
+                    message=INPUT_BLOCK_MESSAGE,
+                )
             )
             ctx.reply = INPUT_BLOCK_MESSAGE
             ctx.reply_finish_reason = "content_filter"
@@ -76,8 +82,14 @@ class _WordFilter:
         if BLOCK_OUTPUT in self.held:
             self.stopped = True
             self.ctx.decisions.append(
-                Decision(rule_id="test.output", tier=2, stage="output", detector="substring",
-                         action="block", message=OUTPUT_BLOCK_MESSAGE)
+                Decision(
+                    rule_id="test.output",
+                    tier=2,
+                    stage="output",
+                    detector="substring",
+                    action="block",
+                    message=OUTPUT_BLOCK_MESSAGE,
+                )
             )
             return ""
         keep = len(BLOCK_OUTPUT) - 1  # the longest prefix of the word that may still complete
@@ -106,12 +118,22 @@ class RecordUsage:
         self.key = key
 
     async def __call__(self, ctx: CallContext) -> None:
-        await self.client.rpush(self.key, json.dumps({
-            "request_id": ctx.request_id, "user": ctx.user_id, "stream": ctx.stream,
-            "outcome": ctx.outcome, "finish_reason": ctx.finish_reason,
-            "prompt_tokens": ctx.prompt_tokens, "completion_tokens": ctx.completion_tokens,
-            "output": ctx.output_text, "surface": ctx.surface,
-        }))
+        await self.client.rpush(
+            self.key,
+            json.dumps(
+                {
+                    "request_id": ctx.request_id,
+                    "user": ctx.user_id,
+                    "stream": ctx.stream,
+                    "outcome": ctx.outcome,
+                    "finish_reason": ctx.finish_reason,
+                    "prompt_tokens": ctx.prompt_tokens,
+                    "completion_tokens": ctx.completion_tokens,
+                    "output": ctx.output_text,
+                    "surface": ctx.surface,
+                }
+            ),
+        )
 
 
 def factory(config: Config) -> Middleware:

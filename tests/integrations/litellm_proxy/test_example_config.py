@@ -115,7 +115,10 @@ def test_every_call_is_logged_with_its_usage(
 )
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_the_shipped_config_personalises_for_a_consenting_user(
-    client: httpx.Client, upstream: FakeOpenAIServer, redis_url: str, module_prefix: str,
+    client: httpx.Client,
+    upstream: FakeOpenAIServer,
+    redis_url: str,
+    module_prefix: str,
     stream: bool,
 ) -> None:
     """A user whose profile (in Redis, consent on) asks for Spanish: the prompt the upstream
@@ -125,10 +128,15 @@ def test_the_shipped_config_personalises_for_a_consenting_user(
     async def put() -> None:
         store = RedisProfileStore(redis_url, prefix=module_prefix)
         try:
-            await store.put(parse_profile({
-                "user_id": user, "style": {"language": "es", "verbosity": "terse"},
-                "consent": {"personalisation": True},
-            }))
+            await store.put(
+                parse_profile(
+                    {
+                        "user_id": user,
+                        "style": {"language": "es", "verbosity": "terse"},
+                        "consent": {"personalisation": True},
+                    }
+                )
+            )
         finally:
             await store.aclose()
 

@@ -57,8 +57,9 @@ def proxy(
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     persona = workdir / "persona.yaml"
     persona.write_text(yaml.safe_dump({"store": {"url": redis_url, "prefix": module_prefix}}))
-    env = proxy_env(master_key=master_key, upstream=upstream.base_url, persona_config=persona,
-                    PYTHONPATH=HERE)
+    env = proxy_env(
+        master_key=master_key, upstream=upstream.base_url, persona_config=persona, PYTHONPATH=HERE
+    )
     server = LiteLLMProxy(workdir / "config.yaml", env, workdir)
     yield server
     server.stop()
@@ -137,14 +138,26 @@ def _wait_for(records: Any, user: str, n: int = 1) -> list[dict[str, Any]]:
     ],
 )
 def test_consenting_user_gets_a_personalised_prompt_and_usage_is_recorded(
-    client: httpx.Client, upstream: FakeOpenAIServer, redis_url: str, module_prefix: str,
-    usage: Any, stream: bool, identify: Any, request: pytest.FixtureRequest,
+    client: httpx.Client,
+    upstream: FakeOpenAIServer,
+    redis_url: str,
+    module_prefix: str,
+    usage: Any,
+    stream: bool,
+    identify: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
     """The upstream sees the profile-built system message; the reply comes back unchanged; the
     proxy process records one usage row with the reply and its token counts."""
     user = f"ada-{request.node.callspec.id}"
-    _set_profile(redis_url, module_prefix, user, style={"language": "es"},
-                       own_rules="answer in haiku", consent={"personalisation": True})
+    _set_profile(
+        redis_url,
+        module_prefix,
+        user,
+        style={"language": "es"},
+        own_rules="answer in haiku",
+        consent={"personalisation": True},
+    )
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hola"}], **identify(user)}
     if stream:
         text = _text(_stream(client, body))
@@ -203,13 +216,19 @@ def test_blocked_output_never_reaches_the_client(
     """The echo carries the blocked word across 4-character chunks: the hold-back keeps every
     piece of it from the client, and the reply ends with the rule's message."""
     user = f"filtered-{stream}"
-    body = {"model": MODEL, "user": user,
-            "messages": [{"role": "user", "content": f"say {BLOCK_OUTPUT} now"}]}
+    body = {
+        "model": MODEL,
+        "user": user,
+        "messages": [{"role": "user", "content": f"say {BLOCK_OUTPUT} now"}],
+    }
     if stream:
         chunks = _stream(client, body)
         text, reason = _text(chunks), _finish_reason(chunks)
-        assert all("FORB" not in (c["choices"][0]["delta"].get("content") or "")
-                   for c in chunks if c.get("choices"))
+        assert all(
+            "FORB" not in (c["choices"][0]["delta"].get("content") or "")
+            for c in chunks
+            if c.get("choices")
+        )
     else:
         response = client.post("/v1/chat/completions", json=body)
         choice = response.json()["choices"][0]
@@ -221,8 +240,12 @@ def test_blocked_output_never_reaches_the_client(
 
 
 async def test_concurrent_requests_keep_their_own_context(
-    proxy: LiteLLMProxy, master_key: str, upstream: FakeOpenAIServer, redis_url: str,
-    module_prefix: str, usage: Any,
+    proxy: LiteLLMProxy,
+    master_key: str,
+    upstream: FakeOpenAIServer,
+    redis_url: str,
+    module_prefix: str,
+    usage: Any,
 ) -> None:
     """20 users at once, half streamed: each upstream prompt names its own user and each usage
     row its own reply. The guardrail object is shared; the per-call context must not be."""
@@ -243,8 +266,9 @@ async def test_concurrent_requests_keep_their_own_context(
             )
         return str(response.json()["choices"][0]["message"]["content"])
 
-    async with httpx.AsyncClient(base_url=proxy.base_url, timeout=60,
-                                 headers={"Authorization": f"Bearer {master_key}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=proxy.base_url, timeout=60, headers={"Authorization": f"Bearer {master_key}"}
+    ) as http:
         replies = await asyncio.gather(*(one(http, i, u) for i, u in enumerate(users)))
     assert replies == [f"echo: q {u}" for u in users]
     for request in upstream.requests:
@@ -269,16 +293,18 @@ def test_upstream_failure_is_recorded_as_an_error(
 
 
 @pytest.mark.parametrize("blocked", [False, True], ids=["answered", "blocked-input"])
-def test_streamed_usage_reaches_the_client(
-    client: httpx.Client, usage: Any, blocked: bool
-) -> None:
+def test_streamed_usage_reaches_the_client(client: httpx.Client, usage: Any, blocked: bool) -> None:
     """``stream_options.include_usage`` through the plugin: the usage chunk reaches the client
     (older LiteLLM sends it with one empty choice, which the hold-back must not swallow); for a
     blocked input no model ran, so it counts no tokens, not the ones LiteLLM's mock invents."""
     user = f"usage-{blocked}"
     content = f"{BLOCK_INPUT} x" if blocked else "count me"
-    body = {"model": MODEL, "user": user, "messages": [{"role": "user", "content": content}],
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "user": user,
+        "messages": [{"role": "user", "content": content}],
+        "stream_options": {"include_usage": True},
+    }
     chunks = _stream(client, body)
     usages = [c["usage"] for c in chunks if c.get("usage")]
     assert usages, chunks
@@ -300,24 +326,40 @@ UNENFORCED_ROUTES = [
         "aresponses",
         id="responses-stream",
     ),
-    pytest.param("/v1/completions", {"model": MODEL, "prompt": "hi"}, "atext_completion",
-                 id="text-completion"),
+    pytest.param(
+        "/v1/completions",
+        {"model": MODEL, "prompt": "hi"},
+        "atext_completion",
+        id="text-completion",
+    ),
     pytest.param("/v1/embeddings", {"model": MODEL, "input": "hi"}, "aembedding", id="embeddings"),
-    pytest.param("/v1/messages", {"model": MODEL, "max_tokens": 16,
-                                  "messages": [{"role": "user", "content": "hi"}]},
-                 "anthropic_messages", id="anthropic-messages"),
-    pytest.param("/v1/images/generations", {"model": MODEL, "prompt": "hi"},
-                 "image_generation", id="images"),
-    pytest.param("/v1/moderations", {"model": MODEL, "input": "hi"}, "moderation",
-                 id="moderations"),
-    pytest.param("/v1/audio/speech", {"model": MODEL, "input": "hi", "voice": "alloy"},
-                 "aspeech", id="speech"),
+    pytest.param(
+        "/v1/messages",
+        {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+        "anthropic_messages",
+        id="anthropic-messages",
+    ),
+    pytest.param(
+        "/v1/images/generations", {"model": MODEL, "prompt": "hi"}, "image_generation", id="images"
+    ),
+    pytest.param(
+        "/v1/moderations", {"model": MODEL, "input": "hi"}, "moderation", id="moderations"
+    ),
+    pytest.param(
+        "/v1/audio/speech",
+        {"model": MODEL, "input": "hi", "voice": "alloy"},
+        "aspeech",
+        id="speech",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("path", "body", "call_type"), UNENFORCED_ROUTES)
 def test_a_route_the_plugin_does_not_enforce_is_refused_naming_it(
-    client: httpx.Client, upstream: FakeOpenAIServer, path: str, body: dict[str, Any],
+    client: httpx.Client,
+    upstream: FakeOpenAIServer,
+    path: str,
+    body: dict[str, Any],
     call_type: str,
 ) -> None:
     """A /v1/responses request used to reach the model with no bounds at all (tier 1
@@ -337,10 +379,15 @@ def test_header_user_wins_and_no_user_id_reaches_the_provider(
 ) -> None:
     """X-Persona-User names the end user over the body's ``user`` (as in ``persona-mw
     serve``), and neither id is sent on to the model provider (docs/proxy.md promises so)."""
-    body = {"model": MODEL, "user": "body-user-7", "metadata": {"user_id": "meta-user-7"},
-            "messages": [{"role": "user", "content": "who am I"}]}
-    response = client.post("/v1/chat/completions", json=body,
-                           headers={"X-Persona-User": "header-user-7"})
+    body = {
+        "model": MODEL,
+        "user": "body-user-7",
+        "metadata": {"user_id": "meta-user-7"},
+        "messages": [{"role": "user", "content": "who am I"}],
+    }
+    response = client.post(
+        "/v1/chat/completions", json=body, headers={"X-Persona-User": "header-user-7"}
+    )
     assert response.status_code == 200, response.text
     [row] = _wait_for(usage, "header-user-7")
     assert row["output"] == "echo: who am I"
@@ -355,13 +402,20 @@ def test_header_user_wins_and_no_user_id_reaches_the_provider(
     [
         pytest.param({"user": "fw-body"}, "fw-body", id="user-field"),
         pytest.param({"metadata": {"user_id": "fw-meta"}}, "fw-meta", id="metadata-user_id"),
-        pytest.param({"user": "fw-both", "metadata": {"user_id": "fw-other"}}, "fw-both",
-                     id="user-field-over-metadata"),
+        pytest.param(
+            {"user": "fw-both", "metadata": {"user_id": "fw-other"}},
+            "fw-both",
+            id="user-field-over-metadata",
+        ),
     ],
 )
 def test_the_body_names_the_user_who_is_not_forwarded(
-    client: httpx.Client, upstream: FakeOpenAIServer, usage: Any, stream: bool,
-    identify: dict[str, Any], user: str,
+    client: httpx.Client,
+    upstream: FakeOpenAIServer,
+    usage: Any,
+    stream: bool,
+    identify: dict[str, Any],
+    user: str,
 ) -> None:
     user = f"{user}-{stream}"
     if "user" in identify:
@@ -385,10 +439,12 @@ def test_the_body_names_the_user_who_is_not_forwarded(
 def two_choices(upstream: FakeOpenAIServer) -> Iterator[None]:
     """The upstream answers n=2 with a clean choice 0 and a choice 1 that says the blocked word
     (split across the fake's 4-character chunks)."""
-    upstream.set_reply(lambda request: [
-        FakeChoice(content="a clean first answer"),
-        FakeChoice(content=f"then {BLOCK_OUTPUT} in the second"),
-    ])
+    upstream.set_reply(
+        lambda request: [
+            FakeChoice(content="a clean first answer"),
+            FakeChoice(content=f"then {BLOCK_OUTPUT} in the second"),
+        ]
+    )
     yield
     upstream.set_reply(echo_reply)
 
@@ -396,8 +452,12 @@ def two_choices(upstream: FakeOpenAIServer) -> Iterator[None]:
 @pytest.mark.usefixtures("two_choices")
 def test_every_choice_of_a_plain_reply_is_checked(client: httpx.Client, usage: Any) -> None:
     """n=2 used to return choice 1 unfiltered: the output rules ran on choice 0 only."""
-    body = {"model": MODEL, "user": "two-plain", "n": 2,
-            "messages": [{"role": "user", "content": "twice"}]}
+    body = {
+        "model": MODEL,
+        "user": "two-plain",
+        "n": 2,
+        "messages": [{"role": "user", "content": "twice"}],
+    }
     response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     choices = sorted(response.json()["choices"], key=lambda c: c["index"])
@@ -416,8 +476,12 @@ def test_every_choice_of_a_stream_is_checked_and_kept(client: httpx.Client, usag
     """Streams used to drop choice 1 (one filter for the whole stream, fed choice 0 only).
     Each choice has its own filter: choice 0 arrives whole, choice 1 stops at the rule's
     message, and no chunk of either carries a piece of the blocked word."""
-    body = {"model": MODEL, "user": "two-stream", "n": 2,
-            "messages": [{"role": "user", "content": "twice"}]}
+    body = {
+        "model": MODEL,
+        "user": "two-stream",
+        "n": 2,
+        "messages": [{"role": "user", "content": "twice"}],
+    }
     chunks = _stream(client, body)
     texts: dict[int, str] = {}
     reasons: dict[int, str] = {}
@@ -448,9 +512,12 @@ def test_notices_stay_out_of_a_json_reply(
     is exactly what the model (or the rule) said."""
     upstream.set_reply(lambda request: '{"ok": true}')
     question = f"{NOTICE_ME} {BLOCK_INPUT if blocked else ''} as json"
-    body = {"model": MODEL, "user": f"json-{stream}-{blocked}",
-            "response_format": {"type": "json_object"},
-            "messages": [{"role": "user", "content": question}]}
+    body = {
+        "model": MODEL,
+        "user": f"json-{stream}-{blocked}",
+        "response_format": {"type": "json_object"},
+        "messages": [{"role": "user", "content": question}],
+    }
     try:
         if stream:
             chunks = _stream(client, body)
@@ -472,8 +539,11 @@ def test_notices_stay_out_of_a_json_reply(
 
 def test_notices_frame_a_plain_text_reply(client: httpx.Client) -> None:
     """Without a structured format, notices stay in the text, as before."""
-    body = {"model": MODEL, "user": "in-band",
-            "messages": [{"role": "user", "content": f"{NOTICE_ME} hi"}]}
+    body = {
+        "model": MODEL,
+        "user": "in-band",
+        "messages": [{"role": "user", "content": f"{NOTICE_ME} hi"}],
+    }
     response = client.post("/v1/chat/completions", json=body)
     assert response.json()["choices"][0]["message"]["content"] == (
         f"{NOTICE}\n\necho: {NOTICE_ME} hi"
@@ -501,8 +571,11 @@ def test_a_chat_request_without_messages_is_refused_and_says_why(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_every_reply_carries_the_provenance_marker(client: httpx.Client, stream: bool) -> None:
-    body = {"model": MODEL, "user": f"marked-{stream}",
-            "messages": [{"role": "user", "content": "hi"}]}
+    body = {
+        "model": MODEL,
+        "user": f"marked-{stream}",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     if stream:
         chunks = _stream(client, body)
         markers = [c["persona_provenance"] for c in chunks if c.get("persona_provenance")]
