@@ -160,9 +160,9 @@ def test_empty_and_degenerate_input_scores_low(text: str) -> None:
     ids=["newlines", "no-punctuation", "warm-repeated", "questions", "unclosed-bold"],
 )
 def test_huge_input_is_linear_and_stays_in_range(text: str) -> None:
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time of this thread: the neighbours' load does not count
     score = relationship_score(text)
-    assert time.perf_counter() - started < 3.0
+    assert time.thread_time() - started < 3.0
     assert 0.0 <= score <= 1.0
 
 
