@@ -4,7 +4,15 @@ The public API is what ``__all__`` lists; everything else is internal and may ch
 """
 
 from .app import build_middleware
-from .config import Config, Settings, StoreConfig, load_config
+from .config import (
+    BoundsConfig,
+    Config,
+    PersonaliseConfig,
+    Settings,
+    SignalsConfig,
+    StoreConfig,
+    load_config,
+)
 from .errors import (
     BoundsError,
     ConfigError,
@@ -63,6 +71,7 @@ from .types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoundsConfig",
     "BoundsError",
     "CachedProfileStore",
     "CallContext",
@@ -85,6 +94,7 @@ __all__ = [
     "OutputFilter",
     "OutputStage",
     "PersonaError",
+    "PersonaliseConfig",
     "PolicyError",
     "Profile",
     "ProfileConflictError",
@@ -93,6 +103,7 @@ __all__ = [
     "ProfileValidationError",
     "RedisProfileStore",
     "Settings",
+    "SignalsConfig",
     "Span",
     "StatedPreferences",
     "StoreConfig",

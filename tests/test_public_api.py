@@ -3,6 +3,10 @@
 import persona_mw
 
 EXPECTED = {
+    # the typed config sections (issue 18): a deployment built in code names them
+    "BoundsConfig",
+    "PersonaliseConfig",
+    "SignalsConfig",
     "BoundsError",
     "CachedProfileStore",
     "CallContext",

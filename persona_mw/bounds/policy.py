@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import PolicyError
 from ..types import Action
+from ..validation import config_error
 from .pii import PII_KINDS, PIIKind
 
 __all__ = [
@@ -371,12 +372,14 @@ def _parse(source: str, data: Any) -> PolicyFile:
             raw = data.get("rules", [])
             if loc[1] < len(raw) and isinstance(raw[loc[1]], dict):
                 rule_id = str(raw[loc[1]].get("id")) if raw[loc[1]].get("id") else None
-        field = ".".join(str(p) for p in loc)
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown field; check the spelling against docs/policies.md"
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise PolicyError(message + more, source=source, field=field, rule_id=rule_id) from None
+        raise config_error(
+            exc,
+            source=source,
+            model=PolicyFile,
+            see="docs/policies.md",
+            error=PolicyError,
+            rule_id=rule_id,
+        ) from None
 
 
 def _merge(documents: list[tuple[str, Any]]) -> Policy:
@@ -485,5 +488,4 @@ def _apply_override(rules: dict[str, tuple[Rule, str]], override: Override, sour
     try:
         return Rule.model_validate({**rule.model_dump(), **update})
     except ValidationError as exc:
-        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise PolicyError(message, source=source, rule_id=rule.id) from None
+        raise config_error(exc, source=source, error=PolicyError, rule_id=rule.id) from None
