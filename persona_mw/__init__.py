@@ -28,14 +28,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .observability import UserHasher, configure_logging
-from .pipeline import (
-    FilterChain,
-    Middleware,
-    block_message,
-    blocked_ending,
-    notices_text,
-    with_notices,
-)
+from .pipeline import Middleware
 from .profile import (
     Consent,
     Limits,
@@ -80,7 +73,6 @@ __all__ = [
     "Consent",
     "Decision",
     "Exposure",
-    "FilterChain",
     "FinishStage",
     "InputBlocked",
     "InputStage",
@@ -114,15 +106,11 @@ __all__ = [
     "UserBounds",
     "UserHasher",
     "__version__",
-    "block_message",
-    "blocked_ending",
     "build_middleware",
     "configure_logging",
     "load_config",
     "merge_patch",
-    "notices_text",
     "open_store",
     "parse_profile",
     "update_profile",
-    "with_notices",
 ]

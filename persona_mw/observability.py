@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, ClassVar, Protocol, TextIO
+from typing import Any, ClassVar, TextIO
 
 import structlog
 from prometheus_client import (
@@ -50,6 +50,7 @@ from prometheus_client import (
 
 from .errors import UpstreamError, UpstreamTimeout
 from .types import CallContext
+from .types import RecorderBooks as UsageSource
 
 __all__ = [
     "LABEL_VALUES_LIMIT",
@@ -212,24 +213,6 @@ class _CappedLabel:
             return "other"
         self._seen.add(value)
         return value
-
-
-class UsageSource(Protocol):
-    """The books a usage recorder keeps (:class:`persona_mw.signals.UsageRecorder`):
-    ``produced == stored + dropped + pending`` whenever no code of it is running."""
-
-    @property
-    def produced(self) -> int: ...
-    @property
-    def stored(self) -> int: ...
-    @property
-    def dropped(self) -> int: ...
-    @property
-    def writes(self) -> int: ...
-    @property
-    def write_failures(self) -> int: ...
-    @property
-    def pending(self) -> int: ...
 
 
 class CallMetrics:

@@ -13,25 +13,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from ..errors import StoreError
 from ..observability import get_logger
 from ..profile import Profile
-from ..types import ProfileStore
+from ..types import ProfileStore, SupportsInvalidation
 from .keys import user_tag
 from .loops import cancel_when_it_runs, run_on, task_loop_elsewhere
 
 __all__ = ["CachedProfileStore", "Lookup", "SupportsInvalidation"]
 
 _log = get_logger("persona_mw.cache")
-
-
-@runtime_checkable
-class SupportsInvalidation(Protocol):
-    def invalidations(self) -> AsyncIterator[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
