@@ -210,6 +210,11 @@ class PersonaCallbackHandler(AsyncCallbackHandler):
     def middleware(self) -> Middleware:
         return self._calls.middleware
 
+    @property
+    def open_runs(self) -> int:
+        """Runs started and not yet ended (their contexts held until the end or error)."""
+        return len(self._calls.runs)
+
     async def on_chat_model_start(
         self,
         serialized: dict[str, Any],
@@ -258,6 +263,11 @@ class PersonaSyncCallbackHandler(BaseCallbackHandler):
     @property
     def middleware(self) -> Middleware:
         return self._calls.middleware
+
+    @property
+    def open_runs(self) -> int:
+        """Runs started and not yet ended (their contexts held until the end or error)."""
+        return len(self._calls.runs)
 
     def close(self) -> None:
         """Close the middleware when the app is done: write the buffered usage and close the

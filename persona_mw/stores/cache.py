@@ -64,6 +64,16 @@ class CachedProfileStore:
         self._can_invalidate = isinstance(inner, SupportsInvalidation)
         self._closing = False
 
+    @property
+    def feed_up(self) -> bool:
+        """The invalidation feed is connected; profiles are cached only while it is."""
+        return self._feed_up.is_set()
+
+    @property
+    def listener(self) -> asyncio.Task[None] | None:
+        """The task that listens for invalidations (None before the first lookup)."""
+        return self._listener
+
     async def start(self) -> None:
         """Start listening for invalidations (called lazily by the first lookup)."""
         if self._can_invalidate and self._listener is None:
