@@ -4,7 +4,15 @@ The public API is what ``__all__`` lists; everything else is internal and may ch
 """
 
 from .app import build_middleware
-from .config import Config, Settings, StoreConfig, load_config
+from .config import (
+    BoundsConfig,
+    Config,
+    PersonaliseConfig,
+    Settings,
+    SignalsConfig,
+    StoreConfig,
+    load_config,
+)
 from .errors import (
     BoundsError,
     ConfigError,
@@ -20,14 +28,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .observability import UserHasher, configure_logging
-from .pipeline import (
-    FilterChain,
-    Middleware,
-    block_message,
-    blocked_ending,
-    notices_text,
-    with_notices,
-)
+from .pipeline import Middleware
 from .profile import (
     Consent,
     Limits,
@@ -63,6 +64,7 @@ from .types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoundsConfig",
     "BoundsError",
     "CachedProfileStore",
     "CallContext",
@@ -71,7 +73,6 @@ __all__ = [
     "Consent",
     "Decision",
     "Exposure",
-    "FilterChain",
     "FinishStage",
     "InputBlocked",
     "InputStage",
@@ -85,6 +86,7 @@ __all__ = [
     "OutputFilter",
     "OutputStage",
     "PersonaError",
+    "PersonaliseConfig",
     "PolicyError",
     "Profile",
     "ProfileConflictError",
@@ -93,6 +95,7 @@ __all__ = [
     "ProfileValidationError",
     "RedisProfileStore",
     "Settings",
+    "SignalsConfig",
     "Span",
     "StatedPreferences",
     "StoreConfig",
@@ -103,15 +106,11 @@ __all__ = [
     "UserBounds",
     "UserHasher",
     "__version__",
-    "block_message",
-    "blocked_ending",
     "build_middleware",
     "configure_logging",
     "load_config",
     "merge_patch",
-    "notices_text",
     "open_store",
     "parse_profile",
     "update_profile",
-    "with_notices",
 ]

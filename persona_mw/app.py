@@ -9,14 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from .bounds import BoundsConfig, bounds_stages
+from .bounds import bounds_stages
 from .config import Config, load_config
-from .errors import ConfigError
 from .llm import LiteLLMClient
 from .observability import MetricsStage
-from .personalise import PersonaliseStage, load_personalise_config
+from .personalise import PersonaliseStage
 from .pipeline import Middleware
 from .signals import (
     DependenceStage,
@@ -26,7 +23,6 @@ from .signals import (
     SignalsMetricsStage,
     UsageRecorder,
     analyse_text,
-    load_signals_config,
     open_usage_store,
 )
 from .stores import open_store
@@ -46,7 +42,6 @@ def build_middleware(
     (single deployments with nothing to route are called directly, see :mod:`persona_mw.llm`).
     """
     config = config or load_config(**overrides)
-    source = config.source or "config"
     store = open_store(config.store.url, prefix=config.store.prefix)
     if llm is None:
         llm = (
@@ -55,8 +50,8 @@ def build_middleware(
             else LiteLLMClient()
         )
 
-    check_input, check_output = bounds_stages(_bounds_config(config), base_dir=config.base_dir)
-    signals_config = load_signals_config(config.signals, source=source)
+    check_input, check_output = bounds_stages(config.bounds, base_dir=config.base_dir)
+    signals_config = config.signals
     usage = open_usage_store(
         config.store.url,
         prefix=config.store.prefix,
@@ -72,7 +67,7 @@ def build_middleware(
     input_stages: list[InputStage] = [
         check_input,
         DependenceStage(usage, config=signals_config, state_store=action_state, metrics=metrics),
-        PersonaliseStage(config=load_personalise_config(config.personalise, source=source)),
+        PersonaliseStage(config=config.personalise),
     ]
     output_stages: list[OutputStage] = [check_output]
     recorder = UsageRecorder(usage, analyse=analyse_text)
@@ -89,15 +84,6 @@ def build_middleware(
         finish_stages=finish_stages,
         settings=config.settings,
     )
-
-
-def _bounds_config(config: Config) -> BoundsConfig:
-    try:
-        return BoundsConfig.model_validate(config.bounds)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = "bounds." + ".".join(str(p) for p in first["loc"])
-        raise ConfigError(first["msg"], source=config.source or "config", field=field) from None
 
 
 def demo_config_sections() -> dict[str, Any]:

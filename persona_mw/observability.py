@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, ClassVar, Protocol, TextIO
+from typing import Any, ClassVar, TextIO
 
 import structlog
 from prometheus_client import (
@@ -50,6 +50,7 @@ from prometheus_client import (
 
 from .errors import UpstreamError, UpstreamTimeout
 from .types import CallContext
+from .types import RecorderBooks as UsageSource
 
 __all__ = [
     "LABEL_VALUES_LIMIT",
@@ -63,6 +64,7 @@ __all__ = [
     "get_logger",
     "render_metrics",
     "request_event",
+    "route_library_logs",
 ]
 
 REQUEST_EVENT = "request.completed"
@@ -138,9 +140,18 @@ def request_event(ctx: CallContext, *, include_text: bool = False) -> dict[str, 
 
 
 class _LibraryLogger(structlog._config.BoundLoggerLazyProxy):
-    """structlog's lazy logger, except that an unconfigured structlog prints to stderr."""
+    """structlog's lazy logger, except that an unconfigured structlog prints to stderr, and that
+    :func:`route_library_logs` sends the library's events (only those) elsewhere."""
 
     def bind(self, **new_values: Any) -> Any:
+        if _library_route is not None:
+            processors, wrapper_class, stream = _library_route
+            return structlog.wrap_logger(
+                structlog.PrintLogger(stream),
+                processors=processors,
+                wrapper_class=wrapper_class,
+                **self._initial_values,
+            ).bind(**new_values)
         if self._logger is None and not structlog.is_configured():
             stderr = structlog.PrintLogger(sys.stderr)
             return structlog.wrap_logger(stderr, **self._initial_values).bind(**new_values)
@@ -163,22 +174,51 @@ def configure_logging(
     (and without the application's own ``structlog.configure``) the library still logs to
     stderr, in structlog's default console form.
     """
+    structlog.configure(
+        processors=_processors(json=json),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+#: Where :func:`route_library_logs` sends the library's events: (processors, wrapper, stream).
+_library_route: tuple[list[Any], Any, TextIO] | None = None
+
+
+def route_library_logs(
+    *, json: bool | None = True, stream: TextIO | None = None, level: int = logging.INFO
+) -> None:
+    """Render the library's own events (loggers from :func:`get_logger`) as JSON lines (or the
+    console form) on ``stream``, leaving the process's structlog configuration untouched.
+
+    For a plugin inside someone else's process (the LiteLLM proxy), which must not configure
+    the host's logging. ``json=None`` undoes it: the library's events follow structlog again.
+    """
+    global _library_route
+    _library_route = (
+        None
+        if json is None
+        else (
+            _processors(json=json),
+            structlog.make_filtering_bound_logger(level),
+            stream or sys.stderr,
+        )
+    )
+
+
+def _processors(*, json: bool) -> list[Any]:
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        renderer,
+    ]
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -212,24 +252,6 @@ class _CappedLabel:
             return "other"
         self._seen.add(value)
         return value
-
-
-class UsageSource(Protocol):
-    """The books a usage recorder keeps (:class:`persona_mw.signals.UsageRecorder`):
-    ``produced == stored + dropped + pending`` whenever no code of it is running."""
-
-    @property
-    def produced(self) -> int: ...
-    @property
-    def stored(self) -> int: ...
-    @property
-    def dropped(self) -> int: ...
-    @property
-    def writes(self) -> int: ...
-    @property
-    def write_failures(self) -> int: ...
-    @property
-    def pending(self) -> int: ...
 
 
 class CallMetrics:

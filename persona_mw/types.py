@@ -17,7 +17,7 @@ Messages stay in OpenAI / LiteLLM wire format (``list[dict]``): that is the edge
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -29,13 +29,17 @@ if TYPE_CHECKING:  # litellm is imported lazily: it costs ~3 s
 
     from .bounds.policy import AIDisclosure
     from .bounds.resolve import EffectivePolicy
+    from .signals.events import UsageEvent
     from .signals.ladder import LadderResult
+    from .signals.usage_store import ErasedUsage, UsageRollup
 
 __all__ = [
     "Action",
+    "ActionStateStore",
     "CallContext",
     "Decision",
     "DeclaresRules",
+    "Detector",
     "ExplainsPolicy",
     "Exposure",
     "FinishStage",
@@ -49,9 +53,14 @@ __all__ = [
     "OutputStage",
     "ProfileSource",
     "ProfileStore",
+    "RecorderBooks",
     "ReportsUsage",
     "Span",
     "Stage",
+    "StatutoryCounters",
+    "SupportsInvalidation",
+    "UsageSource",
+    "UsageStore",
 ]
 
 #: One chat message in OpenAI / LiteLLM format: ``{"role": "user", "content": "..."}``.
@@ -289,3 +298,112 @@ class LLMClient(Protocol):
     async def acompletion(self, **kwargs: Any) -> ModelResponse: ...
 
     def astream(self, **kwargs: Any) -> AsyncIterator[ModelResponseStream]: ...
+
+
+# -- what the stages need of their parts ------------------------------------------------------
+
+
+@runtime_checkable
+class SupportsInvalidation(Protocol):
+    """A profile store that announces writes (user tags), so caches in other processes can drop
+    their copy (Redis pub/sub); :class:`~persona_mw.stores.cache.CachedProfileStore` listens."""
+
+    def invalidations(self) -> AsyncIterator[str]: ...
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds spans in text. Stateless: one instance serves every call."""
+
+    #: What kind of detector this is, as it appears in decisions ("phrases", "pii", ...).
+    name: str
+    #: The longest text one hit can cover, plus the look-ahead it needs (the hold-back need).
+    max_span: int
+
+    def detect(self, text: str, start: int = 0) -> list[Span]:
+        """Spans with ``span.start >= start``, in order of ``start``."""
+        ...
+
+    def live_start(self, text: str, start: int = 0) -> int:
+        """The earliest index ``>= start`` where a hit could still begin, or a hit found now
+        could still change, if more text were appended (``len(text)`` when none). Text before
+        it is settled: ``detect`` on any longer text finds the same hits there. The index is
+        also a place where a window may begin again (never inside a candidate)."""
+        ...
+
+
+@runtime_checkable
+class UsageStore(Protocol):
+    """Usage events per user. Implementations raise :class:`~persona_mw.errors.StoreError` when
+    the backing service cannot be reached (the recorder retries those)."""
+
+    async def append(self, events: Sequence[UsageEvent]) -> int:
+        """Store a batch (any users) in at most one round trip; returns how many were new."""
+        ...
+
+    async def rollup(self, user_id: str) -> UsageRollup:
+        """The user's rollup (one round trip, O(days + pending))."""
+        ...
+
+    async def events(self, user_id: str, since: datetime | None = None) -> list[UsageEvent]:
+        """The user's events at or after ``since``, oldest first, within the retention window."""
+        ...
+
+    async def users(self) -> list[str]:
+        """Ids of every user with events inside the retention window."""
+        ...
+
+    async def erase(self, user_id: str) -> ErasedUsage:
+        """Remove everything the store holds about the user; says what went."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class UsageSource(Protocol):
+    """What the dependence stage needs of a usage store (every :class:`UsageStore` has it)."""
+
+    async def rollup(self, user_id: str) -> UsageRollup: ...
+
+
+class RecorderBooks(Protocol):
+    """The books a usage recorder keeps (:class:`persona_mw.signals.UsageRecorder`), which the
+    metrics read: ``produced == stored + dropped + pending`` whenever no code of it is running."""
+
+    @property
+    def produced(self) -> int: ...
+    @property
+    def stored(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def writes(self) -> int: ...
+    @property
+    def write_failures(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+
+
+class StatutoryCounters(Protocol):
+    """Deployment-wide counters (per law and month) that statutory reports are made from."""
+
+    async def incr(self, counter: str, period: str, amount: int = 1) -> None:
+        """Add to a counter (e.g. ``crisis_referrals`` in period ``statutory:2026-07``)."""
+        ...
+
+    async def counters(self, period: str) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class ActionStateStore(StatutoryCounters, Protocol):
+    """When each dependence action last fired for a user, plus the statutory counters."""
+
+    async def get(self, user_id: str) -> dict[str, datetime]:
+        """Action kind -> last time it fired (timezone-aware); empty for a new user."""
+        ...
+
+    async def set(self, user_id: str, state: Mapping[str, datetime]) -> None: ...
+
+    async def delete(self, user_id: str) -> bool: ...
+
+    async def aclose(self) -> None: ...

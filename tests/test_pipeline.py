@@ -24,10 +24,8 @@ from persona_mw import (
     Settings,
     UpstreamError,
     UpstreamTimeout,
-    block_message,
-    blocked_ending,
-    with_notices,
 )
+from persona_mw.enforce import block_message, blocked_ending, with_notices
 from persona_mw.testing import FakeOpenAIServer, Fault, capture_logs
 
 MODEL = "openai/fake"

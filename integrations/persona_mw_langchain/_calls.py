@@ -19,8 +19,9 @@ from persona_mw import (
     ConfigError,
     InputBlocked,
     Middleware,
-    block_message,
+    OutputBlocked,
 )
+from persona_mw.enforce import block_message
 from persona_mw.types import Message
 
 from .messages import USER_KEY
@@ -93,14 +94,14 @@ async def finish(mw: Middleware, ctx: CallContext) -> None:
 
 def block_error(ctx: CallContext, *, stage: str) -> BoundsError:
     """The typed error a callback raises to abort a blocked call: InputBlocked on input,
-    BoundsError on output; both carry the tier, the rule id and the user-facing message."""
+    OutputBlocked on output; both carry the tier, the rule id and the user-facing message."""
     decision = next(
         (d for d in reversed(ctx.decisions) if d.action == "block" and d.stage == stage), None
     )
     message = ctx.reply if stage == "input" and ctx.reply else block_message(ctx)
     tier = decision.tier if decision is not None else 0
     rule = decision.rule_id if decision is not None else "unknown"
-    return (InputBlocked if stage == "input" else BoundsError)(message, tier=tier, rule_id=rule)
+    return (InputBlocked if stage == "input" else OutputBlocked)(message, tier=tier, rule_id=rule)
 
 
 def ms_since(started: float) -> float:

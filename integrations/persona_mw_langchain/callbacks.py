@@ -11,10 +11,10 @@ So the handlers:
   original messages, because that is what the model saw.
 - ``on_llm_new_token``: each streamed token through the shared enforcement engine
   (:meth:`persona_mw.Middleware.enforcer`, the one every host drives); a block raises
-  :class:`persona_mw.BoundsError` and ends the stream. Tokens before the one that completed a
+  :class:`persona_mw.OutputBlocked` and ends the stream. Tokens before the one that completed a
   blocked phrase have already reached the caller (a callback has no hold-back).
 - ``on_llm_end``: every generation of the reply, tool-call arguments included, through the
-  engine (a block raises BoundsError: ``invoke`` raises instead of returning the reply), then
+  engine (a block raises OutputBlocked: ``invoke`` raises instead of returning the reply), then
   the finish stages (usage recording) and one ``request.completed`` log event, as for any
   persona_mw call.
 - ``on_llm_error``: the failed call is recorded with outcome ``error`` / ``cancelled``.
@@ -210,6 +210,11 @@ class PersonaCallbackHandler(AsyncCallbackHandler):
     def middleware(self) -> Middleware:
         return self._calls.middleware
 
+    @property
+    def open_runs(self) -> int:
+        """Runs started and not yet ended (their contexts held until the end or error)."""
+        return len(self._calls.runs)
+
     async def on_chat_model_start(
         self,
         serialized: dict[str, Any],
@@ -258,6 +263,11 @@ class PersonaSyncCallbackHandler(BaseCallbackHandler):
     @property
     def middleware(self) -> Middleware:
         return self._calls.middleware
+
+    @property
+    def open_runs(self) -> int:
+        """Runs started and not yet ended (their contexts held until the end or error)."""
+        return len(self._calls.runs)
 
     def close(self) -> None:
         """Close the middleware when the app is done: write the buffered usage and close the

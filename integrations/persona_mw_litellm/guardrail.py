@@ -55,12 +55,11 @@ from persona_mw import (
     Middleware,
     PersonaError,
     build_middleware,
-    configure_logging,
     load_config,
 )
 from persona_mw.compliance import PROVENANCE_FIELD
 from persona_mw.enforce import NOTICES_FIELD, mark_failed, reply_text
-from persona_mw.observability import get_logger
+from persona_mw.observability import get_logger, route_library_logs
 
 from .edge import (
     ENFORCED_CALL_TYPES,
@@ -119,8 +118,9 @@ class PersonaGuardrail(CustomGuardrail):
     - ``persona_factory``: ``"module:function"`` taking the :class:`persona_mw.Config` and
       returning a :class:`persona_mw.Middleware` (default :func:`persona_mw.build_middleware`),
       for deployments that wire their own stages;
-    - ``persona_log``: ``json`` (default) or ``console`` renders persona_mw's events on stderr;
-      ``none`` leaves structlog as the host process configured it;
+    - ``persona_log``: ``json`` (default) or ``console`` renders persona_mw's own events on
+      stderr; ``none`` lets them follow the host's structlog configuration. Either way the
+      plugin never changes the host's logging (:func:`persona_mw.observability.route_library_logs`);
     - ``persona_unchecked_routes``: LiteLLM call types (e.g. ``aembedding``) the deployer lets
       through unchecked; every other call type but chat completions is refused.
 
@@ -147,7 +147,8 @@ class PersonaGuardrail(CustomGuardrail):
                 field="persona_log",
             )
         if persona_log != "none":
-            configure_logging(json=persona_log == "json", stream=sys.stderr)
+            # persona_mw's own events only: the proxy's structlog set-up is the host's to make
+            route_library_logs(json=persona_log == "json", stream=sys.stderr)
         if middleware is None:
             path = persona_config or os.environ.get(CONFIG_ENV) or None
             config = load_config(path)

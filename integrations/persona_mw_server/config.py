@@ -20,26 +20,19 @@ sections of a LiteLLM proxy ``config.yaml`` so a deployer can reuse theirs::
 
 String values may name environment variables as ``${VAR}`` (persona_mw style) or, as a whole
 value, ``os.environ/VAR`` (LiteLLM style); a variable that is not set is an error at start-up.
+The rule is the library's own (:mod:`persona_mw.config`), so the plugin reads files alike.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from persona_mw import Config, ConfigError, load_config
+from persona_mw import Config, ConfigError
+from persona_mw.config import expand_env, read_config_file
+from persona_mw.validation import validate_config
 
 from .keys import hash_key
 
@@ -181,19 +174,12 @@ class ServerConfig(_Frozen):
 
 def load_server_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
     """Read the server's YAML file (or none: embedded defaults). Raises ConfigError naming the
-    file and the field."""
+    file, the field and the fix. Files are read, and environment variables expanded, as
+    :func:`persona_mw.load_config` does (one rule: :mod:`persona_mw.config`)."""
     if path is None:
         return ServerConfig()
     source = str(path)
-    try:
-        loaded = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file: {exc.strerror}", source=source) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", source=source) from None
-    loaded = loaded or {}
-    if not isinstance(loaded, dict):
-        raise ConfigError("the top level must be a mapping of sections", source=source)
+    loaded = read_config_file(path)
     unknown = sorted(set(loaded) - set(_ALL_SECTIONS))
     if unknown:
         raise ConfigError(
@@ -202,15 +188,12 @@ def load_server_config(path: str | os.PathLike[str] | None = None) -> ServerConf
             source=source,
             field=unknown[0],
         )
-    env = {
-        **os.environ,
-        **{str(k): str(v) for k, v in (loaded.get("environment_variables") or {}).items()},
-    }
     ignored = [
         f"{name}: ignored ({why})"
         for name, why in LITELLM_SECTIONS_IGNORED.items()
         if name in loaded
     ]
+    # Sections the server ignores are not expanded either: their variables need not be set.
     loaded = {k: v for k, v in loaded.items() if k not in LITELLM_SECTIONS_IGNORED}
     general = loaded.get("general_settings") or {}
     ignored += [
@@ -220,68 +203,19 @@ def load_server_config(path: str | os.PathLike[str] | None = None) -> ServerConf
         for key in sorted(general)
         if key not in GENERAL_SETTINGS_APPLIED
     ]
-    data = _expand(loaded, env, source, "")
+    data = expand_env(loaded, source=source)
     _check_model_list(data.get("model_list") or [], source)
     persona_part = {k: data[k] for k in _PERSONA_SECTIONS if k in data and data[k] is not None}
-    try:
-        persona = load_config(None, **persona_part).model_copy(update={"source": source})
-    except ConfigError as exc:
-        message = str(exc).removeprefix("config: ")
-        if exc.field:
-            message = message.removeprefix(f"{exc.field}: ")
-        raise ConfigError(message, source=source, field=exc.field) from None
-    try:
-        return ServerConfig.model_validate(
-            {
-                "persona": persona,
-                "ignored": tuple(ignored),
-                **{k: data[k] for k in (*_LITELLM_SECTIONS, "server") if data.get(k) is not None},
-            }
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        hint = (
-            "unknown field; check the spelling"
-            if first["type"] == "extra_forbidden"
-            else first["msg"]
-        )
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise ConfigError(
-            hint.removeprefix("Value error, ") + more, source=source, field=field
-        ) from None
-
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _expand(value: Any, env: dict[str, str], source: str, where: str) -> Any:
-    if isinstance(value, str):
-        if value.startswith("os.environ/"):
-            name = value.removeprefix("os.environ/")
-            if name not in env:
-                raise ConfigError(
-                    f"environment variable {name} is not set; export it", source=source, field=where
-                )
-            return env[name]
-
-        def sub(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in env:
-                raise ConfigError(
-                    f"environment variable {name} is not set; export it", source=source, field=where
-                )
-            return env[name]
-
-        return _ENV_REF.sub(sub, value)
-    if isinstance(value, dict):
-        return {
-            k: _expand(v, env, source, f"{where}.{k}" if where else str(k))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_expand(v, env, source, f"{where}.{i}") for i, v in enumerate(value)]
-    return value
+    persona = validate_config(Config, {**persona_part, "source": source}, source=source)
+    return validate_config(
+        ServerConfig,
+        {
+            "persona": persona,
+            "ignored": tuple(ignored),
+            **{k: data[k] for k in (*_LITELLM_SECTIONS, "server") if data.get(k) is not None},
+        },
+        source=source,
+    )
 
 
 def _check_model_list(model_list: Any, source: str) -> None:

@@ -80,7 +80,7 @@ class ResponsesRequest(BaseModel):
         bridge = LiteLLMCompletionResponsesConfig
         chat = bridge.transform_responses_api_request_to_chat_completion_request(
             model=self.model,
-            input=self.input,
+            input=self.input,  # type: ignore[arg-type]  # JSON as the client sent it; LiteLLM checks
             responses_api_request=self.optional_params(),  # type: ignore[arg-type]
             stream=self.stream,
         )

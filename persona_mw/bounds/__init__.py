@@ -16,6 +16,7 @@ from .detectors import (
     RegexDetector,
     RelationshipDetector,
 )
+from .loading import load_policy, policy_from_dict
 from .normalise import Folded, fold
 from .packs import PACKS, USER_PACKS
 from .pii import PIIDetector, iban_valid, luhn_valid
@@ -26,8 +27,6 @@ from .policy import (
     PackRef,
     Policy,
     Rule,
-    load_policy,
-    policy_from_dict,
 )
 from .resolve import EffectivePolicy, resolve
 from .scan import Hit, RuleInForce, Scanner, StreamFilter, apply_redactions, decisions_for

@@ -23,12 +23,11 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import ahocorasick
 import regex
 
-from ..types import Span
+from ..types import Detector, Span
 from .normalise import (
     FOLD_REACH,
     LEET_SPOT_KEYS,
@@ -53,27 +52,6 @@ __all__ = [
 #: Characters a detector may need to see after a hit before it is sure of it (a word boundary,
 #: a combining mark, one more digit).
 LOOKAHEAD = 4
-
-
-@runtime_checkable
-class Detector(Protocol):
-    """Finds spans in text. Stateless: one instance serves every call."""
-
-    #: What kind of detector this is, as it appears in decisions ("phrases", "pii", ...).
-    name: str
-    #: The longest text one hit can cover, plus the look-ahead it needs (the hold-back need).
-    max_span: int
-
-    def detect(self, text: str, start: int = 0) -> list[Span]:
-        """Spans with ``span.start >= start``, in order of ``start``."""
-        ...
-
-    def live_start(self, text: str, start: int = 0) -> int:
-        """The earliest index ``>= start`` where a hit could still begin, or a hit found now
-        could still change, if more text were appended (``len(text)`` when none). Text before
-        it is settled: ``detect`` on any longer text finds the same hits there. The index is
-        also a place where a window may begin again (never inside a candidate)."""
-        ...
 
 
 # -- phrases ------------------------------------------------------------------------------------

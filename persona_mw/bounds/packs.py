@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import PolicyError
+from ..validation import config_error
 from .policy import AIDisclosure, PackRef, PhrasesSpec, PIISpec, Rule, _Frozen
 
 __all__ = ["PACKS", "USER_PACKS", "expand_pack", "pack_rules", "user_pack_rules"]
@@ -57,7 +58,9 @@ def _load(name: str) -> _PackFile:
     try:
         return _PackFile.model_validate(yaml.safe_load(text))
     except ValidationError as exc:  # a broken built-in pack is our bug: say where
-        raise PolicyError(str(exc), source=f"persona_mw/bounds/packs/{name}.yaml") from None
+        raise config_error(
+            exc, source=f"persona_mw/bounds/packs/{name}.yaml", model=_PackFile, error=PolicyError
+        ) from None
 
 
 def pack_rules(name: str) -> tuple[Rule, ...]:
@@ -120,10 +123,7 @@ def expand_pack(ref: PackRef, *, source: str) -> tuple[tuple[Rule, ...], AIDiscl
         try:
             rules.append(Rule.model_validate({**rule.model_dump(), **update}) if update else rule)
         except ValidationError as exc:
-            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-            raise PolicyError(
-                f"pack {ref.name!r}: {message}", source=source, rule_id=rule.id
-            ) from None
+            raise config_error(exc, source=source, error=PolicyError, rule_id=rule.id) from None
 
     disclosure = pack.disclosure
     if disclosure is not None:

@@ -32,7 +32,8 @@ from .inputs import (
     profile_texts,
     scan_message,
 )
-from .policy import JudgeSpec, Policy, load_policy, policy_from_dict
+from .loading import load_policy, policy_from_dict
+from .policy import JudgeSpec, Policy
 from .resolve import EffectivePolicy, resolve
 from .scan import (
     DEFAULT_MARGIN,

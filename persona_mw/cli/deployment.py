@@ -86,7 +86,7 @@ def policy_paths(config: Config, given: tuple[str, ...]) -> tuple[str, ...]:
     config file, as the server reads them)."""
     if given:
         return given
-    policies = tuple(config.bounds.get("policies") or ())
+    policies = config.bounds.policies
     if not policies:
         raise click.UsageError(
             "no policy: pass --policy FILE, or --config FILE whose bounds.policies lists some"

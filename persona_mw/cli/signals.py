@@ -43,12 +43,12 @@ class IsoTime(click.ParamType):  # type: ignore[type-arg,unused-ignore]
 def _config(path: str | None) -> Any:
     from persona_mw.config import load_config
     from persona_mw.errors import ConfigError
-    from persona_mw.signals.config import SignalsConfig, load_signals_config
+    from persona_mw.signals.config import SignalsConfig
 
     if path is None:
         return SignalsConfig()
     try:
-        return load_signals_config(load_config(path).signals, source=path)
+        return load_config(path).signals
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 

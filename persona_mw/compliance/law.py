@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import PolicyError
+from ..validation import config_error
 
 __all__ = [
     "CODE_PATTERN",
@@ -172,18 +173,17 @@ def parse_jurisdiction(data: Any, *, source: str) -> Jurisdiction:
     try:
         return Jurisdiction.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown field; check the spelling against docs/compliance.md"
-        elif err["type"] == "union_tag_invalid":
-            message = (
-                "unknown duty kind; use one of disclosure, reminder, crisis_protocol, "
-                "content_ban, never_claim_human, marking, report"
-            )
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise PolicyError(message + more, source=source, field=field) from None
+        raise config_error(
+            exc,
+            source=source,
+            model=Jurisdiction,
+            see="docs/compliance.md",
+            hints={
+                "union_tag_invalid": "unknown duty kind; use one of disclosure, reminder, "
+                "crisis_protocol, content_ban, never_claim_human, marking, report"
+            },
+            error=PolicyError,
+        ) from None
 
 
 @cache

@@ -13,8 +13,9 @@ from __future__ import annotations
 import html
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import date
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from ..types import StatutoryCounters
 from .law import jurisdiction
 
 if TYPE_CHECKING:
@@ -25,14 +26,6 @@ __all__ = ["FIGURES", "StatutoryCounters", "count_call", "report_html", "statuto
 #: The figures counted per law and month.
 FIGURES = ("crisis_referrals", "disclosures_shown", "reminders_shown", "calls_in_scope")
 _SHOWN = {"ai_disclosure": "disclosures_shown", "statutory_reminder": "reminders_shown"}
-
-
-class StatutoryCounters(Protocol):
-    """The part of the action-state store the counts need (Redis or in-memory)."""
-
-    async def incr(self, counter: str, period: str, amount: int = 1) -> None: ...
-
-    async def counters(self, period: str) -> dict[str, int]: ...
 
 
 def period_of(day: date) -> str:

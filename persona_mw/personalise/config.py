@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from persona_mw.errors import ConfigError
+from persona_mw.validation import validate_config
 
 __all__ = ["PersonaliseConfig", "load_personalise_config"]
 
@@ -36,16 +36,4 @@ def load_personalise_config(
 ) -> PersonaliseConfig:
     """The ``personalise:`` section as a :class:`PersonaliseConfig`; a bad value raises
     :class:`ConfigError` naming ``personalise.<field>`` and what is allowed."""
-    try:
-        return PersonaliseConfig.model_validate(dict(data))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        field = f"personalise.{loc}" if loc else "personalise"
-        hint = (
-            "unknown field; the fields are enabled, budget_tokens, max_user_text_chars, "
-            "strong_preference (see docs/personalisation.md)"
-            if first["type"] == "extra_forbidden"
-            else first["msg"].removeprefix("Value error, ")
-        )
-        raise ConfigError(hint, source=source, field=field) from None
+    return validate_config(PersonaliseConfig, dict(data), source=source, prefix="personalise")

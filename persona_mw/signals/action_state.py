@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from persona_mw.errors import StoreError
 from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key
 from persona_mw.stores.loops import HomeLoop, connector, on_home_loop
+from persona_mw.types import ActionStateStore
 
 __all__ = [
     "ActionStateStore",
@@ -26,25 +27,6 @@ __all__ = [
 ]
 
 _SUFFIX = "signals:actions"
-
-
-@runtime_checkable
-class ActionStateStore(Protocol):
-    async def get(self, user_id: str) -> dict[str, datetime]:
-        """Action kind -> last time it fired (timezone-aware); empty for a new user."""
-        ...
-
-    async def set(self, user_id: str, state: Mapping[str, datetime]) -> None: ...
-
-    async def delete(self, user_id: str) -> bool: ...
-
-    async def incr(self, counter: str, period: str, amount: int = 1) -> None:
-        """Add to a deployment-wide counter (e.g. ``crisis_referrals`` in period ``2026``)."""
-        ...
-
-    async def counters(self, period: str) -> dict[str, int]: ...
-
-    async def aclose(self) -> None: ...
 
 
 class MemoryActionStateStore:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from persona_mw.errors import ConfigError
+from persona_mw.validation import validate_config
 
 __all__ = ["STATUTORY_INTERVAL_MINUTES", "SignalsConfig", "load_signals_config"]
 
@@ -135,14 +135,4 @@ class SignalsConfig(BaseModel):
 def load_signals_config(data: Mapping[str, Any], *, source: str = "config") -> SignalsConfig:
     """The ``signals:`` section of a deployment config as a :class:`SignalsConfig`; a bad value
     raises :class:`ConfigError` naming ``signals.<field>`` and what is allowed."""
-    try:
-        return SignalsConfig.model_validate(dict(data))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = "signals." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "signals"
-        hint = (
-            "unknown field; see docs/signals.md for the fields"
-            if first["type"] == "extra_forbidden"
-            else first["msg"].removeprefix("Value error, ")
-        )
-        raise ConfigError(hint, source=source, field=field) from None
+    return validate_config(SignalsConfig, dict(data), source=source, prefix="signals")

@@ -21,12 +21,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
 
 from persona_mw.errors import StoreError
-from persona_mw.types import CallContext, Decision, Notice
+from persona_mw.types import CallContext, Decision, Notice, UsageSource
 
 from ..observability import get_logger
 from .action_state import ActionStateStore, MemoryActionStateStore
@@ -83,12 +83,6 @@ def _signals_at(digest: UsageDigest, now: datetime, **kwargs: Any) -> Signals:
     user may have been counted first (the two are milliseconds apart)."""
     last = digest.last_ts
     return digest.signals(now if last is None or last <= now else last, **kwargs)
-
-
-class UsageSource(Protocol):
-    """What the stage needs of a usage store (the recorder's stores provide it)."""
-
-    async def rollup(self, user_id: str) -> UsageRollup: ...
 
 
 class DependenceStage:

@@ -85,7 +85,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from redis.exceptions import NoScriptError, RedisError
@@ -93,6 +93,7 @@ from redis.exceptions import NoScriptError, RedisError
 from persona_mw.errors import ConfigError, StoreError
 from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key, user_tag
 from persona_mw.stores.loops import HomeLoop, connector, on_home_loop
+from persona_mw.types import UsageStore
 
 from .compute import DayTotals, FoldState, Signals, UsageDigest, micros
 from .config import SignalsConfig
@@ -303,34 +304,6 @@ class ErasedUsage:
 
     events: int = 0
     days: int = 0
-
-
-@runtime_checkable
-class UsageStore(Protocol):
-    """Usage events per user. Implementations raise :class:`~persona_mw.errors.StoreError` when
-    the backing service cannot be reached (the recorder retries those)."""
-
-    async def append(self, events: Sequence[UsageEvent]) -> int:
-        """Store a batch (any users) in at most one round trip; returns how many were new."""
-        ...
-
-    async def rollup(self, user_id: str) -> UsageRollup:
-        """The user's rollup (one round trip, O(days + pending))."""
-        ...
-
-    async def events(self, user_id: str, since: datetime | None = None) -> list[UsageEvent]:
-        """The user's events at or after ``since``, oldest first, within the retention window."""
-        ...
-
-    async def users(self) -> list[str]:
-        """Ids of every user with events inside the retention window."""
-        ...
-
-    async def erase(self, user_id: str) -> ErasedUsage:
-        """Remove everything the store holds about the user; says what went."""
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 # -- encoding ---------------------------------------------------------------------------------

@@ -13,25 +13,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from ..errors import StoreError
 from ..observability import get_logger
 from ..profile import Profile
-from ..types import ProfileStore
+from ..types import ProfileStore, SupportsInvalidation
 from .keys import user_tag
 from .loops import cancel_when_it_runs, run_on, task_loop_elsewhere
 
 __all__ = ["CachedProfileStore", "Lookup", "SupportsInvalidation"]
 
 _log = get_logger("persona_mw.cache")
-
-
-@runtime_checkable
-class SupportsInvalidation(Protocol):
-    def invalidations(self) -> AsyncIterator[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +63,16 @@ class CachedProfileStore:
         self._feed_up = asyncio.Event()
         self._can_invalidate = isinstance(inner, SupportsInvalidation)
         self._closing = False
+
+    @property
+    def feed_up(self) -> bool:
+        """The invalidation feed is connected; profiles are cached only while it is."""
+        return self._feed_up.is_set()
+
+    @property
+    def listener(self) -> asyncio.Task[None] | None:
+        """The task that listens for invalidations (None before the first lookup)."""
+        return self._listener
 
     async def start(self) -> None:
         """Start listening for invalidations (called lazily by the first lookup)."""

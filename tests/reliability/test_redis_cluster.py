@@ -100,7 +100,7 @@ async def test_concurrent_optimistic_updates_lose_nothing(store: RedisProfileSto
 async def _feed_comes_up(cache: CachedProfileStore) -> bool:
     await cache.start()
     for _ in range(200):
-        if cache._feed_up.is_set():
+        if cache.feed_up:
             return True
         await asyncio.sleep(0.01)
     return False

@@ -233,7 +233,7 @@ async def test_redis_restart_under_load_through_the_middleware(
     run, stop = Run(), asyncio.Event()
     load = asyncio.create_task(_load(send, run, stop))
     try:
-        await _outage(own_redis, run, lambda: mw.store._feed_up.is_set())  # type: ignore[attr-defined]
+        await _outage(own_redis, run, lambda: mw.store.feed_up)  # type: ignore[attr-defined]
     finally:
         stop.set()
         await load
@@ -294,7 +294,7 @@ async def test_redis_restart_under_load_through_the_server(
 
             tasks = [asyncio.create_task(_load(send, run, stop)), asyncio.create_task(probe())]
             try:
-                await _outage(own_redis, run, lambda: mw.store._feed_up.is_set())  # type: ignore[attr-defined]
+                await _outage(own_redis, run, lambda: mw.store.feed_up)  # type: ignore[attr-defined]
             finally:
                 stop.set()
                 await asyncio.gather(*tasks)

@@ -176,7 +176,7 @@ async def test_store_outage_lets_the_call_through_and_counts_it() -> None:
     with capture_logs() as logs:
         await dep(ctx)
     assert ctx.reply is None and ctx.notices == []
-    assert metrics.errors._value.get() == 1
+    assert metrics.registry.get_sample_value("persona_mw_dependence_errors_total") == 1
     assert [e["event"] for e in logs] == ["dependence.unavailable"]
 
 
@@ -272,7 +272,7 @@ async def test_aggregate_counters_in_redis(redis_url: str, key_prefix: str) -> N
     await finish(context(Profile(user_id="v")))
     year = str(ctx.started_at.year)
     assert await counters.counters(year) == {"crisis_referrals": 1}
-    assert metrics.crisis_referrals._value.get() == 1
+    assert metrics.registry.get_sample_value("persona_mw_crisis_referrals_total") == 1
     await counters.aclose()
 
 
@@ -408,7 +408,8 @@ async def test_a_failed_shared_load_fails_every_waiter_then_retries() -> None:
     await asyncio.sleep(0.01)
     source.release.set()
     await asyncio.gather(*calls)
-    assert source.calls == 1 and metrics.errors._value.get() == 5
+    errors = metrics.registry.get_sample_value("persona_mw_dependence_errors_total")
+    assert source.calls == 1 and errors == 5
     source.fail = False
     await dep(context(Profile(user_id="u"), request_id="again"))
     assert source.calls == 2 and dep._loads == {}

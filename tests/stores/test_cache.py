@@ -27,7 +27,7 @@ from persona_mw.testing import capture_logs
 async def _wait_feed(cache: CachedProfileStore) -> None:
     await cache.start()
     for _ in range(200):
-        if cache._feed_up.is_set():
+        if cache.feed_up:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("invalidation feed did not come up")
@@ -75,7 +75,7 @@ READER = textwrap.dedent(
     async def main(url, prefix):
         cache = CachedProfileStore(RedisProfileStore(url, prefix=prefix))
         await cache.start()
-        while not cache._feed_up.is_set():
+        while not cache.feed_up:
             await asyncio.sleep(0.005)
         found = await cache.lookup("ada")
         print("ready", found.profile.own_rules, flush=True)
@@ -136,7 +136,7 @@ async def test_store_down_serves_stale_copy_then_default(key_prefix: str) -> Non
         assert (profile.own_rules, source) == ("cached", "store")
         server.stop()
         for _ in range(300):  # the feed notices the lost connection
-            if not mw.store._feed_up.is_set():
+            if not mw.store.feed_up:
                 break
             await asyncio.sleep(0.01)
         with capture_logs() as logs:

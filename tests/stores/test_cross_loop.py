@@ -54,7 +54,7 @@ async def subscribers(client: redis.asyncio.Redis, channel: str) -> int:
 async def feed_up(cache: CachedProfileStore) -> None:
     await cache.start()
     for _ in range(500):
-        if cache._feed_up.is_set():
+        if cache.feed_up:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("invalidation feed did not come up")
@@ -76,7 +76,7 @@ async def test_cached_profile_store_erases_and_closes_from_another_loop(
 
     with loop_in_thread() as (other, _):
         run_there(other, use())
-        listener = cache._listener
+        listener = cache.listener
         assert listener is not None and listener.get_loop() is other
         assert await subscribers(redis_client, store.channel) == 1
         found = await cache.get("ada")
@@ -104,7 +104,7 @@ async def test_profile_store_reconnects_after_its_loop_stopped(
 
     with loop_in_thread() as (other, thread):
         run_there(other, use())
-        listener = cache._listener
+        listener = cache.listener
         assert listener is not None
         await stop(other, thread)
         found = await store.get("ada")
@@ -137,7 +137,7 @@ async def test_cache_does_not_serve_stale_profiles_once_its_listener_loop_stoppe
     with loop_in_thread() as (other, thread):
         run_there(other, use())
         await stop(other, thread)
-        stranded = cache._listener
+        stranded = cache.listener
         assert stranded is not None
         first = await cache.lookup("u")
         assert first.source == "store"  # not the old loop's cached copy

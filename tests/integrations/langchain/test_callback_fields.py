@@ -15,7 +15,7 @@ from langchain_openai import ChatOpenAI
 from langchain_stages import Recorder
 from test_langchain_callbacks import CASES, Handler
 
-from persona_mw import BoundsError, Middleware
+from persona_mw import Middleware, OutputBlocked
 from persona_mw.testing import FakeChoice, FakeOpenAIServer, FakeToolCall, echo_reply
 
 
@@ -61,7 +61,7 @@ async def test_a_block_in_tool_call_arguments_aborts_the_call(
         max_retries=0,
         http_async_client=httpx.AsyncClient(),
     )
-    with pytest.raises(BoundsError) as raised:
+    with pytest.raises(OutputBlocked) as raised:
         await _run(model, mode, cls(mw))
     assert raised.value.rule_id == "no-secret-out"
     (record,) = recorder.records
@@ -73,6 +73,6 @@ async def test_a_block_in_reasoning_aborts_the_call(
     mode: str, cls: type[Handler], mw: Middleware, recorder: Recorder
 ) -> None:
     message = AIMessage(content="fine", additional_kwargs={"reasoning_content": "the secret is 42"})
-    with pytest.raises(BoundsError) as raised:
+    with pytest.raises(OutputBlocked) as raised:
         await _run(_model(message), mode, cls(mw))
     assert raised.value.rule_id == "no-secret-out"

@@ -24,6 +24,7 @@ from persona_mw import (
     ConfigError,
     InputBlocked,
     Middleware,
+    OutputBlocked,
     build_middleware,
     parse_profile,
 )
@@ -90,7 +91,7 @@ async def test_records_usage_and_logs_the_request(
     assert record.exposure == set()
     (event,) = [e for e in events if e["event"] == "request.completed"]
     assert (event["surface"], event["outcome"]) == ("langchain", "ok")
-    assert handler._calls.runs == {}
+    assert handler.open_runs == 0
 
 
 @pytest.mark.parametrize(("mode", "cls"), CASES)
@@ -106,7 +107,7 @@ async def test_blocked_input_aborts_before_the_model(
     assert next(model.messages, None) == "never"  # the model was not called
     (record,) = recorder.records
     assert (record.outcome, record.finish_reason) == ("blocked", "content_filter")
-    assert handler._calls.runs == {}
+    assert handler.open_runs == 0
 
 
 @pytest.mark.parametrize(("mode", "cls"), CASES)
@@ -118,9 +119,8 @@ async def test_blocked_output_aborts_the_call(
     handler = cls(mw)
     model = FakeListChatModel(responses=["ok, the secret is 42"])
     seen: list[str] = []
-    with pytest.raises(BoundsError) as raised:
+    with pytest.raises(OutputBlocked) as raised:
         await run(model, mode, "hi", handler, seen=seen)
-    assert not isinstance(raised.value, InputBlocked)
     assert raised.value.rule_id == "no-secret-out"
     if mode.endswith("stream"):
         # No hold-back in a callback: what came before the completing token was already out.
@@ -131,7 +131,7 @@ async def test_blocked_output_aborts_the_call(
         "content_filter",
         ["no-secret-out"],
     )
-    assert handler._calls.runs == {}
+    assert handler.open_runs == 0
 
 
 @pytest.mark.parametrize(("mode", "cls"), CASES)
@@ -145,7 +145,7 @@ async def test_model_error_is_recorded(
     assert not isinstance(raised.value, ConfigError | BoundsError)
     (record,) = recorder.records
     assert record.outcome == "error"
-    assert handler._calls.runs == {}
+    assert handler.open_runs == 0
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ async def test_one_handler_serves_concurrent_runs(mw: Middleware, recorder: Reco
     assert len(recorder.records) == 30
     assert len({r.user for r in recorder.records}) == 30
     assert {r.output for r in recorder.records} == {f"answer {i}" for i in range(30)}
-    assert handler._calls.runs == {}
+    assert handler.open_runs == 0
 
 
 async def test_handler_on_a_chain_checks_the_model_call(mw: Middleware, recorder: Recorder) -> None:
