@@ -84,6 +84,10 @@ class Decision:
     message: str | None = None
     #: Why this rule is in force for this user ("tier 1: law"; "user opted in; adults only").
     reason: str | None = None
+    #: Fired on text from before this turn (an earlier message the app replayed, the profile),
+    #: not on the current turn: its notice was shown on its own turn, so it is no new referral
+    #: (docs/compliance.md, "Crisis referrals").
+    history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
