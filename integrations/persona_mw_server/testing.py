@@ -126,7 +126,7 @@ class ServerProcess:
         assert self.proc is not None, "not started"
         return self.proc.pid
 
-    def start(self, timeout: float = 60) -> ServerProcess:
+    def start(self, timeout: float = 180) -> ServerProcess:
         stderr: Any = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr
