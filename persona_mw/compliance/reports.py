@@ -68,8 +68,10 @@ async def count_call(counters: StatutoryCounters, ctx: CallContext, referrals: i
     }
     day = ctx.started_at.date()
     period, year = period_of(day), year_of(day)
+    # one mark per law and granularity, holding the period last counted: it never piles up
+    spans = {"month": period, "year": year}
     fresh = await counters.first_seen(
-        ctx.user_id, {f"{law}|{p}": p for law in laws for p in (period, year)}
+        ctx.user_id, {f"{law}|{span}": p for law in laws for span, p in spans.items()}
     )
     for law in laws:
         await counters.incr(f"calls_in_scope|{law}", period)
@@ -77,8 +79,8 @@ async def count_call(counters: StatutoryCounters, ctx: CallContext, referrals: i
             await counters.incr(f"crisis_referrals|{law}", period, referrals)
         for figure in shown:
             await counters.incr(f"{figure}|{law}", period)
-        for p in (period, year):
-            if f"{law}|{p}" in fresh:
+        for span, p in spans.items():
+            if f"{law}|{span}" in fresh:
                 await counters.incr(f"users_in_scope|{law}", p)
 
 

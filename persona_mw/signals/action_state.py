@@ -96,9 +96,10 @@ class ActionStateStore(Protocol):
         ...
 
     async def first_seen(self, user_id: str, periods: Mapping[str, str]) -> frozenset[str]:
-        """Atomically, for each ``scope -> period`` (``us-ca-sb243|month -> 2027-03``), whether
-        this is the user's first call in that scope this period; records it. Returns those
-        scopes: a user counts once per law and period, whichever worker sees them."""
+        """Atomically, for each ``scope -> period`` (``us-ca-sb243|month -> statutory:2027-03``),
+        whether this is the user's first call in that scope this period (the scope last held
+        another period, or none); records it. Returns those scopes: a user counts once per law
+        and period, whichever worker sees them first."""
         ...
 
     async def delete(self, user_id: str) -> bool: ...

@@ -57,12 +57,12 @@ async def test_a_claim_is_compare_and_set(states: ActionStateStore) -> None:
 async def test_first_seen_once_per_scope_and_period_and_erased_with_the_user(
     states: ActionStateStore,
 ) -> None:
-    march = {"ca|statutory:2027-03": "statutory:2027-03", "ca|statutory:2027": "statutory:2027"}
+    march = {"ca|month": "statutory:2027-03", "ca|year": "statutory:2027"}
     assert await states.first_seen("u", march) == set(march)
     assert await states.first_seen("u", march) == set()
     assert await states.first_seen("v", march) == set(march)
-    april = {"ca|statutory:2027-04": "statutory:2027-04", "ca|statutory:2027": "statutory:2027"}
-    assert await states.first_seen("u", april) == {"ca|statutory:2027-04"}
+    april = {"ca|month": "statutory:2027-04", "ca|year": "statutory:2027"}
+    assert await states.first_seen("u", april) == {"ca|month"}
     await states.claim("u", {}, {"log": T0})
     assert await states.delete("u") is True
     assert await states.get("u") == {}
