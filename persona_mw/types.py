@@ -93,6 +93,10 @@ class Decision:
     message: str | None = None
     #: Why this rule is in force for this user ("tier 1: law"; "user opted in; adults only").
     reason: str | None = None
+    #: Fired on text from before this turn (an earlier message the app replayed, the profile),
+    #: not on the current turn: its notice was shown on its own turn, so it is no new referral
+    #: (docs/compliance.md, "Crisis referrals").
+    history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +397,13 @@ class StatutoryCounters(Protocol):
 
     async def counters(self, period: str) -> dict[str, int]: ...
 
+    async def first_seen(self, user_id: str, periods: Mapping[str, str]) -> frozenset[str]:
+        """Atomically, for each ``scope -> period`` (``us-ca-sb243|month -> statutory:2027-03``),
+        whether this is the user's first call in that scope this period (the scope last held
+        another period, or none); records it. Returns those scopes: a user counts once per law
+        and period, whichever worker sees them first."""
+        ...
+
 
 @runtime_checkable
 class ActionStateStore(StatutoryCounters, Protocol):
@@ -403,6 +414,17 @@ class ActionStateStore(StatutoryCounters, Protocol):
         ...
 
     async def set(self, user_id: str, state: Mapping[str, datetime]) -> None: ...
+
+    async def claim(
+        self,
+        user_id: str,
+        expected: Mapping[str, datetime | None],
+        taken: Mapping[str, datetime],
+    ) -> frozenset[str]:
+        """Atomically record each action of ``taken`` at its time where the stored time is
+        still ``expected[kind]`` (what the caller read; None: never taken). Returns the kinds
+        recorded: of requests that read the same state, one claims each due action."""
+        ...
 
     async def delete(self, user_id: str) -> bool: ...
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from uuid import UUID
 
@@ -53,7 +53,7 @@ from langchain_core.outputs import (
     LLMResult,
 )
 
-from persona_mw import CallContext, ConfigError, Decision, Exposure, Middleware
+from persona_mw import CallContext, ConfigError, Exposure, Middleware
 from persona_mw.enforce import Piece, ReplyEnforcer, mark_failed
 
 from ._calls import begin, block_error, finish, ms_since, resolve_user, run_input_stages
@@ -369,18 +369,7 @@ def _redactions_not_applied(ctx: CallContext) -> None:
     """Record redactions for what they were here: detected, not applied (the text the model got
     or the caller saw is unchanged)."""
     ctx.decisions[:] = [
-        Decision(
-            rule_id=d.rule_id,
-            tier=d.tier,
-            stage=d.stage,
-            detector=d.detector,
-            action="log",
-            spans=d.spans,
-            message=NOT_APPLIED,
-            reason=d.reason,
-        )
-        if d.action == "redact"
-        else d
+        replace(d, action="log", message=NOT_APPLIED) if d.action == "redact" else d
         for d in ctx.decisions
     ]
 

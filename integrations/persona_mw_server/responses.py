@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from persona_mw.compliance import PROVENANCE_FIELD
 from persona_mw.enforce import NOTICES_FIELD
 
 from .streaming import END, Pump
@@ -116,10 +117,17 @@ class ResponseObject(BaseModel):
     persona_notices: list[dict[str, str]] | None = Field(
         default=None, description="notices shown beside the reply, when out of band"
     )
+    persona_provenance: dict[str, Any] | None = Field(
+        default=None,
+        description="the machine-readable marker (EU AI Act Art. 50(2)): ai_generated, generator, "
+        "model (null when no model ran), policy_version, jurisdictions; also in the "
+        "X-Persona-Provenance header",
+    )
 
 
 def response_json(request: ResponsesRequest, reply: ModelResponse) -> dict[str, Any]:
-    """A checked chat reply as a Response object (with ``persona_notices`` when out of band)."""
+    """A checked chat reply as a Response object (with ``persona_notices`` when out of band,
+    and the ``persona_provenance`` marker)."""
     from litellm.responses.litellm_completion_transformation.transformation import (
         LiteLLMCompletionResponsesConfig,
     )
@@ -141,6 +149,9 @@ def response_json(request: ResponsesRequest, reply: ModelResponse) -> dict[str, 
     notices = getattr(reply, NOTICES_FIELD, None)
     if notices:
         body[NOTICES_FIELD] = notices
+    marker = getattr(reply, PROVENANCE_FIELD, None)
+    if marker is not None:
+        body[PROVENANCE_FIELD] = marker
     return body
 
 
@@ -170,6 +181,7 @@ async def response_events(
     finish_reason: str | None = None
     usage: Any = None
     notices: Any = getattr(first, NOTICES_FIELD, None)
+    marker: Any = getattr(first, PROVENANCE_FIELD, None)  # the engine marks the first chunk
 
     def snapshot(status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
         reply = ModelResponse(
@@ -200,6 +212,8 @@ async def response_events(
             reply.usage = usage
         if notices:
             setattr(reply, NOTICES_FIELD, notices)
+        if marker is not None:
+            setattr(reply, PROVENANCE_FIELD, marker)
         body = response_json(request, reply)
         body["status"] = status
         body["output"] = output if status != "completed" else body["output"]

@@ -147,6 +147,8 @@ def plan_input(
         if not hits:
             continue
         found = decisions_for(hits, "input")
+        if message.index < current:
+            found = [replace(d, history=True) for d in found]
         block = _strictest_block(hits)
         if block is not None and message.index >= current:
             decisions += found
@@ -362,7 +364,9 @@ def profile_for_prompt(
         else:
             replaced[field] = redact_parts([texts[field]], hits)[0]
         decisions += [
-            replace(d, reason=f"{d.reason}; in profile field {field}, before the prompt")
+            replace(
+                d, reason=f"{d.reason}; in profile field {field}, before the prompt", history=True
+            )
             for d in decisions_for(hits, "input")
         ]
     if not replaced:

@@ -1,17 +1,25 @@
 """Where the ladder's due-state lives: per user, the last time each action fired.
 
 The ladder is pure; this is its memory between requests, so a reminder fires once per due time
-even when requests land on different processes. Redis keys follow the stores' scheme
-(``{prefix}{u:<digest>}:signals:actions``, one hash per user, same Cluster slot as the rest of the
-user's keys) and are registered in the user's key index, so erasing the user removes them.
+even when requests land on different processes. Taking a due action is a *claim*
+(:meth:`ActionStateStore.claim`, :func:`claim_due`): a compare-and-set of the action's time
+against what the request read, atomic in the store (a Lua script in Redis, a lock in memory), so
+of fifty requests of one user in flight that all read "not yet told today", exactly one shows
+the day's disclosure. Redis keys follow the stores' scheme (``{prefix}{u:<digest>}:signals:
+actions``, one hash per user, same Cluster slot as the rest of the user's keys) and are
+registered in the user's key index, so erasing the user removes them.
 
-Also here: deployment-wide counters for the annual, non-identifying report (crisis referrals per
-year, actions per year), which carry no user at all.
+Also here: deployment-wide counters for the annual, non-identifying reports (crisis referrals,
+actions, per law and month), which carry no user at all, and, per user, in which period they
+were last counted as "in scope" of each law (:meth:`ActionStateStore.first_seen`, in the user's
+own keys, erased with them), so the reports count distinct users without storing who.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -20,13 +28,53 @@ from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key
 from persona_mw.stores.loops import HomeLoop, connector, on_home_loop
 from persona_mw.types import ActionStateStore
 
+from .ladder import STATE_KINDS, LadderResult
+
 __all__ = [
     "ActionStateStore",
     "MemoryActionStateStore",
     "RedisActionStateStore",
+    "claim_due",
 ]
 
 _SUFFIX = "signals:actions"
+_SCOPE_SUFFIX = "signals:scope"
+#: A user's "counted in scope" marks outlive the month they are for (one write refreshes them).
+_SCOPE_TTL_S = 40 * 24 * 3600
+
+#: KEYS: the user's state hash, their key index; ARGV: ttl, then (kind, expected, new) triples,
+#: expected "" for "never taken". Sets each kind whose stored time is still the expected one.
+_CLAIM = """
+local claimed = {}
+for i = 2, #ARGV, 3 do
+  if (redis.call('HGET', KEYS[1], ARGV[i]) or '') == ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+    claimed[#claimed + 1] = ARGV[i]
+  end
+end
+if #claimed > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  redis.call('SADD', KEYS[2], KEYS[1])
+end
+return claimed
+"""
+
+#: KEYS: the user's scope hash, their key index; ARGV: ttl, then (scope, period) pairs. Sets each
+#: scope whose stored period differs and returns those: the user's first call there this period.
+_FIRST_SEEN = """
+local fresh = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    fresh[#fresh + 1] = ARGV[i]
+  end
+end
+if #fresh > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  redis.call('SADD', KEYS[2], KEYS[1])
+end
+return fresh
+"""
 
 
 class MemoryActionStateStore:
@@ -34,16 +82,41 @@ class MemoryActionStateStore:
 
     def __init__(self) -> None:
         self._states: dict[str, dict[str, datetime]] = {}
+        self._scopes: dict[str, dict[str, str]] = {}
         self._counters: dict[str, dict[str, int]] = {}
+        #: Claims compare and set as one step, whichever thread or loop the calls come from.
+        self._lock = threading.Lock()
 
     async def get(self, user_id: str) -> dict[str, datetime]:
         return dict(self._states.get(user_id, {}))
 
     async def set(self, user_id: str, state: Mapping[str, datetime]) -> None:
-        self._states[user_id] = dict(state)
+        with self._lock:
+            self._states[user_id] = dict(state)
+
+    async def claim(
+        self,
+        user_id: str,
+        expected: Mapping[str, datetime | None],
+        taken: Mapping[str, datetime],
+    ) -> frozenset[str]:
+        with self._lock:
+            stored = self._states.setdefault(user_id, {})
+            claimed = frozenset(k for k in taken if stored.get(k) == expected.get(k))
+            stored.update((kind, taken[kind]) for kind in claimed)
+        return claimed
+
+    async def first_seen(self, user_id: str, periods: Mapping[str, str]) -> frozenset[str]:
+        with self._lock:
+            marks = self._scopes.setdefault(user_id, {})
+            fresh = frozenset(k for k, period in periods.items() if marks.get(k) != period)
+            marks.update((scope, periods[scope]) for scope in fresh)
+        return fresh
 
     async def delete(self, user_id: str) -> bool:
-        return self._states.pop(user_id, None) is not None
+        with self._lock:
+            self._scopes.pop(user_id, None)
+            return self._states.pop(user_id, None) is not None
 
     async def incr(self, counter: str, period: str, amount: int = 1) -> None:
         bucket = self._counters.setdefault(period, {})
@@ -83,6 +156,9 @@ class RedisActionStateStore:
     def key(self, user_id: str) -> str:
         return user_key(self.prefix, user_id, _SUFFIX)
 
+    def scope_key(self, user_id: str) -> str:
+        return user_key(self.prefix, user_id, _SCOPE_SUFFIX)
+
     @on_home_loop
     async def get(self, user_id: str) -> dict[str, datetime]:
         try:
@@ -106,10 +182,46 @@ class RedisActionStateStore:
             raise _store_error(exc, "writing") from exc
 
     @on_home_loop
-    async def delete(self, user_id: str) -> bool:
+    async def claim(
+        self,
+        user_id: str,
+        expected: Mapping[str, datetime | None],
+        taken: Mapping[str, datetime],
+    ) -> frozenset[str]:
+        if not taken:
+            return frozenset()
+        args: list[str | int] = [self.ttl_s]
+        for kind, at in taken.items():
+            before = expected.get(kind)
+            args += [kind, before.isoformat() if before is not None else "", at.isoformat()]
+        keys = (self.key(user_id), index_key(self.prefix, user_id))
         try:
-            removed = await self._client.delete(self.key(user_id))
-            await self._client.srem(index_key(self.prefix, user_id), self.key(user_id))
+            claimed = await self._client.eval(_CLAIM, len(keys), *keys, *args)
+        except Exception as exc:
+            raise _store_error(exc, "claiming a due action in") from exc
+        return frozenset(_text(kind) for kind in claimed)
+
+    @on_home_loop
+    async def first_seen(self, user_id: str, periods: Mapping[str, str]) -> frozenset[str]:
+        if not periods:
+            return frozenset()
+        args: list[str | int] = [_SCOPE_TTL_S]
+        for scope, period in periods.items():
+            args += [scope, period]
+        keys = (self.scope_key(user_id), index_key(self.prefix, user_id))
+        try:
+            fresh = await self._client.eval(_FIRST_SEEN, len(keys), *keys, *args)
+        except Exception as exc:
+            raise _store_error(exc, "marking the user in scope in") from exc
+        return frozenset(_text(scope) for scope in fresh)
+
+    @on_home_loop
+    async def delete(self, user_id: str) -> bool:
+        keys = (self.key(user_id), self.scope_key(user_id))
+        try:
+            removed = await self._client.delete(keys[0])
+            await self._client.delete(keys[1])
+            await self._client.srem(index_key(self.prefix, user_id), *keys)
         except Exception as exc:
             raise _store_error(exc, "erasing") from exc
         return bool(removed)
@@ -136,6 +248,32 @@ class RedisActionStateStore:
     async def aclose(self) -> None:
         if self._connect is not None:
             await self._client.aclose()
+
+
+async def claim_due(
+    store: ActionStateStore,
+    user_id: str,
+    read: Mapping[str, datetime],
+    result: LadderResult,
+) -> LadderResult:
+    """Take the ladder's due actions against the store: ``read`` is the state the ladder ran on.
+    An action another request claimed first (it read the same state, in flight at once) is not
+    this request's: a notice is dropped, a state (still in force) is no longer ``new``."""
+    taken = {kind: at for kind, at in result.state.items() if read.get(kind) != at}
+    if not taken:
+        return result
+    claimed = await store.claim(user_id, {kind: read.get(kind) for kind in taken}, taken)
+    lost = taken.keys() - claimed
+    if not lost:
+        return result
+    actions = tuple(
+        replace(a, new=False) if a.kind in lost else a
+        for a in result.actions
+        if a.kind not in lost or a.kind in STATE_KINDS
+    )
+    state = {kind: at for kind, at in result.state.items() if kind not in lost}
+    state.update((kind, read[kind]) for kind in lost if kind in read)
+    return replace(result, actions=actions, state=state)
 
 
 def _text(value: bytes | str) -> str:

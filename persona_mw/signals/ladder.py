@@ -28,6 +28,7 @@ from .config import SignalsConfig
 
 __all__ = [
     "ACTION_KINDS",
+    "STATE_KINDS",
     "ActionKind",
     "DisclosurePolicy",
     "DueAction",
@@ -57,6 +58,8 @@ ACTION_KINDS: tuple[ActionKind, ...] = (
     "daily_cap_reached",
     "quiet_hours",
 )
+#: The kinds that are states (listed while they hold), not notices (listed once when due).
+STATE_KINDS: frozenset[ActionKind] = frozenset({"reduced_personalisation", "daily_cap_reached"})
 SignalValue = float | int | bool | str | None
 
 #: Watch signals that measure the same habit count once when deciding how far up the ladder to go.

@@ -28,9 +28,11 @@ _SHARE = (0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 def count_crisis_referrals(decisions: Iterable[Decision]) -> int:
-    """Crisis referrals in one call: decisions of the tier-1 crisis protocol (rule ids "crisis*").
-    One call counts at most once, however many crisis rules fired on it."""
-    return 1 if any(d.rule_id.startswith("crisis") for d in decisions) else 0
+    """Crisis referrals in one call: decisions of the tier-1 crisis protocol (rule ids "crisis*")
+    on this turn: the new message or the reply. A crisis message the app replays in later calls'
+    history fired on its own turn and was counted there (``Decision.history``). One call counts
+    at most once, however many crisis rules fired on it."""
+    return 1 if any(d.rule_id.startswith("crisis") and not d.history for d in decisions) else 0
 
 
 class SignalsMetrics:

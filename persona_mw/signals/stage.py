@@ -29,7 +29,7 @@ from persona_mw.errors import StoreError
 from persona_mw.types import CallContext, Decision, Notice, UsageSource
 
 from ..observability import get_logger
-from .action_state import ActionStateStore, MemoryActionStateStore
+from .action_state import ActionStateStore, MemoryActionStateStore, claim_due
 from .compute import Signals, UsageDigest
 from .config import STATUTORY_INTERVAL_MINUTES, SignalsConfig
 from .cues import Analyse, analyse_text
@@ -152,16 +152,16 @@ class DependenceStage:
             reminder=reminder_policy(compliance, self.config, minor=minor),
             state=state,
         )
-        if dict(result.state) != state:
-            try:
-                await self.state_store.set(ctx.user_id, result.state)
-            except StoreError as exc:
-                _log.warning(
-                    "dependence.state_not_saved",
-                    user_hash=ctx.user_hash,
-                    request_id=ctx.request_id,
-                    error=str(exc),
-                )
+        try:
+            # atomic: of this user's requests in flight at once, one takes each due action
+            result = await claim_due(self.state_store, ctx.user_id, state, result)
+        except StoreError as exc:
+            _log.warning(
+                "dependence.state_not_saved",
+                user_hash=ctx.user_hash,
+                request_id=ctx.request_id,
+                error=str(exc),
+            )
         self.metrics.observe(signals, result)
         ctx.signals = result
         self._log(ctx, signals, result)

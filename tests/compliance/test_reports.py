@@ -32,3 +32,23 @@ async def test_bad_ranges_and_laws_are_refused() -> None:
         await statutory_report(store.counters, "us-ca-sb243", date(2027, 2, 1), date(2027, 1, 1))
     with pytest.raises(PolicyError, match="unknown jurisdiction"):
         await statutory_report(store.counters, "us-xx", date(2027, 1, 1), date(2027, 1, 1))
+
+
+async def test_distinct_users_are_not_summed_over_months() -> None:
+    """``users_in_scope`` per month are distinct people; over a range they do not add up, so the
+    total is the month's (one month), the year's (whole calendar years), or null."""
+    store = MemoryActionStateStore()
+    law = "us-ca-sb243"
+    await store.incr(f"users_in_scope|{law}", "statutory:2027-01", 3)
+    await store.incr(f"users_in_scope|{law}", "statutory:2027-02", 2)
+    await store.incr(f"users_in_scope|{law}", "statutory:2027", 4)  # one user in both months
+    one_month = await statutory_report(store.counters, law, date(2027, 1, 3), date(2027, 1, 9))
+    assert one_month["totals"]["users_in_scope"] == 3
+    year = await statutory_report(store.counters, law, date(2027, 1, 1), date(2027, 12, 31))
+    assert year["totals"]["users_in_scope"] == 4
+    assert year["years"] == {"2027": {"users_in_scope": 4}}
+    part = await statutory_report(store.counters, law, date(2027, 1, 1), date(2027, 2, 28))
+    assert part["totals"]["users_in_scope"] is None
+    assert [m["users_in_scope"] for m in part["months"].values()] == [3, 2]
+    page = report_html(part)
+    assert "—" in page and "4 distinct users in scope" in page

@@ -176,3 +176,23 @@ async def test_usage_recorder_on_the_cluster(client: RedisCluster) -> None:
     rollup = await usage.rollup(users[1])  # one Lua read of the user's slot, on any node
     assert rollup.digest().signals(datetime.now(UTC)).messages_today == 3
     await mw.aclose()  # stops the recorder's writer; the client is the fixture's
+
+
+async def test_due_action_claims_and_scope_marks_on_the_cluster(client: RedisCluster) -> None:
+    """The due-state's claim and the "counted in scope" marks are Lua scripts over one user's
+    keys (state or scope hash + key index, one slot): they run on users of every node, and
+    concurrent claims of one action still give it to exactly one."""
+    from persona_mw.signals.action_state import RedisActionStateStore
+
+    states = RedisActionStateStore(client, prefix=f"pmwc-state-{uuid.uuid4().hex[:6]}:")
+    now = datetime.now(UTC)
+    users = [f"cluster-user-{i}" for i in range(12)]
+    for user in users:
+        won = await asyncio.gather(
+            *(states.claim(user, {"ai_disclosure": None}, {"ai_disclosure": now}) for _ in range(5))
+        )
+        assert sum(len(w) for w in won) == 1
+        assert await states.first_seen(user, {"law|2027-03": "2027-03"}) == {"law|2027-03"}
+        assert await states.first_seen(user, {"law|2027-03": "2027-03"}) == set()
+    assert await states.delete(users[0]) is True
+    assert await states.get(users[0]) == {}

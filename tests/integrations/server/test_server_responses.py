@@ -192,6 +192,33 @@ def test_tool_calls_come_back_as_function_call_items_with_checked_arguments(
     assert upstream.requests[-1]["tools"][0]["function"]["name"] == "pay"
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_response_carries_the_provenance_marker_in_a_field_and_a_header(
+    server: ServerThread, stream: bool
+) -> None:
+    """EU AI Act Art. 50(2) on /v1/responses: the marker is in the Response object (the final
+    one of a stream too) and in the X-Persona-Provenance header, and they agree."""
+    request = {"input": "hi", "user": new_user()}
+    if stream:
+        with client(server).responses.with_streaming_response.create(
+            model="fake",
+            stream=True,
+            **request,  # type: ignore[arg-type]
+        ) as raw:
+            header = json.loads(raw.headers["x-persona-provenance"])
+            events = list(raw.parse())
+        completed = [e for e in events if e.type == "response.completed"]
+        assert len(completed) == 1
+        marker = (completed[0].response.model_extra or {})["persona_provenance"]
+    else:
+        raw_reply = client(server).responses.with_raw_response.create(model="fake", **request)  # type: ignore[arg-type]
+        header = json.loads(raw_reply.headers["x-persona-provenance"])
+        marker = (raw_reply.parse().model_extra or {})["persona_provenance"]
+    assert marker == header
+    assert marker["ai_generated"] is True and marker["model"] == "fake"
+    assert marker["policy_version"] == "server-responses"
+
+
 def test_a_response_needs_an_end_user(server: ServerThread) -> None:
     with pytest.raises(openai.BadRequestError, match="end-user id"):
         client(server).responses.create(model="fake", input="hi")

@@ -1,13 +1,17 @@
 """Statutory report counts across two `persona-mw serve` workers sharing Redis: every referral
-made counts exactly once, and the report names no one."""
+made counts exactly once (a crisis message replayed in later calls' history is no new one), users
+in scope are people, not calls, the day's first disclosure is shown once however many of a user's
+requests are in flight, and the report names no one."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,10 +19,13 @@ from click.testing import CliRunner
 from persona_mw_server.testing import ServerProcess
 from server_helpers import KEYS, bearer, model_entry, write_config
 
+from persona_mw.bounds.policy import AIDisclosure
 from persona_mw.cli.signals import report
 from persona_mw.testing import FakeOpenAIServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+DISCLOSURE = AIDisclosure().text
 
 CA = "us-ca-sb243"
 
@@ -49,34 +56,18 @@ def workers(
     client.close()
 
 
-def _ask(server: ServerProcess, user: str, text: str) -> httpx.Response:
+def _ask(server: ServerProcess, user: str, messages: list[dict[str, str]]) -> httpx.Response:
     with httpx.Client(headers={"Connection": "close"}) as client:  # either worker may answer
         return client.post(
             server.base_url + "/v1/chat/completions",
-            json={"model": "fake", "messages": [{"role": "user", "content": text}], "user": user},
+            json={"model": "fake", "messages": messages, "user": user},
             headers=bearer(KEYS.app),
-            timeout=30,
+            timeout=60,
         )
 
 
-def test_referrals_across_two_workers_count_once_in_the_statutory_report(
-    workers: tuple[ServerProcess, str], redis_url: str, tmp_path: Path
-) -> None:
-    server, prefix = workers
-    instances = set()
-    referrals = 0
-    for i in range(12):
-        crisis = i % 3 == 0
-        response = _ask(server, f"user-{i}", "I want to end my life" if crisis else "hello there")
-        assert response.status_code == 200, response.text
-        instances.add(response.headers["x-persona-instance"])
-        referrals += crisis
-        if crisis:
-            assert "988" in response.json()["choices"][0]["message"]["content"]
-    assert len(instances) == 2, "both workers must have served"
-
+def _statutory(redis_url: str, prefix: str, page: Path) -> tuple[dict[str, Any], str]:
     today = datetime.now(UTC).date().isoformat()
-    page = tmp_path / "report.html"
     result = CliRunner().invoke(
         report,
         [
@@ -85,10 +76,70 @@ def test_referrals_across_two_workers_count_once_in_the_statutory_report(
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
-    assert out["totals"]["crisis_referrals"] == referrals == 4
-    assert out["totals"]["calls_in_scope"] == 12
+    return json.loads(result.output), result.output
+
+
+def test_referrals_across_two_workers_count_once_in_the_statutory_report(
+    workers: tuple[ServerProcess, str], redis_url: str, tmp_path: Path
+) -> None:
+    """Six users hold three-turn conversations, each call replaying the history so far (the
+    kernel hands each call to either worker); users 0 and 3 are in crisis on their first turn,
+    user 4 on their last. Referrals made: three, one per crisis turn."""
+    server, prefix = workers
+    instances = set()
+    referrals = calls = 0
+    for i in range(6):
+        history: list[dict[str, str]] = []
+        turns = ["hello there", "how are you?", "tell me more"]
+        if i in (0, 3):
+            turns[0] = "I want to end my life"
+        if i == 4:
+            turns[2] = "I want to end my life"
+        for turn, text in enumerate(turns):
+            history.append({"role": "user", "content": text})
+            response = _ask(server, f"user-{i}", history)
+            assert response.status_code == 200, response.text
+            instances.add(response.headers["x-persona-instance"])
+            calls += 1
+            content = response.json()["choices"][0]["message"]["content"]
+            crisis = "end my life" in text
+            referrals += crisis
+            # the resources are on the crisis turn only (CA refers; it does not interrupt)
+            assert ("988" in content) == crisis, (i, turn, content)
+            history.append({"role": "assistant", "content": content})
+    assert len(instances) == 2, "both workers must have served"
+
+    page = tmp_path / "report.html"
+    out, output = _statutory(redis_url, prefix, page)
+    assert out["totals"]["crisis_referrals"] == referrals == 3
+    assert out["totals"]["calls_in_scope"] == calls == 18
+    assert out["totals"]["users_in_scope"] == 6
     # the baseline policy's ai-disclosure pack: each new user is told on their first message
-    assert out["totals"]["disclosures_shown"] == 12
-    assert "user-" not in result.output and "user-" not in page.read_text()
+    assert out["totals"]["disclosures_shown"] == 6
+    assert "user-" not in output and "user-" not in page.read_text()
     assert "crisis referrals" in page.read_text()
+
+
+def test_a_burst_of_one_users_requests_over_two_workers_is_told_once(
+    workers: tuple[ServerProcess, str], redis_url: str, tmp_path: Path
+) -> None:
+    """Twenty requests of a new user in flight at once, spread over both workers: exactly one
+    reply carries the day's first-interaction disclosure, and the report counts one."""
+    server, prefix = workers
+    before, _ = _statutory(redis_url, prefix, tmp_path / "before.html")
+    user = f"burst-{uuid.uuid4().hex[:6]}"
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(
+            pool.map(
+                lambda i: _ask(server, user, [{"role": "user", "content": f"message {i}"}]),
+                range(20),
+            )
+        )
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    assert len({r.headers["x-persona-instance"] for r in responses}) == 2
+    told = [r for r in responses if DISCLOSURE in r.json()["choices"][0]["message"]["content"]]
+    assert len(told) == 1
+    after, _ = _statutory(redis_url, prefix, tmp_path / "after.html")
+    assert after["totals"]["disclosures_shown"] == before["totals"]["disclosures_shown"] + 1
+    assert after["totals"]["users_in_scope"] == before["totals"]["users_in_scope"] + 1
+    assert after["totals"]["calls_in_scope"] == before["totals"]["calls_in_scope"] + 20
