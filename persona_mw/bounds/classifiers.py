@@ -118,6 +118,7 @@ class Classifiers:
         self._lock = threading.Lock()
         # Keyed per process: the logged digest of a short text cannot be looked up elsewhere.
         self._key = secrets.token_bytes(16)
+        self._abandoned: set[asyncio.Future[Verdict]] = set()
 
     def model_for(self, spec: ModelSpec) -> str:
         if spec.model:
@@ -212,28 +213,59 @@ class Classifiers:
     async def _ask(self, spec: ModelSpec, model: str, text: str, stage: Stage) -> Verdict:
         timeout = self.timeout_for(spec)
         kwargs = dict(self.settings.kwargs or {})
+        if isinstance(spec, ModerationSpec):
+            from .moderation import moderate
+
+            call = moderate(text, spec, model=model, kwargs=kwargs)
+        else:
+            call = self._judge(spec, model, text, stage, timeout, kwargs)
+        # The call runs as a task of its own that a timeout (or the call being cancelled)
+        # abandons rather than cancels: cancelling LiteLLM's acompletion midway leaves one of
+        # its coroutines never awaited. An abandoned call ends by LiteLLM's own timeout.
+        task = asyncio.ensure_future(call)
         try:
-            async with asyncio.timeout(timeout):
-                if isinstance(spec, ModerationSpec):
-                    from .moderation import moderate
-
-                    return await moderate(text, spec, model=model, kwargs=kwargs)
-                from .judge import JudgeFailed, judge
-
-                try:
-                    return Verdict(
-                        await judge(
-                            text, spec, model=model, stage=stage, timeout_s=timeout, kwargs=kwargs
-                        )
-                    )
-                except JudgeFailed as exc:
-                    raise ClassifierFailed(str(exc)) from exc
-        except TimeoutError:
-            raise ClassifierFailed(f"no verdict within {timeout} s", timeout=True) from None
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+        finally:
+            if not task.done():
+                self._abandon(task)
+        if not done:
+            raise ClassifierFailed(f"no verdict within {timeout} s", timeout=True)
+        try:
+            return task.result()
         except ClassifierFailed:
             raise
         except Exception as exc:  # the provider's error, whatever its type: the fail mode decides
             raise ClassifierFailed(f"{type(exc).__name__}: {exc}"[:300]) from exc
+
+    async def _judge(
+        self,
+        spec: JudgeSpec,
+        model: str,
+        text: str,
+        stage: Stage,
+        timeout_s: float,
+        kwargs: Mapping[str, Any],
+    ) -> Verdict:
+        from .judge import JudgeFailed, judge
+
+        try:
+            labels = await judge(
+                text, spec, model=model, stage=stage, timeout_s=timeout_s, kwargs=kwargs
+            )
+        except JudgeFailed as exc:
+            raise ClassifierFailed(str(exc)) from exc
+        return Verdict(labels)
+
+    def _abandon(self, task: asyncio.Future[Verdict]) -> None:
+        """Keep a call nobody waits for alive until it ends, and swallow its outcome."""
+        self._abandoned.add(task)
+
+        def forget(done: asyncio.Future[Verdict]) -> None:
+            self._abandoned.discard(done)
+            if not done.cancelled():
+                done.exception()
+
+        task.add_done_callback(forget)
 
     def _cached(self, key: tuple[str, str, bytes]) -> Verdict | None:
         if self._cache is None:

@@ -25,7 +25,7 @@ from classifier_helpers import (
 
 from persona_mw import Middleware
 from persona_mw.bounds import BoundsInputStage, BoundsOutputStage, policy_from_dict
-from persona_mw.bounds.classifiers import ClassifierSettings, Classifiers
+from persona_mw.bounds.classifiers import Classifiers, ClassifierSettings
 from persona_mw.enforce import UnsettledChecks
 from persona_mw.testing import FakeOpenAIServer, Fault, capture_logs
 from persona_mw.types import CallContext
@@ -309,7 +309,7 @@ async def test_a_host_that_feeds_before_settling_is_refused(server: FakeOpenAISe
     await mw.run_input_stages(ctx)
     assert ctx.pending
     enforcer = mw.enforcer(ctx)
-    with pytest.raises(UnsettledChecks, match="await ReplyEnforcer.settle"):
+    with pytest.raises(UnsettledChecks, match=r"await ReplyEnforcer\.settle"):
         enforcer.whole(0, Piece(content="the model's reply"))
     await enforcer.settle()
     release = enforcer.whole(0, Piece(content="the model's reply"))

@@ -16,7 +16,7 @@ from persona_mw.bounds import (
     bounds_stages,
     policy_from_dict,
 )
-from persona_mw.bounds.classifiers import ClassifierSettings, Classifiers
+from persona_mw.bounds.classifiers import Classifiers, ClassifierSettings
 from persona_mw.profile import Profile
 from persona_mw.stores.memory import MemoryProfileStore
 from persona_mw.types import CallContext
