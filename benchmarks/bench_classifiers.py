@@ -50,12 +50,14 @@ def serve(model_ms: float, classifier_ms: float) -> None:
         sys.stdin.read()
 
 
-async def main(calls: int, rounds: int, model_ms: float, classifier_ms: float) -> None:
+async def main(
+    base_url: str, calls: int, rounds: int, model_ms: float, classifier_ms: float
+) -> None:
     import structlog
 
     from persona_mw import Middleware
     from persona_mw.bounds import BoundsInputStage, BoundsOutputStage, policy_from_dict
-    from persona_mw.bounds.classifiers import ClassifierSettings, Classifiers
+    from persona_mw.bounds.classifiers import Classifiers, ClassifierSettings
 
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
 
@@ -66,85 +68,67 @@ async def main(calls: int, rounds: int, model_ms: float, classifier_ms: float) -
         "detector": {"kind": "moderation", "categories": ["violence"], "timeout_s": 5},
         "message": "no",
     }
-    provider = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--serve",
-            f"--model-ms={model_ms}",
-            f"--classifier-ms={classifier_ms}",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert provider.stdout is not None and provider.stdin is not None
-    base_url = provider.stdout.readline().strip()
-    try:
-        kwargs = {"api_base": base_url, "api_key": "bench"}
-        classifiers = Classifiers(ClassifierSettings(kwargs=kwargs, cache_ttl_s=0))
+    kwargs = {"api_base": base_url, "api_key": "bench"}
+    classifiers = Classifiers(ClassifierSettings(kwargs=kwargs, cache_ttl_s=0))
 
-        def build(rules: list[dict[str, Any]]) -> Middleware:
-            policy = policy_from_dict({"version": "bench", "packs": ["crisis"], "rules": rules})
-            return Middleware(
-                input_stages=[BoundsInputStage(policy=policy, classifiers=classifiers)],
-                output_stages=[BoundsOutputStage(policy=policy)],
-            )
+    def build(rules: list[dict[str, Any]]) -> Middleware:
+        policy = policy_from_dict({"version": "bench", "packs": ["crisis"], "rules": rules})
+        return Middleware(
+            input_stages=[BoundsInputStage(policy=policy, classifiers=classifiers)],
+            output_stages=[BoundsOutputStage(policy=policy)],
+        )
 
-        baseline, moderated = build([]), build([rule])
-        spec = moderated.input_stages[0].policy.rules[-1]  # type: ignore[attr-defined]
+    baseline, moderated = build([]), build([rule])
+    spec = moderated.input_stages[0].policy.rules[-1]  # type: ignore[attr-defined]
 
-        async def run(mw: Middleware, text: str, *, stream: bool, ask_first: bool) -> float:
-            messages = [{"role": "user", "content": text}]
-            started = time.perf_counter()
-            if ask_first:  # the sequential reference: the verdict, then the model
-                from persona_mw.bounds.moderation import moderate as ask
+    async def run(mw: Middleware, text: str, *, stream: bool, ask_first: bool) -> float:
+        messages = [{"role": "user", "content": text}]
+        started = time.perf_counter()
+        if ask_first:  # the sequential reference: the verdict, then the model
+            from persona_mw.bounds.moderation import moderate as ask
 
-                await ask(text, spec.detector, model="openai/omni-moderation-latest", kwargs=kwargs)
-            if stream:
-                async for _ in mw.astream(
-                    user="bench", model="openai/fake", messages=messages, **kwargs
-                ):
-                    pass
-            else:
-                await mw.acompletion(user="bench", model="openai/fake", messages=messages, **kwargs)
-            return (time.perf_counter() - started) * 1000
+            await ask(text, spec.detector, model="openai/omni-moderation-latest", kwargs=kwargs)
+        if stream:
+            async for _ in mw.astream(
+                user="bench", model="openai/fake", messages=messages, **kwargs
+            ):
+                pass
+        else:
+            await mw.acompletion(user="bench", model="openai/fake", messages=messages, **kwargs)
+        return (time.perf_counter() - started) * 1000
 
-        variants = {
-            "baseline": (baseline, False),
-            "moderation": (moderated, False),
-            "sequential": (baseline, True),
-        }
-        for stream in (False, True):
-            for mw, first in variants.values():  # warm the HTTP clients and imports
-                await run(mw, f"warm {stream} {first}", stream=stream, ask_first=first)
-            added: dict[str, list[float]] = {name: [] for name in variants}
-            medians: dict[str, list[float]] = {name: [] for name in variants}
-            for r in range(rounds):
-                times: dict[str, list[float]] = {name: [] for name in variants}
-                for i in range(calls):
-                    for name, (mw, first) in variants.items():
-                        text = f"question {r}-{i} for the {name} path, streamed={stream}"
-                        times[name].append(await run(mw, text, stream=stream, ask_first=first))
-                for name in variants:
-                    medians[name].append(statistics.median(times[name]))
-                    added[name].append(
-                        statistics.median(times[name]) - statistics.median(times["baseline"])
-                    )
-            label = "astream " if stream else "acompletion"
-            print(
-                f"{label}: model {model_ms:.0f} ms, classifier {classifier_ms:.0f} ms, "
-                f"{calls} calls x {rounds} rounds"
-            )
+    variants = {
+        "baseline": (baseline, False),
+        "moderation": (moderated, False),
+        "sequential": (baseline, True),
+    }
+    for stream in (False, True):
+        for mw, first in variants.values():  # warm the HTTP clients and imports
+            await run(mw, f"warm {stream} {first}", stream=stream, ask_first=first)
+        added: dict[str, list[float]] = {name: [] for name in variants}
+        medians: dict[str, list[float]] = {name: [] for name in variants}
+        for r in range(rounds):
+            times: dict[str, list[float]] = {name: [] for name in variants}
+            for i in range(calls):
+                for name, (mw, first) in variants.items():
+                    text = f"question {r}-{i} for the {name} path, streamed={stream}"
+                    times[name].append(await run(mw, text, stream=stream, ask_first=first))
             for name in variants:
-                print(
-                    f"  {name:<11} median {statistics.median(medians[name]):8.2f} ms   "
-                    f"added vs baseline {statistics.median(added[name]):+7.2f} ms "
-                    f"(rounds: {', '.join(f'{a:+.2f}' for a in added[name])})"
+                medians[name].append(statistics.median(times[name]))
+                added[name].append(
+                    statistics.median(times[name]) - statistics.median(times["baseline"])
                 )
-    finally:
-        provider.stdin.close()
-        provider.wait(timeout=10)
+        label = "astream " if stream else "acompletion"
+        print(
+            f"{label}: model {model_ms:.0f} ms, classifier {classifier_ms:.0f} ms, "
+            f"{calls} calls x {rounds} rounds"
+        )
+        for name in variants:
+            print(
+                f"  {name:<11} median {statistics.median(medians[name]):8.2f} ms   "
+                f"added vs baseline {statistics.median(added[name]):+7.2f} ms "
+                f"(rounds: {', '.join(f'{a:+.2f}' for a in added[name])})"
+            )
 
 
 if __name__ == "__main__":
@@ -158,4 +142,22 @@ if __name__ == "__main__":
     if args.serve:
         serve(args.model_ms, args.classifier_ms)
         sys.exit()
-    asyncio.run(main(args.calls, args.rounds, args.model_ms, args.classifier_ms))
+    provider = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            f"--model-ms={args.model_ms}",
+            f"--classifier-ms={args.classifier_ms}",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert provider.stdout is not None and provider.stdin is not None
+    try:
+        base_url = provider.stdout.readline().strip()
+        asyncio.run(main(base_url, args.calls, args.rounds, args.model_ms, args.classifier_ms))
+    finally:
+        provider.stdin.close()
+        provider.wait(timeout=10)
