@@ -58,6 +58,7 @@ async def main(
     from persona_mw import Middleware
     from persona_mw.bounds import BoundsInputStage, BoundsOutputStage, policy_from_dict
     from persona_mw.bounds.classifiers import Classifiers, ClassifierSettings
+    from persona_mw.types import CallContext
 
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
 
@@ -71,19 +72,34 @@ async def main(
     kwargs = {"api_base": base_url, "api_key": "bench"}
     classifiers = Classifiers(ClassifierSettings(kwargs=kwargs, cache_ttl_s=0))
 
+    waits: list[float] = []
+
+    class Waited:
+        """Keeps how long each call's engine waited for the verdict (``checks_wait``)."""
+
+        name = "waited"
+
+        async def __call__(self, ctx: CallContext) -> None:
+            if ctx.checks:
+                waits.append(ctx.timings_ms.get("checks_wait", 0.0))
+
     def build(rules: list[dict[str, Any]]) -> Middleware:
         policy = policy_from_dict({"version": "bench", "packs": ["crisis"], "rules": rules})
         return Middleware(
             input_stages=[BoundsInputStage(policy=policy, classifiers=classifiers)],
             output_stages=[BoundsOutputStage(policy=policy)],
+            finish_stages=[Waited()],
         )
 
     baseline, moderated = build([]), build([rule])
     spec = moderated.input_stages[0].policy.rules[-1]  # type: ignore[attr-defined]
 
+    cpu: dict[str, list[float]] = {}
+
     async def run(mw: Middleware, text: str, *, stream: bool, ask_first: bool) -> float:
         messages = [{"role": "user", "content": text}]
         started = time.perf_counter()
+        cpu_started = time.process_time()
         if ask_first:  # the sequential reference: the verdict, then the model
             from persona_mw.bounds.moderation import moderate as ask
 
@@ -95,6 +111,9 @@ async def main(
                 pass
         else:
             await mw.acompletion(user="bench", model="openai/fake", messages=messages, **kwargs)
+        cpu.setdefault(f"{mw is moderated}{ask_first}", []).append(
+            (time.process_time() - cpu_started) * 1000
+        )
         return (time.perf_counter() - started) * 1000
 
     variants = {
@@ -105,6 +124,8 @@ async def main(
     for stream in (False, True):
         for mw, first in variants.values():  # warm the HTTP clients and imports
             await run(mw, f"warm {stream} {first}", stream=stream, ask_first=first)
+        cpu.clear()
+        waits.clear()
         added: dict[str, list[float]] = {name: [] for name in variants}
         medians: dict[str, list[float]] = {name: [] for name in variants}
         for r in range(rounds):
@@ -123,12 +144,17 @@ async def main(
             f"{label}: model {model_ms:.0f} ms, classifier {classifier_ms:.0f} ms, "
             f"{calls} calls x {rounds} rounds"
         )
-        for name in variants:
+        for name, (mw, first) in variants.items():
             print(
                 f"  {name:<11} median {statistics.median(medians[name]):8.2f} ms   "
-                f"added vs baseline {statistics.median(added[name]):+7.2f} ms "
+                f"added vs baseline {statistics.median(added[name]):+7.2f} ms   "
+                f"cpu/call {statistics.median(cpu[f'{mw is moderated}{first}']):6.2f} ms "
                 f"(rounds: {', '.join(f'{a:+.2f}' for a in added[name])})"
             )
+        print(
+            f"  engine wait for the verdict (checks_wait): median {statistics.median(waits):.3f} "
+            f"ms, p90 {statistics.quantiles(waits, n=10)[-1]:.3f} ms over {len(waits)} calls"
+        )
 
 
 if __name__ == "__main__":
