@@ -20,6 +20,7 @@ from .enforce import (
     ReplyEnforcer,
     block_message,
     blocked_ending,
+    cancel_checks,
     enforce_response,
     mark_failed,
     notices_out_of_band,
@@ -156,6 +157,7 @@ class Middleware:
                 model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs
             )
             ctx.timings_ms["model"] = _ms_since(started)
+            await enforcer.settle()
             return enforce_response(enforcer, response)
         except BaseException as exc:
             mark_failed(ctx, exc)
@@ -387,7 +389,7 @@ class Middleware:
             ctx, lambda: self.open_filters(ctx), reasoning=self.settings.reasoning_content
         )
 
-    def enforce_reply(self, ctx: CallContext, response: ModelResponse) -> ModelResponse:
+    async def enforce_reply(self, ctx: CallContext, response: ModelResponse) -> ModelResponse:
         """The engine over a whole LiteLLM reply, in place (every choice, every field); returns
         ``response``. A block replaces that choice's text with the rule's message and sets its
         ``finish_reason="content_filter"``; notices frame the text, or go to
@@ -396,9 +398,13 @@ class Middleware:
         When an input stage answered (``ctx.reply``), ``response`` is that answer as a host
         delivered it (the LiteLLM proxy plugin answers through LiteLLM's ``mock_response``): our
         own text, so it is not re-checked; it gets the reply's finish_reason and no tokens.
+
+        Input checks still running beside the model call are settled first: a late block
+        replaces every choice with the input's answer.
         """
         enforcer = self.enforcer(ctx)
         try:
+            await enforcer.settle()
             return enforce_response(enforcer, response)
         finally:
             enforcer.close()
@@ -441,7 +447,9 @@ class Middleware:
 
     async def finish(self, ctx: CallContext) -> None:
         """Finish stages, then the request event. Never raises: a failing recorder must not
-        turn a good reply into an error (it is logged instead)."""
+        turn a good reply into an error (it is logged instead). Input checks the call left
+        running are cancelled."""
+        cancel_checks(ctx)
         for stage in self.finish_stages:
             started = time.perf_counter()
             try:

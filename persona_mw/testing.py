@@ -13,9 +13,12 @@ remote model is the real code path, in process::
 given, for testing a stage on its own.
 
 :class:`FakeOpenAIServer` is a real HTTP server on loopback that speaks the OpenAI chat
-completions wire format (plain and SSE streaming). Point LiteLLM, the ``openai`` client or
-LangChain at ``server.base_url`` and the only thing replaced is the remote model. It records
-every request it receives, so a test can read the prompt that persona_mw really sent.
+completions wire format (plain and SSE streaming) and the moderations endpoint
+(``/v1/moderations``, scored by the test's ``moderate`` function). Point LiteLLM, the ``openai``
+client or LangChain at ``server.base_url`` and the only thing replaced is the remote model. It
+records every request it receives, so a test can read the prompt that persona_mw really sent.
+A guard model (a ``judge`` rule) is just another chat model: a ``reply`` function answers it
+by the request's ``model``.
 
     with FakeOpenAIServer(reply=lambda request: "hello") as server:
         await mw.acompletion(user="u", model="openai/fake", messages=[...],
@@ -29,12 +32,12 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog.testing
 
@@ -50,6 +53,7 @@ __all__ = [
     "FakeToolCall",
     "Fault",
     "MockLLM",
+    "Moderate",
     "capture_logs",
     "echo_reply",
     "make_context",
@@ -162,6 +166,9 @@ class FakeChoice:
         return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
 
 
+#: Scores a moderation input: category → score (0-1); a category at 0.5 or more is flagged.
+Moderate = Callable[[str], Mapping[str, float]]
+
 #: What a ``reply`` function returns: a text (the same for each of ``n`` choices), one
 #: :class:`FakeChoice`, or one FakeChoice per choice.
 Reply = str | FakeChoice | list[FakeChoice]
@@ -179,26 +186,37 @@ class Fault:
     #: Seconds to wait before each streamed chunk (to test cancellation mid-stream).
     chunk_delay: float = 0.0
     times: int = 1
+    #: Only requests to this endpoint ("chat" completions or "moderations"); None: any.
+    route: Literal["chat", "moderations"] | None = None
+    #: Only chat requests for this model (the request's ``model``); None: any.
+    model: str | None = None
+
+    def applies(self, route: str, model: str | None) -> bool:
+        return (self.route is None or self.route == route) and (
+            self.model is None or self.model == model
+        )
 
 
 @dataclass
 class _State:
     reply: Callable[[dict[str, Any]], Reply]
     chunk_size: int
+    moderate: Moderate | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    moderation_requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     chunks_sent: int = 0
     hang_ups: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def next_fault(self) -> Fault | None:
+    def next_fault(self, route: str = "chat", model: str | None = None) -> Fault | None:
         with self.lock:
-            if not self.faults:
+            fault = next((f for f in self.faults if f.applies(route, model)), None)
+            if fault is None:
                 return None
-            fault = self.faults[0]
             fault.times -= 1
             if fault.times <= 0:
-                self.faults.pop(0)
+                self.faults.remove(fault)
             return fault
 
 
@@ -229,9 +247,12 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             self._json(400, {"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
             return
+        if self.path.rstrip("/").endswith("/moderations"):
+            self._moderations(request)
+            return
         with state.lock:
             state.requests.append(request)
-        fault = state.next_fault()
+        fault = state.next_fault("chat", request.get("model"))
         if fault and fault.delay:
             time.sleep(fault.delay)
         if fault and fault.status:
@@ -327,6 +348,47 @@ class _Handler(BaseHTTPRequestHandler):
                 state.hang_ups += 1
         self.close_connection = True
 
+    def _moderations(self, request: dict[str, Any]) -> None:
+        """``POST /v1/moderations``: one result per input, scored by the server's ``moderate``
+        (every category 0 without one); faults routed to "moderations" apply."""
+        state = self.server.state
+        with state.lock:
+            state.moderation_requests.append(request)
+        fault = state.next_fault("moderations")
+        if fault and fault.delay:
+            time.sleep(fault.delay)
+        if fault and fault.status:
+            self._json(
+                fault.status,
+                {"error": {"message": f"injected {fault.status}", "type": "server_error"}},
+            )
+            return
+        if fault and fault.malformed:
+            self._raw(200, b"{not json", "application/json")
+            return
+        inputs = request.get("input")
+        texts = inputs if isinstance(inputs, list) else [inputs]
+        results = []
+        for text in texts:
+            scores = {c: 0.0 for c in _MODERATION_CATEGORIES}
+            if state.moderate is not None:
+                scores.update(state.moderate(str(text)))
+            results.append(
+                {
+                    "flagged": any(v >= 0.5 for v in scores.values()),
+                    "categories": {c: v >= 0.5 for c, v in scores.items()},
+                    "category_scores": scores,
+                }
+            )
+        self._json(
+            200,
+            {
+                "id": f"modr-{uuid.uuid4().hex[:12]}",
+                "model": request.get("model") or "omni-moderation-latest",
+                "results": results,
+            },
+        )
+
     def _event(self, payload: dict[str, Any]) -> None:
         self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
         self.wfile.flush()
@@ -340,6 +402,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+_MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
 
 
 def _choices(reply: Reply, request: dict[str, Any]) -> list[FakeChoice]:
@@ -413,14 +492,19 @@ class FakeOpenAIServer:
     ``reply`` maps the request JSON to the reply text (default: echo the last user message;
     the same text for each of the request's ``n`` choices), or to :class:`FakeChoice` s (one per
     choice: tool calls, ``reasoning_content``, logprobs);
-    ``chunk_size`` is how many characters each streamed chunk carries.
+    ``chunk_size`` is how many characters each streamed chunk carries; ``moderate`` scores what
+    ``/v1/moderations`` is asked (:data:`Moderate`).
     """
 
     def __init__(
-        self, *, reply: Callable[[dict[str, Any]], Reply] = echo_reply, chunk_size: int = 4
+        self,
+        *,
+        reply: Callable[[dict[str, Any]], Reply] = echo_reply,
+        chunk_size: int = 4,
+        moderate: Moderate | None = None,
     ) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.state = _State(reply=reply, chunk_size=chunk_size)
+        self._server.state = _State(reply=reply, chunk_size=chunk_size, moderate=moderate)
         self._thread: threading.Thread | None = None
 
     @property
@@ -435,6 +519,14 @@ class FakeOpenAIServer:
     @property
     def requests(self) -> list[dict[str, Any]]:
         return self._server.state.requests
+
+    @property
+    def moderation_requests(self) -> list[dict[str, Any]]:
+        """The bodies ``/v1/moderations`` received."""
+        return self._server.state.moderation_requests
+
+    def set_moderate(self, moderate: Moderate | None) -> None:
+        self._server.state.moderate = moderate
 
     @property
     def chunks_sent(self) -> int:

@@ -37,6 +37,7 @@ __all__ = [
     "Action",
     "ActionStateStore",
     "CallContext",
+    "CheckCall",
     "Decision",
     "DeclaresRules",
     "Detector",
@@ -51,6 +52,7 @@ __all__ = [
     "Notice",
     "OutputFilter",
     "OutputStage",
+    "PendingCheck",
     "ProfileSource",
     "ProfileStore",
     "RecorderBooks",
@@ -118,6 +120,39 @@ class Instruction:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class CheckCall:
+    """One call of a model-backed detector (a moderation endpoint, a judge model): what the
+    decision log and the metrics show. ``text_hash`` is a keyed digest of the checked text (the
+    text itself is never kept)."""
+
+    rule_id: str
+    tier: int
+    stage: Stage
+    kind: str
+    model: str
+    text_hash: str
+    #: "safe", "flagged", "error" or "timeout".
+    outcome: Literal["safe", "flagged", "error", "timeout"]
+    cached: bool
+    ms: float
+    labels: tuple[str, ...] = ()
+
+
+class PendingCheck(Protocol):
+    """An input check still running beside the model call (a model-backed classifier the
+    bounds input stage started). The enforcement engine awaits ``settle`` before it releases
+    any of the reply; settling applies the check's verdict to the context (a late block sets
+    ``ctx.reply``, which then replaces the reply). ``cancel`` stops it when the call ends
+    first."""
+
+    name: str
+
+    async def settle(self, ctx: CallContext) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Exposure:
     """Which parts of the profile shaped this reply: the dependence research counts this."""
@@ -165,6 +200,10 @@ class CallContext:
     #: Free-form per-call data for third-party stages, keyed by stage name.
     state: dict[str, Any] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
+    #: Input checks running beside the model call; the engine settles them before the reply.
+    pending: list[PendingCheck] = field(default_factory=list)
+    #: Every model-backed detector call of this call (logged with hashes, counted in metrics).
+    checks: list[CheckCall] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
     instructions: list[Instruction] = field(default_factory=list)
     exposure: Exposure = field(default_factory=Exposure)

@@ -602,7 +602,7 @@ async def test_a_replayed_answer_to_a_blocked_input_is_passed_on_as_it_is(stream
         finish = [choice.finish_reason for choice in choices if choice.finish_reason]
         usages = [c.usage for c in chunks if getattr(c, "usage", None) is not None]
     else:
-        response = mw.enforce_reply(ctx, await litellm.acompletion(**call))
+        response = await mw.enforce_reply(ctx, await litellm.acompletion(**call))
         text = response.choices[0].message.content
         finish = [response.choices[0].finish_reason]
         usages = [response.usage]

@@ -109,8 +109,14 @@ class _Calls:
             stream=bool(params.get("stream") or params.get("streaming")),
             request_id=str(run_id),
         )
+        enforcer = None
         try:
             await run_input_stages(mw, ctx)
+            if ctx.reply is None:
+                enforcer = mw.enforcer(ctx)
+                # A callback cannot hold the reply back: the model-backed input checks are
+                # awaited here, before the model starts (no concurrency on this host).
+                await enforcer.settle()
         except BaseException as exc:
             mark_failed(ctx, exc)
             await finish(mw, ctx)
@@ -120,7 +126,7 @@ class _Calls:
         if ctx.reply is not None:
             ctx.finish_reason = ctx.reply_finish_reason
             await self._settle(ctx, blocked="input")
-        self.runs[run_id] = _Run(ctx=ctx, enforcer=mw.enforcer(ctx))
+        self.runs[run_id] = _Run(ctx=ctx, enforcer=enforcer or mw.enforcer(ctx))
 
     def token(self, token: str | list[str | dict[str, Any]], run_id: UUID) -> Settle | None:
         """Feed one streamed token; when the filters stopped, the run is over and what is

@@ -214,6 +214,7 @@ class PersonaChatModel(BaseChatModel):
                 return call.synthetic()
             started = time.perf_counter()
             result = self.inner._generate(call.prompt, stop=stop, run_manager=None, **kwargs)
+            run_sync(call.enforcer.settle())
             return call.result(result, started)
         except BaseException as exc:
             mark_failed(call.ctx, exc)
@@ -234,6 +235,7 @@ class PersonaChatModel(BaseChatModel):
                 return call.synthetic()
             started = time.perf_counter()
             result = await self.inner._agenerate(call.prompt, stop=stop, run_manager=None, **kwargs)
+            await call.enforcer.settle()
             return call.result(result, started)
         except BaseException as exc:
             mark_failed(call.ctx, exc)
@@ -256,14 +258,18 @@ class PersonaChatModel(BaseChatModel):
             started = time.perf_counter()
             if not _streams(self.inner, async_api=False):
                 result = self.inner._generate(call.prompt, stop=stop, run_manager=None, **kwargs)
+                run_sync(call.enforcer.settle())
                 yield _chunk_of(call.result(result, started))
                 return
             upstream = self.inner._stream(call.prompt, stop=stop, run_manager=None, **kwargs)
             try:
                 for piece in upstream:
+                    if call.ctx.pending:  # nothing is released before the input checks' verdict
+                        run_sync(call.enforcer.settle())
                     yield from call.feed(piece, started)
                     if call.enforcer.done and call.enforcer.any_blocked:
                         return
+                run_sync(call.enforcer.settle())
                 yield from call.end(started)
             finally:
                 close = getattr(upstream, "close", None)
@@ -292,15 +298,19 @@ class PersonaChatModel(BaseChatModel):
                 result = await self.inner._agenerate(
                     call.prompt, stop=stop, run_manager=None, **kwargs
                 )
+                await call.enforcer.settle()
                 yield _chunk_of(call.result(result, started))
                 return
             upstream = self.inner._astream(call.prompt, stop=stop, run_manager=None, **kwargs)
             try:
                 async for piece in upstream:
+                    if call.ctx.pending:  # nothing is released before the input checks' verdict
+                        await call.enforcer.settle()
                     for out in call.feed(piece, started):
                         yield out
                     if call.enforcer.done and call.enforcer.any_blocked:
                         return
+                await call.enforcer.settle()
                 for out in call.end(started):
                     yield out
             finally:

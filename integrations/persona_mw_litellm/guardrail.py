@@ -220,7 +220,7 @@ class PersonaGuardrail(CustomGuardrail):
             return None
         ctx = handle.ctx
         try:
-            self.middleware.enforce_reply(ctx, response)
+            await self.middleware.enforce_reply(ctx, response)
         except BaseException as exc:
             mark_failed(ctx, exc)
             raise

@@ -20,11 +20,14 @@ from .pii import PII_KINDS, PIIKind
 
 __all__ = [
     "ACTION_RANK",
+    "MODERATION_CATEGORIES",
     "AIDisclosure",
     "Adjustable",
     "Audience",
     "DetectorSpec",
     "JudgeSpec",
+    "ModelSpec",
+    "ModerationSpec",
     "Override",
     "PIISpec",
     "PackRef",
@@ -107,15 +110,111 @@ class PIISpec(_Frozen):
         return value
 
 
-class JudgeSpec(_Frozen):
-    """An LLM judge through LiteLLM with a Llama-Guard-style prompt (input stage only)."""
+#: The categories an OpenAI-style moderation endpoint (``litellm.amoderation``) reports.
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+#: Built-in packs a model-backed detector's categories may feed (docs/policies.md).
+PackName = Literal["crisis", "minor-safety"]
+
+
+class _ModelBacked(_Frozen):
+    """What every model-backed detector shares: which model, how long a verdict may take, how
+    its labels feed the built-in packs, and the window a streamed reply is checked in."""
+
+    #: LiteLLM model name; default: the bounds config's ``moderation_model`` / ``judge_model``.
+    model: str | None = None
+    #: Seconds one verdict may take; default: the bounds config's ``classifier_timeout_s``.
+    timeout_s: float | None = Field(default=None, gt=0, le=60)
+    #: Characters of a streamed reply held and checked together (at most; a window ends at the
+    #: last sentence or word break inside it). The whole reply when not streamed.
+    window: int = Field(default=400, ge=50, le=20_000)
+
+
+class JudgeSpec(_ModelBacked):
+    """Any chat model as a classifier, asked with a Llama-Guard-style prompt (the contract:
+    docs/policies.md, "Model-backed detectors"): the first line of its answer is ``safe`` or
+    ``unsafe``; after ``unsafe``, a line of comma-separated category codes."""
 
     kind: Literal["judge"] = "judge"
-    #: The unsafe-content categories the judge is asked about, e.g. "S1: Violent crimes".
-    categories: tuple[str, ...] = Field(min_length=1)
-    #: LiteLLM model name; default: the bounds config's ``judge_model``.
-    model: str | None = None
-    timeout_s: float | None = Field(default=None, gt=0, le=60)
+    #: The unsafe-content categories the judge is asked about, e.g. "S1: Violent crimes"; the
+    #: code is what comes before the colon.
+    categories: tuple[Annotated[str, Field(min_length=1, max_length=300)], ...] = Field(
+        min_length=1
+    )
+    #: Category codes whose verdict fires a built-in pack's rule for the user (when in force)
+    #: instead of this rule: e.g. ``{S11: crisis, S4: minor-safety}``.
+    packs: dict[str, PackName] = Field(default_factory=dict)
+    #: Another prompt template; must contain ``{categories}``, ``{role}`` and ``{text}``.
+    prompt: str | None = Field(default=None, max_length=20_000)
+
+    @model_validator(mode="after")
+    def _contract(self) -> JudgeSpec:
+        codes = {category_code(c) for c in self.categories}
+        unknown = sorted(set(self.packs) - codes)
+        if unknown:
+            raise ValueError(
+                f"`packs` names categories {unknown} that are not in `categories` (codes: "
+                f"{sorted(codes)})"
+            )
+        if self.prompt is not None:
+            missing = [p for p in ("{categories}", "{role}", "{text}") if p not in self.prompt]
+            if missing:
+                raise ValueError(f"the judge `prompt` must contain {', '.join(missing)}")
+        return self
+
+
+class ModerationSpec(_ModelBacked):
+    """An OpenAI-style moderation endpoint through ``litellm.amoderation``. Categories mapped to
+    a built-in pack (self-harm → crisis, sexual/minors → minor-safety; docs/policies.md) fire
+    that pack's rule when it is in force for the user; the categories listed here fire this
+    rule."""
+
+    kind: Literal["moderation"] = "moderation"
+    #: Categories that fire this rule; () with ``packs: true``: the rule only feeds the packs.
+    categories: tuple[str, ...] = ()
+    #: A category fires when its score reaches this; None: when the endpoint flags it.
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    #: Let mapped categories fire the built-in packs' rules (crisis, minor-safety).
+    packs: bool = True
+
+    @field_validator("categories")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in value if c not in MODERATION_CATEGORIES]
+        if unknown:
+            raise ValueError(
+                f"unknown moderation categories {unknown}; use {list(MODERATION_CATEGORIES)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> ModerationSpec:
+        if not self.categories and not self.packs:
+            raise ValueError("a moderation detector needs `categories`, `packs: true`, or both")
+        return self
+
+
+#: The detectors that call a model (asynchronously, with a timeout and a fail mode).
+ModelSpec = JudgeSpec | ModerationSpec
+
+
+def category_code(category: str) -> str:
+    """``"S11: Suicide & Self-Harm"`` → ``"S11"``: what a judge answers with."""
+    return category.split(":", 1)[0].strip()
 
 
 class RelationshipSpec(_Frozen):
@@ -127,7 +226,8 @@ class RelationshipSpec(_Frozen):
 
 
 DetectorSpec = Annotated[
-    PhrasesSpec | RegexSpec | PIISpec | JudgeSpec | RelationshipSpec, Field(discriminator="kind")
+    PhrasesSpec | RegexSpec | PIISpec | JudgeSpec | ModerationSpec | RelationshipSpec,
+    Field(discriminator="kind"),
 ]
 
 
@@ -192,11 +292,23 @@ class Rule(_Frozen):
             raise ValueError(f"action {self.action!r} needs a `message` to show the user")
         if self.tier == 1 and self.adjustable is not None:
             raise ValueError("a tier-1 rule cannot be user-adjustable (tier 1 is the law)")
-        if isinstance(self.detector, JudgeSpec) and self.stage != "input":
-            raise ValueError(
-                "a judge rule runs on input only (stage: input): output filters are synchronous "
-                "and stream with a bounded hold-back"
-            )
+        if isinstance(self.detector, JudgeSpec | ModerationSpec):
+            if self.stage != "input":
+                raise ValueError(
+                    f"a {self.detector.kind} rule runs on input only for now (stage: input): "
+                    "checking replies with a model, in windows of a stream, is not built yet"
+                )
+            if self.action == "redact":
+                raise ValueError(
+                    f"a {self.detector.kind} rule cannot redact: a classifier judges a whole "
+                    "text, not a span; use block, append, notify or log"
+                )
+            if self.instruction is not None:
+                raise ValueError(
+                    f"a {self.detector.kind} rule cannot carry an `instruction`: its verdict "
+                    "comes while the model is already answering; put the instruction on a rule "
+                    "without a detector"
+                )
         if isinstance(self.detector, RelationshipSpec) and self.stage != "output":
             raise ValueError("a relationship rule scores assistant text: use stage: output")
         return self

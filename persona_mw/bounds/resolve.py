@@ -19,7 +19,15 @@ from ..compliance import Compliance, compliance_for
 from ..profile import Profile
 from ..types import Instruction
 from .packs import PACKS, USER_PACKS, pack_rules
-from .policy import AIDisclosure, JudgeSpec, PhrasesSpec, Policy, RelationshipSpec, Rule
+from .policy import (
+    AIDisclosure,
+    JudgeSpec,
+    ModerationSpec,
+    PhrasesSpec,
+    Policy,
+    RelationshipSpec,
+    Rule,
+)
 from .scan import RuleInForce, Scanner
 
 __all__ = ["EffectivePolicy", "resolve"]
@@ -45,8 +53,10 @@ class EffectivePolicy:
     instructions: tuple[Instruction, ...]
     input: Scanner = field(repr=False)
     output: Scanner = field(repr=False)
-    #: Input rules whose detector is an LLM judge (run asynchronously by the input stage).
-    judges: tuple[RuleInForce, ...] = ()
+    #: Input rules whose detector calls a model (moderation, judge): run beside the model call.
+    input_classifiers: tuple[RuleInForce, ...] = ()
+    #: Output rules whose detector calls a model: run on the reply (streams: in windows).
+    output_classifiers: tuple[RuleInForce, ...] = ()
     #: What the laws that apply to this user require (schedule, crisis behaviour, marking).
     compliance: Compliance = field(default_factory=Compliance)
 
@@ -229,6 +239,8 @@ def _resolve(
         if r.rule.detector is None and r.rule.instruction
     )
     detecting = [r for r in in_force if r.rule.detector is not None]
+    classified = [r for r in detecting if isinstance(r.rule.detector, JudgeSpec | ModerationSpec)]
+    scanned = [r for r in detecting if r not in classified]
     return EffectivePolicy(
         policy_version=policy.version,
         rules=tuple(in_force),
@@ -236,14 +248,11 @@ def _resolve(
         ai_disclosure=disclosure,
         instructions=instructions,
         input=Scanner(
-            [
-                r
-                for r in detecting
-                if r.rule.applies_to("input") and not isinstance(r.rule.detector, JudgeSpec)
-            ],
+            [r for r in scanned if r.rule.applies_to("input")],
             scorer=scorer,
         ),
-        output=Scanner([r for r in detecting if r.rule.applies_to("output")], scorer=scorer),
-        judges=tuple(r for r in detecting if isinstance(r.rule.detector, JudgeSpec)),
+        output=Scanner([r for r in scanned if r.rule.applies_to("output")], scorer=scorer),
+        input_classifiers=tuple(r for r in classified if r.rule.applies_to("input")),
+        output_classifiers=tuple(r for r in classified if r.rule.applies_to("output")),
         compliance=compliance,
     )

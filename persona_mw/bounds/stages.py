@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..observability import get_logger
 from ..profile import Profile
-from ..types import Action, CallContext, Decision, Instruction, Message, Notice, Span
+from ..types import Action, CallContext, Decision, Instruction, Message, Notice
+from .classifiers import Classifiers, ClassifierSettings
 from .inputs import (
     MessageText,
     ProfileTextFinding,
@@ -33,7 +34,7 @@ from .inputs import (
     scan_message,
 )
 from .loading import load_policy, policy_from_dict
-from .policy import JudgeSpec, Policy
+from .policy import Policy
 from .resolve import EffectivePolicy, resolve
 from .scan import (
     DEFAULT_MARGIN,
@@ -52,6 +53,7 @@ __all__ = [
     "BoundsInputStage",
     "BoundsOutputStage",
     "CrisisInterrupt",
+    "InputClassifierCheck",
     "InputVerdict",
     "bounds_stages",
     "check_input",
@@ -81,11 +83,16 @@ class BoundsConfig(BaseModel):
     policies: tuple[str, ...] = ()
     #: Characters a stream holds back beyond the longest text a rule needs.
     hold_back_margin: int = Field(default=DEFAULT_MARGIN, ge=0, le=64)
-    #: LiteLLM model for judge rules that name none, and how long a verdict may take.
+    #: LiteLLM models for judge / moderation rules that name none.
     judge_model: str = "openai/gpt-4o-mini"
-    judge_timeout_s: float = Field(default=2.0, gt=0, le=60)
-    #: Extra keyword arguments for the judge's ``litellm.acompletion`` (api_base, api_key...).
-    judge_kwargs: dict[str, Any] = Field(default_factory=dict)
+    moderation_model: str = "openai/omni-moderation-latest"
+    #: How long a model-backed detector's verdict may take, for rules that set no ``timeout_s``.
+    classifier_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    #: Extra keyword arguments for the detectors' LiteLLM calls (api_base, api_key, ...).
+    classifier_kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: How long a verdict per text is reused (0: never), and how many are kept.
+    classifier_cache_ttl_s: float = Field(default=600.0, ge=0, le=86_400)
+    classifier_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
     #: Laws that apply to every user of this deployment (codes, docs/compliance.md); a profile's
     #: ``jurisdictions`` and a trusted gateway header add to them, never take away.
     jurisdictions: tuple[str, ...] = ()
@@ -104,6 +111,16 @@ class BoundsConfig(BaseModel):
                 f"unknown jurisdiction(s) {unknown}; use codes from {list(known_codes())}"
             )
         return value
+
+    def classifier_settings(self) -> ClassifierSettings:
+        return ClassifierSettings(
+            moderation_model=self.moderation_model,
+            judge_model=self.judge_model,
+            timeout_s=self.classifier_timeout_s,
+            kwargs=dict(self.classifier_kwargs),
+            cache_ttl_s=self.classifier_cache_ttl_s,
+            cache_size=self.classifier_cache_size,
+        )
 
     def load(self, base_dir: str | os.PathLike[str] | None = None) -> Policy:
         """The policy these settings name (PolicyError when a file is bad)."""
@@ -186,53 +203,106 @@ async def check_input(
     effective: EffectivePolicy,
     text: str,
     *,
-    judge_model: str,
-    judge_timeout_s: float,
-    judge_kwargs: Mapping[str, Any] | None = None,
+    ctx: CallContext,
+    classifiers: Classifiers | None = None,
     parts: Sequence[str] = (),
 ) -> list[Hit]:
-    """Every input hit on ``text``: the synchronous rules, then the judges (concurrently).
-    ``parts``: the message's text parts when ``text`` is them joined (each is scanned alone
-    too, :func:`~persona_mw.bounds.inputs.scan_message`)."""
+    """Every input hit on ``text``: the synchronous rules, then the model-backed ones
+    (concurrently; calls recorded on ``ctx.checks``). ``parts``: the message's text parts when
+    ``text`` is them joined (each is scanned alone too,
+    :func:`~persona_mw.bounds.inputs.scan_message`)."""
     if parts:
         hits = scan_message(effective.input.scan, MessageText(0, tuple(parts)))
     else:
         hits = list(effective.input.scan(text))
-    if effective.judges:
-        results = await asyncio.gather(
-            *(
-                _run_judge(r, text, judge_model, judge_timeout_s, judge_kwargs)
-                for r in effective.judges
-            )
-        )
-        for found in results:
-            hits += found
+    if effective.input_classifiers:
+        hits += await _classify(ctx, classifiers or Classifiers(), effective, text)
     return hits
 
 
-async def _run_judge(
-    r: RuleInForce, text: str, model: str, timeout_s: float, kwargs: Mapping[str, Any] | None
+async def _classify(
+    ctx: CallContext, classifiers: Classifiers, effective: EffectivePolicy, text: str
 ) -> list[Hit]:
-    from .judge import JudgeFailed, judge
+    found = await asyncio.gather(
+        *(classifiers.check(ctx, r, text, stage="input") for r in effective.input_classifiers)
+    )
+    return [hit for hits in found for hit in hits]
 
-    assert isinstance(r.rule.detector, JudgeSpec)
-    try:
-        spans = await judge(
-            text, r.rule.detector, model=model, timeout_s=timeout_s, completion_kwargs=kwargs
+
+class InputClassifierCheck:
+    """The model-backed input rules on the messages the synchronous scan could not settle from
+    the cache, running beside the model call (a :class:`~persona_mw.types.PendingCheck`).
+
+    Settling applies the late verdict: a block anywhere in the conversation — the prompt is
+    already with the model, so an earlier message can no longer be withheld — replaces the
+    reply with the rule's message (``ctx.reply``); the crisis interrupt likewise; append and
+    notify add their notices; every hit is a decision. Instructions cannot reach the model any
+    more (policy load refuses them on these rules)."""
+
+    name = "bounds.classifiers"
+
+    def __init__(
+        self,
+        stage: BoundsInputStage,
+        ctx: CallContext,
+        effective: EffectivePolicy,
+        todo: Sequence[tuple[MessageText, tuple[int, bytes], list[Hit]]],
+    ) -> None:
+        self._stage = stage
+        self._effective = effective
+        self._todo = list(todo)
+        self._task = asyncio.ensure_future(self._run(ctx))
+
+    async def _run(self, ctx: CallContext) -> list[tuple[MessageText, list[Hit]]]:
+        found = await asyncio.gather(
+            *(
+                _classify(ctx, self._stage.classifiers, self._effective, message.text)
+                for message, _, _ in self._todo
+            )
         )
-    except JudgeFailed as exc:
-        closed = r.rule.fails_closed
-        _log.warning(
-            "bounds.detector_failed",
-            rule_id=r.rule.id,
-            tier=r.rule.tier,
-            detector="judge",
-            error=str(exc),
-            fail_mode="closed" if closed else "open",
-        )
-        span = Span(0, len(text), "detector-error")
-        return [Hit(r, span, "judge", "block" if closed else "log", error=True)]
-    return [Hit(r, s, "judge", r.rule.action) for s in spans]
+        late = []
+        for (message, key, early), hits in zip(self._todo, found, strict=True):
+            self._stage.verdicts.remember(key, self._effective, [*early, *hits])
+            if hits:
+                late.append((message, hits))
+        return late
+
+    async def settle(self, ctx: CallContext) -> None:
+        late = await self._task
+        if late:
+            apply_late_verdict(ctx, self._effective, late)
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
+def apply_late_verdict(
+    ctx: CallContext,
+    effective: EffectivePolicy,
+    checked: Sequence[tuple[MessageText, Sequence[Hit]]],
+) -> None:
+    """What model-backed input hits found beside the model call do to the call (see
+    :class:`InputClassifierCheck`)."""
+    hits = [hit for _, found in checked for hit in found]
+    block = _overall_block(hits)
+    if block is not None:
+        for _, found in checked:
+            ctx.decisions.extend(decisions_for(found, "input"))
+        ctx.reply = block.rule.rule.message or _DEFAULT_BLOCK
+        ctx.reply_finish_reason = "content_filter"
+        ctx.outcome = "blocked"
+        return
+    plan = plan_input(ctx.prompt_messages, checked)
+    ctx.decisions.extend(plan.decisions)
+    if effective.compliance.crisis == "interrupt":
+        interrupt = crisis_interrupt(ctx.prompt_messages, checked)
+        if interrupt is not None and interrupt.position == "reply":
+            ctx.reply = interrupt.text
+            ctx.reply_finish_reason = "content_filter"
+            ctx.outcome = "blocked"
+            return
+    present = {n.source for n in ctx.notices}
+    ctx.notices.extend(n for n in plan.notices if n.source not in present)
 
 
 class BoundsInputStage:
@@ -247,9 +317,7 @@ class BoundsInputStage:
         self,
         *,
         policy: Policy,
-        judge_model: str = "openai/gpt-4o-mini",
-        judge_timeout_s: float = 2.0,
-        judge_kwargs: Mapping[str, Any] | None = None,
+        classifiers: Classifiers | None = None,
         scorer: Callable[[str], float] | None = None,
         jurisdictions: Sequence[str] = (),
         misleading_context: bool = False,
@@ -257,9 +325,8 @@ class BoundsInputStage:
         self.policy = policy
         self.jurisdictions = tuple(jurisdictions)
         self.misleading_context = misleading_context
-        self.judge_model = judge_model
-        self.judge_timeout_s = judge_timeout_s
-        self.judge_kwargs = dict(judge_kwargs or {})
+        #: Asks the model-backed detectors (moderation, judge), with their verdict cache.
+        self.classifiers = classifiers or Classifiers()
         self.scorer = scorer
         #: Each text's hits, so replayed history is not checked (nor judged) again.
         self.verdicts = VerdictCache()
@@ -288,29 +355,25 @@ class BoundsInputStage:
         ctx.policy = effective
         ctx.disclosure = effective.ai_disclosure
         ctx.instructions.extend(effective.instructions)
-        if effective.input.empty and not effective.judges:
+        if effective.input.empty and not effective.input_classifiers:
             return
         self._redact_profile(ctx, effective)
         checked: list[tuple[MessageText, Sequence[Hit]]] = []
-        judged: list[tuple[MessageText, tuple[int, bytes]]] = []
+        todo: list[tuple[MessageText, tuple[int, bytes], list[Hit]]] = []
         for message in message_texts(ctx.prompt_messages):
             key, hits = self.verdicts.lookup(effective, message.parts)
-            if hits is None and effective.judges:
-                judged.append((message, key))
-                continue
             if hits is None:
-                hits = self.verdicts.remember(
-                    key, effective, scan_message(effective.input.scan, message)
-                )
+                found = scan_message(effective.input.scan, message)
+                if effective.input_classifiers:
+                    # cached once the classifiers answered too (InputClassifierCheck)
+                    todo.append((message, key, found))
+                    hits = tuple(found)
+                else:
+                    hits = self.verdicts.remember(key, effective, found)
             if hits:
                 checked.append((message, hits))
-        if judged:
-            found = await asyncio.gather(*(self._check(effective, m) for m, _ in judged))
-            for (message, key), result in zip(judged, found, strict=True):
-                if self.verdicts.remember(key, effective, result):
-                    checked.append((message, result))
-            checked.sort(key=lambda pair: pair[0].index)
         if not checked:
+            self._start_classifiers(ctx, effective, todo)
             return
         plan = plan_input(ctx.prompt_messages, checked)
         ctx.decisions.extend(plan.decisions)
@@ -329,6 +392,18 @@ class BoundsInputStage:
         ctx.notices.extend(plan.notices)
         ctx.instructions.extend(plan.instructions)
         ctx.prompt_messages = plan.messages
+        self._start_classifiers(ctx, effective, todo)
+
+    def _start_classifiers(
+        self,
+        ctx: CallContext,
+        effective: EffectivePolicy,
+        todo: Sequence[tuple[MessageText, tuple[int, bytes], list[Hit]]],
+    ) -> None:
+        """The model-backed rules on the uncached messages, beside the model call: the
+        enforcement engine settles them before it releases any of the reply."""
+        if todo:
+            ctx.pending.append(InputClassifierCheck(self, ctx, effective, todo))
 
     def check_profile_text(
         self, profile: Profile, *, since: Profile | None = None
@@ -351,16 +426,6 @@ class BoundsInputStage:
         if checked:
             ctx.profile, decisions = profile_for_prompt(ctx.profile, checked)
             ctx.decisions.extend(decisions)
-
-    async def _check(self, effective: EffectivePolicy, message: MessageText) -> list[Hit]:
-        return await check_input(
-            effective,
-            message.text,
-            judge_model=self.judge_model,
-            judge_timeout_s=self.judge_timeout_s,
-            judge_kwargs=self.judge_kwargs,
-            parts=message.parts,
-        )
 
     def __repr__(self) -> str:
         return f"BoundsInputStage(policy={self.policy.version!r})"
@@ -442,12 +507,11 @@ def bounds_stages(
     """Both stages for a deployment, sharing one policy loaded now (fails at start-up)."""
     config = config or BoundsConfig()
     policy = config.load(base_dir)
+    classifiers = Classifiers(config.classifier_settings())
     return (
         BoundsInputStage(
             policy=policy,
-            judge_model=config.judge_model,
-            judge_timeout_s=config.judge_timeout_s,
-            judge_kwargs=config.judge_kwargs,
+            classifiers=classifiers,
             scorer=scorer,
             jurisdictions=config.jurisdictions,
             misleading_context=config.misleading_context,

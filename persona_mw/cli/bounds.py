@@ -133,7 +133,8 @@ _profile_file = click.option(
 @click.option(
     "--judge",
     is_flag=True,
-    help="Input: also run LLM-judge rules (calls the model; imports litellm).",
+    help="Input: also run model-backed rules (moderation, judge: calls the models; imports "
+    "litellm).",
 )
 def check(
     config_path: str | None,
@@ -156,12 +157,11 @@ def check(
     skipped = []
     if stage == "input":
         if judge:
-            hits = asyncio.run(
-                check_input(effective, text, judge_model="openai/gpt-4o-mini", judge_timeout_s=5.0)
-            )
+            ctx.policy = effective
+            hits = asyncio.run(check_input(effective, text, ctx=ctx))
         else:
             hits = effective.input.scan(text)
-            skipped = [r.rule.id for r in effective.judges]
+            skipped = [r.rule.id for r in effective.input_classifiers]
         verdict = input_verdict(hits)
         decisions = list(verdict.decisions)
         if verdict.reply is not None:

@@ -17,6 +17,7 @@ from .chain import (
     reply_text,
     with_notices,
 )
+from .checks import UnsettledChecks, cancel_checks
 from .engine import Piece, ReasoningMode, Release, ReplyEnforcer, ToolCallPiece, mark_failed
 from .litellm import (
     NOTICES_FIELD,
@@ -37,8 +38,10 @@ __all__ = [
     "Release",
     "ReplyEnforcer",
     "ToolCallPiece",
+    "UnsettledChecks",
     "block_message",
     "blocked_ending",
+    "cancel_checks",
     "enforce_response",
     "enforce_stream",
     "mark_failed",

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from ..errors import PersonaError
 from ..types import CallContext, Notice
 from .chain import FilterChain, block_message, blocked_ending, notices_text, reply_text, then
+from .checks import UnsettledChecks, cancel_checks, settle_checks
 
 __all__ = [
     "Piece",
@@ -153,6 +154,8 @@ class ReplyEnforcer:
         self._open = open_chain
         self._choices: dict[int, _Choice] = {}
         self._replay = ctx.reply is not None
+        #: An input check that ran beside the model blocked: the model's reply is replaced.
+        self._overruled = False
         self.filter_ms = 0.0
 
     # -- what a host asks --------------------------------------------------------------------
@@ -161,6 +164,11 @@ class ReplyEnforcer:
     def out_of_band(self) -> bool:
         """Notices go to a response field (and a header), not into the reply's text."""
         return self.ctx.notices_out_of_band
+
+    @property
+    def replayed(self) -> bool:
+        """What is fed is an input stage's answer, not the model's (no model ran)."""
+        return self._replay
 
     @property
     def done(self) -> bool:
@@ -190,6 +198,22 @@ class ReplyEnforcer:
 
     # -- driving -----------------------------------------------------------------------------
 
+    async def settle(self) -> None:
+        """Wait for the input checks still running beside the model call (model-backed
+        detectors, ``ctx.pending``) and apply their verdicts. Every host awaits this before it
+        feeds the first piece of the reply — :meth:`feed` and :meth:`whole` refuse while a check
+        is pending — so no text is released before the verdict. When the model is slower than
+        the checks this costs nothing; a late block replaces every choice of the model's reply
+        with the input's answer (``ctx.reply``, ``finish_reason="content_filter"``)."""
+        ctx = self.ctx
+        if not ctx.pending:
+            return
+        started = time.perf_counter()
+        await settle_checks(ctx)
+        ctx.timings_ms["checks_wait"] = (time.perf_counter() - started) * 1000.0
+        if ctx.reply is not None and not self._replay:
+            self._overruled = True
+
     def feed(self, index: int, piece: Piece) -> Release:
         """The next chunk of choice ``index``; returns what may be sent now."""
         return self._take(index, piece, whole=False)
@@ -218,6 +242,7 @@ class ReplyEnforcer:
         """The answer of an input stage (``ctx.reply``) as choice 0, for a host that answers
         instead of calling the model."""
         ctx = self.ctx
+        cancel_checks(ctx)  # answered without the model: their verdict is moot
         text = reply_text(ctx)
         choice = self._choice(0)
         choice.sent.append(text)
@@ -237,12 +262,13 @@ class ReplyEnforcer:
         """Leave the reply on the context: choice 0's text and finish reason (what the signals
         and the log see), the filter time, an estimate of the tokens when no usage came."""
         ctx = self.ctx
+        cancel_checks(ctx)
         first = self._choices.get(0) or next(iter(self._choices.values()), None)
         if first is None:  # the model failed before saying anything
             return
         ctx.output_text = "".join(first.sent)
         ctx.finish_reason = first.finish_reason or None
-        if self.any_blocked:
+        if self.any_blocked and not self._overruled:
             ctx.outcome = "filtered"
         ctx.timings_ms["output"] = ctx.timings_ms.get("output", 0.0) + self.filter_ms
         if not ctx.completion_tokens and not self._replay:
@@ -266,10 +292,17 @@ class ReplyEnforcer:
         out = Release(index)
         if choice.ended:
             return out
+        if self.ctx.pending:
+            raise UnsettledChecks(
+                "input checks are still running: await ReplyEnforcer.settle() before feeding "
+                "the reply (a late block would otherwise be lost)"
+            )
         if not choice.started:
             choice.started = out.first = True
         if self._replay:
             return self._replayed(choice, piece, out)
+        if self._overruled:
+            return self._overrule(choice, out)
         started = time.perf_counter()
         marks = len(self.ctx.decisions)
         before = notices_text(self.ctx, "before") if out.first else ""
@@ -350,6 +383,16 @@ class ReplyEnforcer:
         choice.sent.append(piece.content)
         if piece.finish_reason is not None:
             self._end(choice, out, self.ctx.reply_finish_reason)
+        return out
+
+    def _overrule(self, choice: _Choice, out: Release) -> Release:
+        """A late input block: the choice becomes the input's answer, whatever the model said
+        (its text, reasoning, tool calls and logprobs are dropped)."""
+        text = reply_text(self.ctx) if out.first else ""
+        choice.altered = True
+        choice.sent.append(text)
+        out.content = text
+        self._end(choice, out, self.ctx.reply_finish_reason)
         return out
 
     def _check_calls(self, choice: _Choice) -> tuple[ToolCallPiece, ...]:

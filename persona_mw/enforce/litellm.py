@@ -35,7 +35,9 @@ def notices_json(notices: tuple[Notice, ...] | list[Notice]) -> list[dict[str, s
 
 
 def enforce_response(enforcer: ReplyEnforcer, response: ModelResponse) -> ModelResponse:
-    """Every choice of a whole reply through the engine, in place; usage onto the context."""
+    """Every choice of a whole reply through the engine, in place; usage onto the context. The
+    host has settled the input checks (:meth:`ReplyEnforcer.settle`; the engine refuses
+    otherwise)."""
     ctx = enforcer.ctx
     for choice in response.choices:
         message = choice.message
@@ -44,7 +46,7 @@ def enforce_response(enforcer: ReplyEnforcer, response: ModelResponse) -> ModelR
     if enforcer.out_of_band:
         setattr(response, NOTICES_FIELD, notices_json(enforcer.notices()))
     setattr(response, PROVENANCE_FIELD, provenance(ctx).to_json())
-    if ctx.reply is not None:
+    if enforcer.replayed:
         response.usage = _no_usage()  # LiteLLM's mock_response invents some; no model ran
     else:
         record_usage(ctx, getattr(response, "usage", None))
@@ -67,12 +69,14 @@ async def enforce_stream(
     last_reason: str | None = None
     try:
         async for piece in upstream:
+            if ctx.pending:  # nothing is released before the input checks' verdict
+                await enforcer.settle()
             if not header:
                 header = {"id": piece.id, "model": piece.model, "created": piece.created}
                 if model_started is not None:
                     ctx.timings_ms["first_token"] = (time.perf_counter() - model_started) * 1e3
             usage = getattr(piece, "usage", None)
-            if ctx.reply is not None and usage is not None:
+            if enforcer.replayed and usage is not None:
                 piece.usage = _no_usage()
             elif usage is not None:
                 record_usage(ctx, usage)

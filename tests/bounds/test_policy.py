@@ -90,14 +90,57 @@ def write(tmp_path: Path, name: str, data: dict[str, Any]) -> Path:
                     "rules": [
                         {
                             **RULE,
-                            "stage": "output",
+                            "action": "redact",
                             "detector": {"kind": "judge", "categories": ["S1"]},
                         }
                     ]
                 }
             ],
             "r1",
-            "input only",
+            "cannot redact",
+        ),
+        (
+            [{"rules": [{**RULE, "detector": {"kind": "moderation", "categories": ["gore"]}}]}],
+            "r1",
+            "unknown moderation categories ['gore']",
+        ),
+        (
+            [{"rules": [{**RULE, "detector": {"kind": "moderation", "packs": False}}]}],
+            "r1",
+            "needs `categories`, `packs: true`, or both",
+        ),
+        (
+            [
+                {
+                    "rules": [
+                        {
+                            **RULE,
+                            "detector": {
+                                "kind": "judge",
+                                "categories": ["S1: Violent crimes"],
+                                "packs": {"S11": "crisis"},
+                            },
+                        }
+                    ]
+                }
+            ],
+            "r1",
+            "`packs` names categories ['S11'] that are not in `categories`",
+        ),
+        (
+            [
+                {
+                    "rules": [
+                        {
+                            **RULE,
+                            "instruction": "be careful",
+                            "detector": {"kind": "moderation", "categories": ["hate"]},
+                        }
+                    ]
+                }
+            ],
+            "r1",
+            "cannot carry an `instruction`",
         ),
     ],
 )

@@ -16,6 +16,7 @@ from persona_mw.bounds import (
     bounds_stages,
     policy_from_dict,
 )
+from persona_mw.bounds.classifiers import Classifiers, ClassifierSettings
 from persona_mw.profile import Profile
 from persona_mw.stores.memory import MemoryProfileStore
 from persona_mw.types import CallContext
@@ -198,13 +199,13 @@ JUDGE_POLICY = {
 }
 
 
-#: The judge flags both messages of ``ask``: the user's (the current turn) blocks the request, the
-#: system message (an earlier one) is withheld, which its decision records as a redaction.
+#: The judge flags both messages of ``ask``. Its verdict comes while the model already has the
+#: prompt, so the system message can no longer be withheld: a block in either blocks the reply.
 FLAGGED_BOTH = [
     ("judge.spam", "log"),
     ("judge.spam", "log"),
     ("judge.weapons", "block"),
-    ("judge.weapons", "redact"),
+    ("judge.weapons", "block"),
 ]
 
 
@@ -233,7 +234,10 @@ FLAGGED_BOTH = [
 async def test_llm_judge_through_litellm(
     judge_kwargs: dict[str, Any], reply: str, actions: list[tuple[str, str]]
 ) -> None:
-    mw, collect = await middleware(policy=policy_from_dict(JUDGE_POLICY), judge_kwargs=judge_kwargs)
+    mw, collect = await middleware(
+        policy=policy_from_dict(JUDGE_POLICY),
+        classifiers=Classifiers(ClassifierSettings(kwargs=judge_kwargs)),
+    )
     response = await mw.acompletion(
         user="u", model=MODEL, messages=ask("how do I build it"), mock_response="MODEL"
     )
@@ -243,16 +247,21 @@ async def test_llm_judge_through_litellm(
 
 async def test_judge_verdict_labels_the_span() -> None:
     mw, collect = await middleware(
-        policy=policy_from_dict(JUDGE_POLICY), judge_kwargs={"mock_response": "unsafe\nS9"}
+        policy=policy_from_dict(JUDGE_POLICY),
+        classifiers=Classifiers(ClassifierSettings(kwargs={"mock_response": "unsafe\nS9"})),
     )
     await mw.acompletion(user="u", model=MODEL, messages=ask("build it"), mock_response="MODEL")
-    decision = next(
+    blocks = [
         d
         for d in collect.contexts[0].decisions
-        if d.rule_id == "judge.weapons" and d.action == "block"  # the user's message
-    )
-    assert decision.detector == "judge"
-    assert [(s.start, s.end, s.label) for s in decision.spans] == [(0, 8, "S9")]
+        if d.rule_id == "judge.weapons" and d.action == "block"
+    ]
+    assert {d.detector for d in blocks} == {"judge"}
+    # one decision per message: the system message's 7 characters, the user's 8
+    assert sorted((s.start, s.end, s.label) for d in blocks for s in d.spans) == [
+        (0, 7, "S9"),
+        (0, 8, "S9"),
+    ]
 
 
 def _broken_scorer(text: str) -> float:
@@ -296,11 +305,13 @@ async def test_failing_detector_follows_fail_mode_and_never_crashes(
 def test_bounds_stages_from_config(tmp_path: Path) -> None:
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "p.yaml").write_text("version: cfg-1\npacks: [pii]\n")
-    config = BoundsConfig(policies=("policies/p.yaml",), hold_back_margin=16, judge_timeout_s=1.5)
+    config = BoundsConfig(
+        policies=("policies/p.yaml",), hold_back_margin=16, classifier_timeout_s=1.5
+    )
     check_in, check_out = bounds_stages(config, base_dir=tmp_path)
     assert check_in.policy is check_out.policy
     assert check_in.policy.version == "cfg-1"
-    assert (check_out.hold_back_margin, check_in.judge_timeout_s) == (16, 1.5)
+    assert (check_out.hold_back_margin, check_in.classifiers.settings.timeout_s) == (16, 1.5)
     baseline_in, _ = bounds_stages()
     assert {r.id.split(".")[0] for r in baseline_in.policy.rules} == {
         "crisis",

@@ -55,8 +55,10 @@ class LiteLLMProxy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _wait_ready(self, timeout: float = 180.0) -> None:
-        # Generous: the proxy imports all of LiteLLM, which can take over a minute on a loaded box.
+    def _wait_ready(self, timeout: float | None = None) -> None:
+        # Generous: the proxy imports all of LiteLLM, which can take over a minute on a loaded box
+        # (PMW_TEST_PROXY_READY_S raises it further on a very loaded one).
+        timeout = timeout or float(os.environ.get("PMW_TEST_PROXY_READY_S") or 180.0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,82 @@
+"""What the model-backed detector tests share: a policy with a moderation rule and a judge rule,
+and a fake provider (one real HTTP server) answering the model, the moderation endpoint and the
+guard model."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from persona_mw.testing import echo_reply
+
+MOD_BLOCK = "Moderation: I can't help with hurting people."
+JUDGE_BLOCK = "Judge: I can't help with weapons."
+GUARD = "guard"  # the guard model's name at the fake provider
+VIOLENT = "I will hurt them tonight"
+WEAPON = "how do I make a nerve agent"
+#: A text no phrase rule knows, which the fake moderation endpoint scores as self-harm.
+QUIET_DESPAIR = "everything is grey and I am done with all of it"
+
+
+def policy(timeout_s: float = 5.0) -> dict[str, Any]:
+    """Tier 1 moderation (violence; self-harm feeds the crisis pack), tier 2 judge (S9)."""
+    return {
+        "version": "classifiers-test",
+        "packs": ["crisis"],
+        "rules": [
+            {
+                "id": "mod.violence",
+                "tier": 1,
+                "stage": "input",
+                "detector": {
+                    "kind": "moderation",
+                    "categories": ["violence"],
+                    "timeout_s": timeout_s,
+                },
+                "message": MOD_BLOCK,
+            },
+            {
+                "id": "guard.weapons",
+                "tier": 2,
+                "stage": "input",
+                "detector": {
+                    "kind": "judge",
+                    "model": f"openai/{GUARD}",
+                    "categories": ["S9: Indiscriminate weapons", "S11: Suicide & Self-Harm"],
+                    "packs": {"S11": "crisis"},
+                    "timeout_s": timeout_s,
+                },
+                "message": JUDGE_BLOCK,
+            },
+        ],
+    }
+
+
+def moderate(text: str) -> dict[str, float]:
+    """The fake moderation endpoint's scores."""
+    scores: dict[str, float] = {}
+    if "hurt them" in text:
+        scores["violence"] = 0.93
+    if "done with all of it" in text:
+        scores["self-harm"] = 0.88
+    return scores
+
+
+class Provider:
+    """The fake provider's chat answers: the guard model's verdicts, echo for the main model;
+    ``model_delay`` seconds before the main model answers (a slow model), and the time each
+    chat request arrived (``arrived``)."""
+
+    def __init__(self) -> None:
+        self.model_delay = 0.0
+        self.arrived: list[tuple[str, float]] = []
+
+    def __call__(self, request: dict[str, Any]) -> str:
+        model = str(request.get("model"))
+        self.arrived.append((model, time.monotonic()))
+        if model == GUARD:
+            prompt = str(request["messages"][-1]["content"])
+            return "unsafe\nS9" if "nerve agent" in prompt else "safe"
+        if self.model_delay:
+            time.sleep(self.model_delay)
+        return echo_reply(request)

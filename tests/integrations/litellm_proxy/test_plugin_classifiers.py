@@ -1,0 +1,157 @@
+"""Model-backed detectors through PersonaGuardrail in a real LiteLLM proxy: the pre-call hook
+starts the input classifiers and returns, the proxy calls the model, and the post-call hooks
+(the shared engine) hold the reply until the classifiers answered — a moderation or judge block
+that comes after the model's reply still replaces it, plain and streamed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from proxy_helpers import NEEDS_PROXY, PROXY_EXTRA_MODULE
+
+pytest.importorskip(PROXY_EXTRA_MODULE, reason=NEEDS_PROXY)
+
+import httpx
+import yaml
+from proxy_helpers import EXAMPLE_CONFIG, LiteLLMProxy, proxy_env
+
+from persona_mw.testing import FakeOpenAIServer, Fault, echo_reply
+
+pytestmark = [pytest.mark.litellm_proxy]
+
+MODEL = "gpt-4o-mini"  # the example config's model_name
+MOD_BLOCK = "Moderation: I can't help with hurting people."
+JUDGE_BLOCK = "Judge: I can't help with weapons."
+POLICY = {
+    "version": "plugin-classifiers",
+    "rules": [
+        {
+            "id": "mod.violence",
+            "tier": 1,
+            "stage": "input",
+            "detector": {"kind": "moderation", "categories": ["violence"], "timeout_s": 5},
+            "message": MOD_BLOCK,
+        },
+        {
+            "id": "guard.weapons",
+            "tier": 2,
+            "stage": "input",
+            "detector": {
+                "kind": "judge",
+                "model": "openai/guard",
+                "categories": ["S9: Indiscriminate weapons"],
+                "timeout_s": 5,
+            },
+            "message": JUDGE_BLOCK,
+        },
+    ],
+}
+
+
+def _reply(request: dict[str, Any]) -> str:
+    if request.get("model") == "guard":
+        return "unsafe\nS9" if "nerve agent" in request["messages"][-1]["content"] else "safe"
+    return echo_reply(request)
+
+
+def _moderate(text: str) -> dict[str, float]:
+    return {"violence": 0.9} if "hurt them" in text else {}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(reply=_reply, moderate=_moderate, chunk_size=4) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: FakeOpenAIServer, workdir: Path, master_key: str) -> Iterator[LiteLLMProxy]:
+    (workdir / "config.yaml").write_text(EXAMPLE_CONFIG.read_text())
+    (workdir / "policy.yaml").write_text(yaml.safe_dump(POLICY))
+    persona = workdir / "persona.yaml"
+    persona.write_text(
+        yaml.safe_dump(
+            {
+                "bounds": {
+                    "policies": [str(workdir / "policy.yaml")],
+                    "classifier_kwargs": {"api_base": upstream.base_url, "api_key": "x"},
+                }
+            }
+        )
+    )
+    env = proxy_env(master_key=master_key, upstream=upstream.base_url, persona_config=persona)
+    server = LiteLLMProxy(workdir / "config.yaml", env, workdir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(
+    proxy: LiteLLMProxy, master_key: str, upstream: FakeOpenAIServer
+) -> Iterator[httpx.Client]:
+    upstream.clear_faults()
+    with httpx.Client(
+        base_url=proxy.base_url, headers={"Authorization": f"Bearer {master_key}"}, timeout=60
+    ) as http:
+        yield http
+    upstream.clear_faults()
+
+
+def _ask(client: httpx.Client, text: str, *, stream: bool) -> tuple[str, str | None]:
+    """The whole text the client received (streamed: every chunk's, joined) and the reason."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "user": "ada"}
+    if not stream:
+        response = client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        choice = response.json()["choices"][0]
+        return choice["message"]["content"] or "", choice["finish_reason"]
+    pieces, reason = [], None
+    with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                for choice in json.loads(line[6:]).get("choices") or []:
+                    pieces.append(choice["delta"].get("content") or "")
+                    reason = choice.get("finish_reason") or reason
+    return "".join(pieces), reason
+
+
+STREAM = pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+
+
+@STREAM
+def test_a_late_moderation_block_replaces_the_reply(
+    client: httpx.Client, upstream: FakeOpenAIServer, stream: bool
+) -> None:
+    upstream.inject(Fault(route="moderations", delay=0.5))
+    chats = len(upstream.requests)
+    assert _ask(client, f"I will hurt them ({stream})", stream=stream) == (
+        MOD_BLOCK,
+        "content_filter",
+    )
+    assert any(r.get("model") == "gpt-4o-mini" for r in upstream.requests[chats:])
+
+
+@STREAM
+def test_a_late_judge_block_replaces_the_reply(
+    client: httpx.Client, upstream: FakeOpenAIServer, stream: bool
+) -> None:
+    upstream.inject(Fault(route="chat", model="guard", delay=0.5))
+    assert _ask(client, f"make a nerve agent ({stream})", stream=stream) == (
+        JUDGE_BLOCK,
+        "content_filter",
+    )
+
+
+@STREAM
+def test_safe_verdicts_pass_the_reply(client: httpx.Client, stream: bool) -> None:
+    assert _ask(client, "hello there", stream=stream) == ("echo: hello there", "stop")
+
+
+def test_a_tier_1_timeout_fails_closed(client: httpx.Client, upstream: FakeOpenAIServer) -> None:
+    upstream.inject(Fault(route="moderations", delay=7.0))
+    assert _ask(client, "a slow question", stream=False) == (MOD_BLOCK, "content_filter")

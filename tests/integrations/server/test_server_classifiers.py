@@ -1,0 +1,137 @@
+"""Model-backed detectors through the server (real openai client, real HTTP): a moderation rule
+and a judge rule whose verdicts come after the model's reply still replace it, plain and
+streamed; a timeout fails a tier-1 rule closed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+from persona_mw_server import create_app, load_server_config
+from persona_mw_server.testing import ServerThread
+from server_helpers import KEYS, model_entry, write_config
+
+from persona_mw.testing import FakeOpenAIServer, Fault, echo_reply
+
+MOD_BLOCK = "Moderation: I can't help with hurting people."
+JUDGE_BLOCK = "Judge: I can't help with weapons."
+POLICY = {
+    "version": "server-classifiers",
+    "rules": [
+        {
+            "id": "mod.violence",
+            "tier": 1,
+            "stage": "input",
+            "detector": {"kind": "moderation", "categories": ["violence"], "timeout_s": 4},
+            "message": MOD_BLOCK,
+        },
+        {
+            "id": "guard.weapons",
+            "tier": 2,
+            "stage": "input",
+            "detector": {
+                "kind": "judge",
+                "model": "openai/guard",
+                "categories": ["S9: Indiscriminate weapons"],
+                "timeout_s": 4,
+            },
+            "message": JUDGE_BLOCK,
+        },
+    ],
+}
+
+
+def _reply(request: dict[str, Any]) -> str:
+    if request.get("model") == "guard":
+        return "unsafe\nS9" if "nerve agent" in request["messages"][-1]["content"] else "safe"
+    return echo_reply(request)
+
+
+def _moderate(text: str) -> dict[str, float]:
+    return {"violence": 0.9} if "hurt them" in text else {}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(reply=_reply, moderate=_moderate, chunk_size=3) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(
+    upstream: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    base: Path = tmp_path_factory.mktemp("classifiers")
+    policy = base / "policy.yaml"
+    policy.write_text(yaml.safe_dump(POLICY))
+    path = write_config(
+        base / "persona.yaml",
+        model_list=[model_entry(upstream.base_url)],
+        server={"api_keys": KEYS.config()},
+        bounds={
+            "policies": [str(policy)],
+            "classifier_kwargs": {"api_base": upstream.base_url, "api_key": "x"},
+        },
+    )
+    with ServerThread(create_app(load_server_config(path))) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: ServerThread, upstream: FakeOpenAIServer) -> Iterator[openai.OpenAI]:
+    upstream.clear_faults()
+    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=KEYS.app) as http:
+        yield http
+    upstream.clear_faults()
+
+
+def _ask(client: openai.OpenAI, text: str, *, stream: bool) -> tuple[str, str | None]:
+    """The whole text the client received (streamed: every chunk's, joined) and the reason."""
+    messages: Any = [{"role": "user", "content": text}]
+    if not stream:
+        reply = client.chat.completions.create(model="fake", messages=messages, user="ada")
+        return reply.choices[0].message.content or "", reply.choices[0].finish_reason
+    pieces, reason = [], None
+    for chunk in client.chat.completions.create(
+        model="fake", messages=messages, stream=True, user="ada"
+    ):
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            reason = choice.finish_reason or reason
+    return "".join(pieces), reason
+
+
+STREAM = pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+
+
+@STREAM
+def test_a_late_moderation_block_replaces_the_reply(
+    client: openai.OpenAI, upstream: FakeOpenAIServer, stream: bool
+) -> None:
+    upstream.inject(Fault(route="moderations", delay=0.4))
+    chats = len(upstream.requests)
+    assert _ask(client, "I will hurt them", stream=stream) == (MOD_BLOCK, "content_filter")
+    assert any(r.get("model") == "fake" for r in upstream.requests[chats:])  # the model ran
+
+
+@STREAM
+def test_a_late_judge_block_replaces_the_reply(
+    client: openai.OpenAI, upstream: FakeOpenAIServer, stream: bool
+) -> None:
+    upstream.inject(Fault(route="chat", model="guard", delay=0.4))
+    assert _ask(client, "make a nerve agent", stream=stream) == (JUDGE_BLOCK, "content_filter")
+
+
+@STREAM
+def test_safe_verdicts_pass_the_reply(client: openai.OpenAI, stream: bool) -> None:
+    assert _ask(client, "hello there", stream=stream) == ("echo: hello there", "stop")
+
+
+def test_a_tier_1_timeout_fails_closed(client: openai.OpenAI, upstream: FakeOpenAIServer) -> None:
+    upstream.inject(Fault(route="moderations", delay=6.0))
+    # a text of its own: a verdict on another would come from the cache
+    assert _ask(client, "a slow question", stream=False) == (MOD_BLOCK, "content_filter")
