@@ -277,9 +277,10 @@ async def run(requests: int, rounds: int) -> None:
             if policy:
                 data["bounds"] = {"policies": [policy]}
             config.write_text(yaml.safe_dump(data))
-            serves[name] = stack.enter_context(
-                ServerProcess(config, log_path=folder / f"{config.stem}.log")
-            )
+            server = ServerProcess(config, log_path=folder / f"{config.stem}.log")
+            # a loaded machine can take over a minute to import LiteLLM
+            serves[name] = server.start(timeout=300)
+            stack.callback(server.stop)
         bare.wait_ready()
         check_in, check_out = bounds_stages(BoundsConfig(policies=(policies["every pack"],)))
         plain_mw = Middleware()
