@@ -241,10 +241,13 @@ class PIIDetector:
             taken.append((s, e))
             if "iban" in kinds and _bounded(text, s, e) and iban_valid(m.group()):
                 spans.append(Span(s, e, "iban"))
+        next_taken = 0
         for m in _NUMBER.finditer(text, start):
             s = m.start()
-            if taken and any(ts <= s < te for ts, te in taken):
-                continue
+            while next_taken < len(taken) and taken[next_taken][1] <= s:
+                next_taken += 1
+            if next_taken < len(taken) and taken[next_taken][0] <= s:
+                continue  # inside an IBAN candidate (both lists are in text order)
             if (
                 "iban" in kinds
                 and s >= 2
