@@ -15,7 +15,10 @@ interleaved request by request so drift of the shared machine hits all alike:
   ai-disclosure, minor-safety), with the ``pii`` pack, and with every built-in pack;
 - the Python API: ``Middleware.astream`` in this process, without stages and with every pack.
 
-Reported per upstream and path, medians over rounds of: time to the first character *of the
+First, without timing, the release schedule of the stream filter alone: with which chunk the
+reply's first text leaves and how many chunk intervals a character waits on average (exact;
+``--schedule-only`` prints just that). Then, reported per upstream and path, medians over
+rounds of: time to the first character *of the
 reply* (a notice the middleware puts before it is not counted) p50/p99; the median gap between
 content chunks; and the mean delay of a reply character behind its arrival through the upstream
 directly (per request, then p50 over requests). The reply has no personal data or profanity, so
@@ -216,6 +219,42 @@ def summarise(runs: list[Run]) -> dict[str, float]:
     }
 
 
+def release_schedule() -> None:
+    """Without timing (no load can blur it): the reply's 4-character chunks fed to the stream
+    filter of each configuration, and for every reply character how many chunks later than its
+    own it was released. A chunk interval is 20 or 80 ms on the upstreams above."""
+    from persona_mw.bounds import StreamFilter, policy_from_dict, resolve
+    from persona_mw.bounds.scan import hold_back_for
+    from persona_mw.profile import Profile
+
+    configs = {
+        "baseline wiring": ["crisis", "ai-disclosure", "minor-safety"],
+        "pii pack": ["pii"],
+        "every pack": ALL_PACKS,
+        "every pack but pii": [p for p in ALL_PACKS if p != "pii"],
+    }
+    print("| stream filter of | first text leaves with chunk | mean delay (chunk intervals) |")
+    print("|---|---|---|")
+    for name, packs in configs.items():
+        policy = policy_from_dict({"version": name, "packs": packs})
+        scanner = resolve(policy, Profile(user_id="schedule")).output
+        filt = StreamFilter(scanner, None, hold_back=hold_back_for(scanner))
+        arrived: list[int] = []
+        delays: list[int] = []
+        first = None
+        for index in range(0, len(REPLY), CHUNK):
+            chunk_no = index // CHUNK
+            arrived += [chunk_no] * len(REPLY[index : index + CHUNK])
+            released = filt.feed(REPLY[index : index + CHUNK])
+            if released and first is None:
+                first = chunk_no + 1
+            delays += [chunk_no - arrived[len(delays) + k] for k in range(len(released))]
+        tail = len(filt.finish())
+        delays += [len(REPLY) // CHUNK - arrived[len(delays) + k] for k in range(tail)]
+        print(f"| {name} | {first} | {statistics.fmean(delays):.2f} |")
+    print()
+
+
 def write_policy(folder: Path, name: str, packs: list[str]) -> str:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"version": f"bench-{name}", "packs": packs}))
@@ -230,8 +269,13 @@ def main() -> None:
         "--requests", type=int, default=12, help="per path and round (a third on the slow upstream)"
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--schedule-only", action="store_true", help="only the release schedule (no timing)"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.requests, args.rounds))
+    release_schedule()
+    if not args.schedule_only:
+        asyncio.run(run(args.requests, args.rounds))
 
 
 async def run(requests: int, rounds: int) -> None:
@@ -277,9 +321,10 @@ async def run(requests: int, rounds: int) -> None:
             if policy:
                 data["bounds"] = {"policies": [policy]}
             config.write_text(yaml.safe_dump(data))
-            serves[name] = stack.enter_context(
-                ServerProcess(config, log_path=folder / f"{config.stem}.log")
-            )
+            server = ServerProcess(config, log_path=folder / f"{config.stem}.log")
+            # a loaded machine can take over a minute to import LiteLLM
+            serves[name] = server.start(timeout=300)
+            stack.callback(server.stop)
         bare.wait_ready()
         check_in, check_out = bounds_stages(BoundsConfig(policies=(policies["every pack"],)))
         plain_mw = Middleware()

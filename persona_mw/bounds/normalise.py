@@ -65,8 +65,11 @@ def _confusables() -> dict[str, str]:
     return table
 
 
-_ASCII_TABLE = {i: " " for i in range(128) if not (chr(i).isalnum() or chr(i) == "_")}
-_ASCII_TABLE.update({i: chr(i).lower() for i in range(ord("A"), ord("Z") + 1)})
+#: ASCII folding as a bytes table: ``bytes.translate`` runs at memory speed.
+_ASCII_BYTES = bytes(
+    ord(chr(i).lower()) if i < 128 and (chr(i).isalnum() or chr(i) == "_") else ord(" ")
+    for i in range(256)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,7 @@ _ONE_TO_ONE = _OneToOne({0: "\0"})
 def fold(text: str) -> Folded:
     """Fold ``text`` for matching; see the module docstring."""
     if text.isascii():
-        return Folded(text.translate(_ASCII_TABLE))
+        return Folded(text.encode("ascii").translate(_ASCII_BYTES).decode("ascii"))
     # Most accented text (NFC é, ñ, ç; Cyrillic; CJK) folds one character to one: offsets stay
     # the identity and `str.translate` does the work in C.
     quick = text.translate(_ONE_TO_ONE)
@@ -226,6 +229,10 @@ _L = string.ascii_lowercase
 #: Pairs of single letters that are ordinary writing, not spelling out: "I'm", "I'd", "e.g.",
 #: "i.e.", "U.S.".
 _ORDINARY_PAIRS = frozenset({"i m", "i d", "e g", "i e", "u s"})
+#: The widest gap between spelled-out letters, in separators: "f u c k", "f. u. c. k.", "f - u".
+_GAP = 3
+#: Letters that are words of their own in our languages ("a", "I", Spanish "y", "o", "e", "u").
+_WORD_LETTERS = frozenset("aeiouy")
 #: The phrase automaton's own triggers (keys with no owner), found in the same pass as the
 #: phrases: three equal letters; two single letters in a row (" k i ", so "k i l l"); a digit
 #: word ("want 2 die"). All but the first start at a word boundary, which keeps them nearly
@@ -233,7 +240,13 @@ _ORDINARY_PAIRS = frozenset({"i m", "i d", "e g", "i e", "u s"})
 #: policy and user shape, three times slower.)
 SPOT_KEYS: tuple[str, ...] = (
     tuple(c * 3 for c in _STRETCHED)
-    + tuple(f" {a} {b} " for a in _L for b in _L if f"{a} {b}" not in _ORDINARY_PAIRS)
+    + tuple(
+        f" {a}{gap}{b} "
+        for a in _L
+        for b in _L
+        for gap in (" ", "  ", "   ")
+        if f"{a} {b}" not in _ORDINARY_PAIRS
+    )
     + tuple(f" 2 {a}" for a in _L)
 )
 #: Leet-digit triggers, a leet digit followed by a letter ("k1ll", "sch3isse", "4ss"): nearly
@@ -299,9 +312,12 @@ def leet_plausible(text: str, at: int) -> bool:
 def unmask(text: str) -> list[Folded]:
     """De-obfuscated views of ``text`` (a short stretch around a suspect spot), folded, with
     offsets into ``text``: leet symbols inside words become letters, a digit word between words
-    becomes the word, single letters separated by spaces or dots are joined, runs of spaces
-    become one, and runs of three or more equal letters become two (one view) and one (the
-    other): "killlll" is "kill", "fuuuuck" is "fuck"."""
+    becomes the word, single letters separated by up to three spaces, dots or dashes are joined
+    ("f u c k", "f. u. c. k."), runs of spaces become one, and runs of three or more equal
+    letters become two (one view) and one (the other): "killlll" is "kill", "fuuuuck" is
+    "fuck". A spelled-out word often follows a one-letter word ("a f u c k i n g idiot",
+    "i k i l l"): when a joined run begins with a letter that is a word of its own in our
+    languages (a, e, i, o, u, y), further views keep that letter apart."""
     base = fold(_unleet(text))
     folded = base.text
     m = len(folded)
@@ -312,44 +328,64 @@ def unmask(text: str) -> list[Folded]:
         alnum[k] and (k == 0 or folded[k - 1] == " ") and (k + 1 == m or folded[k + 1] == " ")
         for k in range(m)
     ]
-    chars: list[str] = []
-    o_starts: list[int] = []
-    o_ends: list[int] = []
-    for k, char in enumerate(folded):
-        if char == " ":
-            if chars and chars[-1] == " ":
-                continue
-            if 0 < k < m - 1 and single[k - 1] and single[k + 1]:
-                continue  # "k i l l" -> "kill"
-        elif (
-            single[k]
-            and char in _DIGIT_WORDS
-            and 1 < k < m - 2
-            and folded[k - 2].isalpha()
-            and folded[k + 2].isalpha()
-        ):
-            for c in _DIGIT_WORDS[char]:
-                chars.append(c)
-                o_starts.append(starts[k])
-                o_ends.append(ends[k])
+    # gaps of one to three spaces between two single letters are joined; a gap after a letter
+    # that begins a joined run and is a word of its own may be kept instead
+    joined = [False] * m
+    splittable = [False] * m
+    k = 0
+    while k < m:
+        if folded[k] != " ":
+            k += 1
             continue
-        chars.append(char)
-        o_starts.append(starts[k])
-        o_ends.append(ends[k])
+        q = k
+        while q < m and folded[q] == " ":
+            q += 1
+        if k > 0 and q < m and q - k <= _GAP and single[k - 1] and single[q]:
+            first = k - 1 == 0 or not joined[k - 2]
+            for j in range(k, q):
+                joined[j] = True
+                splittable[j] = first and folded[k - 1] in _WORD_LETTERS
+        k = q
     views = []
-    for keep in (2, 1):
-        view = [
-            k
-            for k, run in enumerate(_run_positions(chars))
-            if not (run >= keep and chars[k].isalpha() and _run_length(chars, k) >= 3)
-        ]
-        views.append(
-            Folded(
-                "".join(chars[k] for k in view),
-                tuple(o_starts[k] for k in view),
-                tuple(o_ends[k] for k in view),
+    for split in (False, True) if any(splittable) else (False,):
+        chars: list[str] = []
+        o_starts: list[int] = []
+        o_ends: list[int] = []
+        for k, char in enumerate(folded):
+            if char == " ":
+                if chars and chars[-1] == " ":
+                    continue
+                if joined[k] and not (split and splittable[k]):
+                    continue  # "k i l l" -> "kill"
+            elif (
+                single[k]
+                and char in _DIGIT_WORDS
+                and 1 < k < m - 2
+                and folded[k - 2].isalpha()
+                and folded[k + 2].isalpha()
+            ):
+                for c in _DIGIT_WORDS[char]:
+                    chars.append(c)
+                    o_starts.append(starts[k])
+                    o_ends.append(ends[k])
+                continue
+            chars.append(char)
+            o_starts.append(starts[k])
+            o_ends.append(ends[k])
+        runs = _run_positions(chars)
+        for keep in (2, 1):
+            view = [
+                k
+                for k, run in enumerate(runs)
+                if not (run >= keep and chars[k].isalpha() and _run_length(chars, k) >= 3)
+            ]
+            views.append(
+                Folded(
+                    "".join(chars[k] for k in view),
+                    tuple(o_starts[k] for k in view),
+                    tuple(o_ends[k] for k in view),
+                )
             )
-        )
     return views
 
 

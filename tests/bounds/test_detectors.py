@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from persona_mw.bounds import PhraseDetector, PhraseIndex, PIIDetector, RegexDetector, fold
+from persona_mw.bounds import (
+    PhraseDetector,
+    PhraseIndex,
+    PIIDetector,
+    RegexDetector,
+    fold,
+    policy_from_dict,
+    resolve,
+)
 from persona_mw.bounds.pii import iban_valid, luhn_valid
+from persona_mw.profile import Profile
 
 PROFANITY = PhraseDetector(["ass", "cunt", "fuck", "kill myself", "shit"])
 
@@ -175,7 +184,40 @@ def test_phrases_see_through_obfuscation(text: str, hit: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["2024 was a year", "the class of 3b", "I'm a student", "a grasssss field"]
+    ("text", "hit"),
+    [
+        # a spelled-out word after a one-letter word: "a" is not part of it
+        ("you are a f u c k i n g idiot", "f u c k i n g"),
+        ("I f u c k i n g hate this", "f u c k i n g"),
+        ("u f u c k e r", "f u c k e r"),  # "u" for "you"
+        # wider gaps: ". " and " - " between the letters
+        ("f. u. c. k. off", "f. u. c. k"),
+        ("f - u - c - k", "f - u - c - k"),
+        ("f  u  c  k  i  n  g", "f  u  c  k  i  n  g"),
+    ],
+)
+def test_profanity_pack_sees_spelled_out_words_on_adult_output(text: str, hit: str) -> None:
+    """The profanity pack on an adult's output (its default), through the real resolver:
+    spelled-out letters are joined whatever one-letter word stands before them and with gaps
+    of up to three separators."""
+    scanner = resolve(
+        policy_from_dict({"version": "t", "packs": ["profanity"]}),
+        Profile(user_id="adult", age_band="18_plus"),
+    ).output
+    assert [text[h.span.start : h.span.end] for h in scanner.scan(text)] == [hit]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024 was a year",
+        "the class of 3b",
+        "I'm a student",
+        "a grasssss field",
+        "plan a, b or c",
+        "J. R. R. Tolkien wrote it",
+        "i.e. a b c d",
+    ],
 )
 def test_obfuscation_rules_add_no_hits_to_plain_text(text: str) -> None:
     assert PhraseDetector(["kill myself", "ass"]).detect(text) == []
