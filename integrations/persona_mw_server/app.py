@@ -42,6 +42,7 @@ from persona_mw import (
     build_middleware,
     merge_patch,
     parse_profile,
+    tracing,
     update_profile,
 )
 from persona_mw.bounds import BoundsInputStage
@@ -557,6 +558,12 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=config.server.max_body_bytes)
     app.add_middleware(InstanceHeader, instance=secrets.token_hex(4))
     app.add_middleware(RequestMetrics)
+    if tracing.wanted() and not tracing.enabled():
+        tracing.instrument()
+    if tracing.enabled():
+        from .tracecontext import TraceContext
+
+        app.add_middleware(TraceContext)
     return app
 
 
