@@ -15,9 +15,10 @@ from .bounds import BoundsConfig, bounds_stages
 from .config import Config, load_config
 from .errors import ConfigError
 from .llm import LiteLLMClient
-from .observability import MetricsStage
+from .observability import MetricsStage, UserHasher
 from .personalise import PersonaliseStage, load_personalise_config
 from .pipeline import Middleware
+from .safety_identifier import SafetyIdentifierStage
 from .signals import (
     DependenceStage,
     MemoryActionStateStore,
@@ -74,6 +75,8 @@ def build_middleware(
         DependenceStage(usage, config=signals_config, state_store=action_state, metrics=metrics),
         PersonaliseStage(config=load_personalise_config(config.personalise, source=source)),
     ]
+    if config.settings.safety_identifier:
+        input_stages.append(SafetyIdentifierStage(_keyed_hasher(config), config.model_list))
     output_stages: list[OutputStage] = [check_output]
     recorder = UsageRecorder(usage, analyse=analyse_text)
     finish_stages: list[FinishStage] = [
@@ -89,6 +92,11 @@ def build_middleware(
         finish_stages=finish_stages,
         settings=config.settings,
     )
+
+
+def _keyed_hasher(config: Config) -> UserHasher:
+    secret = config.settings.hash_secret
+    return UserHasher(secret.get_secret_value() if secret is not None else None)
 
 
 def _bounds_config(config: Config) -> BoundsConfig:
