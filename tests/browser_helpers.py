@@ -80,9 +80,7 @@ def inspect_page(driver: Any, url: str, name: str) -> PageReport:
     """Load ``url``; its console errors, marks per chart, and a screenshot ``<name>.png``."""
     driver.get(url)
     charts = {c["id"]: c["marks"] for c in driver.execute_script(_MARKS_JS)}
-    errors = [
-        entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
-    ]
+    errors = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1400, max(int(height) + 100, 600))
     ARTIFACTS.mkdir(exist_ok=True)
