@@ -154,8 +154,9 @@ def dashboard_report(
             i = index.get(date.fromisoformat(rest[1]))
             if i is not None:
                 actions[rest[0]][i] += n
-        elif kind == "decision" and len(rest) == 3:
-            bounds.append({"tier": int(rest[0]), "rule": rest[1], "action": rest[2], "count": n})
+        elif kind == "decision" and len(rest) >= 3 and rest[0].isdigit():
+            rule = "|".join(rest[1:-1])  # a rule id may itself contain "|"
+            bounds.append({"tier": int(rest[0]), "rule": rule, "action": rest[-1], "count": n})
     bounds.sort(key=lambda b: (-b["count"], b["tier"], b["rule"], b["action"]))
 
     statutory: dict[str, dict[str, dict[str, int]]] = {}

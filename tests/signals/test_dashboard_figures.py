@@ -31,6 +31,7 @@ def _report() -> dict[str, object]:
             "action|log|2025-01-01": 7,  # outside the window: not drawn
             "decision|1|crisis.ideation|append": 3,
             "decision|2|profanity|redact": 5,
+            "decision|2|team|rule|block": 1,
         },
         "dashboard:2026-02": {"decision|2|profanity|redact": 1},
         "statutory:2026-02": {"crisis_referrals|us-ca-sb243": 2, "calls_in_scope|us-ca-sb243": 9},
@@ -53,6 +54,7 @@ def test_daily_figures_distributions_and_counters() -> None:
     assert report["bounds"] == [
         {"tier": 2, "rule": "profanity", "action": "redact", "count": 6},
         {"tier": 1, "rule": "crisis.ideation", "action": "append", "count": 3},
+        {"tier": 2, "rule": "team|rule", "action": "block", "count": 1},
     ]
     assert report["statutory"] == {
         "us-ca-sb243": {"2026-02": {"crisis_referrals": 2, "disclosures_shown": 0}},
