@@ -12,9 +12,10 @@ from typing import Any
 from .bounds import bounds_stages
 from .config import Config, load_config
 from .llm import LiteLLMClient
-from .observability import MetricsStage
+from .observability import MetricsStage, UserHasher
 from .personalise import PersonaliseStage
 from .pipeline import Middleware
+from .safety_identifier import SafetyIdentifierStage
 from .signals import (
     DependenceStage,
     MemoryActionStateStore,
@@ -69,6 +70,8 @@ def build_middleware(
         DependenceStage(usage, config=signals_config, state_store=action_state, metrics=metrics),
         PersonaliseStage(config=config.personalise),
     ]
+    if config.settings.safety_identifier:
+        input_stages.append(SafetyIdentifierStage(_keyed_hasher(config), config.model_list))
     output_stages: list[OutputStage] = [check_output]
     recorder = UsageRecorder(usage, analyse=analyse_text)
     finish_stages: list[FinishStage] = [
@@ -84,6 +87,11 @@ def build_middleware(
         finish_stages=finish_stages,
         settings=config.settings,
     )
+
+
+def _keyed_hasher(config: Config) -> UserHasher:
+    secret = config.settings.hash_secret
+    return UserHasher(secret.get_secret_value() if secret is not None else None)
 
 
 def demo_config_sections() -> dict[str, Any]:

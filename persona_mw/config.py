@@ -81,6 +81,9 @@ class Settings(_Frozen):
     #: The model's ``reasoning_content``: checked by the output rules like the reply
     #: (``filter``), or never passed on (``drop``).
     reasoning_content: Literal["filter", "drop"] = "filter"
+    #: Send the user's keyed hash as ``safety_identifier`` to models that accept it (OpenAI):
+    #: never the raw id (:mod:`persona_mw.safety_identifier`).
+    safety_identifier: bool = False
 
 
 class StoreConfig(_Frozen):

@@ -36,6 +36,7 @@ from .observability import REQUEST_EVENT, UserHasher, get_logger, request_event
 from .profile import Profile, parse_profile
 from .stores.cache import CachedProfileStore
 from .stores.memory import MemoryProfileStore
+from .tracing import record_call
 from .types import (
     Action,
     CallContext,
@@ -460,6 +461,7 @@ class Middleware:
                 )
             ctx.timings_ms[stage.name] = _ms_since(started)
         ctx.timings_ms["total"] = _ms_since(ctx._t0)
+        record_call(ctx)  # OpenTelemetry spans; returns at once unless tracing is on
         event = request_event(ctx, include_text=self.settings.log_message_text)
         if ctx.outcome in ("error",):
             _log.warning(REQUEST_EVENT, **event)

@@ -8,6 +8,19 @@ VENV=.venv
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "a headless browser for the page tests (Debian's chromium and its driver)"
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    echo "chromium present"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    # about two minutes on a fresh machine; quiet unless it fails
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium chromium-driver; } >/tmp/persona-apt.log 2>&1 \
+        || { cat /tmp/persona-apt.log; echo "installing chromium failed" >&2; exit 1; }
+    echo "chromium installed"
+else
+    echo "no chromium and no root to install it: the browser tests will be skipped" >&2
+fi
+
 step "lint (ruff) and types (mypy, strict on the core)"
 $VENV/bin/ruff check persona_mw integrations tests benchmarks examples
 $VENV/bin/ruff format --check persona_mw integrations tests benchmarks examples

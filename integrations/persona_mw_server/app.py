@@ -42,6 +42,7 @@ from persona_mw import (
     build_middleware,
     merge_patch,
     parse_profile,
+    tracing,
     update_profile,
 )
 from persona_mw.bounds import BoundsInputStage
@@ -51,6 +52,7 @@ from persona_mw.enforce import NOTICES_FIELD, NOTICES_HEADER
 from persona_mw.llm import LiteLLMClient, import_litellm
 from persona_mw.observability import get_logger, render_metrics
 
+from .admin import admin_router
 from .asgi import OPEN_STREAMS, BodySizeLimit, InstanceHeader, RequestMetrics
 from .auth import DEPLOYER_FIELDS, Action, Principal, deny_reason, deployer_fields_changed
 from .config import LITELLM_SETTINGS_APPLIED, ServerConfig
@@ -551,10 +553,17 @@ def create_app(
         body, content_type = render_metrics()
         return Response(body, media_type=content_type)
 
+    app.include_router(admin_router(_principal, allow, _ERRORS))
     _document_errors_as_sent(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.server.max_body_bytes)
     app.add_middleware(InstanceHeader, instance=secrets.token_hex(4))
     app.add_middleware(RequestMetrics)
+    if tracing.wanted() and not tracing.enabled():
+        tracing.instrument()
+    if tracing.enabled():
+        from .tracecontext import TraceContext
+
+        app.add_middleware(TraceContext)
     return app
 
 

@@ -8,6 +8,7 @@ read the policy                yes    own / general       yes
 read/update/delete profile     no     own                 yes
 read usage and limits          no     own                 yes
 erase all of a user's data     no     own                 yes
+the deployment dashboard       no     no                  yes
 =============================  =====  ==================  ======
 
 Without any API key configured the server runs open (loopback only) and everything is allowed.
@@ -34,6 +35,7 @@ Action = Literal[
     "write_profile",
     "read_usage",
     "erase_user",
+    "read_dashboard",
 ]
 
 #: Profile fields a ``user`` key may not change: the deployer's knowledge of the user's age
@@ -60,6 +62,11 @@ def deny_reason(principal: Principal, action: Action, user_id: str | None = None
     """None when ``principal`` may do ``action`` (on ``user_id``'s data); else why not."""
     if principal.role in ("admin", "open"):
         return None
+    if action == "read_dashboard":
+        return (
+            f"key {principal.name!r} has role {principal.role!r}; the deployment dashboard shows "
+            "every user's aggregate figures and needs a key with role 'admin'"
+        )
     if principal.role == "app":
         if action in _APP_ACTIONS:
             return None

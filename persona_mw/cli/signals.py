@@ -144,7 +144,8 @@ def signals(
     "--html",
     "html_file",
     type=click.Path(dir_okay=False),
-    help="with --user or --statutory: also write a self-contained HTML page",
+    help="with --user, --aggregate (the dashboard) or --statutory: also write a self-contained "
+    "HTML page",
 )
 @click.option(
     "--events",
@@ -188,8 +189,6 @@ def report(
             url, key_prefix, statutory_law, date_from.date(), date_to.date(), html_file
         )
         return
-    if html_file and not user_id:
-        raise click.UsageError("--html goes with --user or --statutory")
     redis_url, prefix = (
         store_location(load_deployment(config_path), redis_url, prefix)
         if events_file is None
@@ -201,14 +200,15 @@ def report(
         )
     cfg = _config(config_path)
     at = now or datetime.now(UTC)
+    if aggregate:
+        events = None if events_file is None else _read_events(events_file)[0]
+        _aggregate_report(events, str(redis_url), prefix, at, cfg, html_file, as_json)
+        return
     if events_file is not None:
         data = _from_events(_read_events(events_file)[0], user_id, at, cfg)
     else:
-        data = asyncio.run(_from_redis(str(redis_url), prefix, user_id, at, cfg))
-    if user_id:
-        _user_report(data, user_id, cfg, html_file, as_json)
-    else:
-        _aggregate_report(data, at, cfg, as_json)
+        data = asyncio.run(_from_redis(str(redis_url), prefix, str(user_id), at, cfg))
+    _user_report(data, str(user_id), cfg, html_file, as_json)
 
 
 def _statutory_report(
@@ -257,37 +257,24 @@ def _from_events(events: list[Any], user_id: str | None, now: datetime, cfg: Any
     return _Loaded({user: s for user, (s, _) in analyse_events(events, now, cfg).items()})
 
 
-async def _from_redis(
-    url: str, prefix: str, user_id: str | None, now: datetime, cfg: Any
-) -> _Loaded:
-    """Signals from the usage store's rollups: O(days) per user, whatever their history."""
+async def _from_redis(url: str, prefix: str, user_id: str, now: datetime, cfg: Any) -> _Loaded:
+    """One user's signals from the usage store's rollup: O(days), whatever their history."""
     from persona_mw.errors import StoreError
     from persona_mw.signals.action_state import RedisActionStateStore
-    from persona_mw.signals.compute import with_percentiles
     from persona_mw.signals.usage_store import RedisUsageStore
 
     store = RedisUsageStore(url, prefix=prefix, retention_days=cfg.history_days, signals=cfg)
     state = RedisActionStateStore(url, prefix=prefix)
     try:
-        ids = [user_id] if user_id else await store.users()
-        computed = []
-        for uid in ids:
-            rollup = await store.rollup(uid)
-            if rollup.events:
-                computed.append(rollup.signals(now, cfg, user_id=uid))
-        if user_id:
-            last_fired = await state.get(user_id)
-            counters: dict[str, int] = {}
-        else:
-            computed = with_percentiles(computed)
-            last_fired = {}
-            counters = await state.counters(str(now.year))
+        rollup = await store.rollup(user_id)
+        computed = [rollup.signals(now, cfg, user_id=user_id)] if rollup.events else []
+        last_fired = await state.get(user_id)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         await store.aclose()
         await state.aclose()
-    return _Loaded({s.user_id: s for s in computed}, last_fired, counters)
+    return _Loaded({s.user_id: s for s in computed}, last_fired)
 
 
 def _user_report(
@@ -320,12 +307,50 @@ def _user_report(
         click.echo(user_report_text(s, result, last_fired=data.last_fired), nl=False)
 
 
-def _aggregate_report(data: _Loaded, now: datetime, cfg: Any, as_json: bool) -> None:
-    from persona_mw.signals.report import aggregate_report, aggregate_text
+def _aggregate_report(
+    events: list[Any] | None,
+    url: str,
+    prefix: str,
+    now: datetime,
+    cfg: Any,
+    html_file: str | None,
+    as_json: bool,
+) -> None:
+    """The counts across users (the dashboard's summary) and, with ``html_file``, the
+    dashboard page. From an events file there are no deployment counters (actions fired, bound
+    decisions, statutory figures): those charts stay empty."""
+    from persona_mw.signals.dashboard import dashboard_report
+    from persona_mw.signals.offline import analyse_events
+    from persona_mw.signals.report import aggregate_text
 
-    computed = [data.signals[user] for user in sorted(data.signals)]
-    out = aggregate_report(computed, config=cfg, counters=data.counters, period=str(now.year))
-    if as_json:
-        click.echo(json.dumps(out, indent=2))
+    if events is not None:
+        computed = [s for _, (s, _) in sorted(analyse_events(events, now, cfg).items())]
+        out = dashboard_report(computed, now=now, config=cfg)
     else:
-        click.echo(aggregate_text(out), nl=False)
+        out = asyncio.run(_dashboard_from_redis(url, prefix, now, cfg))
+    if html_file:
+        from persona_mw.signals.dashboard import dashboard_html
+
+        Path(html_file).write_text(dashboard_html(out), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(out["summary"], indent=2))
+    else:
+        click.echo(aggregate_text(out["summary"]), nl=False)
+
+
+async def _dashboard_from_redis(url: str, prefix: str, now: datetime, cfg: Any) -> dict[str, Any]:
+    """Every user's signals from the rollups (O(days) per user) and the deployment counters."""
+    from persona_mw.errors import StoreError
+    from persona_mw.signals.action_state import RedisActionStateStore
+    from persona_mw.signals.dashboard import load_dashboard
+    from persona_mw.signals.usage_store import RedisUsageStore
+
+    store = RedisUsageStore(url, prefix=prefix, retention_days=cfg.history_days, signals=cfg)
+    state = RedisActionStateStore(url, prefix=prefix)
+    try:
+        return await load_dashboard(store, state, now=now, config=cfg)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        await store.aclose()
+        await state.aclose()

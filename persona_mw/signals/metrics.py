@@ -16,6 +16,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from persona_mw.compliance.reports import count_call
 from persona_mw.types import CallContext, Decision
 
+from .dashboard import count_activity
+
 if TYPE_CHECKING:
     from .action_state import ActionStateStore
     from .compute import Signals
@@ -129,7 +131,8 @@ class SignalsMetrics:
 class SignalsMetricsStage:
     """A finish stage: counts crisis referrals (after every stage has decided), and,
     with a ``counters`` store, adds referrals to the yearly count for the annual report and the
-    per-law monthly figures for the statutory reports."""
+    per-law monthly figures for the statutory reports, and the dashboard's counts (actions fired
+    per day, bound decisions per rule)."""
 
     name = "signals_metrics"
 
@@ -147,3 +150,5 @@ class SignalsMetricsStage:
             await self.counters.incr("crisis_referrals", str(ctx.started_at.year), referrals)
         # per law and month, for the statutory reports (docs/compliance.md)
         await count_call(self.counters, ctx, referrals)
+        # actions fired per day, bound decisions per rule, for the dashboard (docs/operators.md)
+        await count_activity(self.counters, ctx)

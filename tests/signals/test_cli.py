@@ -212,7 +212,7 @@ def test_report_aggregate_is_non_identifying(tmp_path: Path) -> None:
     [
         (["report"], "exactly one of --user ID or --aggregate"),
         (["report", "--user", "a", "--aggregate"], "exactly one of"),
-        (["report", "--aggregate", "--html", "x.html", "--events", "-"], "--html goes with --user"),
+        (["report", "--aggregate", "--html", "x.html"], "no usage source"),
         (["report", "--user", "a"], "no usage source"),
     ],
 )
