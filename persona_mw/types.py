@@ -12,6 +12,9 @@ Everything one call knows lives in one :class:`CallContext`, created per call an
 stages hold no per-call state of their own (an :class:`OutputFilter` is made fresh per call by its
 stage's ``open``). Policy decisions are pure functions; only stores, the LLM and recorders do I/O.
 Messages stay in OpenAI / LiteLLM wire format (``list[dict]``): that is the edge we sit on.
+
+Longer than 400 lines on purpose: every protocol of the package is here (issue 18), so this one
+file is the whole contract; it holds declarations only, no behaviour.
 """
 
 from __future__ import annotations
