@@ -98,9 +98,7 @@ class Middleware:
         inner = store if store is not None else MemoryProfileStore()
         self.store: ProfileStore = (
             CachedProfileStore(inner, ttl=self.settings.profile_cache_ttl_s)
-            if self.settings.profile_cache_ttl_s > 0
-            and not isinstance(inner, MemoryProfileStore)
-            and not isinstance(inner, CachedProfileStore)
+            if self.settings.profile_cache_ttl_s > 0 and inner.remote
             else inner
         )
         self.llm: LLMClient = llm if llm is not None else LiteLLMClient()
@@ -298,11 +296,8 @@ class Middleware:
         ``settings.on_store_error == "fail_closed"``); a malformed stored profile is logged and
         replaced by the default."""
         try:
-            if isinstance(self.store, CachedProfileStore):
-                found = await self.store.lookup(user_id)
-                profile, source = found.profile, found.source
-            else:
-                profile, source = await self.store.get(user_id), "store"
+            found = await self.store.lookup(user_id)
+            profile, source = found.profile, found.source
         except StoreError as exc:
             if self.settings.on_store_error == "fail_closed":
                 raise
@@ -313,7 +308,7 @@ class Middleware:
             return self.default_profile(user_id), "default"
         if profile is None:
             return self.default_profile(user_id), "default"
-        return profile, source  # type: ignore[return-value]
+        return profile, source
 
     def default_profile(self, user_id: str) -> Profile:
         if not self._default_profile:

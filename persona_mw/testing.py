@@ -24,6 +24,9 @@ by the request's ``model``.
         await mw.acompletion(user="u", model="openai/fake", messages=[...],
                              api_base=server.base_url, api_key="test")
         server.requests[-1]["messages"]   # what the model saw
+
+Longer than 400 lines: most of it is the fake server's OpenAI wire format (whole and SSE
+replies, tool calls, logprobs, faults), which belongs with the server that speaks it.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Everything one call knows lives in one :class:`CallContext`, created per call an
 stages hold no per-call state of their own (an :class:`OutputFilter` is made fresh per call by its
 stage's ``open``). Policy decisions are pure functions; only stores, the LLM and recorders do I/O.
 Messages stay in OpenAI / LiteLLM wire format (``list[dict]``): that is the edge we sit on.
+
+Longer than 400 lines on purpose: every protocol of the package is here (issue 18), so this one
+file is the whole contract; it holds declarations only, no behaviour.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ __all__ = [
     "InputStage",
     "Instruction",
     "LLMClient",
+    "Lookup",
     "Message",
     "Notice",
     "OutputFilter",
@@ -238,9 +242,37 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A profile read and where it came from (what ``CallContext.profile_source`` records)."""
+
+    profile: Profile | None
+    #: "cache": a fresh cached copy; "store": read from the store; "fallback": a stale copy
+    #: returned because the store could not be reached.
+    source: ProfileSource
+
+
 @runtime_checkable
 class ProfileStore(Protocol):
-    """Where profiles live. ``put`` is optimistic: it fails on a stale ``expected_version``."""
+    """Where profiles live. ``put`` is optimistic: it fails on a stale ``expected_version``.
+
+    ``remote``, ``lookup`` and ``ping`` are what the middleware and the server ask of any store
+    (instead of testing for a class): whether to put a cache in front, the read with its
+    source, and whether the store answers.
+    """
+
+    #: Reads cross a network: the middleware puts a ``CachedProfileStore`` in front. False for
+    #: in-process stores and for a cache itself.
+    remote: bool
+
+    async def lookup(self, user_id: str) -> Lookup:
+        """``get`` with where the profile came from (a cache says "cache" or "fallback")."""
+        ...
+
+    async def ping(self) -> bool | None:
+        """True when the store answers now, False when it does not; None for an in-process store
+        (nothing to reach)."""
+        ...
 
     async def get(self, user_id: str) -> Profile | None:
         """The stored profile, or None. Raises StoreError when unreachable, ProfileError when the

@@ -21,13 +21,13 @@ else
     echo "no chromium and no root to install it: the browser tests will be skipped" >&2
 fi
 
-step "lint (ruff) and types (mypy, strict on the core)"
+step "lint (ruff) and types (mypy, strict on the core and the integrations)"
 $VENV/bin/ruff check persona_mw integrations tests benchmarks examples
 $VENV/bin/ruff format --check persona_mw integrations tests benchmarks examples
 $VENV/bin/mypy
 
-step "tests"
-$VENV/bin/pytest -m "not litellm_proxy" "$@"
+step "tests, with coverage of persona_mw and the integrations ([tool.coverage] in pyproject.toml)"
+$VENV/bin/pytest -m "not litellm_proxy" --cov --cov-report=term "$@"
 
 step "LiteLLM-proxy plugin tests (separate venv: litellm[proxy] pins an older litellm)"
 bash .ci/proxy-env.sh .venv-proxy

@@ -542,10 +542,10 @@ def create_app(
     )
     async def readyz() -> Response:
         """Ready for traffic: the profile store answers (when it is Redis)."""
-        ping = _store_ping(state.mw)
-        if ping is not None and not await ping():
+        answers = await state.mw.store.ping()
+        if answers is False:
             return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ready", "store": "ok" if ping else "embedded"})
+        return JSONResponse({"status": "ready", "store": "embedded" if answers is None else "ok"})
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics() -> Response:
@@ -814,15 +814,6 @@ def _check_profile_text(mw: Middleware, current: Profile, new: Profile) -> None:
                 code="profile_text_rule",
                 param=found[0].field,
             )
-
-
-def _store_ping(mw: Middleware) -> Callable[[], Any] | None:
-    store: Any = mw.store
-    for candidate in (store, getattr(store, "inner", None)):
-        ping = getattr(candidate, "ping", None)
-        if ping is not None:
-            return ping  # type: ignore[no-any-return]
-    return None
 
 
 def _jsonable(value: Any) -> Any:

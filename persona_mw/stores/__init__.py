@@ -1,6 +1,7 @@
 """Profile stores: in-memory (the embedded default), Redis, and a read cache in front."""
 
-from .cache import CachedProfileStore, Lookup
+from ..types import Lookup
+from .cache import CachedProfileStore
 from .keys import DEFAULT_PREFIX, index_key, user_key, user_tag
 from .memory import MemoryProfileStore
 from .redis import RedisProfileStore

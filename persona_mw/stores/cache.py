@@ -19,21 +19,13 @@ from dataclasses import dataclass
 from ..errors import StoreError
 from ..observability import get_logger
 from ..profile import Profile
-from ..types import ProfileStore, SupportsInvalidation
+from ..types import Lookup, ProfileStore, SupportsInvalidation
 from .keys import user_tag
 from .loops import cancel_when_it_runs, run_on, task_loop_elsewhere
 
 __all__ = ["CachedProfileStore", "Lookup", "SupportsInvalidation"]
 
 _log = get_logger("persona_mw.cache")
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    profile: Profile | None
-    #: "cache": a fresh cached copy; "store": read from the store; "fallback": a stale copy
-    #: returned because the store could not be reached.
-    source: str
 
 
 @dataclass(slots=True)
@@ -44,6 +36,8 @@ class _Entry:
 
 class CachedProfileStore:
     """Wraps a store; ``lookup`` is the cached read. Writes go through and evict locally at once."""
+
+    remote = False  # a cache is what stands in front of a remote store
 
     def __init__(
         self,
@@ -102,6 +96,9 @@ class CachedProfileStore:
 
     async def get(self, user_id: str) -> Profile | None:
         return (await self.lookup(user_id)).profile
+
+    async def ping(self) -> bool | None:
+        return await self.inner.ping()
 
     async def put(self, profile: Profile, *, expected_version: int | None = None) -> Profile:
         try:

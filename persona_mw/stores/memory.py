@@ -6,6 +6,7 @@ from collections.abc import Collection
 
 from ..errors import ProfileConflictError
 from ..profile import Profile
+from ..types import Lookup
 from .keys import user_tag
 from .retain import retained
 
@@ -18,11 +19,19 @@ class MemoryProfileStore:
     Safe for one event loop (every method runs without awaiting in between, so no interleaving).
     """
 
+    remote = False
+
     def __init__(self) -> None:
         self._profiles: dict[str, Profile] = {}
 
     async def get(self, user_id: str) -> Profile | None:
         return self._profiles.get(user_id)
+
+    async def lookup(self, user_id: str) -> Lookup:
+        return Lookup(self._profiles.get(user_id), "store")
+
+    async def ping(self) -> None:
+        return None
 
     async def put(self, profile: Profile, *, expected_version: int | None = None) -> Profile:
         current = self._profiles.get(profile.user_id)

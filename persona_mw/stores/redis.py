@@ -19,6 +19,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from ..errors import ProfileConflictError, StoreError
 from ..profile import Profile, parse_profile
+from ..types import Lookup
 from .keys import DEFAULT_PREFIX, index_key, user_key, user_tag
 from .loops import HomeLoop, connector, on_home_loop
 from .retain import kept_defaults
@@ -81,6 +82,8 @@ class RedisProfileStore:
     made from a URL is closed by :meth:`aclose`. Any event loop may call it: calls run on the
     loop its connections belong to (:mod:`persona_mw.stores.loops`).
     """
+
+    remote = True
 
     def __init__(
         self,
@@ -187,6 +190,9 @@ class RedisProfileStore:
             if pubsub is not None:
                 self._feeds.discard(pubsub)
                 await _close_pubsub(pubsub)
+
+    async def lookup(self, user_id: str) -> Lookup:
+        return Lookup(await self.get(user_id), "store")
 
     @on_home_loop
     async def ping(self) -> bool:

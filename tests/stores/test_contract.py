@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from persona_mw import (
+    CachedProfileStore,
     MemoryProfileStore,
+    Middleware,
     Profile,
     ProfileConflictError,
     ProfileStore,
@@ -127,3 +129,20 @@ async def test_concurrent_updates_lose_nothing(store: ProfileStore) -> None:
     assert final is not None
     assert sorted(final.topics_to_avoid) == sorted(topics)
     assert final.version == 21
+
+
+async def test_what_the_core_asks_of_a_store(store: ProfileStore) -> None:
+    """The middleware and the server ask any store, never its class: ``remote`` (put a cache in
+    front?), ``lookup`` (the read and its source) and ``ping`` (does it answer?)."""
+    await store.put(Profile(user_id="ada", own_rules="x"))
+    found = await store.lookup("ada")
+    assert found.profile is not None and found.profile.own_rules == "x"
+    assert found.source == "store"
+    assert (await store.lookup("nobody")).profile is None
+    if isinstance(store, RedisProfileStore):
+        assert store.remote and await store.ping() is True
+    else:
+        assert not store.remote and await store.ping() is None
+    cached = CachedProfileStore(store)
+    assert not cached.remote and await cached.ping() == await store.ping()
+    assert isinstance(Middleware(store=store).store, CachedProfileStore) == store.remote
