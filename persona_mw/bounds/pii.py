@@ -243,10 +243,10 @@ class PIIDetector:
         spans = []
         # the upper-case IBAN candidates first: digits inside one are not a number of their own
         taken: list[tuple[int, int]] = []
-        for m in _upper_ibans(text, start):
-            s, e = m.span()
+        for candidate in _upper_ibans(text, start):
+            s, e = candidate.span()
             taken.append((s, e))
-            if "iban" in kinds and _bounded(text, s, e) and iban_valid(m.group()):
+            if "iban" in kinds and _bounded(text, s, e) and iban_valid(candidate.group()):
                 spans.append(Span(s, e, "iban"))
         next_taken = 0
         pos = start
