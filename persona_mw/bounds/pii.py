@@ -61,6 +61,7 @@ _IBAN_SHAPE = bytes(
     ord("A") if 65 <= i <= 90 else ord("0") if 48 <= i <= 57 else ord(".") for i in range(256)
 )
 _IBAN_ANY_CASE = re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,3})?")
+_IBAN_PARTIAL = regex.compile(_IBAN_ANY_CASE.pattern)
 _NUMBER_MAX = 41
 _CANDIDATE_PARTIAL = regex.compile(_CANDIDATE.pattern)
 _SEP_TO_SPACE = {ord(c): " " for c in "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006"}
@@ -213,6 +214,12 @@ class PIIDetector:
             # scan from where a run of candidate characters begins, as from the window start
             begin = _run_start(text, max(start, n - self.max_span), start, _RUN_CHARS)
             live = partial_live_start(_CANDIDATE_PARTIAL, text, begin)
+            # `regex` reports a partial match only where no complete one follows: the digits of
+            # an IBAN being written ("DE89 3704 0", "de89 3704 0") are a complete number
+            # candidate, which hid the partial IBAN from its country code on
+            if "iban" in kinds:
+                iban_from = max(start, begin - 2)  # the country code is no run character
+                live = min(live, partial_live_start(_IBAN_PARTIAL, text, iban_from))
         if "email" in kinds:
             floor = max(start, n - _EMAIL_MAX - LOOKAHEAD)
             word = n
@@ -236,18 +243,23 @@ class PIIDetector:
         spans = []
         # the upper-case IBAN candidates first: digits inside one are not a number of their own
         taken: list[tuple[int, int]] = []
-        for m in _upper_ibans(text, start):
-            s, e = m.span()
+        for candidate in _upper_ibans(text, start):
+            s, e = candidate.span()
             taken.append((s, e))
-            if "iban" in kinds and _bounded(text, s, e) and iban_valid(m.group()):
+            if "iban" in kinds and _bounded(text, s, e) and iban_valid(candidate.group()):
                 spans.append(Span(s, e, "iban"))
         next_taken = 0
-        for m in _NUMBER.finditer(text, start):
+        pos = start
+        while (m := _NUMBER.search(text, pos)) is not None:
             s = m.start()
+            pos = m.end()
             while next_taken < len(taken) and taken[next_taken][1] <= s:
                 next_taken += 1
             if next_taken < len(taken) and taken[next_taken][0] <= s:
-                continue  # inside an IBAN candidate (both lists are in text order)
+                # inside an IBAN candidate (both in text order): go on from its end, as the one
+                # pattern of both would
+                pos = taken[next_taken][1]
+                continue
             if (
                 "iban" in kinds
                 and s >= 2
