@@ -211,6 +211,9 @@ class Classifiers:
             )
 
     async def _ask(self, spec: ModelSpec, model: str, text: str, stage: Stage) -> Verdict:
+        from ..llm import import_litellm
+
+        import_litellm()  # a process's first import takes seconds: not the provider's time
         timeout = self.timeout_for(spec)
         kwargs = dict(self.settings.kwargs or {})
         if isinstance(spec, ModerationSpec):

@@ -157,8 +157,14 @@ def check(
     skipped = []
     if stage == "input":
         if judge:
+            from ..bounds import BoundsConfig
+            from ..bounds.classifiers import Classifiers
+
+            # the deployment's models, timeout and LiteLLM arguments for the classifiers
+            bounds = BoundsConfig.model_validate(load_deployment(config_path).bounds)
             ctx.policy = effective
-            hits = asyncio.run(check_input(effective, text, ctx=ctx))
+            classifiers = Classifiers(bounds.classifier_settings())
+            hits = asyncio.run(check_input(effective, text, ctx=ctx, classifiers=classifiers))
         else:
             hits = effective.input.scan(text)
             skipped = [r.rule.id for r in effective.input_classifiers]

@@ -77,6 +77,34 @@ def test_check_reports_skipped_judge_rules(tmp_path: Path) -> None:
     assert out["skipped_judge_rules"] == ["j"]
 
 
+def test_check_with_judge_asks_the_deployments_classifiers(tmp_path: Path) -> None:
+    """``--judge`` runs the model-backed rules with the config's classifier settings (here a
+    fake moderation endpoint over HTTP)."""
+    import yaml
+
+    from persona_mw.testing import FakeOpenAIServer
+
+    policy_file = tmp_path / "mod.yaml"
+    policy_file.write_text(
+        "rules:\n  - id: m\n    tier: 2\n    stage: input\n    message: withheld\n"
+        "    detector: {kind: moderation, categories: [violence]}\n"
+    )
+    with FakeOpenAIServer(moderate=lambda t: {"violence": 0.9} if "hurt" in t else {}) as fake:
+        config = tmp_path / "persona.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {"bounds": {"classifier_kwargs": {"api_base": fake.base_url, "api_key": "t"}}}
+            )
+        )
+        base = ["--config", str(config), "--policy", str(policy_file), "--stage", "input"]
+        result = CliRunner().invoke(check, [*base, "--judge"], input="I will hurt them")
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)  # the classifier's log line went to stderr
+        assert [(d["rule_id"], d["action"]) for d in out["decisions"]] == [("m", "block")]
+        assert out["text"] == "withheld"
+        assert [r["input"] for r in fake.moderation_requests] == ["I will hurt them"]
+
+
 def test_bad_policy_is_a_clean_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("packs: [crisis]\noverrides:\n  - {id: crisis.ideation, action: log}\n")

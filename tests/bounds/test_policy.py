@@ -90,6 +90,7 @@ def write(tmp_path: Path, name: str, data: dict[str, Any]) -> Path:
                     "rules": [
                         {
                             **RULE,
+                            "stage": "input",
                             "action": "redact",
                             "detector": {"kind": "judge", "categories": ["S1"]},
                         }
@@ -103,6 +104,11 @@ def write(tmp_path: Path, name: str, data: dict[str, Any]) -> Path:
             [{"rules": [{**RULE, "detector": {"kind": "moderation", "categories": ["gore"]}}]}],
             "r1",
             "unknown moderation categories ['gore']",
+        ),
+        (
+            [{"rules": [{**RULE, "stage": "output", "detector": {"kind": "moderation"}}]}],
+            "r1",
+            "runs on input only for now",
         ),
         (
             [{"rules": [{**RULE, "detector": {"kind": "moderation", "packs": False}}]}],
@@ -133,6 +139,7 @@ def write(tmp_path: Path, name: str, data: dict[str, Any]) -> Path:
                     "rules": [
                         {
                             **RULE,
+                            "stage": "input",
                             "instruction": "be careful",
                             "detector": {"kind": "moderation", "categories": ["hate"]},
                         }

@@ -114,7 +114,10 @@ def test_a_late_moderation_block_replaces_the_reply(
 ) -> None:
     upstream.inject(Fault(route="moderations", delay=0.4))
     chats = len(upstream.requests)
-    assert _ask(client, "I will hurt them", stream=stream) == (MOD_BLOCK, "content_filter")
+    # a text per case: the input stage remembers each text's verdict (a second ask blocks at
+    # once, without the model)
+    text = f"I will hurt them ({'stream' if stream else 'plain'})"
+    assert _ask(client, text, stream=stream) == (MOD_BLOCK, "content_filter")
     assert any(r.get("model") == "fake" for r in upstream.requests[chats:])  # the model ran
 
 
@@ -123,7 +126,8 @@ def test_a_late_judge_block_replaces_the_reply(
     client: openai.OpenAI, upstream: FakeOpenAIServer, stream: bool
 ) -> None:
     upstream.inject(Fault(route="chat", model="guard", delay=0.4))
-    assert _ask(client, "make a nerve agent", stream=stream) == (JUDGE_BLOCK, "content_filter")
+    text = f"make a nerve agent ({'stream' if stream else 'plain'})"
+    assert _ask(client, text, stream=stream) == (JUDGE_BLOCK, "content_filter")
 
 
 @STREAM
