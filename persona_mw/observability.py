@@ -140,28 +140,67 @@ def request_event(ctx: CallContext, *, include_text: bool = False) -> dict[str, 
 
 
 class _LibraryLogger(structlog._config.BoundLoggerLazyProxy):
-    """structlog's lazy logger, except that an unconfigured structlog prints to stderr, and that
-    :func:`route_library_logs` sends the library's events (only those) elsewhere."""
+    """structlog's lazy logger, except that an unconfigured structlog prints to stderr, that
+    :func:`route_library_logs` sends the library's events (only those) elsewhere, and that the
+    logger it assembles is kept until structlog's configuration (or the route) changes.
+
+    The lazy proxy assembles a new bound logger (context, factory call, wrapper) for every log
+    call unless the application turned on ``cache_logger_on_first_use``: about as dear as the
+    event itself, paid even when the level filters the event out. Keeping it per configuration
+    (the configured objects themselves, compared by identity, so a ``structlog.configure`` or
+    ``reset_defaults`` is seen at the next call) keeps a filtered call to a few hundred
+    nanoseconds; :meth:`is_enabled_for` lets a caller skip building an event nobody sees.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(None, logger_factory_args=(name,))
+        self._assembled: tuple[tuple[object, ...], Any] | None = None
 
     def bind(self, **new_values: Any) -> Any:
+        logger = self._current()
+        return logger.bind(**new_values) if new_values else logger
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether an event at ``level`` (a ``logging`` level) would be processed at all."""
+        logger = self._current()
+        check = getattr(logger, "is_enabled_for", None) or getattr(logger, "isEnabledFor", None)
+        return True if check is None else bool(check(level))
+
+    def _current(self) -> Any:
+        config = structlog._config._CONFIG
+        key = (
+            structlog.is_configured(),
+            config.default_wrapper_class,
+            config.default_processors,
+            config.logger_factory,
+            config.default_context_class,
+            sys.stderr,  # where an unconfigured structlog prints (a test may swap it)
+            _library_route,
+        )
+        assembled = self._assembled
+        if assembled is not None and all(a is b for a, b in zip(assembled[0], key, strict=True)):
+            return assembled[1]
         if _library_route is not None:
             processors, wrapper_class, stream = _library_route
-            return structlog.wrap_logger(
+            logger = structlog.wrap_logger(
                 structlog.PrintLogger(stream),
                 processors=processors,
                 wrapper_class=wrapper_class,
                 **self._initial_values,
-            ).bind(**new_values)
-        if self._logger is None and not structlog.is_configured():
+            ).bind()
+        elif key[0]:
+            logger = super().bind()
+        else:
             stderr = structlog.PrintLogger(sys.stderr)
-            return structlog.wrap_logger(stderr, **self._initial_values).bind(**new_values)
-        return super().bind(**new_values)
+            logger = structlog.wrap_logger(stderr, **self._initial_values).bind()
+        self._assembled = (key, logger)
+        return logger
 
 
 def get_logger(name: str) -> Any:
     """The library's logger ``name`` (see the module docstring: stderr until the application
     configures structlog, then its configuration)."""
-    return _LibraryLogger(None, logger_factory_args=(name,))
+    return _LibraryLogger(name)
 
 
 def configure_logging(

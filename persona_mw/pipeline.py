@@ -8,6 +8,7 @@ however the text arrives.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
@@ -457,11 +458,13 @@ class Middleware:
             ctx.timings_ms[stage.name] = _ms_since(started)
         ctx.timings_ms["total"] = _ms_since(ctx._t0)
         record_call(ctx)  # OpenTelemetry spans; returns at once unless tracing is on
-        event = request_event(ctx, include_text=self.settings.log_message_text)
-        if ctx.outcome in ("error",):
-            _log.warning(REQUEST_EVENT, **event)
-        else:
-            _log.info(REQUEST_EVENT, **event)
+        error = ctx.outcome == "error"
+        if _log.is_enabled_for(logging.WARNING if error else logging.INFO):  # else not built
+            event = request_event(ctx, include_text=self.settings.log_message_text)
+            if error:
+                _log.warning(REQUEST_EVENT, **event)
+            else:
+                _log.info(REQUEST_EVENT, **event)
 
 
 # -- helpers ----------------------------------------------------------------------------------

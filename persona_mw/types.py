@@ -41,6 +41,7 @@ __all__ = [
     "ActionStateStore",
     "CallContext",
     "CheckCall",
+    "ChecksWholeText",
     "Decision",
     "DeclaresRules",
     "Detector",
@@ -195,6 +196,9 @@ class CallContext:
     disclosure: AIDisclosure | None = None
     #: What the dependence ladder decided for this call; set by the dependence stage.
     signals: LadderResult | None = None
+    #: The cue flags of the user's message when the dependence stage analysed it (with the
+    #: user's consent): the usage recorder stores these rather than analysing the text again.
+    user_cues: frozenset[str] | None = None
     #: How many choices the reply has (the request's ``n``): a stream stopped by a block may
     #: end early only once every one of them was seen. Set by ``Middleware.begin``.
     choices: int = 1
@@ -305,13 +309,24 @@ class InputStage(Protocol):
 class OutputFilter(Protocol):
     """Per-call, stateful. ``feed`` takes the next piece of model text and returns the text that
     is safe to release now (it may hold some back); ``finish`` releases what is left. Once
-    ``stopped`` is true the reply is over (a block): nothing more is fed."""
+    ``stopped`` is true the reply is over (a block): nothing more is fed. A filter that can
+    check a whole reply faster than feeding it also implements :class:`ChecksWholeText`."""
 
     stopped: bool
 
     def feed(self, text: str) -> str: ...
 
     def finish(self) -> str: ...
+
+
+@runtime_checkable
+class ChecksWholeText(Protocol):
+    """An :class:`OutputFilter` that can also check a complete text in one pass (a reply that
+    was not streamed): ``check_whole(text)`` returns exactly what ``feed(text) + finish()``
+    would, and leaves the filter in the same state, without the bookkeeping of a hold-back.
+    Optional: the engine feeds and finishes filters that lack it."""
+
+    def check_whole(self, text: str) -> str: ...
 
 
 class OutputStage(Protocol):

@@ -290,6 +290,17 @@ class StreamFilter:
             return ""
         return self._release(final=True)
 
+    def check_whole(self, text: str) -> str:
+        """``feed(text) + finish()`` in one pass (:class:`~persona_mw.types.ChecksWholeText`):
+        a complete reply holds nothing back, so its live suffix is not looked for and the text
+        is scanned once."""
+        if self.stopped:
+            return ""
+        if self._scanner.empty:
+            return text
+        self._pending += text
+        return self._release(final=True)
+
     def _release(self, *, final: bool) -> str:
         window = self._context + self._pending
         base = len(self._context)

@@ -40,6 +40,20 @@ class FilterChain:
                 return self._drain(i + 1, text)
         return text
 
+    def whole(self, text: str) -> str:
+        """A complete text at once: what ``feed(text) + finish()`` returns, checked in one pass
+        by each filter that can check a whole text (:class:`~persona_mw.types.ChecksWholeText`),
+        without the hold-back bookkeeping a stream needs."""
+        for i, f in enumerate(self.filters):
+            check = getattr(f, "check_whole", None)
+            if check is not None:
+                text = check(text)
+            else:
+                text = (f.feed(text) if text else "") + ("" if f.stopped else f.finish())
+            if f.stopped:
+                return self._drain(i + 1, text)
+        return text
+
     def finish(self) -> str:
         text = ""
         for i, f in enumerate(self.filters):

@@ -280,10 +280,8 @@ class ReplyEnforcer:
     def _choice(self, index: int) -> _Choice:
         choice = self._choices.get(index)
         if choice is None:
-            choice = _Choice(
-                content=self._open(),
-                reasoning=self._open() if self.reasoning == "filter" else None,
-            )
+            # the reasoning chain is opened when reasoning comes (most replies have none)
+            choice = _Choice(content=self._open(), reasoning=None)
             self._choices[index] = choice
         return choice
 
@@ -307,19 +305,28 @@ class ReplyEnforcer:
         marks = len(self.ctx.decisions)
         before = notices_text(self.ctx, "before") if out.first else ""
         choice.gap = choice.gap or bool(before)
-        content = choice.content.feed(piece.content) if piece.content else ""
         reasoning = ""
-        if piece.reasoning and choice.reasoning is not None and not choice.content.stopped:
-            reasoning = choice.reasoning.feed(piece.reasoning)
+        if whole:  # the complete text: one check, no hold-back (equal to feeding it, finishing)
+            content = choice.content.whole(piece.content)
+        else:
+            content = choice.content.feed(piece.content) if piece.content else ""
+        if piece.reasoning and self.reasoning == "filter" and not choice.content.stopped:
+            if choice.reasoning is None:
+                choice.reasoning = self._open()
+            if whole:
+                reasoning = choice.reasoning.whole(piece.reasoning)
+            else:
+                reasoning = choice.reasoning.feed(piece.reasoning)
         for call in piece.tool_calls:
             _buffer(choice, call)
         choice.logprobs.extend(piece.logprobs)
         ending = piece.finish_reason is not None
         calls: tuple[ToolCallPiece, ...] = ()
         if ending and not self._blocked(choice):
-            content += choice.content.finish()
-            if choice.reasoning is not None and not choice.content.stopped:
-                reasoning += choice.reasoning.finish()
+            if not whole:
+                content += choice.content.finish()
+                if choice.reasoning is not None and not choice.content.stopped:
+                    reasoning += choice.reasoning.finish()
             if not self._blocked(choice):
                 calls = self._check_calls(choice)
         if whole and (content != piece.content):
@@ -441,7 +448,7 @@ class ReplyEnforcer:
 
     def _check_text(self, text: str) -> tuple[str, bool]:
         chain = self._open()
-        released = chain.feed(text) + chain.finish() if text else ""
+        released = chain.whole(text) if text else ""
         return released, chain.stopped
 
 

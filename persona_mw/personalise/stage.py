@@ -9,19 +9,26 @@ It runs last among the input stages (after the bounds check has put its tier ins
    model without a system role;
 4. records the exposure: the profile parts used, the tokens they took, reduced mode.
 
-It holds only its configuration; everything per call lives on the context.
+It holds only its configuration and a cache of built instructions; everything per call lives
+on the context. The cache is keyed by the profile object itself (a cached profile is the same
+object until it changes; profiles are frozen), the model, the tier instructions and reduced
+mode: :func:`build_instruction` is pure, and renders and sanitises every part (~0.1 ms).
 """
 
 from __future__ import annotations
 
-from persona_mw.types import CallContext
+from persona_mw.profile import Profile
+from persona_mw.types import CallContext, Instruction
 
 from .config import PersonaliseConfig
-from .instruction import build_instruction
+from .instruction import PersonalInstruction, build_instruction
 from .messages import apply_instruction, strip_personalisation
 from .model_info import supports_system_role, token_counter_for
 
 __all__ = ["PersonaliseStage"]
+
+#: Built instructions kept (about one per active user, a few kB each) before starting afresh.
+_CACHE_SIZE = 4096
 
 
 class PersonaliseStage:
@@ -32,6 +39,13 @@ class PersonaliseStage:
 
     def __init__(self, *, config: PersonaliseConfig | None = None) -> None:
         self.config = config or PersonaliseConfig()
+        #: (id of the profile, model, tier instructions, reduced) -> (that profile, its
+        #: instruction); the profile is kept so its id cannot be reused by another one.
+        #: A plain dict, emptied when full: its operations are atomic, and a sync bridge may
+        #: call the stage from another thread.
+        self._built: dict[
+            tuple[int, str, tuple[Instruction, ...], bool], tuple[Profile, PersonalInstruction]
+        ] = {}
 
     async def __call__(self, ctx: CallContext) -> None:
         cfg = self.config
@@ -44,16 +58,24 @@ class PersonaliseStage:
             ):
                 ctx.prompt_messages = messages
             return
-        instruction = build_instruction(
-            profile,
-            instructions=ctx.instructions,
-            reduced=ctx.exposure.reduced,
-            budget_tokens=cfg.budget_tokens,
-            max_user_chars=cfg.max_user_text_chars,
-            strong_preference=cfg.strong_preference,
-            personalise=cfg.enabled,
-            count_tokens=token_counter_for(ctx.model),
-        )
+        key = (id(profile), ctx.model, tuple(ctx.instructions), ctx.exposure.reduced)
+        built = self._built.get(key)
+        if built is not None and built[0] is profile:
+            instruction = built[1]
+        else:
+            instruction = build_instruction(
+                profile,
+                instructions=ctx.instructions,
+                reduced=ctx.exposure.reduced,
+                budget_tokens=cfg.budget_tokens,
+                max_user_chars=cfg.max_user_text_chars,
+                strong_preference=cfg.strong_preference,
+                personalise=cfg.enabled,
+                count_tokens=token_counter_for(ctx.model),
+            )
+            if len(self._built) >= _CACHE_SIZE:
+                self._built.clear()
+            self._built[key] = (profile, instruction)
         ctx.prompt_messages = apply_instruction(
             messages, instruction, system_role=supports_system_role(ctx.model)
         )

@@ -279,9 +279,12 @@ class UsageDigest:
         "_idle_us",
         "_last",
         "_last_day",
+        "_last_key",
+        "_past",
         "_session_days",
         "_session_start",
         "_tail_us",
+        "_touched",
         "count",
     )
 
@@ -294,8 +297,14 @@ class UsageDigest:
         self._last: UsageEvent | None = None
         #: The local day of the last event: its active-time credit is still open.
         self._last_day: _Day | None = None
+        self._last_key: date | None = None
         self._session_start: datetime | None = None
         self._session_days: set[date] = set()
+        #: The window's days before "today", summed at the last :meth:`signals` (see
+        #: :class:`_PastDays`), and the days changed since: a live stage adds one message of
+        #: today per call, so the other days of the window are summed once, not per call.
+        self._past: _PastDays | None = None
+        self._touched: set[date] = set()
         #: Events folded in.
         self.count = 0
 
@@ -320,6 +329,7 @@ class UsageDigest:
         if state is not None:
             digest._last = _utc(state.last)
             digest._last_day = digest._days.setdefault(state.last_day, _Day())
+            digest._last_key = state.last_day
             digest._session_start = state.session_start.astimezone(UTC)
             digest._session_days = set(state.session_days)
             digest.count = state.count
@@ -372,16 +382,19 @@ class UsageDigest:
             self._session_days = set()
         elif self._last_day is not None:
             self._last_day.active_us += min((ev.ts - last.ts) // _US, self._cap_us)
-        self._last_day = self._count(ev, True)
+        if self._last_key is not None:  # its credit was settled (and it is no longer open)
+            self._touched.add(self._last_key)
+        self._last_key, self._last_day = self._count(ev, True)
         self._last = ev
         self.count += 1
         return True
 
-    def _count(self, ev: UsageEvent, in_session: bool) -> _Day:
+    def _count(self, ev: UsageEvent, in_session: bool) -> tuple[date, _Day]:
         """The event's counts on its local day (everything but active time); that day."""
         cfg = self._config
         local = _local(ev.ts, ev.tz)
         key = local.date()
+        self._touched.add(key)
         day = self._days.get(key)
         if day is None:
             day = self._days[key] = _Day()
@@ -401,7 +414,7 @@ class UsageDigest:
             if ev.relationship_score is not None:
                 day.scored += 1
                 day.relationship_hits += ev.relationship_score >= cfg.relationship_score_threshold
-        return day
+        return key, day
 
     def signals(
         self,
@@ -411,9 +424,12 @@ class UsageDigest:
         tz: str | None = None,
         minor: bool | None = None,
         population: Sequence[float] | None = None,
+        history: bool = True,
     ) -> Signals:
         """The signals at ``now``, which must not be before the last event (see
-        :func:`compute_signals` for events that may lie after ``now``)."""
+        :func:`compute_signals` for events that may lie after ``now``). ``history=False``
+        leaves :attr:`Signals.history` empty (the live stage's ladder reads only the figures),
+        which saves building a row per day of the window."""
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware (e.g. datetime.now(UTC))")
         # In UTC: Python subtracts datetimes sharing one ZoneInfo by wall clock (wrong across DST).
@@ -425,31 +441,26 @@ class UsageDigest:
         zone = tz or (last.tz if last is not None else "UTC")
         is_minor = minor if minor is not None else bool(last is not None and last.minor)
         today = _local(now, zone).date()
-        window_start = today - timedelta(days=cfg.window_days - 1)
-        late_start = today - timedelta(days=cfg.late_night_window_days - 1)
-        # The last event's credit is still open: it counts as a session tail until settled.
-        open_day, tail = self._last_day, self._tail_us
-
-        def minutes(raw: _Day) -> float:
-            return (raw.active_us + (tail if raw is open_day else 0)) / _MINUTE_US
-
-        cue_counts = dict.fromkeys(CUE_NAMES, 0)
-        analysed = late_total = late_hits = 0
-        scored = relationship_hits = assistant_total = exposed = 0
-        for d, raw in self._days.items():
-            if d >= late_start:
-                late_total += raw.messages
-                late_hits += raw.late
-            if d < window_start:
-                continue
-            analysed += raw.analysed
-            for cue, n in raw.cues.items():
+        past = self._past_days(today)
+        today_raw = self._days.get(today)
+        today_minutes = self._minutes(today_raw) if today_raw is not None else 0.0
+        today_messages = today_raw.messages if today_raw is not None else 0
+        today_sessions = today_raw.sessions if today_raw is not None else 0
+        cue_counts = dict(past.cues)
+        late_total, late_hits = past.late_total, past.late_hits
+        analysed, assistant_total = past.analysed, past.assistant
+        exposed, scored, relationship_hits = past.exposed, past.scored, past.relationship_hits
+        if today_raw is not None:  # today is in both windows (each is at least a day long)
+            late_total += today_raw.messages
+            late_hits += today_raw.late
+            analysed += today_raw.analysed
+            for cue, n in today_raw.cues.items():
                 if cue in cue_counts:
                     cue_counts[cue] += n
-            assistant_total += raw.assistant
-            exposed += raw.exposed
-            scored += raw.scored
-            relationship_hits += raw.relationship_hits
+            assistant_total += today_raw.assistant
+            exposed += today_raw.exposed
+            scored += today_raw.scored
+            relationship_hits += today_raw.relationship_hits
 
         current_minutes = 0.0
         current_start: datetime | None = None
@@ -461,22 +472,16 @@ class UsageDigest:
             current_start = self._session_start
             current_minutes = (last.ts - self._session_start).total_seconds() / 60
 
-        window = [today - timedelta(days=n) for n in range(cfg.window_days - 1, -1, -1)]
-        history = tuple(
-            _day_stats(d, got, minutes(got)) if (got := self._days.get(d)) else DayStats(day=d)
-            for d in window
-        )
-        streak = 0
-        cursor = today if self._active(today) else today - timedelta(days=1)
-        while self._active(cursor):
-            streak += 1
-            cursor -= timedelta(days=1)
-
-        first_day = min(self._days) if self._days else today
+        active_today = today_messages > 0
+        first_day = today if today_raw is not None else past.first_day or today
+        if past.first_day is not None and past.first_day < first_day:
+            first_day = past.first_day
+        # the window's days from the first one with use (the trend of a new user is not
+        # dragged down by the days before they started)
+        since_first = (first_day - (today - timedelta(days=cfg.window_days - 1))).days
         usage_trend = _trend(
-            [s.active_minutes for s in history if s.day >= first_day], cfg.trend_min_days
+            (*past.minutes, today_minutes)[max(since_first, 0) :], cfg.trend_min_days
         )
-        today_raw = self._days.get(today)
         n = cfg.window_days
         signals = Signals(
             user_id=user_id if user_id is not None else (last.user_id if last else ""),
@@ -486,17 +491,17 @@ class UsageDigest:
             minor=is_minor,
             current_session_minutes=current_minutes,
             session_started_at=current_start,
-            daily_active_minutes=minutes(today_raw) if today_raw else 0.0,
-            messages_today=today_raw.messages if today_raw else 0,
-            sessions_today=today_raw.sessions if today_raw else 0,
-            active_day_streak=streak,
-            days_active_28=sum(1 for s in history if s.messages),
+            daily_active_minutes=today_minutes,
+            messages_today=today_messages,
+            sessions_today=today_sessions,
+            active_day_streak=past.streak + 1 if active_today else past.streak,
+            days_active_28=past.days_active + active_today,
             late_night_share=late_hits / late_total if late_total else 0.0,
             late_night_window_messages=late_total,
             usage_trend=usage_trend,
-            mean_daily_minutes_28=sum(s.active_minutes for s in history) / n,
-            sessions_per_day_28=sum(s.sessions for s in history) / n,
-            messages_per_day_28=sum(s.messages for s in history) / n,
+            mean_daily_minutes_28=(past.minutes_sum + today_minutes) / n,
+            sessions_per_day_28=(past.sessions + today_sessions) / n,
+            messages_per_day_28=(past.messages + today_messages) / n,
             percentile=None,
             cue_rates={c: (cue_counts[c] / analysed if analysed else 0.0) for c in CUE_NAMES},
             analysed_messages=analysed,
@@ -505,7 +510,7 @@ class UsageDigest:
             assistant_messages_scored=scored,
             personalisation_exposure=exposed / assistant_total if assistant_total else 0.0,
             assistant_messages=assistant_total,
-            history=history,
+            history=self._history(today) if history else (),
         )
         if population is not None:
             signals = replace(
@@ -513,9 +518,113 @@ class UsageDigest:
             )
         return signals
 
-    def _active(self, day: date) -> bool:
-        raw = self._days.get(day)
-        return raw is not None and raw.messages > 0
+    def _minutes(self, raw: _Day) -> float:
+        """The day's active minutes; the last event's open credit counts as a session tail."""
+        return (raw.active_us + (self._tail_us if raw is self._last_day else 0)) / _MINUTE_US
+
+    def _past_days(self, today: date) -> _PastDays:
+        """Every day but ``today`` summed for :meth:`signals`: kept until a day other than
+        ``today`` changes or the date moves on (the settled credit of a message that came after
+        one of yesterday changes yesterday, and so does the open credit moving on)."""
+        past, touched = self._past, self._touched
+        if past is None or past.today != today or any(d != today for d in touched):
+            past = self._past = self._sum_past_days(today)
+        touched.clear()
+        return past
+
+    def _sum_past_days(self, today: date) -> _PastDays:
+        cfg = self._config
+        window_start = today - timedelta(days=cfg.window_days - 1)
+        late_start = today - timedelta(days=cfg.late_night_window_days - 1)
+        cues = dict.fromkeys(CUE_NAMES, 0)
+        late_total = late_hits = analysed = scored = relationship_hits = 0
+        assistant = exposed = 0
+        first_day: date | None = None
+        minutes = [0.0] * (cfg.window_days - 1)
+        sessions = messages = days_active = 0
+        for d, raw in self._days.items():
+            if d == today:
+                continue
+            if first_day is None or d < first_day:
+                first_day = d
+            if d >= late_start:
+                late_total += raw.messages
+                late_hits += raw.late
+            if d < window_start:
+                continue
+            analysed += raw.analysed
+            for cue, n in raw.cues.items():
+                if cue in cues:
+                    cues[cue] += n
+            assistant += raw.assistant
+            exposed += raw.exposed
+            scored += raw.scored
+            relationship_hits += raw.relationship_hits
+            if d < today:  # a day of the window's table (not one after today: other zones)
+                minutes[(d - window_start).days] = self._minutes(raw)
+                sessions += raw.sessions
+                messages += raw.messages
+                days_active += raw.messages > 0
+        streak = 0
+        cursor = today - timedelta(days=1)
+        while (active := self._days.get(cursor)) is not None and active.messages > 0:
+            streak += 1
+            cursor -= timedelta(days=1)
+        return _PastDays(
+            today=today,
+            minutes=tuple(minutes),
+            minutes_sum=sum(minutes),
+            sessions=sessions,
+            messages=messages,
+            days_active=days_active,
+            streak=streak,
+            first_day=first_day,
+            late_total=late_total,
+            late_hits=late_hits,
+            analysed=analysed,
+            cues=cues,
+            assistant=assistant,
+            exposed=exposed,
+            scored=scored,
+            relationship_hits=relationship_hits,
+        )
+
+    def _history(self, today: date) -> tuple[DayStats, ...]:
+        """The window's days up to ``today``, oldest first, days without use included."""
+        days = (today - timedelta(days=k) for k in range(self._config.window_days - 1, -1, -1))
+        return tuple(
+            _day_stats(d, got, self._minutes(got))
+            if (got := self._days.get(d)) is not None
+            else DayStats(day=d)
+            for d in days
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _PastDays:
+    """A digest's days other than ``today``, summed as :meth:`UsageDigest.signals` needs them:
+    the minutes of the window's days before today (oldest first) and their sums, the active
+    days in a row up to yesterday, the earliest day, and the counts of the late-night and the
+    signals' windows (days after today, which another time zone can make, count in these as
+    they always did)."""
+
+    today: date
+    #: Active minutes of each of the window's days before today, oldest first.
+    minutes: tuple[float, ...]
+    minutes_sum: float
+    sessions: int
+    messages: int
+    days_active: int
+    streak: int
+    first_day: date | None
+    late_total: int
+    late_hits: int
+    analysed: int
+    cues: Mapping[str, int]
+    assistant: int
+    exposed: int
+    scored: int
+    relationship_hits: int
 
 
 def compute_signals(

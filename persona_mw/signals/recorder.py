@@ -34,7 +34,9 @@ without blocking the caller's loop; when it has stopped, the buffer (plain memor
 the caller's loop instead (a Redis store then reconnects there, see
 :mod:`persona_mw.stores.loops`).
 
-**Logs**: one ``usage.recorded`` event per event *written* (after the store accepted it), with
+**Logs**: one ``usage.recorded`` event at *debug* level per event *written* (after the store
+accepted it; debug because it is one event per message, on the event loop: the counters in
+:mod:`persona_mw.observability` are the operator's view of the books), with
 stable keys ``user_hash`` (the pipeline's HMAC, never the raw id), ``request_id``, ``role``,
 ``ts``, ``tokens``, ``chars``, ``analysed``, ``cues``, ``relationship_score``, ``exposure`` and
 ``minor``. No text, no raw user id, no session id: sessions are derived from timestamps by the
@@ -43,13 +45,15 @@ fold the store's rollup keeps (:class:`~persona_mw.signals.compute.UsageDigest`,
 
 **Text analysis** (cue flags, relationship-seeking score) runs only when the user consented
 (``profile.consent.text_analysis``) and an ``analyse`` callable was given, and it runs in the
-background task, not in the request; the text waits in the buffer and is never stored.
+background task, not in the request; the text waits in the buffer and is never stored. A user
+message the dependence stage already analysed (``ctx.user_cues``) keeps those flags instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -182,7 +186,10 @@ class UsageRecorder:
             request_id=ctx.request_id,
             analysed=consent,
         )
-        out = [_Pending(base, ctx.user_hash, user_text if consent else None)]
+        if consent and ctx.user_cues is not None:  # the dependence stage analysed it already
+            out = [_Pending(replace(base, cues=ctx.user_cues), ctx.user_hash, None)]
+        else:
+            out = [_Pending(base, ctx.user_hash, user_text if consent else None)]
         replied = ctx.outcome != "error" and (ctx.outcome != "cancelled" or bool(ctx.output_text))
         if replied:
             reply_text = _without_notices(ctx)
@@ -367,8 +374,9 @@ class UsageRecorder:
             self.writes += 1
             self.stored += len(batch)
             delay = self.retry_initial_s
-            for item in batch:
-                _log_recorded(item)
+            if _log.is_enabled_for(logging.DEBUG):  # not even built when nobody reads it
+                for item in batch:
+                    _log_recorded(item)
             self._log_drops()
 
     async def _take_batch(self) -> None:
@@ -434,7 +442,7 @@ def _without_notices(ctx: CallContext) -> str:
 
 def _log_recorded(item: _Pending) -> None:
     event = item.event
-    _log.info(
+    _log.debug(
         "usage.recorded",
         user_hash=item.user_hash,
         request_id=event.request_id,

@@ -75,7 +75,8 @@ class _UserUsage:
         self.digest.add(event, late=True)
 
     def signals(self, now: datetime, **kwargs: Any) -> Signals:
-        return _signals_at(self.digest, now, **kwargs)
+        # the ladder reads the figures only: no per-day table (see UsageDigest.signals)
+        return _signals_at(self.digest, now, history=False, **kwargs)
 
 
 def _signals_at(digest: UsageDigest, now: datetime, **kwargs: Any) -> Signals:
@@ -239,6 +240,8 @@ class DependenceStage:
         text = ctx.user_text()
         consent = ctx.profile.consent.text_analysis
         cues = self.analyse(text, "user")[0] if consent and text else frozenset()
+        if consent:
+            ctx.user_cues = cues
         return UsageEvent(
             user_id=ctx.user_id,
             ts=ctx.started_at,

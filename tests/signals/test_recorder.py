@@ -4,12 +4,14 @@ without being counted (queue full, Redis down, shutdown)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pytest
+import structlog
 
 from persona_mw.errors import ConfigError
 from persona_mw.pipeline import Middleware
@@ -193,8 +195,20 @@ async def test_exposure_is_recorded_on_the_reply() -> None:
     assert (user.tokens, reply.tokens) == (11, 7)
 
 
-async def test_recorded_log_has_stable_keys_and_no_raw_id_or_text(store: UsageStore) -> None:
+async def test_recorded_log_has_stable_keys_and_no_raw_id_or_text(
+    store: UsageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``usage.recorded`` is a debug event: logged at debug level (whatever an earlier test
+    configured), and not logged at info."""
+    saved = structlog.get_config()
+    monkeypatch.setattr(structlog._config._CONFIG, "default_wrapper_class", saved["wrapper_class"])
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
     recorder = UsageRecorder(store)
+    with capture_logs() as quiet:
+        await recorder(context(Profile(user_id="ada"), "hello"))
+        await recorder.flush(timeout_s=5)
+    assert not [e for e in quiet if e["event"] == "usage.recorded"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     with capture_logs() as logs:
         await recorder(context(Profile(user_id="ada.lovelace@example.com"), "my secret plan"))
         await recorder.flush(timeout_s=5)

@@ -1,0 +1,72 @@
+"""The library's logger keeps the logger it assembled until structlog's configuration changes
+(so a log call, and above all one the level filters out, costs little), and still follows every
+configuration an application makes, and a swapped stderr while structlog is unconfigured."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import pytest
+import structlog
+
+from persona_mw.observability import get_logger
+
+
+@pytest.fixture
+def restore_structlog() -> Iterator[None]:
+    saved = structlog.get_config()
+    was_configured = structlog.is_configured()
+    yield
+    structlog.configure(**saved)
+    if not was_configured:
+        structlog.reset_defaults()
+
+
+def _capture(into: list[MutableMapping[str, Any]]) -> Any:
+    def processor(_: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        into.append({**event, "level": method})
+        raise structlog.DropEvent
+
+    return processor
+
+
+@pytest.mark.usefixtures("restore_structlog")
+def test_the_logger_follows_each_configuration_and_its_level() -> None:
+    log = get_logger("persona_mw.test")
+    events: list[MutableMapping[str, Any]] = []
+    structlog.configure(
+        processors=[_capture(events)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    )
+    assert not log.is_enabled_for(logging.INFO) and log.is_enabled_for(logging.WARNING)
+    log.info("quiet.event")
+    log.warning("loud.event", n=1)
+    assert [(e["event"], e["level"]) for e in events] == [("loud.event", "warning")]
+
+    later: list[MutableMapping[str, Any]] = []
+    structlog.configure(
+        processors=[_capture(later)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+    )
+    assert log.is_enabled_for(logging.DEBUG)
+    log.debug("now.seen", n=2)
+    assert [(e["event"], e["n"]) for e in later] == [("now.seen", 2)]
+    assert len(events) == 1, "the first configuration's processors are no longer used"
+    assert log.bind(extra="x")._context == {"extra": "x"}
+
+
+@pytest.mark.usefixtures("restore_structlog")
+def test_unconfigured_it_prints_to_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    structlog.reset_defaults()
+    log = get_logger("persona_mw.test")
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    log.warning("to.first")
+    monkeypatch.setattr(sys, "stderr", second)
+    log.warning("to.second")
+    assert "to.first" in first.getvalue() and "to.second" not in first.getvalue()
+    assert "to.second" in second.getvalue()
