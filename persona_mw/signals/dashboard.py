@@ -30,13 +30,11 @@ from .ladder import ACTION_KINDS
 from .report import aggregate_report
 
 if TYPE_CHECKING:
-    from persona_mw.types import CallContext
+    from persona_mw.types import CallContext, UsageStore
 
-    from .usage_store import UsageRollup
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
-    "Population",
     "count_activity",
     "dashboard_html",
     "dashboard_report",
@@ -199,16 +197,8 @@ def _median(values: Sequence[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-class Population(Protocol):
-    """What the dashboard needs of a usage store (both of the recorder's stores provide it)."""
-
-    async def users(self) -> list[str]: ...
-
-    async def rollup(self, user_id: str) -> UsageRollup: ...
-
-
 async def load_dashboard(
-    usage: Population,
+    usage: UsageStore,
     counters: _Counters,
     *,
     now: datetime,
