@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 import redis.asyncio
+import structlog
 
 
 def free_port() -> int:
@@ -161,6 +162,20 @@ def _no_persona_environment_leaks() -> Iterator[None]:
         if key not in before:
             del os.environ[key]
     os.environ.update(before)
+
+
+@pytest.fixture(autouse=True)
+def _no_structlog_configuration_leaks() -> Iterator[None]:
+    """A test that calls ``structlog.configure`` (or runs the demo or ``serve`` in-process, which
+    configure logging) leaves structlog configured for every later test: the library's events
+    then follow that configuration (to stdout, or to a buffer long gone) instead of stderr, and
+    a later CLI test found a log line in the JSON it parses."""
+    configured = structlog.is_configured()
+    saved = structlog.get_config()
+    yield
+    structlog.reset_defaults()
+    if configured:
+        structlog.configure(**saved)
 
 
 @contextlib.contextmanager

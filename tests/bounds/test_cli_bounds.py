@@ -24,7 +24,7 @@ TUTORING = str(EXAMPLES / "childrens-tutoring.yaml")
 def run_check(*args: str, stdin: str) -> dict:  # type: ignore[type-arg]
     result = CliRunner().invoke(check, list(args), input=stdin)
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)  # type: ignore[no-any-return]
+    return json.loads(result.stdout)  # type: ignore[no-any-return]  # logs go to stderr
 
 
 @pytest.mark.parametrize("chunk", [None, "1", "3", "64"])
