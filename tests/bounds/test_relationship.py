@@ -185,6 +185,51 @@ def test_case_does_not_matter() -> None:
     assert relationship_score("I MISSED YOU SO MUCH") == relationship_score("i missed you so much")
 
 
+_WARM_PIECES = (
+    [t for text in RELATIONSHIP_SEEKING for t in text.split(". ")]
+    + NEUTRAL
+    + [
+        "\u0130stanbul",  # lower-cases to two characters
+        "\u017f",  # long s
+        "\u212a",  # Kelvin sign
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(_WARM_PIECES) | st.text(max_size=30), max_size=6),
+    flips=st.lists(st.booleans(), min_size=1, max_size=64),
+)
+def test_any_mix_of_cases_finds_the_same_cues_at_the_same_places(
+    pieces: list[str], flips: list[bool]
+) -> None:
+    """The scorer lower-cases the text once instead of matching case-insensitively: the cues
+    and their spans in the caller's text must be those of the text in lower case, with any
+    characters upper-cased, and whatever changes length when lower-cased."""
+    text = " ".join(pieces)
+    mixed = "".join(
+        c.upper() if flips[i % len(flips)] and len(c.upper()) == 1 else c
+        for i, c in enumerate(text)
+    )
+    lower, upper = RelationshipScorer().explain(text), RelationshipScorer().explain(mixed)
+    assert (upper.cues, upper.raw, upper.score) == (lower.cues, lower.raw, lower.score)
+    for cue in upper.cues:
+        assert mixed[cue.start : cue.end].lower() == text[cue.start : cue.end].lower()
+
+
+def test_a_case_sensitive_family_stays_case_sensitive() -> None:
+    """A deployer's own family compiled without IGNORECASE matches only the case it names."""
+    import re
+
+    from persona_mw.bounds.relationship import CueFamily
+
+    family = CueFamily("shouting", 2.0, re.compile(r"\bLOVE\b"))
+    scorer = RelationshipScorer(families=(family,))
+    assert [c.label for c in scorer.explain("I LOVE this").cues] == ["shouting"]
+    assert scorer.explain("I love this").cues == ()
+
+
 @pytest.mark.xfail(strict=True, reason="lexicon is English only; other languages score low")
 def test_relationship_seeking_german_text_scores_above_one_half() -> None:
     text = "Ich habe dich so vermisst, mein Schatz! Ich bin immer für dich da, nur du und ich."
