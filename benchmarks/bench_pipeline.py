@@ -78,7 +78,6 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
     from persona_mw.app import demo_config_sections
     from persona_mw.bounds import BoundsInputStage
     from persona_mw.bounds.inputs import VerdictCache
-    from persona_mw.bounds.resolve import resolve
     from persona_mw.bounds.stages import check_input, input_verdict, redact_last_user
     from persona_mw.types import CallContext
 
@@ -86,22 +85,21 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         """The input check as it was: the last user message only, profile text unchecked."""
 
         async def __call__(self, ctx: CallContext) -> None:
-            effective = resolve(self.policy, ctx.profile, scorer=self.scorer)
+            effective = self.effective(ctx.profile, ctx.jurisdictions)
             ctx.policy = effective
             ctx.disclosure = effective.ai_disclosure
             ctx.instructions.extend(effective.instructions)
             text = ctx.user_text()
             if not text:
                 return
-            hits = await check_input(
-                effective, text, judge_model=self.judge_model, judge_timeout_s=1.0
-            )
+            hits = await check_input(effective, text, ctx=ctx, classifiers=self.classifiers)
             if not hits:
                 return
             verdict = input_verdict(hits)
             ctx.decisions.extend(verdict.decisions)
             if verdict.reply is not None:
                 ctx.reply = verdict.reply
+                ctx.reply_finish_reason = "content_filter"
                 return
             ctx.notices.extend(verdict.notices)
             ctx.instructions.extend(verdict.instructions)

@@ -8,10 +8,12 @@
 
 The end user comes from the run config: ``configurable={"persona_user": ...}`` (wrapper) or
 ``metadata={"persona_user": ...}`` (both), or a ``default_user``. A sync app closes the
-middleware with ``close()`` (or ``with chat:``), which writes the buffered usage. See
-docs/langchain.md.
+middleware with ``close()`` (or ``with chat:``), which writes the buffered usage; it runs
+the middleware's other coroutines (a profile write, a usage read) with :func:`run_sync`, on the
+loop its sync calls use. See docs/langchain.md.
 """
 
+from ._portal import run_sync
 from .callbacks import PersonaCallbackHandler, PersonaSyncCallbackHandler
 from .chat_model import PersonaChatModel
 from .messages import USER_KEY
@@ -21,4 +23,5 @@ __all__ = [
     "PersonaCallbackHandler",
     "PersonaChatModel",
     "PersonaSyncCallbackHandler",
+    "run_sync",
 ]

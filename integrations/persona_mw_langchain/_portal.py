@@ -39,7 +39,14 @@ def _portal_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the shared private loop and wait for its result (or its exception)."""
+    """Run ``coro`` on the loop the integration's sync calls use, and return its result (or
+    raise its exception).
+
+    For sync code that also calls the middleware's coroutines, e.g.
+    ``run_sync(mw.store.put(profile))`` before the first ``invoke``: parts such as a Redis
+    store's connections belong to the loop they first ran on, so they must run on this one.
+    Not from inside a coroutine that this loop runs (a stage): that would wait on itself.
+    """
     loop = _portal_loop()
     if threading.current_thread() is _thread:
         coro.close()

@@ -293,6 +293,13 @@ class UsageRecorder:
         erased = await self.store.erase(user_id)
         return {"events": erased.events, "rollup_days": erased.days}
 
+    @property
+    def writer(self) -> asyncio.Task[None] | None:
+        """The background writer task, on the event loop it started on; None before the first
+        event and after :meth:`aclose`. For health checks and tests: read it, do not cancel it
+        (:meth:`aclose` stops it after writing what is buffered)."""
+        return self._task
+
     # -- the writer ---------------------------------------------------------------------------
 
     def _ensure_writer(self) -> None:

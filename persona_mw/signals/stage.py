@@ -168,6 +168,18 @@ class DependenceStage:
         self._log(ctx, signals, result)
         self._act(ctx, result)
 
+    def cached_digest(self, user_id: str) -> UsageDigest | None:
+        """The digest of ``user_id``'s usage this process holds (their stored rollup plus the
+        messages it served since), or None when it holds none (never loaded, expired, erased,
+        or the cache is off). For inspection: the stage owns it; do not add to it."""
+        usage = self._cache.get(user_id) if self._cache is not None else None
+        return usage.digest if usage is not None else None
+
+    @property
+    def loads_in_flight(self) -> int:
+        """Users whose usage is being loaded now (concurrent requests of one user share one)."""
+        return len(self._loads)
+
     async def usage_report(self, user_id: str) -> dict[str, Any]:
         """What the user may see of their own usage (``GET /v1/users/{id}/usage``): today's and
         the window's signals, each local day of the window, and when each action last fired.

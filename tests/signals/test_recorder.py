@@ -312,12 +312,12 @@ async def test_a_trickle_of_requests_is_written_in_few_batches(
 
 async def test_writer_starts_lazily_and_leaves_no_task_behind() -> None:
     recorder = UsageRecorder(MemoryUsageStore())
-    assert recorder._task is None
+    assert recorder.writer is None
     await recorder(context(Profile(user_id="ada")))
-    task = recorder._task
+    task = recorder.writer
     assert task is not None and not task.done()
     await recorder.aclose()
-    assert task.done() and recorder._task is None
+    assert task.done() and recorder.writer is None
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "persona_mw.usage_recorder"]
 
 
@@ -374,7 +374,7 @@ async def test_flush_and_close_from_another_loop_run_on_the_writers_loop(
     recorder = UsageRecorder(store, linger_s=60)  # the writer holds a partial batch back
     with loop_in_thread() as (other, _):
         record_on(other, recorder, "r1")
-        writer = recorder._task
+        writer = recorder.writer
         assert writer is not None and writer.get_loop() is other
         assert recorder.pending == 2  # still buffered: only a flush writes it now
         assert await recorder.flush(timeout_s=5)
@@ -382,7 +382,7 @@ async def test_flush_and_close_from_another_loop_run_on_the_writers_loop(
         record_on(other, recorder, "r2")
         assert recorder.pending == 2
         await recorder.aclose(timeout_s=5)
-        assert writer.done() and recorder._task is None
+        assert writer.done() and recorder.writer is None
     assert (recorder.produced, recorder.stored, recorder.dropped, recorder.pending) == (4, 4, 0, 0)
     assert sorted({e.request_id for e in await store.events("ada")}) == ["r1", "r2"]
 
@@ -402,7 +402,7 @@ async def test_two_running_loops_share_one_writer_and_write_each_event_once() ->
     store.append = counting  # type: ignore[method-assign]
     with loop_in_thread() as (other, _):
         record_on(other, recorder, "first")
-        writer = recorder._task
+        writer = recorder.writer
         assert writer is not None
 
         async def there(n: int) -> None:
@@ -413,7 +413,7 @@ async def test_two_running_loops_share_one_writer_and_write_each_event_once() ->
         for i in range(150):
             await recorder(context(Profile(user_id="ada"), request_id=f"h{i}"))
         await pending
-        assert recorder._task is writer  # no second writer on this loop
+        assert recorder.writer is writer  # no second writer on this loop
         assert await recorder.flush(timeout_s=10)
         await recorder.aclose(timeout_s=5)
     assert (recorder.produced, recorder.stored, recorder.dropped) == (602, 602, 0)
@@ -429,7 +429,7 @@ async def test_close_after_the_writers_loop_stopped_writes_from_this_loop() -> N
     recorder = UsageRecorder(store, linger_s=60)
     with loop_in_thread() as (other, thread):
         record_on(other, recorder, "r1")
-        stale = recorder._task
+        stale = recorder.writer
         assert stale is not None
         other.call_soon_threadsafe(other.stop)
         await asyncio.to_thread(thread.join, 5)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis.asyncio
 from prometheus_client import CollectorRegistry
 
 from persona_mw.bounds.policy import AIDisclosure
@@ -192,7 +193,8 @@ async def test_cache_serves_repeat_requests_and_remembers_the_current_message() 
     signals_today = ctx.signals
     assert signals_today is not None
     # three requests seen by this process, though the store has recorded none yet
-    assert dep._cache["u"].digest.count == 3
+    digest = dep.cached_digest("u")
+    assert digest is not None and digest.count == 3
 
 
 async def test_an_earlier_request_counted_after_a_later_one_still_counts() -> None:
@@ -206,7 +208,8 @@ async def test_an_earlier_request_counted_after_a_later_one_still_counts() -> No
     early = context(user, at=now, request_id="early")
     await dep(early)
     assert early.signals is not None
-    digest = dep._cache["u"].digest
+    digest = dep.cached_digest("u")
+    assert digest is not None
     assert digest.signals(now + timedelta(seconds=2)).messages_today == 2
     await dep(context(user, at=now + timedelta(seconds=2), request_id="next"))
     assert source.calls == 1  # served from the cache throughout
@@ -247,8 +250,9 @@ async def test_due_state_in_redis_is_shared_and_erased_with_the_user(
     assert saved["ai_disclosure"] == now
     profiles = RedisProfileStore(redis_url, prefix=key_prefix)
     await profiles.put(kid)
-    client = states[0]._client
+    client = redis.asyncio.Redis.from_url(redis_url)
     assert await client.sismember(index_key(key_prefix, "kid{1}"), states[0].key("kid{1}"))
+    await client.aclose()
     await profiles.delete("kid{1}")
     assert await states[0].get("kid{1}") == {}
     await profiles.aclose()
@@ -294,7 +298,7 @@ async def test_erase_forgets_cached_events_and_due_state() -> None:
     await dep(context(kid))
     assert "ai_disclosure" in await states.get("kid")
     assert await dep.erase("kid") == 1
-    assert await states.get("kid") == {} and "kid" not in dep._cache
+    assert await states.get("kid") == {} and dep.cached_digest("kid") is None
     again = context(kid, request_id="r2")
     await dep(again)
     assert source.calls == 2  # reloaded from the store, not served from the old cache
@@ -391,8 +395,9 @@ async def test_concurrent_requests_of_one_user_share_one_load(ttl: float) -> Non
     await dep(last)
     assert source.calls == (2 if ttl == 0 else 1)
     if ttl:
-        assert dep._cache is not None
-        assert dep._cache["u"].digest.signals(now + timedelta(seconds=2)).messages_today >= 51 + 11
+        digest = dep.cached_digest("u")
+        assert digest is not None
+        assert digest.signals(now + timedelta(seconds=2)).messages_today >= 51 + 11
 
 
 async def test_a_failed_shared_load_fails_every_waiter_then_retries() -> None:
@@ -412,7 +417,7 @@ async def test_a_failed_shared_load_fails_every_waiter_then_retries() -> None:
     assert source.calls == 1 and errors == 5
     source.fail = False
     await dep(context(Profile(user_id="u"), request_id="again"))
-    assert source.calls == 2 and dep._loads == {}
+    assert source.calls == 2 and dep.loads_in_flight == 0
 
 
 @pytest.mark.redis

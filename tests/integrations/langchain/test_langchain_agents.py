@@ -99,4 +99,4 @@ def test_a_sync_agent_app_closes_through_the_agent_middleware() -> None:
     agent.invoke(QUESTION)
     persona.close()
     assert (recorder.stored, recorder.dropped, recorder.pending) == (2, 0, 0)
-    assert recorder._task is None
+    assert recorder.writer is None

@@ -21,8 +21,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.runnables import RunnableConfig
 from langchain_stages import TokenSpy
-from persona_mw_langchain import PersonaChatModel, PersonaSyncCallbackHandler
-from persona_mw_langchain._portal import run_sync
+from persona_mw_langchain import PersonaChatModel, PersonaSyncCallbackHandler, run_sync
 from pydantic import Field
 
 import persona_mw
@@ -463,7 +462,7 @@ async def test_aclose_after_sync_calls_writes_their_usage() -> None:
     chat = PersonaChatModel(inner=SeeingListFake(responses=["ok"]), middleware=mw)
     await asyncio.to_thread(chat.invoke, "hi", config=ADA)
     recorder = Wired(mw, "invoke").recorder
-    writer = recorder._task
+    writer = recorder.writer
     assert writer is not None and writer.get_loop() is not asyncio.get_running_loop()
     await chat.aclose()
     assert writer.done()  # stopped on its own loop, not left running there
