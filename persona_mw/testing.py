@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog.testing
 
+from .bounds.policy import MODERATION_CATEGORIES
 from .profile import Profile
 from .types import CallContext, Message, ProfileSource
 
@@ -374,7 +375,7 @@ class _Handler(BaseHTTPRequestHandler):
         texts = inputs if isinstance(inputs, list) else [inputs]
         results = []
         for text in texts:
-            scores = {c: 0.0 for c in _MODERATION_CATEGORIES}
+            scores = {c: 0.0 for c in MODERATION_CATEGORIES}
             if state.moderate is not None:
                 scores.update(state.moderate(str(text)))
             results.append(
@@ -406,23 +407,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-
-_MODERATION_CATEGORIES = (
-    "harassment",
-    "harassment/threatening",
-    "hate",
-    "hate/threatening",
-    "illicit",
-    "illicit/violent",
-    "self-harm",
-    "self-harm/instructions",
-    "self-harm/intent",
-    "sexual",
-    "sexual/minors",
-    "violence",
-    "violence/graphic",
-)
 
 
 def _choices(reply: Reply, request: dict[str, Any]) -> list[FakeChoice]:
