@@ -66,11 +66,12 @@ def _fresh(server: FakeOpenAIServer, provider: Provider) -> Iterator[None]:
 def build(
     server: FakeOpenAIServer,
     *,
-    timeout_s: float = 5.0,
+    moderation_timeout_s: float = 5.0,
+    judge_timeout_s: float = 5.0,
     classifiers: Classifiers | None = None,
     **settings: Any,
 ) -> Middleware:
-    loaded = policy_from_dict(policy(timeout_s))
+    loaded = policy_from_dict(policy(moderation_timeout_s, judge_timeout_s))
     classifiers = classifiers or Classifiers(
         ClassifierSettings(kwargs={"api_base": server.base_url, "api_key": "test"}, **settings)
     )
@@ -205,7 +206,7 @@ async def test_moderation_self_harm_fires_the_crisis_protocol(
 async def test_a_failing_tier_1_classifier_fails_closed(
     server: FakeOpenAIServer, fault: Fault, stream: bool
 ) -> None:
-    mw = build(server, timeout_s=0.3)
+    mw = build(server, moderation_timeout_s=0.3)
     server.inject(Fault(**{**fault.__dict__}))
     text, reason, pieces = await call(mw, server, "what is the capital of France", stream=stream)
     assert (text, reason) == (MOD_BLOCK, "content_filter")
@@ -225,7 +226,7 @@ async def test_a_failing_tier_1_classifier_fails_closed(
 async def test_a_failing_tier_2_judge_fails_open_and_is_logged(
     server: FakeOpenAIServer, fault: Fault
 ) -> None:
-    mw = build(server, timeout_s=0.3)
+    mw = build(server, judge_timeout_s=0.3)
     server.inject(fault)
     with capture_logs() as logs:
         text, reason, _ = await call(mw, server, "what is the capital of France", stream=False)
