@@ -107,15 +107,24 @@ def test_referrals_across_two_workers_count_once_in_the_statutory_report(
             # the resources are on the crisis turn only (CA refers; it does not interrupt)
             assert ("988" in content) == crisis, (i, turn, content)
             history.append({"role": "assistant", "content": content})
+    users = 6
+    # The kernel hands each new connection to either worker, not in turn: under load one
+    # worker took forty in a row. Until both have served, more users say hello (and count).
+    while len(instances) < 2 and users < 200:
+        response = _ask(server, f"user-{users}", [{"role": "user", "content": "hello"}])
+        assert response.status_code == 200, response.text
+        instances.add(response.headers["x-persona-instance"])
+        users += 1
+        calls += 1
     assert len(instances) == 2, "both workers must have served"
 
     page = tmp_path / "report.html"
     out, output = _statutory(redis_url, prefix, page)
     assert out["totals"]["crisis_referrals"] == referrals == 3
-    assert out["totals"]["calls_in_scope"] == calls == 18
-    assert out["totals"]["users_in_scope"] == 6
+    assert out["totals"]["calls_in_scope"] == calls
+    assert out["totals"]["users_in_scope"] == users
     # the baseline policy's ai-disclosure pack: each new user is told on their first message
-    assert out["totals"]["disclosures_shown"] == 6
+    assert out["totals"]["disclosures_shown"] == users
     assert "user-" not in output and "user-" not in page.read_text()
     assert "crisis referrals" in page.read_text()
 
@@ -124,22 +133,30 @@ def test_a_burst_of_one_users_requests_over_two_workers_is_told_once(
     workers: tuple[ServerProcess, str], redis_url: str, tmp_path: Path
 ) -> None:
     """Twenty requests of a new user in flight at once, spread over both workers: exactly one
-    reply carries the day's first-interaction disclosure, and the report counts one."""
+    reply carries the day's first-interaction disclosure, and the report counts one. (The kernel
+    may hand a whole burst to one worker: then another new user bursts, until one burst was
+    spread; every burst must have told its user once.)"""
     server, prefix = workers
     before, _ = _statutory(redis_url, prefix, tmp_path / "before.html")
-    user = f"burst-{uuid.uuid4().hex[:6]}"
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        responses = list(
-            pool.map(
-                lambda i: _ask(server, user, [{"role": "user", "content": f"message {i}"}]),
-                range(20),
+    bursts = 0
+    spread = False
+    while not spread and bursts < 10:
+        user = f"burst-{uuid.uuid4().hex[:6]}"
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            responses = list(
+                pool.map(
+                    lambda i, u=user: _ask(server, u, [{"role": "user", "content": f"msg {i}"}]),
+                    range(20),
+                )
             )
-        )
-    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
-    assert len({r.headers["x-persona-instance"] for r in responses}) == 2
-    told = [r for r in responses if DISCLOSURE in r.json()["choices"][0]["message"]["content"]]
-    assert len(told) == 1
+        bursts += 1
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+        spread = len({r.headers["x-persona-instance"] for r in responses}) == 2
+        told = [r for r in responses if DISCLOSURE in r.json()["choices"][0]["message"]["content"]]
+        assert len(told) == 1, (bursts, spread, len(told))
+    assert spread, "no burst of twenty reached both workers"
     after, _ = _statutory(redis_url, prefix, tmp_path / "after.html")
-    assert after["totals"]["disclosures_shown"] == before["totals"]["disclosures_shown"] + 1
-    assert after["totals"]["users_in_scope"] == before["totals"]["users_in_scope"] + 1
-    assert after["totals"]["calls_in_scope"] == before["totals"]["calls_in_scope"] + 20
+    shown = after["totals"]["disclosures_shown"] - before["totals"]["disclosures_shown"]
+    assert shown == bursts
+    assert after["totals"]["users_in_scope"] == before["totals"]["users_in_scope"] + bursts
+    assert after["totals"]["calls_in_scope"] == before["totals"]["calls_in_scope"] + 20 * bursts
