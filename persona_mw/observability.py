@@ -1,9 +1,10 @@
 """Operator logs and metrics: one structured event per request, Prometheus counters per call.
 
 **Logs.** The library gets its loggers from :func:`get_logger` and never configures logging.
-While the application has not configured structlog, events go to **stderr** with structlog's
-default rendering (never stdout, which is the application's: a script that prints a reply prints
-only the reply); once it has (:func:`configure_logging`, or its own ``structlog.configure``),
+While the application has not configured structlog, events at info and above go to **stderr**
+with structlog's default rendering (never stdout, which is the application's: a script that
+prints a reply prints only the reply; debug events, one per recorded message, are not even
+built); once it has (:func:`configure_logging`, or its own ``structlog.configure``),
 they follow that configuration. The CLI and the server call :func:`configure_logging` to render
 JSON lines on stderr. User ids are pseudonymised
 with a keyed HMAC (the deployment secret), so logs can be joined per user without naming anyone;
@@ -139,8 +140,13 @@ def request_event(ctx: CallContext, *, include_text: bool = False) -> dict[str, 
     return event
 
 
+#: An unconfigured structlog filters nothing; the library's own default is info and above.
+_UNCONFIGURED_LEVEL = structlog.make_filtering_bound_logger(logging.INFO)
+
+
 class _LibraryLogger(structlog._config.BoundLoggerLazyProxy):
-    """structlog's lazy logger, except that an unconfigured structlog prints to stderr, that
+    """structlog's lazy logger, except that an unconfigured structlog prints info and above to
+    stderr, that
     :func:`route_library_logs` sends the library's events (only those) elsewhere, and that the
     logger it assembles is kept until structlog's configuration (or the route) changes.
 
@@ -192,7 +198,9 @@ class _LibraryLogger(structlog._config.BoundLoggerLazyProxy):
             logger = super().bind()
         else:
             stderr = structlog.PrintLogger(sys.stderr)
-            logger = structlog.wrap_logger(stderr, **self._initial_values).bind()
+            logger = structlog.wrap_logger(
+                stderr, wrapper_class=_UNCONFIGURED_LEVEL, **self._initial_values
+            ).bind()
         self._assembled = (key, logger)
         return logger
 
@@ -211,7 +219,7 @@ def configure_logging(
 
     For applications, the CLI and the server; the library itself never calls this. Without it
     (and without the application's own ``structlog.configure``) the library still logs to
-    stderr, in structlog's default console form.
+    stderr (info and above), in structlog's default console form.
     """
     structlog.configure(
         processors=_processors(json=json),

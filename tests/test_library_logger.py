@@ -70,3 +70,17 @@ def test_unconfigured_it_prints_to_the_current_stderr(monkeypatch: pytest.Monkey
     log.warning("to.second")
     assert "to.first" in first.getvalue() and "to.second" not in first.getvalue()
     assert "to.second" in second.getvalue()
+
+
+@pytest.mark.usefixtures("restore_structlog")
+def test_unconfigured_it_prints_info_and_above_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """structlog unconfigured filters nothing; the library's default is info: a debug event
+    (one ``usage.recorded`` per message) is neither printed nor built."""
+    structlog.reset_defaults()
+    log = get_logger("persona_mw.test")
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert not log.is_enabled_for(logging.DEBUG) and log.is_enabled_for(logging.INFO)
+    log.debug("not.printed")
+    log.info("printed")
+    assert "printed" in err.getvalue() and "not.printed" not in err.getvalue()
