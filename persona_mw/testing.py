@@ -258,16 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests.append(request)
         fault = state.next_fault("chat", request.get("model"))
-        if fault and fault.delay:
-            time.sleep(fault.delay)
-        if fault and fault.status:
-            self._json(
-                fault.status,
-                {"error": {"message": f"injected {fault.status}", "type": "server_error"}},
-            )
-            return
-        if fault and fault.malformed:
-            self._raw(200, b"{not json", "application/json")
+        if self._answered_by_fault(fault):
             return
         choices = _choices(state.reply(request), request)
         text = "".join(c.content for c in choices)
@@ -353,23 +344,31 @@ class _Handler(BaseHTTPRequestHandler):
                 state.hang_ups += 1
         self.close_connection = True
 
+    def _answered_by_fault(self, fault: Fault | None) -> bool:
+        """Apply an injected fault: wait its delay, then answer its error status or a malformed
+        body. True when the fault wrote the response (the route answers nothing more)."""
+        if fault is None:
+            return False
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.status:
+            self._json(
+                fault.status,
+                {"error": {"message": f"injected {fault.status}", "type": "server_error"}},
+            )
+            return True
+        if fault.malformed:
+            self._raw(200, b"{not json", "application/json")
+            return True
+        return False
+
     def _moderations(self, request: dict[str, Any]) -> None:
         """``POST /v1/moderations``: one result per input, scored by the server's ``moderate``
         (every category 0 without one); faults routed to "moderations" apply."""
         state = self.server.state
         with state.lock:
             state.moderation_requests.append(request)
-        fault = state.next_fault("moderations")
-        if fault and fault.delay:
-            time.sleep(fault.delay)
-        if fault and fault.status:
-            self._json(
-                fault.status,
-                {"error": {"message": f"injected {fault.status}", "type": "server_error"}},
-            )
-            return
-        if fault and fault.malformed:
-            self._raw(200, b"{not json", "application/json")
+        if self._answered_by_fault(state.next_fault("moderations")):
             return
         inputs = request.get("input")
         texts = inputs if isinstance(inputs, list) else [inputs]

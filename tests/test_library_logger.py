@@ -1,29 +1,20 @@
 """The library's logger keeps the logger it assembled until structlog's configuration changes
 (so a log call, and above all one the level filters out, costs little), and still follows every
-configuration an application makes, and a swapped stderr while structlog is unconfigured."""
+configuration an application makes, and a swapped stderr while structlog is unconfigured.
+conftest restores structlog's configuration after each test."""
 
 from __future__ import annotations
 
 import io
 import logging
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
 import structlog
 
 from persona_mw.observability import get_logger
-
-
-@pytest.fixture
-def restore_structlog() -> Iterator[None]:
-    saved = structlog.get_config()
-    was_configured = structlog.is_configured()
-    yield
-    structlog.configure(**saved)
-    if not was_configured:
-        structlog.reset_defaults()
 
 
 def _capture(into: list[MutableMapping[str, Any]]) -> Any:
@@ -34,7 +25,6 @@ def _capture(into: list[MutableMapping[str, Any]]) -> Any:
     return processor
 
 
-@pytest.mark.usefixtures("restore_structlog")
 def test_the_logger_follows_each_configuration_and_its_level() -> None:
     log = get_logger("persona_mw.test")
     events: list[MutableMapping[str, Any]] = []
@@ -59,7 +49,6 @@ def test_the_logger_follows_each_configuration_and_its_level() -> None:
     assert log.bind(extra="x")._context == {"extra": "x"}
 
 
-@pytest.mark.usefixtures("restore_structlog")
 def test_unconfigured_it_prints_to_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
     structlog.reset_defaults()
     log = get_logger("persona_mw.test")
@@ -72,7 +61,6 @@ def test_unconfigured_it_prints_to_the_current_stderr(monkeypatch: pytest.Monkey
     assert "to.second" in second.getvalue()
 
 
-@pytest.mark.usefixtures("restore_structlog")
 def test_unconfigured_it_prints_info_and_above_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """structlog unconfigured filters nothing; the library's default is info: a debug event
     (one ``usage.recorded`` per message) is neither printed nor built."""

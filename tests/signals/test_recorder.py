@@ -195,13 +195,9 @@ async def test_exposure_is_recorded_on_the_reply() -> None:
     assert (user.tokens, reply.tokens) == (11, 7)
 
 
-async def test_recorded_log_has_stable_keys_and_no_raw_id_or_text(
-    store: UsageStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``usage.recorded`` is a debug event: logged at debug level (whatever an earlier test
-    configured), and not logged at info."""
-    saved = structlog.get_config()
-    monkeypatch.setattr(structlog._config._CONFIG, "default_wrapper_class", saved["wrapper_class"])
+async def test_recorded_log_has_stable_keys_and_no_raw_id_or_text(store: UsageStore) -> None:
+    """``usage.recorded`` is a debug event: logged at debug level, and not logged at info
+    (conftest restores structlog's configuration after the test)."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
     recorder = UsageRecorder(store)
     with capture_logs() as quiet:
