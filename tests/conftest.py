@@ -121,16 +121,32 @@ def redis_url(redis_server: RedisServer | None) -> str:
     return os.environ.get("REDIS_URL") or (redis_server.url if redis_server else "")
 
 
+@contextlib.contextmanager
+def fresh_key_prefix(redis_url: str) -> Iterator[str]:
+    """A fresh key prefix; every key under it is deleted afterwards (and only those)."""
+    prefix = f"pmwtest-{uuid.uuid4().hex[:8]}:"
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
 @pytest.fixture
 def key_prefix(redis_url: str) -> Iterator[str]:
-    """A fresh key prefix; every key under it is deleted after the test (and only those)."""
-    prefix = f"pmwtest-{uuid.uuid4().hex[:8]}:"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    """A fresh key prefix for the test (see :func:`fresh_key_prefix`)."""
+    with fresh_key_prefix(redis_url) as prefix:
+        yield prefix
+
+
+@pytest.fixture(scope="module")
+def module_key_prefix(redis_url: str) -> Iterator[str]:
+    """A fresh key prefix for a module's shared server (see :func:`fresh_key_prefix`)."""
+    with fresh_key_prefix(redis_url) as prefix:
+        yield prefix
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ marks, and neither may carry a user id. Screenshots land in ``test-artifacts/``.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,11 +63,9 @@ def _history(now: datetime) -> list[UsageEvent]:
 
 @pytest.fixture(scope="module")
 def deployment(
-    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    redis_url: str, module_key_prefix: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, Path]]:
-    import redis
-
-    prefix = f"pmwtest-{uuid.uuid4().hex[:8]}:"
+    prefix = module_key_prefix
     folder = tmp_path_factory.mktemp("dashboard")
 
     async def seed() -> None:
@@ -101,11 +98,6 @@ def deployment(
                     )
                     assert response.status_code == 200, response.text
             yield server, path
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server_helpers import KEYS, model_entry, write_config
 
 from persona_mw.testing import FakeOpenAIServer, Fault
+from tests.conftest import fresh_key_prefix
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -51,35 +51,25 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 def deployment(redis_url: str, folder: Path) -> Iterator[tuple[ServerProcess, FakeOpenAIServer]]:
     """Two workers sharing a Redis store, routing model "fake" to a fake upstream; the run's
     metrics directory is made under ``folder``."""
-    import redis
-
-    prefix = f"pmwtest-{uuid.uuid4().hex[:8]}:"
-    try:
-        with FakeOpenAIServer() as upstream:
-            path = write_config(
-                folder / "persona.yaml",
-                model_list=[model_entry(upstream.base_url)],
-                store={"url": redis_url, "prefix": prefix},
-                settings={"hash_secret": "test-secret"},
-                server={"api_keys": KEYS.config()},
-            )
-            server = ServerProcess(
-                path,
-                args=["--workers", "2"],
-                log_path=folder / "server.log",
-                env={"TMPDIR": str(folder)},
-            )
-            server.start(timeout=180)  # two workers importing LiteLLM on a busy machine
-            try:
-                yield server, upstream
-            finally:
-                server.stop()
-    finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with fresh_key_prefix(redis_url) as prefix, FakeOpenAIServer() as upstream:
+        path = write_config(
+            folder / "persona.yaml",
+            model_list=[model_entry(upstream.base_url)],
+            store={"url": redis_url, "prefix": prefix},
+            settings={"hash_secret": "test-secret"},
+            server={"api_keys": KEYS.config()},
+        )
+        server = ServerProcess(
+            path,
+            args=["--workers", "2"],
+            log_path=folder / "server.log",
+            env={"TMPDIR": str(folder)},
+        )
+        server.start(timeout=180)  # two workers importing LiteLLM on a busy machine
+        try:
+            yield server, upstream
+        finally:
+            server.stop()
 
 
 def _client(server: ServerProcess) -> openai.OpenAI:

@@ -21,13 +21,9 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def two_workers(
-    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    redis_url: str, module_key_prefix: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, FakeOpenAIServer]]:
-    import uuid
-
-    import redis
-
-    prefix = f"pmwtest-{uuid.uuid4().hex[:8]}:"  # module-scoped twin of the key_prefix fixture
+    prefix = module_key_prefix
     folder = tmp_path_factory.mktemp("workers")
     with FakeOpenAIServer() as upstream:
         path = write_config(
@@ -39,11 +35,6 @@ def two_workers(
         )
         with ServerProcess(path, args=["--workers", "2"], log_path=folder / "server.log") as server:
             yield server, upstream
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def fresh(method: str, url: str, **kw: object) -> httpx.Response:

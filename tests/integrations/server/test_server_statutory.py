@@ -32,11 +32,9 @@ CA = "us-ca-sb243"
 
 @pytest.fixture(scope="module")
 def workers(
-    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    redis_url: str, module_key_prefix: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, str]]:
-    import redis
-
-    prefix = f"pmwtest-{uuid.uuid4().hex[:8]}:"
+    prefix = module_key_prefix
     folder = tmp_path_factory.mktemp("statutory")
     with FakeOpenAIServer() as upstream:
         path = write_config(
@@ -49,11 +47,6 @@ def workers(
         )
         with ServerProcess(path, args=["--workers", "2"], log_path=folder / "server.log") as server:
             yield server, prefix
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def _ask(server: ServerProcess, user: str, messages: list[dict[str, str]]) -> httpx.Response:
