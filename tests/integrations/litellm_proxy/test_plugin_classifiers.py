@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from proxy_helpers import NEEDS_PROXY, PROXY_EXTRA_MODULE
@@ -19,59 +18,24 @@ import httpx
 import yaml
 from proxy_helpers import EXAMPLE_CONFIG, LiteLLMProxy, proxy_env
 
-from persona_mw.testing import FakeOpenAIServer, Fault, echo_reply
+from persona_mw.testing import FakeOpenAIServer, Fault
+from tests.bounds.classifier_helpers import JUDGE_BLOCK, MOD_BLOCK, Provider, moderate, policy
 
 pytestmark = [pytest.mark.litellm_proxy]
 
 MODEL = "gpt-4o-mini"  # the example config's model_name
-MOD_BLOCK = "Moderation: I can't help with hurting people."
-JUDGE_BLOCK = "Judge: I can't help with weapons."
-POLICY = {
-    "version": "plugin-classifiers",
-    "rules": [
-        {
-            "id": "mod.violence",
-            "tier": 1,
-            "stage": "input",
-            "detector": {"kind": "moderation", "categories": ["violence"], "timeout_s": 5},
-            "message": MOD_BLOCK,
-        },
-        {
-            "id": "guard.weapons",
-            "tier": 2,
-            "stage": "input",
-            "detector": {
-                "kind": "judge",
-                "model": "openai/guard",
-                "categories": ["S9: Indiscriminate weapons"],
-                "timeout_s": 5,
-            },
-            "message": JUDGE_BLOCK,
-        },
-    ],
-}
-
-
-def _reply(request: dict[str, Any]) -> str:
-    if request.get("model") == "guard":
-        return "unsafe\nS9" if "nerve agent" in request["messages"][-1]["content"] else "safe"
-    return echo_reply(request)
-
-
-def _moderate(text: str) -> dict[str, float]:
-    return {"violence": 0.9} if "hurt them" in text else {}
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(reply=_reply, moderate=_moderate, chunk_size=4) as server:
+    with FakeOpenAIServer(reply=Provider(), moderate=moderate, chunk_size=4) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def proxy(upstream: FakeOpenAIServer, workdir: Path, master_key: str) -> Iterator[LiteLLMProxy]:
     (workdir / "config.yaml").write_text(EXAMPLE_CONFIG.read_text())
-    (workdir / "policy.yaml").write_text(yaml.safe_dump(POLICY))
+    (workdir / "policy.yaml").write_text(yaml.safe_dump(policy(5.0, 5.0)))
     persona = workdir / "persona.yaml"
     persona.write_text(
         yaml.safe_dump(

@@ -15,49 +15,13 @@ from persona_mw_server import create_app, load_server_config
 from persona_mw_server.testing import ServerThread
 from server_helpers import KEYS, model_entry, write_config
 
-from persona_mw.testing import FakeOpenAIServer, Fault, echo_reply
-
-MOD_BLOCK = "Moderation: I can't help with hurting people."
-JUDGE_BLOCK = "Judge: I can't help with weapons."
-POLICY = {
-    "version": "server-classifiers",
-    "rules": [
-        {
-            "id": "mod.violence",
-            "tier": 1,
-            "stage": "input",
-            "detector": {"kind": "moderation", "categories": ["violence"], "timeout_s": 4},
-            "message": MOD_BLOCK,
-        },
-        {
-            "id": "guard.weapons",
-            "tier": 2,
-            "stage": "input",
-            "detector": {
-                "kind": "judge",
-                "model": "openai/guard",
-                "categories": ["S9: Indiscriminate weapons"],
-                "timeout_s": 4,
-            },
-            "message": JUDGE_BLOCK,
-        },
-    ],
-}
-
-
-def _reply(request: dict[str, Any]) -> str:
-    if request.get("model") == "guard":
-        return "unsafe\nS9" if "nerve agent" in request["messages"][-1]["content"] else "safe"
-    return echo_reply(request)
-
-
-def _moderate(text: str) -> dict[str, float]:
-    return {"violence": 0.9} if "hurt them" in text else {}
+from persona_mw.testing import FakeOpenAIServer, Fault
+from tests.bounds.classifier_helpers import JUDGE_BLOCK, MOD_BLOCK, Provider, moderate, policy
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(reply=_reply, moderate=_moderate, chunk_size=3) as server:
+    with FakeOpenAIServer(reply=Provider(), moderate=moderate, chunk_size=3) as server:
         yield server
 
 
@@ -66,14 +30,14 @@ def server(
     upstream: FakeOpenAIServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     base: Path = tmp_path_factory.mktemp("classifiers")
-    policy = base / "policy.yaml"
-    policy.write_text(yaml.safe_dump(POLICY))
+    policy_file = base / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy(4.0, 4.0)))
     path = write_config(
         base / "persona.yaml",
         model_list=[model_entry(upstream.base_url)],
         server={"api_keys": KEYS.config()},
         bounds={
-            "policies": [str(policy)],
+            "policies": [str(policy_file)],
             "classifier_kwargs": {"api_base": upstream.base_url, "api_key": "x"},
         },
     )
