@@ -218,12 +218,12 @@ _INNER_ONLY = frozenset("!|+")
 #: A digit written as a word between words ("i want 2 die").
 _DIGIT_WORDS = {"2": "to", "4": "for"}
 _LEET_RUN = 4
-#: Letters whose stretched runs ("fuuuck", "dieeee", "sexxxy") are trigger keys of the phrase
-#: automaton. A key that starts with a letter keeps the automaton off its root on that letter,
-#: which costs scanning time in proportion to the letter's frequency: t, s, r, h, l, d (about
-#: a third of English letters) are left out; a run of them is undone only near another spot
-#: ("fuckkkk" still hits as a stem, "killlll myself" does not).
-_STRETCHED = "aeiouynkxzqjv"
+#: Letters whose stretched runs ("fuuuck", "killlll", "ffforma") are trigger keys of the phrase
+#: automaton: every letter. (An earlier version left out t, s, r, h, l, d to keep the automaton on
+#: its root; on the DFA it costs nothing measurable, 2026-12-03, benchmarks/bench_detection.py.
+#: Leaving letters out made the whole-text verdict depend on another spot nearby, which a
+#: stream cannot know in advance: a stretched phrase could be released before the spot came.)
+_STRETCHED = string.ascii_lowercase
 _LEET_DIGITS = "".join(c for c in _LEET if c.isdigit())
 _L = string.ascii_lowercase
 #: Pairs of single letters that are ordinary writing, not spelling out: "I'm", "I'd", "e.g.",
@@ -390,7 +390,10 @@ def unmask(text: str) -> list[Folded]:
 
 
 def _unleet(text: str) -> str:
-    """Leet symbols to letters, one to one: a run of at most four touching a letter."""
+    """Leet symbols to letters, one to one: a run of at most four touching a letter, in a word
+    that :func:`leet_plausible` admits. (The same test decides where a symbol is a spot: a
+    symbol read as a letter only when another spot's window covers it would make the verdict
+    depend on text that comes later, which a stream cannot wait for.)"""
     chars = list(text)
     n = len(chars)
     i = 0
@@ -403,7 +406,7 @@ def _unleet(text: str) -> str:
             j += 1
         before = i > 0 and chars[i - 1].isalpha()
         after = j < n and chars[j].isalpha()
-        if j - i <= _LEET_RUN and (before or after):
+        if j - i <= _LEET_RUN and (before or after) and leet_plausible(text, i):
             for k in range(i, j):
                 if (before and after) or chars[k] not in _INNER_ONLY:
                     chars[k] = _LEET[chars[k]]

@@ -151,21 +151,19 @@ def assert_streamed_equals_whole(scanner: Scanner, text: str, cuts: list[int]) -
             assert flagged not in released, (text, flagged)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP found by the property test below: a run of repeated letters inside a phrase "
-    "('A ffforma mais fácil de se matar') is folded on the whole text but not while the stream "
-    "decides what is still live, so one-character chunks release the phrase before it is whole",
+@pytest.mark.parametrize(
+    "text", ["A ffforma mais fácil de se matar é 5hit", "A ffforma mais fácil de se matar"]
 )
-@pytest.mark.parametrize("text", ["A ffforma mais fácil de se matar é 5hit"])
 def test_a_letter_run_in_a_phrase_streamed_one_character_at_a_time(text: str) -> None:
+    """Found by the property test below: a run of a letter that was not a trigger ("fff") was
+    de-obfuscated only near another spot ("5hit"), which a stream sees only after it released
+    the phrase. Every letter's run is a trigger now: the verdict no longer depends on what
+    follows."""
     assert_streamed_equals_whole(SCANNERS["adult"], text, list(range(1, len(text))))
 
 
 @pytest.mark.parametrize("user", sorted(SCANNERS))
-# derandomize: the random search found the gap pinned just above (once in four CI runs); with
-# a fixed seed CI stays deterministic while the gap is open. Drop it once the xfail passes.
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None)
 @given(
     parts=st.lists(st.one_of(obfuscated(), st.sampled_from(PROSE)), min_size=1, max_size=8),
     cuts=chunkings,
