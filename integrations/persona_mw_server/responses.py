@@ -14,7 +14,6 @@ background mode and hosted tools — the server keeps no conversation state.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -29,7 +28,7 @@ from .streaming import END, Pump
 if TYPE_CHECKING:
     from litellm import ModelResponse
 
-__all__ = ["ResponseObject", "ResponsesRequest", "response_events", "response_json", "sse"]
+__all__ = ["ResponseObject", "ResponsesRequest", "response_events", "response_json"]
 
 _PASSED_PARAMS = (
     "instructions",
@@ -292,8 +291,3 @@ async def response_events(
     # always ``response.completed`` (its status says incomplete): the openai client's stream
     # helper finishes only on that event
     yield event("response.completed", response=final)
-
-
-def sse(event: dict[str, Any]) -> bytes:
-    """One Responses event in SSE framing (``event:`` names it, as OpenAI does)."""
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
