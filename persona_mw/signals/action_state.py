@@ -18,6 +18,7 @@ own keys, erased with them), so the reports count distinct users without storing
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -42,13 +43,31 @@ _SCOPE_SUFFIX = "signals:scope"
 #: A user's "counted in scope" marks outlive the month they are for (one write refreshes them).
 _SCOPE_TTL_S = 40 * 24 * 3600
 
-#: KEYS: the user's state hash, their key index; ARGV: ttl, then (kind, expected, new) triples,
-#: expected "" for "never taken". Sets each kind whose stored time is still the expected one.
-_CLAIM = """
+#: A Redis client retries a command whose reply it lost (a timeout, a dropped connection, or
+#: redis-py's RedisCluster closing every connection after a burst of MOVED), and the server may
+#: have run the first one. So each write carries its call's token, stored after the value
+#: ("<value> <token>"), and a script that finds its own token answers as the first run did:
+#: without it, a retried claim found the action taken (by itself) and its claimant lost it.
+_VALUE = """
+local function value(stored)
+  return string.match(stored, '^(.*) [^ ]*$') or stored
+end
+"""
+
+#: KEYS: the user's state hash, their key index; ARGV: ttl, the call's token, then (kind,
+#: expected, new) triples, expected "" for "never taken". Sets each kind whose stored time is
+#: still the expected one.
+_CLAIM = (
+    _VALUE
+    + """
 local claimed = {}
-for i = 2, #ARGV, 3 do
-  if (redis.call('HGET', KEYS[1], ARGV[i]) or '') == ARGV[i + 1] then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+for i = 3, #ARGV, 3 do
+  local stored = redis.call('HGET', KEYS[1], ARGV[i]) or ''
+  local mine = ARGV[i + 2] .. ' ' .. ARGV[2]
+  if stored == mine then
+    claimed[#claimed + 1] = ARGV[i]
+  elseif value(stored) == ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], mine)
     claimed[#claimed + 1] = ARGV[i]
   end
 end
@@ -58,14 +77,22 @@ if #claimed > 0 then
 end
 return claimed
 """
+)
 
-#: KEYS: the user's scope hash, their key index; ARGV: ttl, then (scope, period) pairs. Sets each
-#: scope whose stored period differs and returns those: the user's first call there this period.
-_FIRST_SEEN = """
+#: KEYS: the user's scope hash, their key index; ARGV: ttl, the call's token, then (scope,
+#: period) pairs. Sets each scope whose stored period differs and returns those: the user's
+#: first call there this period.
+_FIRST_SEEN = (
+    _VALUE
+    + """
 local fresh = {}
-for i = 2, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+for i = 3, #ARGV, 2 do
+  local stored = redis.call('HGET', KEYS[1], ARGV[i]) or ''
+  local mine = ARGV[i + 1] .. ' ' .. ARGV[2]
+  if stored == mine then
+    fresh[#fresh + 1] = ARGV[i]
+  elseif value(stored) ~= ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], mine)
     fresh[#fresh + 1] = ARGV[i]
   end
 end
@@ -75,6 +102,7 @@ if #fresh > 0 then
 end
 return fresh
 """
+)
 
 
 class MemoryActionStateStore:
@@ -165,7 +193,8 @@ class RedisActionStateStore:
             raw = await self._client.hgetall(self.key(user_id))
         except Exception as exc:
             raise _store_error(exc, "reading") from exc
-        return {_text(k): datetime.fromisoformat(_text(v)) for k, v in raw.items()}
+        # a claimed time carries its claim's token after a space (see _VALUE); a set one does not
+        return {_text(k): datetime.fromisoformat(_text(v).split(" ")[0]) for k, v in raw.items()}
 
     @on_home_loop
     async def set(self, user_id: str, state: Mapping[str, datetime]) -> None:
@@ -190,7 +219,7 @@ class RedisActionStateStore:
     ) -> frozenset[str]:
         if not taken:
             return frozenset()
-        args: list[str | int] = [self.ttl_s]
+        args: list[str | int] = [self.ttl_s, uuid.uuid4().hex]
         for kind, at in taken.items():
             before = expected.get(kind)
             args += [kind, before.isoformat() if before is not None else "", at.isoformat()]
@@ -205,7 +234,7 @@ class RedisActionStateStore:
     async def first_seen(self, user_id: str, periods: Mapping[str, str]) -> frozenset[str]:
         if not periods:
             return frozenset()
-        args: list[str | int] = [_SCOPE_TTL_S]
+        args: list[str | int] = [_SCOPE_TTL_S, uuid.uuid4().hex]
         for scope, period in periods.items():
             args += [scope, period]
         keys = (self.scope_key(user_id), index_key(self.prefix, user_id))

@@ -181,9 +181,16 @@ async def test_usage_recorder_on_the_cluster(client: RedisCluster) -> None:
 async def test_due_action_claims_and_scope_marks_on_the_cluster(client: RedisCluster) -> None:
     """The due-state's claim and the "counted in scope" marks are Lua scripts over one user's
     keys (state or scope hash + key index, one slot): they run on users of every node, and
-    concurrent claims of one action still give it to exactly one."""
+    concurrent claims of one action still give it to exactly one.
+
+    The client is initialised first: a fresh RedisCluster sends its first commands, before it has
+    the slot map, to one node, and on the fifth MOVED it closes every connection, under commands
+    in flight on the right node. It then retries those (a claim run twice gives the same answer,
+    see tests/signals/test_claims.py) but fails one that was still connecting with an
+    AttributeError (redis-py), which made this test flaky."""
     from persona_mw.signals.action_state import RedisActionStateStore
 
+    await client.initialize()
     states = RedisActionStateStore(client, prefix=f"pmwc-state-{uuid.uuid4().hex[:6]}:")
     now = datetime.now(UTC)
     users = [f"cluster-user-{i}" for i in range(12)]

@@ -5,10 +5,15 @@ a real Redis shared by two middlewares (two workers)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from persona_mw import Middleware, build_middleware, load_config
 from persona_mw.bounds.policy import AIDisclosure
@@ -91,6 +96,120 @@ async def test_a_state_another_request_claimed_stays_in_force_but_is_not_new(
     assert cap is not None and cap.new is False
     assert "ai_disclosure" not in lost.kinds
     assert all(not a.new for a in lost.actions)
+
+
+class ReplyDropper:
+    """A loopback relay in front of a real Redis: bytes pass through unchanged, except that the
+    reply to the first EVAL is swallowed and both sides hung up on. The server has run the
+    script; the client never hears, so it sends the script again on a new connection."""
+
+    def __init__(self, redis_url: str) -> None:
+        where = urlsplit(redis_url)
+        self._upstream = (where.hostname or "127.0.0.1", where.port or 6379)
+        self._db = where.path
+        self._server: asyncio.Server | None = None
+        self._dropped = False
+        #: EVAL commands passed to the server (a retried script counts twice).
+        self.evals = 0
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}{self._db}"
+
+    async def __aenter__(self) -> ReplyDropper:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _relay(
+        self, from_client: asyncio.StreamReader, to_client: asyncio.StreamWriter
+    ) -> None:
+        from_server, to_server = await asyncio.open_connection(*self._upstream)
+        drop_next_reply = asyncio.Event()
+
+        async def upstream() -> None:
+            while chunk := await from_client.read(65536):
+                if b"\r\nEVAL\r\n" in chunk:
+                    self.evals += 1
+                    if not self._dropped:
+                        self._dropped = True
+                        drop_next_reply.set()
+                to_server.write(chunk)
+                await to_server.drain()
+
+        async def downstream() -> None:
+            while chunk := await from_server.read(65536):
+                if drop_next_reply.is_set():
+                    return
+                to_client.write(chunk)
+                await to_client.drain()
+
+        try:
+            both = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+            for task in both:
+                task.cancel()
+        finally:
+            for writer in (to_client, to_server):
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+
+
+@pytest.fixture
+async def lossy_states(
+    redis_url: str, key_prefix: str
+) -> AsyncIterator[tuple[ReplyDropper, RedisActionStateStore]]:
+    """A Redis due-state whose first script reply is lost; the client retries once (redis-py's
+    default retry differs between versions, so it is set here)."""
+    async with ReplyDropper(redis_url) as relay:
+        client = redis.asyncio.Redis.from_url(relay.url, retry=Retry(NoBackoff(), 1))
+        try:
+            yield relay, RedisActionStateStore(client, prefix=key_prefix)
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_claim_whose_reply_was_lost_stays_the_claimants(
+    lossy_states: tuple[ReplyDropper, RedisActionStateStore],
+) -> None:
+    """The server ran the claim, its reply was lost, the client sent the script again: the retry
+    answers "claimed" as the first run did. It once found the action taken (by its own first run)
+    and answered "not claimed", so the one request that took the day's disclosure did not show
+    it (0 claims of 5 on the cluster, where redis-py closes connections under a MOVED burst)."""
+    relay, states = lossy_states
+    assert await states.claim("u", {"ai_disclosure": None}, {"ai_disclosure": T0}) == {
+        "ai_disclosure"
+    }
+    assert relay.evals == 2, "the script's reply was not lost and retried"
+    # another request that read the same state, with the same time, is still refused
+    assert await states.claim("u", {"ai_disclosure": None}, {"ai_disclosure": T0}) == set()
+    assert await states.get("u") == {"ai_disclosure": T0}
+    later = T0 + timedelta(days=1)
+    assert await states.claim("u", {"ai_disclosure": T0}, {"ai_disclosure": later}) == {
+        "ai_disclosure"
+    }
+
+
+@pytest.mark.redis
+async def test_a_scope_mark_whose_reply_was_lost_still_counts_the_user(
+    lossy_states: tuple[ReplyDropper, RedisActionStateStore],
+) -> None:
+    """Same for "first call in scope this period": a retried mark must not answer "seen" (the
+    user would be missing from the report's distinct users)."""
+    relay, states = lossy_states
+    march = {"ca|month": "statutory:2027-03"}
+    assert await states.first_seen("u", march) == set(march)
+    assert relay.evals == 2, "the script's reply was not lost and retried"
+    assert await states.first_seen("u", march) == set()
+    assert await states.first_seen("u", {"ca|month": "statutory:2027-04"}) == {"ca|month"}
 
 
 async def _burst(workers: list[Middleware], user: str, n: int) -> list[str]:
