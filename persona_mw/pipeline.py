@@ -52,6 +52,7 @@ from .types import (
     ProfileSource,
     ProfileStore,
     ReportsUsage,
+    ReviewsOutput,
 )
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ class Middleware:
             )
             ctx.timings_ms["model"] = _ms_since(started)
             await enforcer.settle()
-            return enforce_response(enforcer, response)
+            return await enforce_response(enforcer, response)
         except BaseException as exc:
             mark_failed(ctx, exc)
             ctx.error_status = http_status(exc) if isinstance(exc, Exception) else None
@@ -382,8 +383,15 @@ class Middleware:
     def enforcer(self, ctx: CallContext) -> ReplyEnforcer:
         """The enforcement engine for this call's output (every choice, every field): what
         every host drives, after the input stages ran."""
+        review = None
+        for stage in self.output_stages:
+            if isinstance(stage, ReviewsOutput):
+                review = review or stage.reviewer(ctx)
         return ReplyEnforcer(
-            ctx, lambda: self.open_filters(ctx), reasoning=self.settings.reasoning_content
+            ctx,
+            lambda: self.open_filters(ctx),
+            reasoning=self.settings.reasoning_content,
+            review=review,
         )
 
     async def enforce_reply(self, ctx: CallContext, response: ModelResponse) -> ModelResponse:
@@ -402,7 +410,7 @@ class Middleware:
         enforcer = self.enforcer(ctx)
         try:
             await enforcer.settle()
-            return enforce_response(enforcer, response)
+            return await enforce_response(enforcer, response)
         finally:
             enforcer.close()
 

@@ -62,6 +62,8 @@ __all__ = [
     "ProfileStore",
     "RecorderBooks",
     "ReportsUsage",
+    "ReviewsOutput",
+    "ReviewsReply",
     "Span",
     "Stage",
     "StatutoryCounters",
@@ -335,6 +337,27 @@ class OutputStage(Protocol):
     name: str
 
     def open(self, ctx: CallContext) -> OutputFilter: ...
+
+
+class ReviewsReply(Protocol):
+    """The model-backed output rules of one call (moderation, judge): the engine holds the text
+    its filters released until these checked it — a whole reply at once, a stream in windows.
+    ``cut`` says how much of the unchecked text to check now (0: wait for more; ``final``: the
+    reply ended, so something always); ``check`` asks the models about it (``context``: the
+    end of what was already released, for the classifier only), records the decisions and
+    notices on the call, and answers whether it is blocked."""
+
+    def cut(self, text: str, *, final: bool) -> int: ...
+
+    async def check(self, text: str, *, context: str) -> bool: ...
+
+
+@runtime_checkable
+class ReviewsOutput(Protocol):
+    """An :class:`OutputStage` that also has model-backed rules: its reviewer for one call, or
+    None when none is in force for this user."""
+
+    def reviewer(self, ctx: CallContext) -> ReviewsReply | None: ...
 
 
 class FinishStage(Protocol):

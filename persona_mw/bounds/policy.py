@@ -293,11 +293,6 @@ class Rule(_Frozen):
         if self.tier == 1 and self.adjustable is not None:
             raise ValueError("a tier-1 rule cannot be user-adjustable (tier 1 is the law)")
         if isinstance(self.detector, JudgeSpec | ModerationSpec):
-            if self.stage != "input":
-                raise ValueError(
-                    f"a {self.detector.kind} rule runs on input only for now (stage: input): "
-                    "checking replies with a model, in windows of a stream, is not built yet"
-                )
             if self.action == "redact":
                 raise ValueError(
                     f"a {self.detector.kind} rule cannot redact: a classifier judges a whole "

@@ -36,6 +36,7 @@ from .inputs import (
 from .loading import load_policy, policy_from_dict
 from .policy import Policy
 from .resolve import EffectivePolicy, resolve
+from .review import ReplyReview
 from .scan import (
     DEFAULT_MARGIN,
     Hit,
@@ -469,10 +470,13 @@ class BoundsOutputStage:
         scorer: Callable[[str], float] | None = None,
         jurisdictions: Sequence[str] = (),
         misleading_context: bool = False,
+        classifiers: Classifiers | None = None,
     ) -> None:
         if not 0 <= hold_back_margin <= 64:
             raise ValueError("hold_back_margin must be between 0 and 64 characters")
         self.policy = policy
+        #: Asks the model-backed output rules (moderation, judge); shared with the input stage.
+        self.classifiers = classifiers or Classifiers()
         self.jurisdictions = tuple(jurisdictions)
         self.misleading_context = misleading_context
         self.hold_back_margin = hold_back_margin
@@ -482,6 +486,17 @@ class BoundsOutputStage:
         return self.policy.rules_that(action)
 
     def open(self, ctx: CallContext) -> StreamFilter:
+        scanner = self._effective(ctx).output
+        return StreamFilter(scanner, ctx, hold_back=hold_back_for(scanner, self.hold_back_margin))
+
+    def reviewer(self, ctx: CallContext) -> ReplyReview | None:
+        """The model-backed output rules in force for this user, for one call (a
+        :class:`~persona_mw.types.ReviewsReply`); None when there are none."""
+        effective = self._effective(ctx)
+        rules = effective.output_classifiers
+        return ReplyReview(self.classifiers, ctx, rules, effective) if rules else None
+
+    def _effective(self, ctx: CallContext) -> EffectivePolicy:
         effective = ctx.policy
         if effective is None:  # no bounds input stage ran (a middleware wired by hand)
             effective = ctx.policy = resolve(
@@ -491,8 +506,7 @@ class BoundsOutputStage:
                 jurisdictions=(*self.jurisdictions, *ctx.jurisdictions),
                 misleading_context=self.misleading_context,
             )
-        scanner = effective.output
-        return StreamFilter(scanner, ctx, hold_back=hold_back_for(scanner, self.hold_back_margin))
+        return effective
 
     def __repr__(self) -> str:
         return f"BoundsOutputStage(policy={self.policy.version!r})"
@@ -520,6 +534,7 @@ def bounds_stages(
             policy=policy,
             hold_back_margin=config.hold_back_margin,
             scorer=scorer,
+            classifiers=classifiers,
             jurisdictions=config.jurisdictions,
             misleading_context=config.misleading_context,
         ),

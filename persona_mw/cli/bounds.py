@@ -212,11 +212,17 @@ def check(
 
 def _stream_hold(rule: Rule) -> str | None:
     """What a streamed reply waits for because of ``rule`` (output rules only)."""
-    from ..bounds.policy import RelationshipSpec
+    from ..bounds.policy import JudgeSpec, ModerationSpec, RelationshipSpec
 
     spec = rule.detector
-    if rule.stage == "input" or spec is None or spec.kind == "judge":
+    if rule.stage == "input" or spec is None:
         return None
+    if isinstance(spec, JudgeSpec | ModerationSpec):
+        return (
+            f"windows of up to {spec.window} characters (each ends at a sentence or word "
+            "break): a window leaves once the model has checked it, so a stream arrives in "
+            "bursts, the whole reply when it is not streamed"
+        )
     if isinstance(spec, RelationshipSpec):
         return (
             f"the sentence being written, up to {spec.max_sentence} characters: it is scored "

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import PersonaError
-from ..types import CallContext, Notice
+from ..types import CallContext, Notice, ReviewsReply
 from .chain import FilterChain, block_message, blocked_ending, notices_text, reply_text, then
 from .checks import UnsettledChecks, cancel_checks, settle_checks
 
@@ -48,6 +48,8 @@ __all__ = [
 ReasoningMode = Literal["filter", "drop"]
 
 _ALTERING = ("redact", "block")
+#: How much of a choice's checked text is kept as the next window's context.
+_TAIL = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,26 @@ class _Choice:
     started: bool = False
     finish_reason: str | None = None
     ended: bool = False
+    #: Released by the filters, not yet checked by the model-backed rules (a reviewer's window).
+    unchecked: str = ""
+    #: The end of the model's text already checked and released (the next window's context).
+    checked_tail: str = ""
+
+
+@dataclass
+class _Step:
+    """One piece of a choice on its way through the engine: what the filters released, before
+    the model-backed rules check it and the release is framed."""
+
+    choice: _Choice
+    out: Release
+    piece: Piece
+    whole: bool
+    content: str
+    calls: tuple[ToolCallPiece, ...]
+    marks: int
+    before: str
+    started: float
 
 
 class ReplyEnforcer:
@@ -148,10 +170,12 @@ class ReplyEnforcer:
         open_chain: Callable[[], FilterChain],
         *,
         reasoning: ReasoningMode = "filter",
+        review: ReviewsReply | None = None,
     ) -> None:
         self.ctx = ctx
         self.reasoning: ReasoningMode = reasoning
         self._open = open_chain
+        self._review = review
         self._choices: dict[int, _Choice] = {}
         self._replay = ctx.reply is not None
         #: An input check that ran beside the model blocked: the model's reply is replaced.
@@ -214,28 +238,51 @@ class ReplyEnforcer:
         if ctx.reply is not None and not self._replay:
             self._overruled = True
 
+    @property
+    def reviews(self) -> bool:
+        """Model-backed output rules check the reply: drive the engine with :meth:`afeed`,
+        :meth:`awhole` and :meth:`aend` (the synchronous methods refuse)."""
+        return self._review is not None
+
     def feed(self, index: int, piece: Piece) -> Release:
         """The next chunk of choice ``index``; returns what may be sent now."""
-        return self._take(index, piece, whole=False)
+        self._synchronous("feed")
+        return self._complete(self._begin(index, piece, whole=False))
 
     def whole(self, index: int, piece: Piece) -> Release:
         """A whole choice (not streamed): its checked replacement. A block replaces the whole
         text with the rule's message (nothing of the blocked text is kept)."""
-        finish_reason = piece.finish_reason or "stop"
-        if piece.finish_reason is None:
-            piece = Piece(piece.content, piece.reasoning, piece.tool_calls, piece.logprobs, "stop")
-        release = self._take(index, piece, whole=True)
-        release.finish_reason = release.finish_reason or finish_reason
-        return release
+        self._synchronous("whole")
+        return self._whole(self._begin(index, _ended(piece), whole=True), piece)
 
     def end(self, finish_reason: str | None = None) -> list[Release]:
         """The upstream stopped: finish every choice left open, releasing what their filters
         held back, with ``finish_reason`` (a host whose stream reports only one choice's
         finish_reason — LiteLLM's — passes the one it saw)."""
+        self._synchronous("end")
         return [
-            self._take(index, Piece(finish_reason=finish_reason or ""), whole=False)
-            for index, choice in list(self._choices.items())
-            if not choice.ended
+            self._complete(self._begin(i, p, whole=False))
+            for i, p in self._open_ends(finish_reason)
+        ]
+
+    async def afeed(self, index: int, piece: Piece) -> Release:
+        """:meth:`feed` for any call: settles the input checks still running first, and holds
+        what the filters release until the model-backed output rules checked it (a window)."""
+        await self.settle()
+        return self._complete(await self._checked(self._begin(index, piece, whole=False)))
+
+    async def awhole(self, index: int, piece: Piece) -> Release:
+        """:meth:`whole` for any call (the model-backed output rules check the whole text)."""
+        await self.settle()
+        step = await self._checked(self._begin(index, _ended(piece), whole=True))
+        return self._whole(step, piece)
+
+    async def aend(self, finish_reason: str | None = None) -> list[Release]:
+        """:meth:`end` for any call."""
+        await self.settle()
+        return [
+            self._complete(await self._checked(self._begin(i, p, whole=False)))
+            for i, p in self._open_ends(finish_reason)
         ]
 
     def synthetic(self) -> Release:
@@ -285,7 +332,29 @@ class ReplyEnforcer:
             self._choices[index] = choice
         return choice
 
-    def _take(self, index: int, piece: Piece, *, whole: bool) -> Release:
+    def _synchronous(self, method: str) -> None:
+        if self._review is not None:
+            raise UnsettledChecks(
+                f"this call has model-backed output rules: drive the engine with "
+                f"`await a{method}(...)`, not `{method}(...)` (the reply is held until they "
+                "checked it)"
+            )
+
+    def _open_ends(self, finish_reason: str | None) -> list[tuple[int, Piece]]:
+        return [
+            (index, Piece(finish_reason=finish_reason or ""))
+            for index, choice in list(self._choices.items())
+            if not choice.ended
+        ]
+
+    def _whole(self, step: _Step | Release, piece: Piece) -> Release:
+        release = self._complete(step)
+        release.finish_reason = release.finish_reason or piece.finish_reason or "stop"
+        return release
+
+    def _begin(self, index: int, piece: Piece, *, whole: bool) -> _Step | Release:
+        """The filters' part: what they release of ``piece`` (a finished Release when the
+        choice is over, replayed or overruled)."""
         choice = self._choice(index)
         out = Release(index)
         if choice.ended:
@@ -320,9 +389,8 @@ class ReplyEnforcer:
         for call in piece.tool_calls:
             _buffer(choice, call)
         choice.logprobs.extend(piece.logprobs)
-        ending = piece.finish_reason is not None
         calls: tuple[ToolCallPiece, ...] = ()
-        if ending and not self._blocked(choice):
+        if piece.finish_reason is not None and not self._blocked(choice):
             if not whole:
                 content += choice.content.finish()
                 if choice.reasoning is not None and not choice.content.stopped:
@@ -331,27 +399,61 @@ class ReplyEnforcer:
                 calls = self._check_calls(choice)
         if whole and (content != piece.content):
             choice.altered = True
-        if len(self.ctx.decisions) > marks and any(
-            d.action in _ALTERING for d in self.ctx.decisions[marks:]
+        out.reasoning = reasoning
+        self.filter_ms += (time.perf_counter() - started) * 1000.0
+        return _Step(choice, out, piece, whole, content, calls, marks, before, started)
+
+    async def _checked(self, step: _Step | Release) -> _Step | Release:
+        """The model-backed output rules' part: the text the filters released waits with the
+        choice until a window of it is checked (all of it when the choice ends or is whole);
+        a block ends the choice with what was checked before it."""
+        review = self._review
+        if review is None or isinstance(step, Release):
+            return step
+        choice = step.choice
+        choice.unchecked += step.content
+        final = step.whole or step.piece.finish_reason is not None or self._blocked(choice)
+        released = ""
+        while choice.unchecked:
+            n = len(choice.unchecked) if step.whole else review.cut(choice.unchecked, final=final)
+            if n <= 0:
+                break
+            window = choice.unchecked[:n]
+            if await review.check(window, context=choice.checked_tail):
+                choice.unchecked = ""
+                choice.content = _Stopped()
+                break
+            released += window
+            choice.checked_tail = (choice.checked_tail + window)[-_TAIL:]
+            choice.unchecked = choice.unchecked[n:]
+        step.content = released
+        return step
+
+    def _complete(self, step: _Step | Release) -> Release:
+        """The release framed: notices before the first text and after the last, the block's
+        ending, tool calls and logprobs on the choice's last release."""
+        if isinstance(step, Release):
+            return step
+        choice, out, piece, content = step.choice, step.out, step.piece, step.content
+        if len(self.ctx.decisions) > step.marks and any(
+            d.action in _ALTERING for d in self.ctx.decisions[step.marks :]
         ):
             choice.altered = True
-        out.reasoning = reasoning
         # the blank line after the "before" notices goes with the first text, so a reply that
         # stays empty reads as the notices alone (as ``with_notices`` frames it)
-        prefix = before + ("\n\n" if content and choice.gap else "")
+        prefix = step.before + ("\n\n" if content and choice.gap else "")
         choice.gap = choice.gap and not content
         if self._blocked(choice):
-            self._end_blocked(choice, out, prefix, content, whole=whole)
-        elif ending:
+            self._end_blocked(choice, out, prefix, content, whole=step.whole)
+        elif piece.finish_reason is not None:
             after = notices_text(self.ctx, "after")
             so_far = "".join(choice.sent) + prefix + content
             out.content = prefix + content + (then(so_far, after) if after else "")
-            out.tool_calls = calls
+            out.tool_calls = step.calls
             self._end(choice, out, piece.finish_reason or None)
         else:
             out.content = prefix + content
         choice.sent.append(out.content)
-        self.filter_ms += (time.perf_counter() - started) * 1000.0
         return out
 
     def _blocked(self, choice: _Choice) -> bool:
@@ -461,6 +563,13 @@ class _Stopped(FilterChain):
     @property
     def stopped(self) -> bool:
         return True
+
+
+def _ended(piece: Piece) -> Piece:
+    """A whole choice always ends: with the model's finish_reason, or "stop"."""
+    if piece.finish_reason is not None:
+        return piece
+    return Piece(piece.content, piece.reasoning, piece.tool_calls, piece.logprobs, "stop")
 
 
 def _buffer(choice: _Choice, piece: ToolCallPiece) -> None:

@@ -34,14 +34,14 @@ def notices_json(notices: tuple[Notice, ...] | list[Notice]) -> list[dict[str, s
     return [{"text": n.text, "source": n.source, "position": n.position} for n in notices]
 
 
-def enforce_response(enforcer: ReplyEnforcer, response: ModelResponse) -> ModelResponse:
+async def enforce_response(enforcer: ReplyEnforcer, response: ModelResponse) -> ModelResponse:
     """Every choice of a whole reply through the engine, in place; usage onto the context. The
-    host has settled the input checks (:meth:`ReplyEnforcer.settle`; the engine refuses
-    otherwise)."""
+    input checks still running are settled first, and the model-backed output rules check each
+    choice's text."""
     ctx = enforcer.ctx
     for choice in response.choices:
         message = choice.message
-        release = enforcer.whole(choice.index, _piece(message, choice))
+        release = await enforcer.awhole(choice.index, _piece(message, choice))
         _apply_whole(choice, release, enforcer)
     if enforcer.out_of_band:
         setattr(response, NOTICES_FIELD, notices_json(enforcer.notices()))
@@ -69,7 +69,7 @@ async def enforce_stream(
     last_reason: str | None = None
     try:
         async for piece in upstream:
-            if ctx.pending:  # nothing is released before the input checks' verdict
+            if ctx.pending:  # nothing, not even a usage chunk, before the input checks' verdict
                 await enforcer.settle()
             if not header:
                 header = {"id": piece.id, "model": piece.model, "created": piece.created}
@@ -86,7 +86,7 @@ async def enforce_stream(
             kept = []
             for choice in piece.choices:
                 last_reason = choice.finish_reason or last_reason
-                release = enforcer.feed(choice.index, _piece(choice.delta, choice))
+                release = await enforcer.afeed(choice.index, _piece(choice.delta, choice))
                 if _apply_delta(choice, release) or usage is not None:
                     kept.append(choice)
             if kept:
@@ -98,7 +98,7 @@ async def enforce_stream(
                 return  # stops the model call: nothing more of this reply may be sent
         # LiteLLM's stream wrapper passes on the first finish_reason only: the upstream's
         # other choices end with the same one
-        left = enforcer.end(last_reason)
+        left = await enforcer.aend(last_reason)
         if left:
             yield _chunk(header, left, enforcer)
     finally:

@@ -54,6 +54,36 @@ def policy(moderation_timeout_s: float = 5.0, judge_timeout_s: float = 5.0) -> d
     }
 
 
+WINDOW = 60
+#: Three windows of harmless text, then the sentence the fake moderation endpoint flags.
+SAFE = (
+    "The garden needs water in the morning before the sun is high. "
+    "Tomatoes like a deep soak twice a week rather than a splash. "
+    "Mulch keeps the soil cool and slows the weeds down a lot. "
+)
+VIOLENT_END = SAFE + "Then I will hurt them tonight, he said."
+
+
+def output_policy(timeout_s: float = 5.0) -> dict[str, Any]:
+    return {
+        "version": "output-classifiers-test",
+        "rules": [
+            {
+                "id": "mod.reply-violence",
+                "tier": 1,
+                "stage": "output",
+                "detector": {
+                    "kind": "moderation",
+                    "categories": ["violence"],
+                    "timeout_s": timeout_s,
+                    "window": WINDOW,
+                },
+                "message": MOD_BLOCK,
+            }
+        ],
+    }
+
+
 def moderate(text: str) -> dict[str, float]:
     """The fake moderation endpoint's scores."""
     scores: dict[str, float] = {}
