@@ -16,6 +16,7 @@ throughput here (docs/benchmarks.md). Any ``router_settings`` keep every name on
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from litellm import ModelResponse, ModelResponseStream
     from litellm.router import Router
 
-__all__ = ["LiteLLMClient", "direct_routes", "import_litellm", "upstream_error"]
+__all__ = ["LiteLLMClient", "direct_routes", "import_litellm", "signal_sent", "upstream_error"]
 
 #: ``litellm_params`` a deployment may have and still be called directly: where to send the
 #: call and its credentials, given by value — what the Router itself forces onto the call — and
@@ -82,6 +83,40 @@ def import_litellm() -> Any:
     import litellm
 
     return litellm
+
+
+#: Loop turns from LiteLLM's pre-API-call event to the request on the wire, with room to spare:
+#: the HTTP client opens (or takes) a connection and writes from a task of its own — measured
+#: one turn on a kept-alive connection, five on a new one (aiohttp, LiteLLM 1.110).
+SEND_TURNS = 8
+
+
+def signal_sent(kwargs: dict[str, Any], sent: asyncio.Event | None) -> dict[str, Any]:
+    """``kwargs`` for a LiteLLM call that sets ``sent`` once the request is out: LiteLLM's
+    pre-API-call log event, through the per-call ``logger_fn`` (the ``callbacks`` argument
+    would add a per-call object to LiteLLM's global callback lists), then :data:`SEND_TURNS`
+    turns of the event loop for the HTTP client to send it (asyncio says nothing when a socket
+    was written). A ``logger_fn`` of the caller's own still gets every event. ``sent`` None:
+    ``kwargs``."""
+    if sent is None:
+        return kwargs
+    loop = asyncio.get_running_loop()
+    theirs = kwargs.get("logger_fn")
+
+    def after(turns: int) -> None:
+        if turns:
+            loop.call_soon(after, turns - 1)
+        else:
+            sent.set()
+
+    def logger_fn(details: dict[str, Any]) -> None:
+        if details.get("log_event_type") == "pre_api_call" and not sent.is_set():
+            # thread-safe: a provider without an async client logs from LiteLLM's executor
+            loop.call_soon_threadsafe(after, SEND_TURNS)
+        if callable(theirs):
+            theirs(details)
+
+    return {**kwargs, "logger_fn": logger_fn}
 
 
 def upstream_error(exc: Exception, model: str) -> UpstreamError:

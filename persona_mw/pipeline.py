@@ -8,6 +8,7 @@ however the text arrives.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -32,7 +33,7 @@ from .enforce import (
 )
 from .enforce import enforce_stream as _enforce_stream
 from .errors import ProfileError, StoreError, http_status
-from .llm import LiteLLMClient
+from .llm import LiteLLMClient, signal_sent
 from .observability import REQUEST_EVENT, UserHasher, get_logger, request_event
 from .profile import Profile, parse_profile
 from .stores.cache import CachedProfileStore
@@ -149,13 +150,16 @@ class Middleware:
         )
         enforcer: ReplyEnforcer | None = None
         try:
+            self._checks_after_send(ctx)
             await self.run_input_stages(ctx)
             enforcer = self.enforcer(ctx)
             if ctx.reply is not None:
                 return synthetic_response(enforcer)
             started = time.perf_counter()
             response = await self.llm.acompletion(
-                model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs
+                model=ctx.model,
+                messages=ctx.prompt_messages,
+                **signal_sent(ctx.llm_kwargs, ctx.request_sent),
             )
             ctx.timings_ms["model"] = _ms_since(started)
             await enforcer.settle()
@@ -195,6 +199,7 @@ class Middleware:
             jurisdictions=jurisdictions,
         )
         try:
+            self._checks_after_send(ctx)
             await self.run_input_stages(ctx)
             if ctx.reply is not None:
                 for chunk in synthetic_chunks(self.enforcer(ctx)):
@@ -202,7 +207,9 @@ class Middleware:
                 return
             started = time.perf_counter()
             upstream = self.llm.astream(
-                model=ctx.model, messages=ctx.prompt_messages, **ctx.llm_kwargs
+                model=ctx.model,
+                messages=ctx.prompt_messages,
+                **signal_sent(ctx.llm_kwargs, ctx.request_sent),
             )
             enforced = self.enforce_stream(ctx, upstream, model_started=started)
             async with aclosing(enforced) as chunks:
@@ -379,6 +386,14 @@ class Middleware:
     def open_filters(self, ctx: CallContext) -> FilterChain:
         """Fresh output filters for one text of one call, chained."""
         return FilterChain([stage.open(ctx) for stage in self.output_stages])
+
+    def _checks_after_send(self, ctx: CallContext) -> None:
+        """Through LiteLLM, the input checks an input stage starts beside the model call wait
+        until LiteLLM hands the model request to the provider (:func:`~persona_mw.llm.
+        signal_sent`): started earlier, their CPU would delay it. Another client cannot say,
+        so they start at once."""
+        if isinstance(self.llm, LiteLLMClient):
+            ctx.request_sent = asyncio.Event()
 
     def enforcer(self, ctx: CallContext) -> ReplyEnforcer:
         """The enforcement engine for this call's output (every choice, every field): what

@@ -19,6 +19,7 @@ file is the whole contract; it holds declarations only, no behaviour.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -212,6 +213,10 @@ class CallContext:
     decisions: list[Decision] = field(default_factory=list)
     #: Input checks running beside the model call; the engine settles them before the reply.
     pending: list[PendingCheck] = field(default_factory=list)
+    #: Set by a host that can tell when the model request went out (``Middleware.acompletion``
+    #: / ``astream`` through LiteLLM): the pending checks start then, not before, so their own
+    #: CPU does not delay the request. None: they start at once. Settling sets it.
+    request_sent: asyncio.Event | None = None
     #: Every model-backed detector call of this call (logged with hashes, counted in metrics).
     checks: list[CheckCall] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)

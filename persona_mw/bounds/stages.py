@@ -255,6 +255,10 @@ class InputClassifierCheck:
         self._task = asyncio.ensure_future(self._run(ctx))
 
     async def _run(self, ctx: CallContext) -> list[tuple[MessageText, list[Hit]]]:
+        if ctx.request_sent is not None:
+            # A classifier call costs milliseconds of CPU (LiteLLM, its HTTP client) on the one
+            # event loop: spent before the model request is out, it would delay it.
+            await ctx.request_sent.wait()
         found = await asyncio.gather(
             *(
                 _classify(ctx, self._stage.classifiers, self._effective, message.text)

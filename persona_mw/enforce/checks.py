@@ -17,7 +17,10 @@ class UnsettledChecks(RuntimeError):
 async def settle_checks(ctx: CallContext) -> None:
     """Await every pending check of the call in turn (they already run concurrently, so the
     wait is the slowest one's), applying each verdict to ``ctx``. A check that raises (a bug:
-    detector failures are verdicts) cancels the rest and propagates."""
+    detector failures are verdicts) cancels the rest and propagates. Checks still waiting for
+    the request to go out (``ctx.request_sent``, a client that never said) start now."""
+    if ctx.request_sent is not None:
+        ctx.request_sent.set()
     try:
         while ctx.pending:
             check = ctx.pending[0]

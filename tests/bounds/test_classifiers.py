@@ -182,6 +182,42 @@ async def test_the_classifiers_run_beside_the_model_call(
 
 
 @STREAM
+async def test_the_classifiers_start_once_the_model_request_is_out(
+    server: FakeOpenAIServer, stream: bool
+) -> None:
+    """A classifier call costs milliseconds of CPU on the one event loop: it starts after
+    LiteLLM handed the model's request to the provider's client (its pre-API-call event), so
+    it cannot delay that request. Seen through LiteLLM's own per-call ``logger_fn``, on the
+    model call (the application's, which still gets every event) and on the classifiers'."""
+    events: list[str] = []
+
+    def logged(who: str) -> Any:
+        def logger_fn(details: dict[str, Any]) -> None:
+            if details.get("log_event_type") == "pre_api_call":
+                events.append(who)
+
+        return logger_fn
+
+    settings = {"api_base": server.base_url, "api_key": "test", "logger_fn": logged("classifier")}
+    mw = build(server, classifiers=Classifiers(ClassifierSettings(kwargs=settings)))
+    kwargs: dict[str, Any] = {
+        "user": "ada",
+        "model": MODEL,
+        "messages": [{"role": "user", "content": f"tell me about tides ({stream})"}],
+        "api_base": server.base_url,
+        "api_key": "test",
+        "logger_fn": logged("model"),
+    }
+    if stream:
+        async for _ in mw.astream(**kwargs):
+            pass
+    else:
+        await mw.acompletion(**kwargs)
+    assert events == ["model", "classifier", "classifier"]  # the moderation and the judge
+    assert [c.outcome for c in collected(mw)[-1].checks] == ["safe", "safe"]
+
+
+@STREAM
 async def test_moderation_self_harm_fires_the_crisis_protocol(
     server: FakeOpenAIServer, stream: bool
 ) -> None:
