@@ -106,9 +106,15 @@ def write(tmp_path: Path, name: str, data: dict[str, Any]) -> Path:
             "unknown moderation categories ['gore']",
         ),
         (
-            [{"rules": [{**RULE, "stage": "output", "detector": {"kind": "moderation"}}]}],
+            [
+                {
+                    "rules": [
+                        {**RULE, "stage": "output", "detector": {"kind": "moderation", "window": 9}}
+                    ]
+                }
+            ],
             "r1",
-            "runs on input only for now",
+            "window",
         ),
         (
             [{"rules": [{**RULE, "detector": {"kind": "moderation", "packs": False}}]}],
