@@ -132,6 +132,7 @@ class Middleware:
         messages: list[Message],
         surface: str = "python",
         jurisdictions: Sequence[str] = (),
+        request_id: str | None = None,
         **llm_kwargs: Any,
     ) -> ModelResponse:
         """Personalise, call the model, enforce the bounds, record usage; return LiteLLM's
@@ -147,6 +148,7 @@ class Middleware:
             stream=False,
             surface=surface,
             jurisdictions=jurisdictions,
+            request_id=request_id,
         )
         enforcer: ReplyEnforcer | None = None
         try:
@@ -181,6 +183,7 @@ class Middleware:
         messages: list[Message],
         surface: str = "python",
         jurisdictions: Sequence[str] = (),
+        request_id: str | None = None,
         **llm_kwargs: Any,
     ) -> AsyncIterator[ModelResponseStream]:
         """Like :meth:`acompletion`, streamed: yields LiteLLM ``ModelResponseStream`` chunks.
@@ -197,6 +200,7 @@ class Middleware:
             stream=True,
             surface=surface,
             jurisdictions=jurisdictions,
+            request_id=request_id,
         )
         try:
             self._checks_after_send(ctx)
@@ -339,13 +343,15 @@ class Middleware:
         surface: str,
         request: Mapping[str, Any] | None = None,
         jurisdictions: Sequence[str] = (),
+        request_id: str | None = None,
     ) -> CallContext:
         """Validate the call, load the profile and make the call's context.
 
         The call's OpenAI parameters are ``request`` when given (a host whose own host calls
         the model passes that request, e.g. the proxy's ``data``), else ``llm_kwargs``; they
         decide where the call's notices go (with ``settings.notices``) and how many choices the
-        reply has (``n``)."""
+        reply has (``n``). ``request_id`` names the call in every log event and in the reply's
+        id (a host passes its own, e.g. the proxy's call id); a new UUID when None."""
         _validate_call(user, model, messages)
         params = request if request is not None else llm_kwargs
         laws = _validate_jurisdictions(jurisdictions)
@@ -353,7 +359,7 @@ class Middleware:
         profile, source = await self.load_profile(user)
         llm_kwargs.pop("stream", None)
         ctx = CallContext(
-            request_id=str(llm_kwargs.pop("request_id", None) or uuid.uuid4()),
+            request_id=request_id or str(uuid.uuid4()),
             user_id=user,
             user_hash=self.hash_user(user),
             model=model,

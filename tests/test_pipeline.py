@@ -142,6 +142,30 @@ async def test_plain_call_returns_litellm_response(upstream: FakeOpenAIServer) -
     assert upstream.requests[-1]["messages"] == [{"role": "user", "content": "hi"}]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_id_names_the_call_and_is_not_sent_to_the_model(
+    upstream: FakeOpenAIServer, stream: bool
+) -> None:
+    collect = Collect()
+    mw = Middleware(finish_stages=[collect])
+    call: dict[str, Any] = {
+        "user": "ada",
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "request_id": "req-42",
+        **_kw(upstream),
+    }
+    if stream:
+        async for _ in mw.astream(**call):
+            pass
+    else:
+        await mw.acompletion(**call)
+    [ctx] = collect.contexts
+    assert ctx.request_id == "req-42"
+    assert "request_id" not in ctx.llm_kwargs
+    assert "request_id" not in upstream.requests[-1]
+
+
 async def test_stages_run_in_order_and_rewrite_reaches_the_model(
     upstream: FakeOpenAIServer,
 ) -> None:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, Literal
 
@@ -188,10 +188,11 @@ class PersonaGuardrail(CustomGuardrail):
                 user,
                 str(data.get("model") or ""),
                 list(messages) if isinstance(messages, list) else [],  # [] is refused, named
-                {"request_id": data.get("litellm_call_id")},  # the proxy calls the model
+                {},  # the proxy calls the model: no LiteLLM keywords travel with the call
                 stream=data.get("stream") is True,
                 surface=SURFACE,
                 request=data,  # n, response_format, tools: choices and where notices go
+                request_id=_call_id(data),
             )
         except ConfigError as exc:
             raise RequestRefused(str(exc), route=route) from None
@@ -330,3 +331,9 @@ def _unchecked_routes(routes: object) -> frozenset[str]:
             field="persona_unchecked_routes",
         )
     return frozenset(routes)
+
+
+def _call_id(data: Mapping[str, Any]) -> str | None:
+    """The proxy's own id for the call, so our log events and its own share one."""
+    call_id = data.get("litellm_call_id")
+    return str(call_id) if call_id else None
