@@ -122,11 +122,10 @@ class DependenceStage:
             # The usage is this process's cache (no await) or a load in flight; the due-state is
             # read meanwhile. Awaited in turn, not gathered: gather wraps each in a task, two
             # tasks and a turn of the event loop per call for what is most often a cache hit.
-            cached = self._cached(ctx.user_id)
-            load = self._start_load(ctx.user_id) if cached is None else None
+            known = self._cached(ctx.user_id) or self._start_load(ctx.user_id)
             state = await self.state_store.get(ctx.user_id)
             # shield: one caller cancelled (a client gone) must not cancel the others' load
-            usage = cached if load is None else await asyncio.shield(load)
+            usage = known if isinstance(known, _UserUsage) else await asyncio.shield(known)
         except StoreError as exc:
             self.metrics.errors.inc()
             _log.warning(
