@@ -175,7 +175,10 @@ class UsageRecorder:
         consent = profile.consent.text_analysis and self.analyse is not None
         started = ctx.started_at if ctx.started_at.tzinfo else ctx.started_at.replace(tzinfo=UTC)
         user_text = ctx.user_text()
-        base = UsageEvent(
+        # Each event made whole here: ``dataclasses.replace`` on a base event costs as much
+        # again as making it.
+        cues = ctx.user_cues if consent else None  # the dependence stage analysed it already
+        user = UsageEvent(
             user_id=ctx.user_id,
             ts=started,
             role="user",
@@ -183,23 +186,25 @@ class UsageRecorder:
             minor=profile.known_minor,
             tokens=ctx.prompt_tokens,
             chars=len(user_text),
+            cues=cues if cues is not None else frozenset(),
             request_id=ctx.request_id,
             analysed=consent,
         )
-        if consent and ctx.user_cues is not None:  # the dependence stage analysed it already
-            out = [_Pending(replace(base, cues=ctx.user_cues), ctx.user_hash, None)]
-        else:
-            out = [_Pending(base, ctx.user_hash, user_text if consent else None)]
+        out = [_Pending(user, ctx.user_hash, user_text if consent and cues is None else None)]
         replied = ctx.outcome != "error" and (ctx.outcome != "cancelled" or bool(ctx.output_text))
         if replied:
             reply_text = _without_notices(ctx)
-            reply = replace(
-                base,
+            reply = UsageEvent(
+                user_id=ctx.user_id,
                 ts=max(datetime.now(UTC), started),
                 role="assistant",
+                tz=profile.timezone,
+                minor=profile.known_minor,
                 tokens=ctx.completion_tokens,
                 chars=len(reply_text),
                 exposure=frozenset(ctx.exposure.parts),
+                request_id=ctx.request_id,
+                analysed=consent,
             )
             out.append(_Pending(reply, ctx.user_hash, reply_text if consent else None))
         return out
@@ -353,9 +358,14 @@ class UsageRecorder:
                 if len(self._buffer) < self.batch_size and self.linger_s and not self._flushing:
                     # Linger: let a batch gather, so a trickle of requests does not pay the
                     # per-write overhead once per request.
+                    # A timer sets ``full`` when the linger is over: wait_for would wrap the
+                    # wait in a task, once per batch.
                     full.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(full.wait(), self.linger_s)
+                    timer = asyncio.get_running_loop().call_later(self.linger_s, full.set)
+                    try:
+                        await full.wait()
+                    finally:
+                        timer.cancel()
                 await self._take_batch()
             batch = self._inflight
             try:

@@ -119,9 +119,13 @@ class DependenceStage:
 
     async def __call__(self, ctx: CallContext) -> None:
         try:
-            usage, state = await asyncio.gather(
-                self._usage(ctx.user_id), self.state_store.get(ctx.user_id)
-            )
+            # The usage is this process's cache (no await) or a load in flight; the due-state is
+            # read meanwhile. Awaited in turn, not gathered: gather wraps each in a task, two
+            # tasks and a turn of the event loop per call for what is most often a cache hit.
+            known = self._cached(ctx.user_id) or self._start_load(ctx.user_id)
+            state = await self.state_store.get(ctx.user_id)
+            # shield: one caller cancelled (a client gone) must not cancel the others' load
+            usage = known if isinstance(known, _UserUsage) else await asyncio.shield(known)
         except StoreError as exc:
             self.metrics.errors.inc()
             _log.warning(
@@ -219,21 +223,19 @@ class DependenceStage:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def _usage(self, user_id: str) -> _UserUsage:
-        """The user's usage: cached, or loaded once however many of their requests ask at once
-        (the cache expiring under a heavy user's fifty requests in flight costs one load)."""
-        if self._cache is not None:
-            hit = self._cache.get(user_id)
-            if hit is not None:
-                return hit
+    def _cached(self, user_id: str) -> _UserUsage | None:
+        return self._cache.get(user_id) if self._cache is not None else None
+
+    def _start_load(self, user_id: str) -> asyncio.Task[_UserUsage]:
+        """The load of the user's usage, started once however many of their requests ask at
+        once (the cache expiring under a heavy user's fifty requests in flight costs one load)."""
         loop = asyncio.get_running_loop()
         load = self._loads.get(user_id)
         if load is None or load.get_loop() is not loop:  # a task is awaitable on its own loop
             load = loop.create_task(self._load(user_id))
             self._loads[user_id] = load
             load.add_done_callback(lambda done: self._forget_load(user_id, done))
-        # shield: one caller cancelled (a client gone) must not cancel the others' load
-        return await asyncio.shield(load)
+        return load
 
     def _forget_load(self, user_id: str, done: asyncio.Task[_UserUsage]) -> None:
         if self._loads.get(user_id) is done:

@@ -359,8 +359,12 @@ class _Encoder:
         body["d"] = local.date().isoformat()
         if cfg.late_night_start_hour <= local.hour < cfg.late_night_end_hour:
             body["l"] = 1
-        member = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        member = _encode_member(body)
         return _score(micros_utc, event.role), member
+
+
+#: One encoder for every member: ``json.dumps`` with these options builds a new one per call.
+_encode_member = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 @lru_cache(maxsize=512)
