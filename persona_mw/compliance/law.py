@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import PolicyError
+from ..jurisdiction_codes import known_codes
 from ..validation import config_error
 
 __all__ = [
@@ -184,19 +185,6 @@ def parse_jurisdiction(data: Any, *, source: str) -> Jurisdiction:
             },
             error=PolicyError,
         ) from None
-
-
-@cache
-def known_codes() -> tuple[str, ...]:
-    """The codes of every shipped jurisdiction file, sorted."""
-    folder = resources.files(__package__).joinpath("jurisdictions")
-    return tuple(
-        sorted(
-            entry.name.removesuffix(".yaml")
-            for entry in folder.iterdir()
-            if entry.name.endswith(".yaml")
-        )
-    )
 
 
 @cache
