@@ -483,7 +483,7 @@ class BoundsOutputStage:
 
     def open(self, ctx: CallContext) -> StreamFilter:
         effective = ctx.policy
-        if effective is None:  # no bounds input stage ran (a middleware wired by hand)
+        if not isinstance(effective, EffectivePolicy):  # no bounds input stage ran (wired by hand)
             effective = ctx.policy = resolve(
                 self.policy,
                 ctx.profile,
