@@ -49,7 +49,8 @@ class _Duty(BaseModel):
     #: The section of the statute this duty comes from, as the report and docs print it.
     cite: str = Field(min_length=3, max_length=400)
     #: Built-in pack rules (``pack.rule`` ids) that carry the duty out; they become tier 1. The
-    #: bounds, which build on the laws, hold the packs: a test checks every shipped law's ids.
+    #: packs build on the laws, so the bounds check these ids when they apply a law
+    #: (:func:`persona_mw.bounds.packs.check_law_rules`).
     rules: tuple[str, ...] = ()
 
 

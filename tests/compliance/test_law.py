@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from persona_mw.bounds.packs import PACKS, pack_rules
+from persona_mw.bounds.packs import check_law_rules
 from persona_mw.compliance import (
     CrisisDuty,
     DisclosureDuty,
@@ -29,15 +29,21 @@ def test_the_five_laws_ship_and_validate() -> None:
 
 
 def test_every_rule_a_law_names_is_a_built_in_pack_rule() -> None:
-    """The laws name the pack rules that carry their duties out; the packs belong to the bounds,
-    which build on the laws, so the cross-reference is checked here rather than when a law is
-    read (a law is shipped, never a deployer's file)."""
-    built_in = {rule.id for name in PACKS for rule in pack_rules(name)}
-    named = {
-        rule_id for code in SHIPPED for duty in jurisdiction(code).duties for rule_id in duty.rules
-    }
-    assert named, "no shipped law names a pack rule: the check would check nothing"
-    assert named <= built_in, sorted(named - built_in)
+    for code in SHIPPED:
+        check_law_rules(jurisdiction(code), source=f"{code}.yaml")
+
+
+def test_a_law_naming_an_unknown_rule_is_refused_where_the_bounds_apply_it() -> None:
+    """The laws are read without the packs (which build on them); the bounds check the tie."""
+    duty = {"kind": "content_ban", "covers": ["sexual_content"], "rules": ["minor-safety.nope"]}
+    law = parse_jurisdiction(_law(**duty), source="laws/xx-test.yaml")
+    with pytest.raises(PolicyError) as info:
+        check_law_rules(law, source="laws/xx-test.yaml")
+    assert info.value.source == "laws/xx-test.yaml"
+    assert info.value.field == "duties.0.content_ban.rules"
+    assert "unknown rule id(s) ['minor-safety.nope']; use the ids of the built-in packs" in str(
+        info.value
+    )
 
 
 @pytest.mark.parametrize(
