@@ -46,8 +46,8 @@ from loadgen import run_load  # noqa: E402
 from persona_mw_server.testing import ServerProcess  # noqa: E402
 from soak import start_redis  # noqa: E402
 
+from persona_mw.signals import UsageEvent  # noqa: E402
 from persona_mw.signals.config import SignalsConfig  # noqa: E402
-from persona_mw.signals.events import UsageEvent  # noqa: E402
 from persona_mw.signals.usage_store import RedisUsageStore  # noqa: E402
 from persona_mw.stores.keys import user_tag  # noqa: E402
 

@@ -37,7 +37,7 @@ import structlog
 
 from persona_mw.observability import configure_logging
 from persona_mw.profile import Profile
-from persona_mw.signals.events import UsageEvent
+from persona_mw.signals import UsageEvent
 from persona_mw.signals.recorder import UsageRecorder
 from persona_mw.signals.usage_store import RedisUsageStore
 from persona_mw.types import CallContext

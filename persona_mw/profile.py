@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from .errors import ProfileValidationError
+from .jurisdiction_codes import known_codes
 
 __all__ = [
     "MAX_PROFILE_BYTES",
@@ -168,8 +169,6 @@ class Profile(_Frozen):
     @field_validator("jurisdictions")
     @classmethod
     def _known_laws(cls, value: list[str]) -> list[str]:
-        from .compliance import known_codes  # the law files load on first use
-
         unknown = [code for code in value if code not in known_codes()]
         if unknown:
             raise ValueError(

@@ -13,8 +13,11 @@ stages hold no per-call state of their own (an :class:`OutputFilter` is made fre
 stage's ``open``). Policy decisions are pure functions; only stores, the LLM and recorders do I/O.
 Messages stay in OpenAI / LiteLLM wire format (``list[dict]``): that is the edge we sit on.
 
-Longer than 400 lines on purpose: every protocol of the package is here (issue 18), so this one
-file is the whole contract; it holds declarations only, no behaviour.
+Longer than 400 lines on purpose: every protocol of the package is here (issue 18), with the
+small value types they carry (a usage event, what the ladder decided), so this one file is the
+whole contract; it holds declarations only, no behaviour, and imports nothing of the package but
+the profile model: what a later stage hands on in ``CallContext`` (the bounds in force, the
+deployer's disclosure rule) is declared here by what the others read of it.
 """
 
 from __future__ import annotations
@@ -24,21 +27,16 @@ import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from .profile import Profile
 
 if TYPE_CHECKING:  # litellm is imported lazily: it costs ~3 s
     from litellm import ModelResponse, ModelResponseStream
 
-    from .bounds.policy import AIDisclosure
-    from .bounds.resolve import EffectivePolicy
-    from .signals.events import UsageEvent
-    from .signals.ladder import LadderResult
-    from .signals.usage_store import ErasedUsage, UsageRollup
-
 __all__ = [
     "Action",
+    "ActionKind",
     "ActionStateStore",
     "CallContext",
     "CheckCall",
@@ -46,6 +44,9 @@ __all__ = [
     "Decision",
     "DeclaresRules",
     "Detector",
+    "DisclosureRule",
+    "DueAction",
+    "ErasedUsage",
     "ExplainsPolicy",
     "Exposure",
     "FinishStage",
@@ -53,22 +54,27 @@ __all__ = [
     "InputStage",
     "Instruction",
     "LLMClient",
+    "LadderResult",
+    "LawsInForce",
     "Lookup",
     "Message",
     "Notice",
     "OutputFilter",
     "OutputStage",
     "PendingCheck",
+    "PolicyInForce",
     "ProfileSource",
     "ProfileStore",
     "RecorderBooks",
     "ReportsUsage",
     "ReviewsOutput",
     "ReviewsReply",
+    "SignalValue",
     "Span",
     "Stage",
     "StatutoryCounters",
     "SupportsInvalidation",
+    "UsageEvent",
     "UsageSource",
     "UsageStore",
 ]
@@ -170,6 +176,91 @@ class Exposure:
     instruction_tokens: int = 0
 
 
+class LawsInForce(Protocol):
+    """The laws that apply to one user (:class:`persona_mw.compliance.Compliance`), as the
+    stages after the bounds read them."""
+
+    @property
+    def laws(self) -> tuple[str, ...]: ...
+
+
+class PolicyInForce(Protocol):
+    """The bounds in force for one user (:class:`persona_mw.bounds.EffectivePolicy`), as the
+    stages after the bounds read them from ``CallContext.policy``: the policy's version and the
+    laws that apply. The bounds stages, which made it, use the whole of it."""
+
+    @property
+    def policy_version(self) -> str: ...
+
+    @property
+    def compliance(self) -> LawsInForce: ...
+
+
+class DisclosureRule(Protocol):
+    """The deployer's AI-disclosure rule (:class:`persona_mw.bounds.AIDisclosure`): who is told
+    "you are talking to an AI", how often, and in which words. The bounds declare it; the
+    dependence ladder decides when it is due."""
+
+    @property
+    def audience(self) -> Literal["all", "minors"]: ...
+
+    @property
+    def interval_hours(self) -> float: ...
+
+    @property
+    def at_start_once_per_day(self) -> bool: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+ActionKind = Literal[
+    "log",
+    "break_reminder",
+    "reduced_personalisation",
+    "suggest_limits",
+    "statutory_reminder",
+    "ai_disclosure",
+    "daily_cap_reached",
+    "quiet_hours",
+]
+SignalValue = float | int | bool | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DueAction:
+    """One action the dependence ladder wants taken now, with the signal values that triggered
+    it."""
+
+    kind: ActionKind
+    #: 1 law, 2 deployer policy, 3 the user's own limit.
+    tier: int
+    #: First time for this due time (log it; show its notice). States are new once a day.
+    new: bool
+    reason: str
+    signals: Mapping[str, SignalValue] = field(default_factory=dict)
+    #: The laws that require this action now (jurisdiction codes); empty when none does.
+    laws: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LadderResult:
+    """What the dependence ladder (:func:`persona_mw.signals.run_ladder`) decided for one call."""
+
+    actions: tuple[DueAction, ...]
+    #: The due-state to keep for next time: action kind -> last time it fired.
+    state: Mapping[str, datetime]
+    #: Signals over their watch threshold: name -> value.
+    watch: Mapping[str, SignalValue]
+
+    @property
+    def kinds(self) -> list[str]:
+        return [a.kind for a in self.actions]
+
+    def get(self, kind: str) -> DueAction | None:
+        return next((a for a in self.actions if a.kind == kind), None)
+
+
 @dataclass(slots=True)
 class CallContext:
     """Everything one call knows. Created by the middleware, passed to every stage."""
@@ -194,9 +285,9 @@ class CallContext:
     #: and the profile's (jurisdiction codes, docs/compliance.md).
     jurisdictions: tuple[str, ...] = ()
     #: The bounds in force for this user; set by the bounds input stage.
-    policy: EffectivePolicy | None = None
+    policy: PolicyInForce | None = None
     #: The deployer's AI-disclosure rule (from ``policy``); None: the signals config's.
-    disclosure: AIDisclosure | None = None
+    disclosure: DisclosureRule | None = None
     #: What the dependence ladder decided for this call; set by the dependence stage.
     signals: LadderResult | None = None
     #: The cue flags of the user's message when the dependence stage analysed it (with the
@@ -450,8 +541,54 @@ class Detector(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One message, user's or assistant's, as the usage signals see it.
+
+    The same type serves live traffic (the usage recorder makes two per request: the user's
+    message when it arrives and the assistant's reply when it ends) and offline analysis
+    (``persona-mw signals`` reads one per JSON line), so both go through one code path. Message
+    text never travels in an event: cue detectors run on the text first (only with the user's
+    consent) and leave flags behind."""
+
+    user_id: str
+    #: When the message was sent; timezone-aware (stored as UTC).
+    ts: datetime
+    role: Literal["user", "assistant"]
+    #: The user's IANA time zone (from the profile) at the time of the message.
+    tz: str = "UTC"
+    minor: bool = False
+    tokens: int = 0
+    #: Characters in the message (a size, not the text).
+    chars: int = 0
+    #: Cue flags found in the text, e.g. {"dependence", "anthropomorphism", "support_seeking",
+    #: "fear_of_addiction"} for user messages; empty without text-analysis consent.
+    cues: frozenset[str] = field(default_factory=frozenset)
+    #: Relationship-seeking score of an assistant message, in [0, 1]; None when not analysed.
+    relationship_score: float | None = None
+    #: Which profile parts shaped the reply (assistant events): "style", "own_rules", "name", ...
+    exposure: frozenset[str] = field(default_factory=frozenset)
+    #: The request this message belongs to (joins the two events of one request).
+    request_id: str = ""
+    #: Whether the user consented to text analysis for this message.
+    analysed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ErasedUsage:
+    """What erasing a user's usage removed: raw events and local days of rollup."""
+
+    events: int = 0
+    days: int = 0
+
+
+#: What a usage store's ``rollup`` returns: the stores of this package and the dependence stage
+#: that folds it share :class:`persona_mw.signals.UsageRollup` (per-day totals of the events).
+Rollup_co = TypeVar("Rollup_co", covariant=True)
+
+
 @runtime_checkable
-class UsageStore(Protocol):
+class UsageStore(Protocol[Rollup_co]):
     """Usage events per user. Implementations raise :class:`~persona_mw.errors.StoreError` when
     the backing service cannot be reached (the recorder retries those)."""
 
@@ -459,7 +596,7 @@ class UsageStore(Protocol):
         """Store a batch (any users) in at most one round trip; returns how many were new."""
         ...
 
-    async def rollup(self, user_id: str) -> UsageRollup:
+    async def rollup(self, user_id: str) -> Rollup_co:
         """The user's rollup (one round trip, O(days + pending))."""
         ...
 
@@ -478,10 +615,10 @@ class UsageStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-class UsageSource(Protocol):
+class UsageSource(Protocol[Rollup_co]):
     """What the dependence stage needs of a usage store (every :class:`UsageStore` has it)."""
 
-    async def rollup(self, user_id: str) -> UsageRollup: ...
+    async def rollup(self, user_id: str) -> Rollup_co: ...
 
 
 class RecorderBooks(Protocol):

@@ -12,12 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _protocols(path: Path) -> list[str]:
+    """Classes with a ``Protocol`` base, generic ones (``Protocol[T]``) included."""
     tree = ast.parse(path.read_text())
     return [
         node.name
         for node in ast.walk(tree)
         if isinstance(node, ast.ClassDef)
-        and any(ast.unparse(base).endswith("Protocol") for base in node.bases)
+        and any(ast.unparse(base).partition("[")[0].endswith("Protocol") for base in node.bases)
     ]
 
 

@@ -485,7 +485,9 @@ class RelationshipDetector:
 
     def _score(self, text: str) -> float:
         if self._scorer is None:
-            from .relationship import relationship_score  # written alongside; light by default
+            # imported on first use: compiling its lexicon takes ~90 ms, which a deployment
+            # without a relationship rule never pays
+            from .relationship import relationship_score
 
             self._scorer = relationship_score
         return float(self._scorer(text))

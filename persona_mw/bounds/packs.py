@@ -14,11 +14,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ..compliance.law import Jurisdiction
 from ..errors import PolicyError
 from ..validation import config_error
 from .policy import AIDisclosure, PackRef, PhrasesSpec, PIISpec, Rule, _Frozen
 
-__all__ = ["PACKS", "USER_PACKS", "expand_pack", "pack_rules", "user_pack_rules"]
+__all__ = ["PACKS", "USER_PACKS", "check_law_rules", "expand_pack", "pack_rules", "user_pack_rules"]
 
 PACKS = (
     "pii",
@@ -66,6 +67,27 @@ def _load(name: str) -> _PackFile:
 def pack_rules(name: str) -> tuple[Rule, ...]:
     """The rules of a built-in pack as shipped, before any options."""
     return _load(name).rules
+
+
+@cache
+def _rule_ids() -> frozenset[str]:
+    return frozenset(rule.id for name in PACKS for rule in pack_rules(name))
+
+
+def check_law_rules(law: Jurisdiction, *, source: str) -> None:
+    """Every rule a law names (to carry a duty out) must be a built-in pack rule. The laws are
+    read without the packs, which build on them, so the bounds check the tie when they apply a
+    law; PolicyError names ``source``, the duty's field and the fix."""
+    known = _rule_ids()
+    for i, duty in enumerate(law.duties):
+        unknown = [rule_id for rule_id in duty.rules if rule_id not in known]
+        if unknown:
+            raise PolicyError(
+                f"unknown rule id(s) {unknown}; use the ids of the built-in packs "
+                f"(persona_mw/bounds/packs/*.yaml), e.g. {sorted(known)[:3]}",
+                source=source,
+                field=f"duties.{i}.{duty.kind}.rules",
+            )
 
 
 def expand_pack(ref: PackRef, *, source: str) -> tuple[tuple[Rule, ...], AIDisclosure | None]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
-from ..compliance import Compliance, compliance_for
+from ..compliance import Compliance, compliance_for, jurisdiction
 from ..profile import Profile
 from ..types import Instruction
-from .packs import PACKS, USER_PACKS, pack_rules
+from .packs import PACKS, USER_PACKS, check_law_rules, pack_rules
 from .policy import (
     AIDisclosure,
     JudgeSpec,
@@ -127,6 +127,11 @@ def resolve(
     )
 
 
+@cache
+def _check_law(code: str) -> None:
+    check_law_rules(jurisdiction(code), source=f"persona_mw/compliance/jurisdictions/{code}.yaml")
+
+
 def _law_rules(policy: Policy, compliance: Compliance) -> tuple[Rule, ...]:
     """The policy's rules, with the pack rules the laws require added (those it lacks)."""
     present = {rule.id for rule in policy.rules}
@@ -149,6 +154,8 @@ def _resolve(
     laws: tuple[str, ...] = (),
     misleading: bool = False,
 ) -> EffectivePolicy:
+    for code in laws:
+        _check_law(code)
     compliance = compliance_for(laws, minor=minor, misleading_context=misleading)
     choices = dict(adjustable)
     user_packs = set(enable_packs)

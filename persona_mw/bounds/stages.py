@@ -502,7 +502,7 @@ class BoundsOutputStage:
 
     def _effective(self, ctx: CallContext) -> EffectivePolicy:
         effective = ctx.policy
-        if effective is None:  # no bounds input stage ran (a middleware wired by hand)
+        if not isinstance(effective, EffectivePolicy):  # no bounds input stage ran (wired by hand)
             effective = ctx.policy = resolve(
                 self.policy,
                 ctx.profile,

@@ -294,7 +294,7 @@ def explain(
 def protocol(law: str) -> None:
     """Print the published crisis protocol of LAW (a jurisdiction code), generated from the packs
     that carry it out."""
-    from ..compliance.protocol import crisis_protocol_text
+    from ..bounds.protocol import crisis_protocol_text
 
     try:
         click.echo(crisis_protocol_text(law), nl=False)

@@ -15,9 +15,10 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import PolicyError
+from ..jurisdiction_codes import known_codes
 from ..validation import config_error
 
 __all__ = [
@@ -47,22 +48,10 @@ class _Duty(BaseModel):
 
     #: The section of the statute this duty comes from, as the report and docs print it.
     cite: str = Field(min_length=3, max_length=400)
-    #: Built-in pack rules (``pack.rule`` ids) that carry the duty out; they become tier 1.
+    #: Built-in pack rules (``pack.rule`` ids) that carry the duty out; they become tier 1. The
+    #: packs build on the laws, so the bounds check these ids when they apply a law
+    #: (:func:`persona_mw.bounds.packs.check_law_rules`).
     rules: tuple[str, ...] = ()
-
-    @field_validator("rules")
-    @classmethod
-    def _known_rules(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from ..bounds.packs import PACKS, pack_rules
-
-        known = {rule.id for name in PACKS for rule in pack_rules(name)}
-        unknown = [rule_id for rule_id in value if rule_id not in known]
-        if unknown:
-            raise ValueError(
-                f"unknown rule id(s) {unknown}; use the ids of the built-in packs "
-                f"(persona_mw/bounds/packs/*.yaml), e.g. {sorted(known)[:3]}"
-            )
-        return value
 
 
 class DisclosureDuty(_Duty):
@@ -184,19 +173,6 @@ def parse_jurisdiction(data: Any, *, source: str) -> Jurisdiction:
             },
             error=PolicyError,
         ) from None
-
-
-@cache
-def known_codes() -> tuple[str, ...]:
-    """The codes of every shipped jurisdiction file, sorted."""
-    folder = resources.files(__package__).joinpath("jurisdictions")
-    return tuple(
-        sorted(
-            entry.name.removesuffix(".yaml")
-            for entry in folder.iterdir()
-            if entry.name.endswith(".yaml")
-        )
-    )
 
 
 @cache

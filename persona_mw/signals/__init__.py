@@ -6,6 +6,7 @@ Live: the recorder (a finish stage) writes :class:`UsageEvent`\\ s to a usage st
 ``persona-mw signals`` feeds a file through the same functions.
 """
 
+from ..types import ActionKind, DueAction, ErasedUsage, LadderResult, UsageEvent
 from .action_state import ActionStateStore, MemoryActionStateStore, RedisActionStateStore
 from .compute import (
     CUE_NAMES,
@@ -18,8 +19,7 @@ from .compute import (
 )
 from .config import STATUTORY_INTERVAL_MINUTES, SignalsConfig, load_signals_config
 from .cues import Analyse, analyse_text, detect_cues, judge_cues
-from .events import UsageEvent
-from .ladder import ACTION_KINDS, ActionKind, DisclosurePolicy, DueAction, LadderResult, run_ladder
+from .ladder import ACTION_KINDS, DisclosurePolicy, run_ladder
 from .metrics import SignalsMetrics, SignalsMetricsStage, count_crisis_referrals
 from .offline import EventLineError, analyse_events, parse_event_lines
 from .recorder import UsageRecorder
@@ -27,7 +27,6 @@ from .report import aggregate_report, aggregate_text, user_report_html, user_rep
 from .stage import DependenceStage, UsageSource, disclosure_policy
 from .usage_store import (
     DEFAULT_RETENTION_DAYS,
-    ErasedUsage,
     MemoryUsageStore,
     RedisUsageStore,
     UsageRollup,

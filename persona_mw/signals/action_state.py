@@ -27,9 +27,9 @@ from typing import Any
 from persona_mw.errors import StoreError
 from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key
 from persona_mw.stores.loops import HomeLoop, connector, on_home_loop
-from persona_mw.types import ActionStateStore
+from persona_mw.types import ActionStateStore, LadderResult
 
-from .ladder import STATE_KINDS, LadderResult
+from .ladder import STATE_KINDS
 
 __all__ = [
     "ActionStateStore",

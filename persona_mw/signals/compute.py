@@ -22,8 +22,9 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from persona_mw.types import UsageEvent
+
 from .config import SignalsConfig
-from .events import UsageEvent
 
 __all__ = [
     "CUE_NAMES",

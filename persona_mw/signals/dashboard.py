@@ -32,6 +32,8 @@ from .report import aggregate_report
 if TYPE_CHECKING:
     from persona_mw.types import CallContext, UsageStore
 
+    from .usage_store import UsageRollup
+
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -198,7 +200,7 @@ def _median(values: Sequence[float]) -> float:
 
 
 async def load_dashboard(
-    usage: UsageStore,
+    usage: UsageStore[UsageRollup],
     counters: _Counters,
     *,
     now: datetime,

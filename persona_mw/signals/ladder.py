@@ -17,11 +17,12 @@ they hold, and are ``new`` (to be logged) once per local day.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Literal
 
 from persona_mw.profile import Limits
+from persona_mw.types import ActionKind, DueAction, LadderResult, SignalValue
 
 from .compute import Signals, _local
 from .config import SignalsConfig
@@ -29,25 +30,12 @@ from .config import SignalsConfig
 __all__ = [
     "ACTION_KINDS",
     "STATE_KINDS",
-    "ActionKind",
     "DisclosurePolicy",
-    "DueAction",
-    "LadderResult",
     "ReminderPolicy",
     "run_ladder",
     "watch_signals",
 ]
 
-ActionKind = Literal[
-    "log",
-    "break_reminder",
-    "reduced_personalisation",
-    "suggest_limits",
-    "statutory_reminder",
-    "ai_disclosure",
-    "daily_cap_reached",
-    "quiet_hours",
-]
 ACTION_KINDS: tuple[ActionKind, ...] = (
     "log",
     "break_reminder",
@@ -60,7 +48,6 @@ ACTION_KINDS: tuple[ActionKind, ...] = (
 )
 #: The kinds that are states (listed while they hold), not notices (listed once when due).
 STATE_KINDS: frozenset[ActionKind] = frozenset({"reduced_personalisation", "daily_cap_reached"})
-SignalValue = float | int | bool | str | None
 
 #: Watch signals that measure the same habit count once when deciding how far up the ladder to go.
 _GROUP = {"active_day_streak": "habit", "days_active_28": "habit"}
@@ -88,37 +75,6 @@ class ReminderPolicy:
 
     interval_minutes: float
     laws: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class DueAction:
-    """One action the ladder wants taken now, with the signal values that triggered it."""
-
-    kind: ActionKind
-    #: 1 law, 2 deployer policy, 3 the user's own limit.
-    tier: int
-    #: First time for this due time (log it; show its notice). States are new once a day.
-    new: bool
-    reason: str
-    signals: Mapping[str, SignalValue] = field(default_factory=dict)
-    #: The laws that require this action now (jurisdiction codes); empty when none does.
-    laws: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LadderResult:
-    actions: tuple[DueAction, ...]
-    #: The due-state to keep for next time: action kind -> last time it fired.
-    state: Mapping[str, datetime]
-    #: Signals over their watch threshold: name -> value.
-    watch: Mapping[str, SignalValue]
-
-    @property
-    def kinds(self) -> list[str]:
-        return [a.kind for a in self.actions]
-
-    def get(self, kind: str) -> DueAction | None:
-        return next((a for a in self.actions if a.kind == kind), None)
 
 
 def watch_signals(signals: Signals, config: SignalsConfig) -> dict[str, SignalValue]:

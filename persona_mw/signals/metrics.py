@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, ClassVar
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from persona_mw.compliance.reports import count_call
-from persona_mw.types import CallContext, Decision
+from persona_mw.types import CallContext, Decision, LadderResult
 
 from .dashboard import count_activity
 
 if TYPE_CHECKING:
     from .action_state import ActionStateStore
     from .compute import Signals
-    from .ladder import LadderResult
 
 __all__ = ["SignalsMetrics", "SignalsMetricsStage", "count_crisis_referrals"]
 

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from persona_mw.types import UsageEvent
+
 from .compute import Signals, UsageDigest, compute_signals, with_percentiles
 from .config import SignalsConfig
 from .cues import Analyse, analyse_text
-from .events import UsageEvent
 from .ladder import run_ladder
 
 __all__ = [

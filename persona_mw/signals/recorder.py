@@ -1,6 +1,6 @@
 """The usage recorder: a finish stage that records each request off the request's critical path.
 
-Per request it makes two :class:`~persona_mw.signals.events.UsageEvent`\\ s — the user's message
+Per request it makes two :class:`~persona_mw.types.UsageEvent`\\ s — the user's message
 (at ``ctx.started_at``) and the assistant's reply (at completion) — and appends them to a bounded
 in-process buffer. That is all the request waits for (a few microseconds). A background task,
 started lazily in the running event loop on first use, drains the buffer in batches into a
@@ -64,9 +64,8 @@ from typing import Literal
 from persona_mw.errors import ConfigError, StoreError
 from persona_mw.observability import get_logger
 from persona_mw.stores.loops import cancel_when_it_runs, run_on, task_loop_elsewhere
-from persona_mw.types import CallContext
+from persona_mw.types import CallContext, UsageEvent
 
-from .events import UsageEvent
 from .usage_store import UsageStore
 
 __all__ = ["UsageRecorder"]
@@ -109,7 +108,7 @@ class UsageRecorder:
 
     def __init__(
         self,
-        store: UsageStore,
+        store: UsageStore[object],
         *,
         analyse: _Analyse | None = None,
         queue_size: int = 10_000,

@@ -14,9 +14,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from persona_mw.types import LadderResult
+
 from .compute import CUE_NAMES, DayStats, Signals
 from .config import SignalsConfig
-from .ladder import ACTION_KINDS, LadderResult, run_ladder, watch_signals
+from .ladder import ACTION_KINDS, run_ladder, watch_signals
 
 __all__ = [
     "aggregate_report",

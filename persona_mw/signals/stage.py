@@ -21,26 +21,30 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cachetools import TTLCache
 
+from persona_mw.compliance import Compliance
 from persona_mw.errors import StoreError
-from persona_mw.types import CallContext, Decision, Notice, UsageSource
+from persona_mw.types import (
+    CallContext,
+    Decision,
+    DisclosureRule,
+    LadderResult,
+    Notice,
+    UsageEvent,
+    UsageSource,
+)
 
 from ..observability import get_logger
 from .action_state import ActionStateStore, MemoryActionStateStore, claim_due
 from .compute import Signals, UsageDigest
 from .config import STATUTORY_INTERVAL_MINUTES, SignalsConfig
 from .cues import Analyse, analyse_text
-from .events import UsageEvent
-from .ladder import DisclosurePolicy, LadderResult, ReminderPolicy, run_ladder
+from .ladder import DisclosurePolicy, ReminderPolicy, run_ladder
 from .metrics import SignalsMetrics
 from .usage_store import UsageRollup
-
-if TYPE_CHECKING:
-    from persona_mw.bounds.policy import AIDisclosure
-    from persona_mw.compliance import Compliance
 
 __all__ = ["DependenceStage", "UsageSource", "disclosure_policy", "reminder_policy"]
 
@@ -94,7 +98,7 @@ class DependenceStage:
 
     def __init__(
         self,
-        usage_store: UsageSource,
+        usage_store: UsageSource[UsageRollup],
         *,
         config: SignalsConfig | None = None,
         state_store: ActionStateStore | None = None,
@@ -147,7 +151,9 @@ class DependenceStage:
             minor=profile.known_minor,
             population=self.population,
         )
-        compliance = ctx.policy.compliance if ctx.policy is not None else None
+        # the laws' schedule: the bounds stage's effective policy carries it (a Compliance)
+        laws = ctx.policy.compliance if ctx.policy is not None else None
+        compliance = laws if isinstance(laws, Compliance) else None
         minor = profile.known_minor
         result = run_ladder(
             signals,
@@ -332,7 +338,7 @@ _AT_START_RANK = {"none": 0, "first": 1, "daily": 2}
 
 
 def disclosure_policy(
-    rule: AIDisclosure | None,
+    rule: DisclosureRule | None,
     config: SignalsConfig,
     compliance: Compliance | None = None,
     *,

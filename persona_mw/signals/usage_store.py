@@ -93,17 +93,15 @@ from redis.exceptions import NoScriptError, RedisError
 from persona_mw.errors import ConfigError, StoreError
 from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key, user_tag
 from persona_mw.stores.loops import HomeLoop, connector, on_home_loop
-from persona_mw.types import UsageStore
+from persona_mw.types import ErasedUsage, UsageEvent, UsageStore
 
 from .compute import DayTotals, FoldState, Signals, UsageDigest, micros
 from .config import SignalsConfig
-from .events import UsageEvent
 
 __all__ = [
     "DEFAULT_REORDER_MAX_EVENTS",
     "DEFAULT_REORDER_WINDOW_S",
     "DEFAULT_RETENTION_DAYS",
-    "ErasedUsage",
     "MemoryUsageStore",
     "RedisUsageStore",
     "UsageRollup",
@@ -296,14 +294,6 @@ class UsageRollup:
     def events(self) -> int:
         """How many events the rollup holds (folded and pending)."""
         return (self.state.count if self.state else 0) + len(self.pending)
-
-
-@dataclass(frozen=True, slots=True)
-class ErasedUsage:
-    """What erasing a user's usage removed: raw events and local days of rollup."""
-
-    events: int = 0
-    days: int = 0
 
 
 # -- encoding ---------------------------------------------------------------------------------

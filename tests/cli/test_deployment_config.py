@@ -116,7 +116,7 @@ def test_report_reads_the_usage_store_of_the_config(
     silently report no users)."""
     from datetime import UTC, datetime
 
-    from persona_mw.signals.events import UsageEvent
+    from persona_mw.signals import UsageEvent
     from persona_mw.signals.usage_store import RedisUsageStore
 
     monkeypatch.delenv("PERSONA_MW_REDIS_URL", raising=False)

@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 from persona_mw import MemoryProfileStore, Middleware, Profile
 from persona_mw.bounds import BoundsInputStage, EffectivePolicy, policy_from_dict
 from persona_mw.bounds.policy import AIDisclosure
+from persona_mw.signals import UsageEvent
 from persona_mw.signals.action_state import MemoryActionStateStore
 from persona_mw.signals.config import SignalsConfig
-from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.metrics import SignalsMetrics
 from persona_mw.signals.stage import DependenceStage
 from persona_mw.signals.usage_store import MemoryUsageStore

@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 
 from persona_mw import Middleware, build_middleware, load_config
 from persona_mw.bounds.policy import AIDisclosure
-from persona_mw.signals import SignalsConfig, run_ladder
+from persona_mw.signals import SignalsConfig, UsageEvent, run_ladder
 from persona_mw.signals.action_state import (
     ActionStateStore,
     MemoryActionStateStore,
@@ -25,7 +25,6 @@ from persona_mw.signals.action_state import (
     claim_due,
 )
 from persona_mw.signals.compute import UsageDigest
-from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.ladder import DisclosurePolicy
 
 MODEL = "openai/fake"

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from persona_mw.signals import UsageEvent
 from persona_mw.signals.compute import (
     UsageDigest,
     compute_signals,
@@ -16,7 +17,6 @@ from persona_mw.signals.compute import (
     with_percentiles,
 )
 from persona_mw.signals.config import SignalsConfig
-from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.ladder import run_ladder
 
 from .timelines import daily, local, session

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from persona_mw.signals import UsageEvent
 from persona_mw.signals.compute import UsageDigest, compute_signals
-from persona_mw.signals.events import UsageEvent
 from tests.signals.test_rollup import CONFIG, ZONES, timelines
 
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from persona_mw.profile import Limits
+from persona_mw.signals import UsageEvent
 from persona_mw.signals.compute import compute_signals
 from persona_mw.signals.config import SignalsConfig
-from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.ladder import DisclosurePolicy, run_ladder
 
 from .timelines import local, session

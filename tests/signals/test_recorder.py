@@ -16,8 +16,8 @@ import structlog
 from persona_mw.errors import ConfigError
 from persona_mw.pipeline import Middleware
 from persona_mw.profile import Consent, Profile
+from persona_mw.signals import UsageEvent
 from persona_mw.signals.cues import analyse_text
-from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.recorder import UsageRecorder
 from persona_mw.signals.usage_store import MemoryUsageStore, RedisUsageStore, UsageStore
 from persona_mw.stores.memory import MemoryProfileStore

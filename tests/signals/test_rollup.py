@@ -19,9 +19,9 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from persona_mw.signals import UsageEvent
 from persona_mw.signals.compute import CUE_NAMES, compute_signals
 from persona_mw.signals.config import SignalsConfig
-from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.usage_store import (
     MemoryUsageStore,
     RedisUsageStore,

@@ -16,9 +16,9 @@ from persona_mw.bounds.policy import AIDisclosure
 from persona_mw.errors import StoreError
 from persona_mw.pipeline import Middleware
 from persona_mw.profile import Consent, Limits, Profile
+from persona_mw.signals import UsageEvent
 from persona_mw.signals.action_state import MemoryActionStateStore, RedisActionStateStore
 from persona_mw.signals.config import SignalsConfig
-from persona_mw.signals.events import UsageEvent
 from persona_mw.signals.metrics import SignalsMetrics
 from persona_mw.signals.recorder import UsageRecorder
 from persona_mw.signals.stage import DependenceStage

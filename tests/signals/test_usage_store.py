@@ -12,9 +12,8 @@ import pytest
 import redis.asyncio
 
 from persona_mw.errors import ConfigError, StoreError
-from persona_mw.signals.events import UsageEvent
+from persona_mw.signals import ErasedUsage, UsageEvent
 from persona_mw.signals.usage_store import (
-    ErasedUsage,
     MemoryUsageStore,
     RedisUsageStore,
     UsageStore,

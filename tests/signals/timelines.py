@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from persona_mw.signals.events import UsageEvent
+from persona_mw.signals import UsageEvent
 
 
 def session(

@@ -22,7 +22,7 @@ from persona_mw_server.testing import ServerProcess
 from server_helpers import KEYS, bearer, model_entry, write_config
 
 from persona_mw.cli import cli
-from persona_mw.signals.events import UsageEvent
+from persona_mw.signals import UsageEvent
 from persona_mw.signals.usage_store import RedisUsageStore
 from persona_mw.testing import FakeOpenAIServer
 

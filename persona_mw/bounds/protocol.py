@@ -6,7 +6,8 @@ text, so what is published is what runs (``persona-mw policy protocol LAW``).
 
 from __future__ import annotations
 
-from .law import CrisisDuty, jurisdiction
+from ..compliance.law import CrisisDuty, jurisdiction
+from .packs import PACKS, pack_rules
 
 __all__ = ["crisis_protocol_text"]
 
@@ -21,8 +22,6 @@ _COVERS = {
 def crisis_protocol_text(code: str) -> str:
     """The protocol for law ``code`` in Markdown; PolicyError for an unknown code, ValueError
     for a law without a crisis-protocol duty."""
-    from ..bounds.packs import PACKS, pack_rules
-
     law = jurisdiction(code)
     duties = [d for d in law.duties if isinstance(d, CrisisDuty)]
     if not duties:
