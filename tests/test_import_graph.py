@@ -135,14 +135,9 @@ def test_no_circle_among_module_level_imports() -> None:
     assert _cycle(_graph(lazy=False)) is None
 
 
-#: A circle being broken in a change of its own (issue 18): drop it from here when it is.
-_BEING_BROKEN = {"persona_mw.bounds.classifiers", "persona_mw.bounds.moderation"}
-
-
 def test_no_circle_even_through_lazy_or_type_checking_imports() -> None:
     """An import inside a function still ties two modules: it only runs later."""
-    circles = [c for c in _circles(_graph(lazy=True)) if not c <= _BEING_BROKEN]
-    assert not circles
+    assert not _circles(_graph(lazy=True))
 
 
 def test_the_contract_imports_nothing_above_it() -> None:

@@ -36,6 +36,7 @@ from ..observability import get_logger
 from ..types import CallContext, CheckCall, Span, Stage
 from .policy import JudgeSpec, ModelSpec, ModerationSpec, PackName
 from .scan import Hit, RuleInForce
+from .verdict import ClassifierFailed, Verdict
 
 if TYPE_CHECKING:
     from .resolve import EffectivePolicy
@@ -72,22 +73,6 @@ PACK_RULES: Mapping[tuple[PackName, Stage], str] = {
 }
 
 Outcome = Literal["safe", "flagged", "error", "timeout"]
-
-
-class ClassifierFailed(Exception):
-    """A model-backed detector gave no verdict (error, timeout, unreadable answer)."""
-
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What a classifier said about one text: the labels it flagged (moderation categories,
-    judge category codes); none means safe."""
-
-    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

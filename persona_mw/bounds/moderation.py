@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .classifiers import ClassifierFailed, Verdict
 from .policy import MODERATION_CATEGORIES, ModerationSpec
+from .verdict import ClassifierFailed, Verdict
 
 __all__ = ["moderate", "read_moderation"]
 
