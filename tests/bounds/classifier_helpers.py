@@ -5,9 +5,12 @@ guard model."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from persona_mw.testing import echo_reply
+from persona_mw import Middleware
+from persona_mw.testing import FakeOpenAIServer, echo_reply
+from persona_mw.types import CallContext
 
 MOD_BLOCK = "Moderation: I can't help with hurting people."
 JUDGE_BLOCK = "Judge: I can't help with weapons."
@@ -112,3 +115,46 @@ class Provider:
         if self.model_delay:
             time.sleep(self.model_delay)
         return echo_reply(request)
+
+
+#: The main model's name at the fake provider, as LiteLLM is asked for it.
+MODEL = "openai/fake"
+
+
+class Collect:
+    """A finish stage that keeps every call's context (what the tests read afterwards)."""
+
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.contexts: list[CallContext] = []
+
+    async def __call__(self, ctx: CallContext) -> None:
+        self.contexts.append(ctx)
+
+
+async def call(
+    mw: Middleware, server: FakeOpenAIServer, text: str, *, stream: bool
+) -> tuple[str, str | None, list[str]]:
+    """One user message through ``acompletion`` or ``astream``: the reply's text, its finish
+    reason, and (streamed) the text of each chunk that carried some."""
+    kwargs: dict[str, Any] = {
+        "user": "ada",
+        "model": MODEL,
+        "messages": [{"role": "user", "content": text}],
+        "api_base": server.base_url,
+        "api_key": "test",
+    }
+    if not stream:
+        response = await mw.acompletion(**kwargs)
+        choice = response.choices[0]
+        return choice.message.content or "", choice.finish_reason, []
+    pieces: list[str] = []
+    reason = None
+    chunks: AsyncIterator[Any] = mw.astream(**kwargs)
+    async for chunk in chunks:
+        for choice in chunk.choices:
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+            reason = choice.finish_reason or reason
+    return "".join(pieces), reason, pieces

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,10 +15,13 @@ from classifier_helpers import (
     GUARD,
     JUDGE_BLOCK,
     MOD_BLOCK,
+    MODEL,
     QUIET_DESPAIR,
     VIOLENT,
     WEAPON,
+    Collect,
     Provider,
+    call,
     moderate,
     policy,
 )
@@ -29,18 +32,6 @@ from persona_mw.bounds.classifiers import Classifiers, ClassifierSettings
 from persona_mw.enforce import UnsettledChecks
 from persona_mw.testing import FakeOpenAIServer, Fault, capture_logs
 from persona_mw.types import CallContext
-
-MODEL = "openai/fake"
-
-
-class Collect:
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.contexts: list[CallContext] = []
-
-    async def __call__(self, ctx: CallContext) -> None:
-        self.contexts.append(ctx)
 
 
 @pytest.fixture(scope="module")
@@ -86,31 +77,6 @@ def collected(mw: Middleware) -> list[CallContext]:
     stage = mw.finish_stages[0]
     assert isinstance(stage, Collect)
     return stage.contexts
-
-
-async def call(
-    mw: Middleware, server: FakeOpenAIServer, text: str, *, stream: bool
-) -> tuple[str, str | None, list[str]]:
-    """The reply's text, its finish reason, and (streamed) each chunk's text."""
-    kwargs: dict[str, Any] = {
-        "user": "ada",
-        "model": MODEL,
-        "messages": [{"role": "user", "content": text}],
-        "api_base": server.base_url,
-        "api_key": "test",
-    }
-    if not stream:
-        response = await mw.acompletion(**kwargs)
-        choice = response.choices[0]
-        return choice.message.content or "", choice.finish_reason, []
-    pieces: list[str] = []
-    reason = None
-    chunks: AsyncIterator[Any] = mw.astream(**kwargs)
-    async for chunk in chunks:
-        for choice in chunk.choices:
-            pieces.append(choice.delta.content or "")
-            reason = choice.finish_reason or reason
-    return "".join(pieces), reason, pieces
 
 
 STREAM = pytest.mark.parametrize("stream", [False, True], ids=["acompletion", "astream"])

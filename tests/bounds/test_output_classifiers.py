@@ -5,11 +5,20 @@ once, a stream in windows — and a flagged window ends the reply with the rule'
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-from classifier_helpers import MOD_BLOCK, SAFE, VIOLENT_END, WINDOW, moderate, output_policy
+from classifier_helpers import (
+    MOD_BLOCK,
+    MODEL,
+    SAFE,
+    VIOLENT_END,
+    WINDOW,
+    Collect,
+    call,
+    moderate,
+    output_policy,
+)
 
 from persona_mw import Middleware
 from persona_mw.bounds import BoundsInputStage, BoundsOutputStage, policy_from_dict
@@ -17,18 +26,6 @@ from persona_mw.bounds.classifiers import Classifiers, ClassifierSettings
 from persona_mw.enforce import Piece, UnsettledChecks
 from persona_mw.testing import FakeOpenAIServer, Fault, echo_reply, make_context
 from persona_mw.types import CallContext
-
-MODEL = "openai/fake"
-
-
-class Collect:
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.contexts: list[CallContext] = []
-
-    async def __call__(self, ctx: CallContext) -> None:
-        self.contexts.append(ctx)
 
 
 @pytest.fixture(scope="module")
@@ -60,32 +57,6 @@ def last_context(mw: Middleware) -> CallContext:
     stage = mw.finish_stages[0]
     assert isinstance(stage, Collect)
     return stage.contexts[-1]
-
-
-async def call(
-    mw: Middleware, server: FakeOpenAIServer, text: str, *, stream: bool
-) -> tuple[str, str | None, list[str]]:
-    """The reply's text, its finish reason, and (streamed) each content chunk's text."""
-    kwargs: dict[str, Any] = {
-        "user": "ada",
-        "model": MODEL,
-        "messages": [{"role": "user", "content": text}],
-        "api_base": server.base_url,
-        "api_key": "test",
-    }
-    if not stream:
-        response = await mw.acompletion(**kwargs)
-        choice = response.choices[0]
-        return choice.message.content or "", choice.finish_reason, []
-    pieces: list[str] = []
-    reason = None
-    chunks: AsyncIterator[Any] = mw.astream(**kwargs)
-    async for chunk in chunks:
-        for choice in chunk.choices:
-            if choice.delta.content:
-                pieces.append(choice.delta.content)
-            reason = choice.finish_reason or reason
-    return "".join(pieces), reason, pieces
 
 
 STREAM = pytest.mark.parametrize("stream", [False, True], ids=["acompletion", "astream"])

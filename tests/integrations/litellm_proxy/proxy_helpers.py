@@ -6,6 +6,7 @@ They need LiteLLM's proxy extras, which live in a separate venv (``.ci/proxy-env
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -100,3 +101,23 @@ def proxy_env(
         "PERSONA_MW_HASH_SECRET": "test-hash-secret",
         **{k: str(v) for k, v in extra.items()},
     }
+
+
+def ask(client: httpx.Client, model: str, text: str, *, stream: bool) -> tuple[str, str | None]:
+    """One user message through the proxy: the whole text the client received (streamed: every
+    chunk's, joined) and the finish reason."""
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "user": "ada"}
+    if not stream:
+        response = client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        choice = response.json()["choices"][0]
+        return choice["message"]["content"] or "", choice["finish_reason"]
+    pieces, reason = [], None
+    with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                for choice in json.loads(line[6:]).get("choices") or []:
+                    pieces.append(choice["delta"].get("content") or "")
+                    reason = choice.get("finish_reason") or reason
+    return "".join(pieces), reason

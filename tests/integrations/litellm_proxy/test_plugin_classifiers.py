@@ -5,7 +5,6 @@ that comes after the model's reply still replaces it, plain and streamed."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ pytest.importorskip(PROXY_EXTRA_MODULE, reason=NEEDS_PROXY)
 
 import httpx
 import yaml
-from proxy_helpers import EXAMPLE_CONFIG, LiteLLMProxy, proxy_env
+from proxy_helpers import EXAMPLE_CONFIG, LiteLLMProxy, ask, proxy_env
 
 from persona_mw.testing import FakeOpenAIServer, Fault
 from tests.bounds.classifier_helpers import JUDGE_BLOCK, MOD_BLOCK, Provider, moderate, policy
@@ -66,22 +65,7 @@ def client(
 
 
 def _ask(client: httpx.Client, text: str, *, stream: bool) -> tuple[str, str | None]:
-    """The whole text the client received (streamed: every chunk's, joined) and the reason."""
-    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "user": "ada"}
-    if not stream:
-        response = client.post("/v1/chat/completions", json=body)
-        assert response.status_code == 200, response.text
-        choice = response.json()["choices"][0]
-        return choice["message"]["content"] or "", choice["finish_reason"]
-    pieces, reason = [], None
-    with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
-        assert response.status_code == 200, response.read()
-        for line in response.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                for choice in json.loads(line[6:]).get("choices") or []:
-                    pieces.append(choice["delta"].get("content") or "")
-                    reason = choice.get("finish_reason") or reason
-    return "".join(pieces), reason
+    return ask(client, MODEL, text, stream=stream)
 
 
 STREAM = pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
