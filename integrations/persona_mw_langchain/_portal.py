@@ -7,18 +7,37 @@ invalidation listener). It also works when the calling thread already runs an ev
 (sync code called from a coroutine, a Jupyter cell): the coroutine runs on the private loop and
 the caller's thread waits for it. The same goes for closing a middleware used here: the
 wrappers' ``close()`` runs its ``aclose()`` on this loop.
+
+Every behaviour of the integration is written once, async; a sync entry point is an adapter
+that drives it here: :func:`run_sync` for one result, :func:`iterate_sync` for a stream (each
+item handed over as soon as it is made, so a sync ``stream`` stays incremental). What the async
+code must do with a blocking API (a sync call's inner model) it does in a worker thread:
+:func:`in_thread`, :func:`iterate_in_thread`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, TypeVar, cast
 
-__all__ = ["run_sync"]
+import anyio.to_thread
+from anyio import CapacityLimiter
+
+__all__ = ["in_thread", "iterate_in_thread", "iterate_sync", "run_sync"]
 
 T = TypeVar("T")
+
+#: The end of a stream, where ``None`` could be an item.
+_END: Any = object()
+
+#: No shared cap on the worker threads: each sync caller already waits in a thread of its own,
+#: and its model call gets one too, as when the call ran in the caller's thread. A cap would
+#: queue one app thread's model call behind another's, and wrappers nested in each other could
+#: wait on each other for ever.
+_UNCAPPED = CapacityLimiter(math.inf)
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -55,3 +74,35 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
             "sync-bridge loop (from a stage?); call the async API (ainvoke/astream) there instead"
         )
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+def iterate_sync(stream: AsyncGenerator[T, None]) -> Iterator[T]:
+    """Each item of ``stream`` as soon as it is made, the generator running on the loop
+    :func:`run_sync` uses. Closing this iterator (a consumer that stops early) closes ``stream``
+    there, so its ``finally`` runs as in an async consumer."""
+    try:
+        while (item := run_sync(_next(stream))) is not _END:
+            yield item
+    finally:
+        run_sync(stream.aclose())
+
+
+async def _next(stream: AsyncGenerator[T, None]) -> T:
+    return cast(T, await anext(stream, _END))
+
+
+async def in_thread(call: Callable[[], T]) -> T:
+    """``call()``, a blocking call, in a worker thread; the caller's context variables go along."""
+    return await anyio.to_thread.run_sync(call, limiter=_UNCAPPED)
+
+
+async def iterate_in_thread(start: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """A blocking iterator as an async one: made, advanced and closed in worker threads."""
+    items = await in_thread(start)
+    try:
+        while (item := await in_thread(lambda: next(items, _END))) is not _END:
+            yield item
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            await in_thread(close)
