@@ -33,7 +33,7 @@ T = TypeVar("T")
 _END: Any = object()
 
 #: The worker threads: one per sync call whose model call is running, as when that call ran in
-#: the caller's own thread (they start when needed). Not the loop's default pool of a few: that
+#: the caller's own thread (up to 256, started when needed). Not the loop's default few: that
 #: would queue one app thread's model call behind another's, and wrappers nested in each other
 #: could wait on each other for ever. (anyio's uncapped ``to_thread`` measured twice as slow
 #: per streamed chunk.)
