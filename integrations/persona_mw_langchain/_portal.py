@@ -7,18 +7,37 @@ invalidation listener). It also works when the calling thread already runs an ev
 (sync code called from a coroutine, a Jupyter cell): the coroutine runs on the private loop and
 the caller's thread waits for it. The same goes for closing a middleware used here: the
 wrappers' ``close()`` runs its ``aclose()`` on this loop.
+
+Every behaviour of the integration is written once, async; a sync entry point is an adapter
+that drives it here: :func:`run_sync` for one result, :func:`iterate_sync` for a stream (each
+item handed over as soon as it is made, so a sync ``stream`` stays incremental). What the async
+code must do with a blocking API (a sync call's inner model) it does in a worker thread:
+:func:`in_thread`, :func:`iterate_in_thread`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar, cast
 
-__all__ = ["run_sync"]
+__all__ = ["in_thread", "iterate_in_thread", "iterate_sync", "run_sync"]
 
 T = TypeVar("T")
+
+#: The end of a stream, where ``None`` could be an item.
+_END: Any = object()
+
+#: The worker threads: one per sync call whose model call is running, as when that call ran in
+#: the caller's own thread (up to 256, started when needed). Not the loop's default few: that
+#: would queue one app thread's model call behind another's, and wrappers nested in each other
+#: could wait on each other for ever. (anyio's uncapped ``to_thread`` measured twice as slow
+#: per streamed chunk.)
+_workers = ThreadPoolExecutor(max_workers=256, thread_name_prefix="persona-mw-langchain-model")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -55,3 +74,47 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
             "sync-bridge loop (from a stage?); call the async API (ainvoke/astream) there instead"
         )
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+def iterate_sync(stream: AsyncGenerator[T, None]) -> Iterator[T]:
+    """Each item of ``stream`` as soon as it is made, the generator running on the loop
+    :func:`run_sync` uses. Closing this iterator (a consumer that stops early) closes ``stream``
+    there, so its ``finally`` runs as in an async consumer."""
+    try:
+        while (item := run_sync(_next(stream))) is not _END:
+            yield item
+    finally:
+        run_sync(stream.aclose())
+
+
+async def _next(stream: AsyncGenerator[T, None]) -> T:
+    return cast(T, await anext(stream, _END))
+
+
+async def in_thread(call: Callable[[], T]) -> T:
+    """``call()``, a blocking call, in a worker thread; the caller's context variables go along."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        _workers, partial(contextvars.copy_context().run, _stop_as_error, call)
+    )
+
+
+def _stop_as_error(call: Callable[[], T]) -> T:
+    """A StopIteration cannot travel in an asyncio future (the await would never end), so it
+    leaves as a RuntimeError, as from LangChain's own ``run_in_executor``."""
+    try:
+        return call()
+    except StopIteration as exc:
+        raise RuntimeError("the model call raised StopIteration") from exc
+
+
+async def iterate_in_thread(start: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """A blocking iterator as an async one: made, advanced and closed in worker threads."""
+    items = await in_thread(start)
+    try:
+        while (item := await in_thread(lambda: next(items, _END))) is not _END:
+            yield item
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            await in_thread(close)

@@ -31,14 +31,15 @@ or fails, so one handler serves any number of concurrent calls.
 
 Use :class:`PersonaCallbackHandler` (async) with ``ainvoke`` / ``astream`` and
 :class:`PersonaSyncCallbackHandler` with sync code: LangChain only logs what an async handler
-raises during a sync ``.invoke()``, so it could not abort there. For personalised prompts,
+raises during a sync ``.invoke()``, so it could not abort there. The handling exists once, in
+the async handler; the sync one runs it on the integration's private loop. For personalised prompts,
 notices and a real hold-back use :class:`persona_mw_langchain.PersonaChatModel`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from uuid import UUID
@@ -72,34 +73,44 @@ class _Run:
     streamed: list[str] = field(default_factory=list)
 
 
-#: What an event leaves to do once the handler knows the run is over: record it (the finish
-#: stages and the request event) and, for a block, raise. A coroutine, so the async handler
-#: awaits it and the sync one runs it on the private loop: one code path for both.
-Settle = Coroutine[Any, Any, None]
+class PersonaCallbackHandler(AsyncCallbackHandler):
+    """The handler for ``ainvoke`` / ``astream`` / async agents, and the one implementation:
+    :class:`PersonaSyncCallbackHandler` runs these methods for sync code.
 
+    ``middleware``: a :class:`persona_mw.Middleware` (e.g. from
+    :func:`persona_mw.build_middleware`) whose policy has no ``redact`` rules (a handler cannot
+    change text: :class:`persona_mw.ConfigError` otherwise). ``default_user``: the user for
+    calls whose metadata names none; the user is ``config={"metadata": {"persona_user":
+    "<id>"}}`` otherwise. The only state is the runs in flight, keyed by run id.
+    """
 
-class _Calls:
-    """What both handlers do. The async handler awaits what its events return, the sync one
-    runs it with :func:`run_sync`; otherwise they are the same. The only state is ``runs``,
-    keyed by run id."""
+    raise_error = True
 
-    def __init__(self, middleware: Middleware, default_user: str | None) -> None:
+    def __init__(self, middleware: Middleware, *, default_user: str | None = None) -> None:
         _refuse_redactions(middleware)
         self.middleware = middleware
         self.default_user = default_user
-        self.runs: dict[UUID, _Run] = {}
+        self._runs: dict[UUID, _Run] = {}
 
-    async def start(
+    @property
+    def open_runs(self) -> int:
+        """Runs started and not yet ended (their contexts held until the end or error)."""
+        return len(self._runs)
+
+    async def on_chat_model_start(
         self,
-        serialized: Mapping[str, Any] | None,
+        serialized: dict[str, Any],
         messages: list[list[BaseMessage]],
+        *,
         run_id: UUID,
-        metadata: Mapping[str, Any] | None,
-        invocation_params: Mapping[str, Any] | None,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         """Input stages for one run; raises InputBlocked (after recording) on a block."""
         mw = self.middleware
-        params = invocation_params or {}
+        params = kwargs.get("invocation_params") or {}
         conversation = Conversation(messages[0])
         ctx = await begin(
             mw,
@@ -126,12 +137,21 @@ class _Calls:
         if ctx.reply is not None:
             ctx.finish_reason = ctx.reply_finish_reason
             await self._settle(ctx, blocked="input")
-        self.runs[run_id] = _Run(ctx=ctx, enforcer=enforcer or mw.enforcer(ctx))
+        self._runs[run_id] = _Run(ctx=ctx, enforcer=enforcer or mw.enforcer(ctx))
 
-    def token(self, token: str | list[str | dict[str, Any]], run_id: UUID) -> Settle | None:
-        """Feed one streamed token; when the filters stopped, the run is over and what is
-        returned records it and raises."""
-        run = self.runs.get(run_id)
+    async def on_llm_new_token(
+        self,
+        token: str | list[str | dict[str, Any]],
+        *,
+        chunk: GenerationChunk | ChatGenerationChunk | None = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Feed one streamed token; when the filters stopped, the run is recorded and the
+        block raised."""
+        run = self._runs.get(run_id)
         if not isinstance(token, str):  # content blocks (output_version="v1"): their text
             token = "".join(
                 p if isinstance(p, str) else str(p.get("text") or "")
@@ -139,21 +159,20 @@ class _Calls:
                 if isinstance(p, str) or p.get("type") == "text"
             )
         if run is None or not token:
-            return None
+            return
         run.ctx.stream = True
         run.streamed.append(token)
         run.enforcer.feed(0, Piece(content=token))
-        if not run.enforcer.stopped(0):
-            return None
-        del self.runs[run_id]
-        return self._settle(_filtered(run, "".join(run.streamed)), blocked="output")
+        if run.enforcer.stopped(0):
+            del self._runs[run_id]
+            await self._settle(_filtered(run, "".join(run.streamed)), blocked="output")
 
-    def end(self, response: LLMResult, run_id: UUID) -> Settle | None:
-        """The reply through the engine (streamed: what it still holds; whole: every generation);
-        returns what records the run (and raises when the reply broke a bound)."""
-        run = self.runs.pop(run_id, None)
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        """The reply through the engine (streamed: what it still holds; whole: every
+        generation), then the run is recorded (and a reply that broke a bound raised)."""
+        run = self._runs.pop(run_id, None)
         if run is None:
-            return None
+            return
         ctx = run.ctx
         generations = response.generations[0] if response.generations else []
         generation = generations[0] if generations else None
@@ -170,7 +189,8 @@ class _Calls:
         _usage(ctx, generation, response)
         _redactions_not_applied(ctx)
         if run.enforcer.any_blocked:
-            return self._settle(_filtered(run, text), blocked="output")
+            await self._settle(_filtered(run, text), blocked="output")
+            return
         run.enforcer.close()
         ctx.timings_ms["model"] = ms_since(run.model_started)
         ctx.output_text = text  # what the caller got: the handler changed nothing
@@ -179,101 +199,43 @@ class _Calls:
             generation.message.response_metadata if isinstance(generation, ChatGeneration) else {}
         )
         ctx.finish_reason = meta.get("finish_reason") or info.get("finish_reason")
-        return self._settle(ctx)
+        await self._settle(ctx)
 
-    def error(self, error: BaseException, run_id: UUID) -> Settle | None:
-        run = self.runs.pop(run_id, None)
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.pop(run_id, None)
         if run is None:  # already recorded (we raised it) or never started
-            return None
+            return
         run.ctx.output_text = "".join(run.streamed)
         mark_failed(run.ctx, error)
-        return self._settle(run.ctx)
+        await self._settle(run.ctx)
 
     async def _settle(
         self, ctx: CallContext, *, blocked: Literal["input", "output"] | None = None
     ) -> None:
+        """Record the run (the finish stages and the request event); for a block, raise."""
         await finish(self.middleware, ctx)
         if blocked is not None:
             raise block_error(ctx, stage=blocked)
 
 
-class PersonaCallbackHandler(AsyncCallbackHandler):
-    """Async handler for ``ainvoke`` / ``astream`` / async agents.
-
-    ``middleware``: a :class:`persona_mw.Middleware` (e.g. from
-    :func:`persona_mw.build_middleware`) whose policy has no ``redact`` rules (a handler cannot
-    change text: :class:`persona_mw.ConfigError` otherwise). ``default_user``: the user for
-    calls whose metadata names none; the user is ``config={"metadata": {"persona_user":
-    "<id>"}}`` otherwise.
-    """
-
-    raise_error = True
-
-    def __init__(self, middleware: Middleware, *, default_user: str | None = None) -> None:
-        self._calls = _Calls(middleware, default_user)
-
-    @property
-    def middleware(self) -> Middleware:
-        return self._calls.middleware
-
-    @property
-    def open_runs(self) -> int:
-        """Runs started and not yet ended (their contexts held until the end or error)."""
-        return len(self._calls.runs)
-
-    async def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        await self._calls.start(
-            serialized, messages, run_id, metadata, kwargs.get("invocation_params")
-        )
-
-    async def on_llm_new_token(
-        self,
-        token: str | list[str | dict[str, Any]],
-        *,
-        chunk: GenerationChunk | ChatGenerationChunk | None = None,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        await _settled(self._calls.token(token, run_id))
-
-    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        await _settled(self._calls.end(response, run_id))
-
-    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        await _settled(self._calls.error(error, run_id))
-
-
 class PersonaSyncCallbackHandler(BaseCallbackHandler):
-    """Sync handler: aborts sync ``invoke`` / ``stream`` as well as the async calls. The
-    middleware's async parts run on persona_mw_langchain's private event loop (see
-    :mod:`persona_mw_langchain._portal`); filtering tokens needs no loop at all. Same
-    arguments as :class:`PersonaCallbackHandler`."""
+    """The handler for sync code: aborts sync ``invoke`` / ``stream`` as well as the async
+    calls. Each event runs :class:`PersonaCallbackHandler`'s method on persona_mw_langchain's
+    private event loop (see :mod:`persona_mw_langchain._portal`). Same arguments."""
 
     raise_error = True
 
     def __init__(self, middleware: Middleware, *, default_user: str | None = None) -> None:
-        self._calls = _Calls(middleware, default_user)
+        self._handler = PersonaCallbackHandler(middleware, default_user=default_user)
 
     @property
     def middleware(self) -> Middleware:
-        return self._calls.middleware
+        return self._handler.middleware
 
     @property
     def open_runs(self) -> int:
         """Runs started and not yet ended (their contexts held until the end or error)."""
-        return len(self._calls.runs)
+        return self._handler.open_runs
 
     def close(self) -> None:
         """Close the middleware when the app is done: write the buffered usage and close the
@@ -283,49 +245,18 @@ class PersonaSyncCallbackHandler(BaseCallbackHandler):
         run_sync(self.middleware.aclose())
 
     def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], **kwargs: Any
     ) -> None:
-        run_sync(
-            self._calls.start(
-                serialized, messages, run_id, metadata, kwargs.get("invocation_params")
-            )
-        )
+        run_sync(self._handler.on_chat_model_start(serialized, messages, **kwargs))
 
-    def on_llm_new_token(
-        self,
-        token: str | list[str | dict[str, Any]],
-        *,
-        chunk: GenerationChunk | ChatGenerationChunk | None = None,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        _settled_sync(self._calls.token(token, run_id))
+    def on_llm_new_token(self, token: str | list[str | dict[str, Any]], **kwargs: Any) -> None:
+        run_sync(self._handler.on_llm_new_token(token, **kwargs))
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        _settled_sync(self._calls.end(response, run_id))
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        run_sync(self._handler.on_llm_end(response, **kwargs))
 
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        _settled_sync(self._calls.error(error, run_id))
-
-
-async def _settled(step: Settle | None) -> None:
-    if step is not None:
-        await step
-
-
-def _settled_sync(step: Settle | None) -> None:
-    if step is not None:
-        run_sync(step)
+    def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+        run_sync(self._handler.on_llm_error(error, **kwargs))
 
 
 def _refuse_redactions(mw: Middleware) -> None:

@@ -19,48 +19,37 @@ It is a ``BaseChatModel`` itself, so it drops in wherever the inner model went (
    ``response_format`` bound, notices go to ``response_metadata["persona_notices"]`` instead of
    the text;
 5. runs the finish stages (usage recording) and logs one ``request.completed`` event.
+
+Each of those exists once, async (:meth:`PersonaChatModel._agenerate`, ``_astream``); the sync
+``_generate`` / ``_stream`` drive the same code on the integration's private loop
+(:mod:`persona_mw_langchain._portal`), a stream chunk by chunk. Only the inner model is called
+the sync way for a sync call (its ``_generate`` / ``_stream``, in a worker thread), so a sync
+app keeps the model client it has today. The call's own steps live in :mod:`._reply`.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Self, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from functools import partial
+from typing import Any, Self
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    InvalidToolCall,
-    ToolCall,
-)
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict
 
-from persona_mw import CallContext, Middleware
-from persona_mw.compliance import PROVENANCE_FIELD, provenance
-from persona_mw.enforce import (
-    NOTICES_FIELD,
-    Piece,
-    Release,
-    ReplyEnforcer,
-    ToolCallPiece,
-    mark_failed,
-    notices_json,
-)
+from persona_mw import Middleware
 
-from ._calls import begin, finish, ms_since, resolve_user, run_input_stages
-from ._portal import run_sync
-from .messages import USER_KEY, Conversation, reasoning_blocks, reasoning_of, tool_pieces
+from ._calls import resolve_user
+from ._portal import in_thread, iterate_in_thread, iterate_sync, run_sync
+from ._reply import Call, chunk_of, start_call
+from .messages import USER_KEY
 
 __all__ = ["PersonaChatModel"]
-
-_FINISH = "finish_reason"
 
 
 class PersonaChatModel(BaseChatModel):
@@ -134,45 +123,29 @@ class PersonaChatModel(BaseChatModel):
 
     # -- the user id from the run config ----------------------------------------------------
 
+    # LangChain hands ``_generate`` / ``_stream`` neither ``configurable`` nor the metadata, so
+    # the entry points pass the user named in the run config on as a kwarg (``stop`` and the
+    # rest travel in ``kwargs`` unchanged).
+
     def invoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
-        return super().invoke(input, config, stop=stop, **_with_user(config, kwargs))
+        return super().invoke(input, config, **_with_user(config, kwargs))
 
     async def ainvoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
-        return await super().ainvoke(input, config, stop=stop, **_with_user(config, kwargs))
+        return await super().ainvoke(input, config, **_with_user(config, kwargs))
 
     def stream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[AIMessageChunk]:
-        return super().stream(input, config, stop=stop, **_with_user(config, kwargs))
+        return super().stream(input, config, **_with_user(config, kwargs))
 
     def astream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[AIMessageChunk]:
-        return super().astream(input, config, stop=stop, **_with_user(config, kwargs))
+        return super().astream(input, config, **_with_user(config, kwargs))
 
     # -- tools and structured output --------------------------------------------------------
 
@@ -198,29 +171,8 @@ class PersonaChatModel(BaseChatModel):
         return rebound.with_config(bound.config) if bound.config else rebound
 
     # -- calls ------------------------------------------------------------------------------
-    # The four LangChain entry points differ only in how they call the inner model (sync or
-    # async, whole or streamed); everything around that call is one :class:`_Call`.
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        call = run_sync(self._prepare(messages, False, run_manager, kwargs))
-        try:
-            if call.answered:
-                return call.synthetic()
-            started = time.perf_counter()
-            result = self.inner._generate(call.prompt, stop=stop, run_manager=None, **kwargs)
-            run_sync(call.enforcer.settle())
-            return call.result(result, started)
-        except BaseException as exc:
-            mark_failed(call.ctx, exc)
-            raise
-        finally:
-            run_sync(call.close())
+    # One implementation per behaviour, async: ``_whole`` (a reply) and ``_chunks`` (a
+    # stream). The async entry points are them; the sync ones drive them on the private loop.
 
     async def _agenerate(
         self,
@@ -229,19 +181,29 @@ class PersonaChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = await self._prepare(messages, False, run_manager, kwargs)
-        try:
-            if call.answered:
-                return call.synthetic()
-            started = time.perf_counter()
-            result = await self.inner._agenerate(call.prompt, stop=stop, run_manager=None, **kwargs)
-            await call.enforcer.settle()
-            return call.result(result, started)
-        except BaseException as exc:
-            mark_failed(call.ctx, exc)
-            raise
-        finally:
-            await call.close()
+        return await self._whole(
+            messages, run_manager, _Request(self.inner, stop, kwargs, sync=False)
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return run_sync(
+            self._whole(messages, run_manager, _Request(self.inner, stop, kwargs, sync=True))
+        )
+
+    def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        return self._chunks(messages, run_manager, _Request(self.inner, stop, kwargs, sync=False))
 
     def _stream(
         self,
@@ -250,58 +212,25 @@ class PersonaChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        call = run_sync(self._prepare(messages, True, run_manager, kwargs))
-        try:
-            if call.answered:
-                yield _chunk_of(call.synthetic())
-                return
-            started = time.perf_counter()
-            if not _streams(self.inner, async_api=False):
-                result = self.inner._generate(call.prompt, stop=stop, run_manager=None, **kwargs)
-                run_sync(call.enforcer.settle())
-                yield _chunk_of(call.result(result, started))
-                return
-            upstream = self.inner._stream(call.prompt, stop=stop, run_manager=None, **kwargs)
-            try:
-                for piece in upstream:
-                    if call.ctx.pending:  # nothing is released before the input checks' verdict
-                        run_sync(call.enforcer.settle())
-                    yield from call.feed(piece, started)
-                    if call.enforcer.done and call.enforcer.any_blocked:
-                        return
-                run_sync(call.enforcer.settle())
-                yield from call.end(started)
-            finally:
-                close = getattr(upstream, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as exc:
-            mark_failed(call.ctx, exc)
-            raise
-        finally:
-            run_sync(call.close())
+        # a generator itself, so nothing starts before the first chunk is asked for
+        request = _Request(self.inner, stop, kwargs, sync=True)
+        yield from iterate_sync(self._chunks(messages, run_manager, request))
 
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        call = await self._prepare(messages, True, run_manager, kwargs)
-        try:
-            if call.answered:
-                yield _chunk_of(call.synthetic())
+    async def _whole(
+        self, messages: list[BaseMessage], run_manager: _RunManager, request: _Request
+    ) -> ChatResult:
+        async with await self._start(messages, run_manager, request, stream=False) as call:
+            return call.synthetic() if call.answered else await request.whole(call)
+
+    async def _chunks(
+        self, messages: list[BaseMessage], run_manager: _RunManager, request: _Request
+    ) -> AsyncGenerator[ChatGenerationChunk, None]:
+        async with await self._start(messages, run_manager, request, stream=True) as call:
+            if call.answered or not request.streams:
+                yield chunk_of(call.synthetic() if call.answered else await request.whole(call))
                 return
             started = time.perf_counter()
-            if not _streams(self.inner, async_api=True):
-                result = await self.inner._agenerate(
-                    call.prompt, stop=stop, run_manager=None, **kwargs
-                )
-                await call.enforcer.settle()
-                yield _chunk_of(call.result(result, started))
-                return
-            upstream = self.inner._astream(call.prompt, stop=stop, run_manager=None, **kwargs)
+            upstream = request.stream(call.prompt)
             try:
                 async for piece in upstream:
                     if call.ctx.pending:  # nothing is released before the input checks' verdict
@@ -317,49 +246,34 @@ class PersonaChatModel(BaseChatModel):
                 aclose = getattr(upstream, "aclose", None)
                 if aclose is not None:
                     await aclose()
-        except BaseException as exc:
-            mark_failed(call.ctx, exc)
-            raise
-        finally:
-            await call.close()
 
-    async def _prepare(
+    async def _start(
         self,
         messages: list[BaseMessage],
+        run_manager: _RunManager,
+        request: _Request,
+        *,
         stream: bool,
-        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
-        kwargs: dict[str, Any],
-    ) -> _Call:
-        """Resolve the user, load the profile, run the input stages. ``kwargs`` loses the user
-        key here, so it never reaches the inner model; its ``tools`` / ``response_format``
-        decide whether notices go out of band."""
-        user = resolve_user(
-            kwargs.pop(USER_KEY, None),
-            run_manager.metadata if run_manager is not None else None,
-            self.default_user,
-        )
-        conversation = Conversation(messages)
-        ctx = await begin(
+    ) -> Call:
+        """Resolve the user, load the profile, run the input stages. The request's ``tools`` /
+        ``response_format`` decide whether notices go out of band."""
+        return await start_call(
             self.middleware,
-            user=user,
+            messages,
+            user=resolve_user(
+                request.user,
+                run_manager.metadata if run_manager is not None else None,
+                self.default_user,
+            ),
             model=self.model_label,
-            messages=conversation.wire,
             stream=stream,
             request_id=str(run_manager.run_id) if run_manager is not None else None,
-            request=kwargs,
+            request=request.kwargs,
         )
-        try:
-            await run_input_stages(self.middleware, ctx)
-        except BaseException as exc:
-            mark_failed(ctx, exc)
-            await finish(self.middleware, ctx)
-            raise
-        return _Call(self.middleware, ctx, conversation)
 
 
 def _with_user(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The user named in the run config travels to ``_generate`` / ``_stream`` as a kwarg:
-    LangChain hands a chat model's ``_stream`` neither ``configurable`` nor the metadata."""
+    """``kwargs`` with the user the run config names (``configurable``, then ``metadata``)."""
     if USER_KEY in kwargs:
         return kwargs
     config = ensure_config(config)
@@ -369,286 +283,58 @@ def _with_user(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[st
     return kwargs if user is None else {**kwargs, USER_KEY: user}
 
 
-def _streams(model: BaseChatModel, *, async_api: bool) -> bool:
-    cls = type(model)
-    if cls._stream is not BaseChatModel._stream:
-        return True
-    return async_api and cls._astream is not BaseChatModel._astream
+_RunManager = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
 
 
-# -- one call: LangChain's types on the engine --------------------------------------------------
+class _Request:
+    """One call as the wrapper got it, and how it reaches the inner model (with no callback
+    manager). The user named by the run config leaves ``kwargs`` here, so it never reaches the
+    inner model. An async call uses the model's async API. A sync call uses its sync API, in a
+    worker thread (the call runs on the private loop): an async client's pooled connections
+    belong to the loop that opened them, which is the app's own loop when the app also makes
+    async calls."""
 
-
-class _Call:
-    """One call's output side: LangChain messages and chunks converted to the engine's
-    :class:`~persona_mw.enforce.Piece` and back from its :class:`~persona_mw.enforce.Release`.
-    Every verdict is the engine's; this only converts, and keeps LangChain's rule that exactly
-    one chunk of a stream carries the finish reason (it concatenates string metadata)."""
-
-    def __init__(self, mw: Middleware, ctx: CallContext, conversation: Conversation) -> None:
-        self.mw = mw
-        self.ctx = ctx
-        self.conversation = conversation
-        self.enforcer: ReplyEnforcer = mw.enforcer(ctx)
-        self.first = True
-        self.marked = False
-
-    def _marker(self) -> dict[str, Any] | None:
-        """The provenance marker, on a stream's first chunk only: LangChain concatenates the
-        string values of the chunks' metadata."""
-        if self.marked:
-            return None
-        self.marked = True
-        return provenance(self.ctx).to_json()
+    def __init__(
+        self, model: BaseChatModel, stop: list[str] | None, kwargs: dict[str, Any], *, sync: bool
+    ) -> None:
+        self.user = kwargs.pop(USER_KEY, None)
+        self.model = model
+        self.stop = stop
+        self.kwargs = kwargs
+        self.sync = sync
 
     @property
-    def answered(self) -> bool:
-        """An input stage answered (a block): no model call."""
-        return self.ctx.reply is not None
+    def streams(self) -> bool:
+        """The model streams itself (``_astream`` falls back to ``_stream`` in LangChain)."""
+        cls = type(self.model)
+        if cls._stream is not BaseChatModel._stream:
+            return True
+        return not self.sync and cls._astream is not BaseChatModel._astream
 
-    @property
-    def prompt(self) -> list[BaseMessage]:
-        return self.conversation.to_langchain(self.ctx.prompt_messages)
-
-    def synthetic(self) -> ChatResult:
-        release = self.enforcer.synthetic()
-        message = AIMessage(
-            content=release.content,
-            response_metadata=_metadata_of(release, {}, provenance(self.ctx).to_json()),
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def result(self, result: ChatResult, started: float) -> ChatResult:
-        """Every generation (choice) of a whole reply through the engine."""
-        self.ctx.timings_ms["model"] = ms_since(started)
-        generations: list[ChatGeneration] = []
-        for index, generation in enumerate(result.generations):
-            message = generation.message
-            info = dict(generation.generation_info or {})
-            metadata = dict(message.response_metadata)
-            reason = metadata.pop(_FINISH, None) or info.pop(_FINISH, None)
-            calls = tool_pieces(message)
-            reasoning = reasoning_of(message)
-            release = self.enforcer.whole(
-                index,
-                Piece(
-                    content=message.text,
-                    reasoning=reasoning,
-                    tool_calls=calls,
-                    logprobs=_logprobs(info, metadata),
-                    finish_reason=reason,
-                ),
-            )
-            _restore_logprobs(release, metadata)
-            update: dict[str, Any] = {
-                "response_metadata": _metadata_of(release, metadata, provenance(self.ctx).to_json())
-            }
-            # reasoning blocks in the content list stay only as the model wrote them (their
-            # signatures cover them); checked text that differs replaces the list with the text
-            blocks = bool(reasoning_blocks(message)) and release.reasoning != reasoning
-            if release.content != message.text or blocks:
-                update["content"] = release.content
-            update["additional_kwargs"] = _kwargs_of(release, message)
-            if blocks and release.reasoning:
-                update["additional_kwargs"]["reasoning_content"] = release.reasoning
-            if isinstance(message, AIMessage) and (calls or message.tool_calls):
-                update.update(_tool_calls_of(release, len(message.tool_calls)))
-            generations.append(
-                ChatGeneration(
-                    message=message.model_copy(update=update), generation_info=info or None
+    async def whole(self, call: Call) -> ChatResult:
+        """The model's whole reply, checked. The model-backed input checks, which ran beside
+        the model call, are settled before anything is released."""
+        started = time.perf_counter()
+        if self.sync:
+            result = await in_thread(
+                partial(
+                    self.model._generate,
+                    call.prompt,
+                    stop=self.stop,
+                    run_manager=None,
+                    **self.kwargs,
                 )
             )
-            _usage(self.ctx, getattr(message, "usage_metadata", None))
-        if not self.ctx.prompt_tokens and not self.ctx.completion_tokens:
-            usage = (result.llm_output or {}).get("token_usage") or {}
-            self.ctx.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            self.ctx.completion_tokens = int(usage.get("completion_tokens") or 0)
-        return ChatResult(generations=generations, llm_output=result.llm_output)
-
-    def feed(self, piece: ChatGenerationChunk, started: float) -> list[ChatGenerationChunk]:
-        """One upstream chunk (LangChain streams carry choice 0 only) through the engine."""
-        if self.first:
-            self.first = False
-            self.ctx.timings_ms["first_token"] = ms_since(started)
-        message = piece.message
-        usage = getattr(message, "usage_metadata", None)
-        _usage(self.ctx, usage)
-        info = dict(piece.generation_info or {})
-        metadata = dict(message.response_metadata)
-        reason = metadata.pop(_FINISH, None) or info.pop(_FINISH, None)
-        chunks = [
-            ToolCallPiece(
-                index=_index(c.get("index"), i),
-                id=c.get("id"),
-                name=c.get("name"),
-                arguments=c.get("args") or "",
-            )
-            for i, c in enumerate(getattr(message, "tool_call_chunks", None) or ())
-        ]
-        release = self.enforcer.feed(
-            0,
-            Piece(
-                content=message.text,
-                reasoning=reasoning_of(message),
-                tool_calls=tuple(chunks),
-                logprobs=_logprobs(info, metadata),
-                finish_reason=reason,
-            ),
-        )
-        if release.empty and not (usage or metadata or info):
-            return []
-        return [self._chunk(release, metadata, info, usage, message.id)]
-
-    def end(self, started: float) -> list[ChatGenerationChunk]:
-        """The upstream ended without a finish reason: what the filters held back (and, for a
-        stream that said nothing, the notices)."""
-        self.ctx.timings_ms["model"] = ms_since(started)
-        if not self.enforcer.choices_seen:
-            return [self._chunk(self.enforcer.feed(0, Piece(finish_reason="")), {}, {})]
-        return [
-            self._chunk(release, {}, {}) for release in self.enforcer.end() if not release.empty
-        ]
-
-    async def close(self) -> None:
-        """The reply's text, finish reason and tokens onto the context, then the finish stages
-        and the request event."""
-        self.enforcer.close()
-        await finish(self.mw, self.ctx)
-
-    def _chunk(
-        self,
-        release: Release,
-        metadata: dict[str, Any],
-        info: dict[str, Any],
-        usage: Any = None,
-        message_id: str | None = None,
-    ) -> ChatGenerationChunk:
-        _restore_logprobs(release, metadata)
-        kwargs: dict[str, Any] = {}
-        if release.reasoning:
-            kwargs["reasoning_content"] = release.reasoning
-        return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content=release.content,
-                additional_kwargs=kwargs,
-                response_metadata=_metadata_of(release, metadata, self._marker()),
-                tool_call_chunks=[
-                    {"name": c.name, "args": c.arguments, "id": c.id, "index": c.index}
-                    for c in release.tool_calls
-                    if c.kind == "tool"
-                ],
-                usage_metadata=usage,
-                id=message_id,
-            ),
-            generation_info=info or None,
-        )
-
-
-def _usage(ctx: CallContext, usage: Any) -> None:
-    if usage:
-        ctx.prompt_tokens += int(usage.get("input_tokens") or 0)
-        ctx.completion_tokens += int(usage.get("output_tokens") or 0)
-
-
-def _index(value: object, default: int) -> int:
-    return value if isinstance(value, int) else default
-
-
-def _logprobs(info: dict[str, Any], metadata: dict[str, Any]) -> tuple[Any, ...]:
-    """The per-token entries, held by the engine (taken out of the chunk until released)."""
-    value = info.pop("logprobs", None) or metadata.pop("logprobs", None)
-    entries = value.get("content") if isinstance(value, dict) else value
-    return tuple(entries) if isinstance(entries, list) else ()
-
-
-def _restore_logprobs(release: Release, metadata: dict[str, Any]) -> None:
-    """Released logprobs go back where LangChain keeps them; withheld ones stay out."""
-    if release.logprobs:
-        metadata["logprobs"] = {"content": list(release.logprobs)}
-
-
-def _metadata_of(
-    release: Release, metadata: dict[str, Any], marker: dict[str, Any] | None
-) -> dict[str, Any]:
-    out = dict(metadata)
-    if release.finish_reason:
-        out[_FINISH] = release.finish_reason
-    if marker is not None:
-        out[PROVENANCE_FIELD] = marker
-    if release.notices:
-        out[NOTICES_FIELD] = notices_json(release.notices)
-    return out
-
-
-def _tool_calls_of(release: Release, valid: int) -> dict[str, Any]:
-    """``tool_calls`` / ``invalid_tool_calls`` from the released (checked) calls."""
-    tool_calls: list[ToolCall] = []
-    invalid: list[InvalidToolCall] = []
-    for c in release.tool_calls:
-        if c.kind != "tool":
-            continue
-        if c.index < valid:
-            tool_calls.append(
-                {
-                    "name": c.name or "",
-                    "args": json.loads(c.arguments),
-                    "id": c.id,
-                    "type": "tool_call",
-                }
-            )
         else:
-            invalid.append(
-                {
-                    "name": c.name,
-                    "args": c.arguments,
-                    "id": c.id,
-                    "error": None,
-                    "type": "invalid_tool_call",
-                }
+            result = await self.model._agenerate(
+                call.prompt, stop=self.stop, run_manager=None, **self.kwargs
             )
-    return {"tool_calls": tool_calls, "invalid_tool_calls": invalid}
+        await call.enforcer.settle()
+        return call.result(result, started)
 
-
-def _kwargs_of(release: Release, message: BaseMessage) -> dict[str, Any]:
-    """``additional_kwargs`` with the provider's raw copies (reasoning, OpenAI-format tool calls,
-    legacy function call) replaced by what the engine released: a raw copy must not carry what
-    the checked fields no longer do."""
-    kwargs = dict(message.additional_kwargs)
-    if "reasoning_content" in kwargs:
-        if release.reasoning:
-            kwargs["reasoning_content"] = release.reasoning
-        else:
-            del kwargs["reasoning_content"]
-    if "tool_calls" in kwargs:
-        tools = [c for c in release.tool_calls if c.kind == "tool"]
-        kwargs["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in tools
-        ]
-        if not tools:
-            del kwargs["tool_calls"]
-    if "function_call" in kwargs:
-        legacy = [c for c in release.tool_calls if c.kind == "function"]
-        if legacy:
-            kwargs["function_call"] = {"name": legacy[0].name, "arguments": legacy[0].arguments}
-        else:
-            del kwargs["function_call"]
-    return kwargs
-
-
-def _chunk_of(result: ChatResult) -> ChatGenerationChunk:
-    """A whole (checked) reply as the one chunk of a stream."""
-    message = cast(AIMessage, result.generations[0].message)
-    return ChatGenerationChunk(
-        message=AIMessageChunk(
-            content=message.content,
-            additional_kwargs=message.additional_kwargs,
-            response_metadata=message.response_metadata,
-            tool_call_chunks=[
-                {"name": c["name"], "args": json.dumps(c["args"]), "id": c.get("id"), "index": i}
-                for i, c in enumerate(message.tool_calls)
-            ],
-            usage_metadata=message.usage_metadata,
-            id=message.id,
-        )
-    )
+    def stream(self, prompt: list[BaseMessage]) -> AsyncIterator[ChatGenerationChunk]:
+        if self.sync:
+            return iterate_in_thread(
+                partial(self.model._stream, prompt, stop=self.stop, run_manager=None, **self.kwargs)
+            )
+        return self.model._astream(prompt, stop=self.stop, run_manager=None, **self.kwargs)

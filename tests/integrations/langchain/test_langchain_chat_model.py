@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel,
     GenericFakeChatModel,
@@ -307,6 +307,60 @@ async def test_closing_a_stream_early_records_a_cancelled_call(
     await stream.aclose()  # type: ignore[attr-defined]
     (record,) = recorder.records
     assert record.outcome == "cancelled"
+
+
+class SyncOnlyFake(GenericFakeChatModel):
+    """Refuses its async API, and notes when its stream is closed."""
+
+    closed: bool = False
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kw: Any,
+    ) -> ChatResult:
+        raise AssertionError("a sync call reached the inner model's async API")
+
+    def _astream(self, *a: Any, **kw: Any) -> AsyncIterator[ChatGenerationChunk]:
+        raise AssertionError("a sync call reached the inner model's async API")
+
+    def _stream(
+        self, messages: list[BaseMessage], *a: Any, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        try:
+            yield from super()._stream(messages, *a, **kw)
+        finally:
+            self.closed = True
+
+
+@pytest.mark.parametrize("mode", ["invoke", "stream"])
+async def test_sync_calls_use_the_inner_models_sync_api(
+    mode: str, mw: Middleware, recorder: Recorder
+) -> None:
+    """The wrapper's sync calls run on the private loop, but reach the inner model the sync
+    way, as the app would: its async client's connections belong to the app's own loop."""
+    chat = PersonaChatModel(inner=SyncOnlyFake(messages=iter(["all fine here"])), middleware=mw)
+    text, _, _ = await call(chat, mode, "hi")
+    assert text == "all fine here"
+    assert [r.outcome for r in recorder.records] == ["ok"]
+
+
+def test_closing_a_sync_stream_early_records_a_cancelled_call(
+    mw: Middleware, recorder: Recorder
+) -> None:
+    """Closing the sync stream closes the async implementation on the private loop, and the
+    inner model's stream with it, as ``aclose`` does for ``astream``."""
+    inner = SyncOnlyFake(messages=iter(["a long answer " * 5]))
+    chat = PersonaChatModel(inner=inner, middleware=mw)
+    stream = chat.stream("hi", config=ADA)
+    for _ in stream:
+        break
+    stream.close()
+    (record,) = recorder.records
+    assert record.outcome == "cancelled"
+    assert inner.closed
 
 
 @pytest.mark.parametrize("mode", MODES)

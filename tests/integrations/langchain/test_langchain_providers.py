@@ -20,7 +20,7 @@ from persona_mw_langchain import (
 from pydantic import BaseModel
 
 from persona_mw import BoundsError, InputBlocked, Middleware
-from persona_mw.testing import FakeOpenAIServer
+from persona_mw.testing import FakeOpenAIServer, Fault
 
 ADA = {"configurable": {"persona_user": "ada"}}
 
@@ -137,6 +137,27 @@ async def test_wrapper_bind_tools_sends_the_tools(
     request = upstream.requests[-1]
     assert [t["function"]["name"] for t in request["tools"]] == ["Weather"]
     assert request["messages"][0]["content"] == "Answer tersely for ada."
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_wrapper_sync_stream_hands_over_chunks_while_the_provider_still_sends(
+    provider: Callable[[FakeOpenAIServer], BaseChatModel], mw: Middleware, recorder: Recorder
+) -> None:
+    """A sync ``stream`` drives the async implementation on the private loop chunk by chunk.
+    The provider waits between its 100 chunks (5 s in all), so a stream that gathered the
+    reply first could yield nothing before the provider had sent it all; stopping early then
+    hangs up on the provider and is recorded as cancelled."""
+    pieces = 100
+    with FakeOpenAIServer(reply=lambda _: "word " * pieces, chunk_size=5) as server:
+        server.inject(Fault(chunk_delay=0.05))
+        chat = PersonaChatModel(inner=provider(server), middleware=mw)
+        stream = chat.stream("hi", config=ADA)
+        first = next(chunk for chunk in stream if chunk.content)
+        sent = server.chunks_sent
+        stream.close()
+    assert first.content.startswith("word")
+    assert sent < pieces
+    assert [r.outcome for r in recorder.records] == ["cancelled"]
 
 
 HANDLER_CASES = [
