@@ -76,10 +76,11 @@ async def begin(
         user,
         model,
         messages,
-        {"request_id": request_id} if request_id else {},
+        {},
         stream=stream,
         surface=SURFACE,
         request=request or {},
+        request_id=request_id,
     )
 
 

@@ -111,7 +111,7 @@ class Call:
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def result(self, result: ChatResult, started: float) -> ChatResult:
+    async def result(self, result: ChatResult, started: float) -> ChatResult:
         """Every generation (choice) of a whole reply through the engine."""
         self.ctx.timings_ms["model"] = ms_since(started)
         generations: list[ChatGeneration] = []
@@ -122,7 +122,7 @@ class Call:
             reason = metadata.pop(_FINISH, None) or info.pop(_FINISH, None)
             calls = tool_pieces(message)
             reasoning = reasoning_of(message)
-            release = self.enforcer.whole(
+            release = await self.enforcer.awhole(
                 index,
                 Piece(
                     content=message.text,
@@ -158,7 +158,7 @@ class Call:
             self.ctx.completion_tokens = int(usage.get("completion_tokens") or 0)
         return ChatResult(generations=generations, llm_output=result.llm_output)
 
-    def feed(self, piece: ChatGenerationChunk, started: float) -> list[ChatGenerationChunk]:
+    async def feed(self, piece: ChatGenerationChunk, started: float) -> list[ChatGenerationChunk]:
         """One upstream chunk (LangChain streams carry choice 0 only) through the engine."""
         if self.first:
             self.first = False
@@ -178,7 +178,7 @@ class Call:
             )
             for i, c in enumerate(getattr(message, "tool_call_chunks", None) or ())
         ]
-        release = self.enforcer.feed(
+        release = await self.enforcer.afeed(
             0,
             Piece(
                 content=message.text,
@@ -192,14 +192,16 @@ class Call:
             return []
         return [self._chunk(release, metadata, info, usage, message.id)]
 
-    def end(self, started: float) -> list[ChatGenerationChunk]:
+    async def end(self, started: float) -> list[ChatGenerationChunk]:
         """The upstream ended without a finish reason: what the filters held back (and, for a
         stream that said nothing, the notices)."""
         self.ctx.timings_ms["model"] = ms_since(started)
         if not self.enforcer.choices_seen:
-            return [self._chunk(self.enforcer.feed(0, Piece(finish_reason="")), {}, {})]
+            return [self._chunk(await self.enforcer.afeed(0, Piece(finish_reason="")), {}, {})]
         return [
-            self._chunk(release, {}, {}) for release in self.enforcer.end() if not release.empty
+            self._chunk(release, {}, {})
+            for release in await self.enforcer.aend()
+            if not release.empty
         ]
 
     async def __aenter__(self) -> Self:

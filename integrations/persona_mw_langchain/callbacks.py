@@ -125,6 +125,13 @@ class PersonaCallbackHandler(AsyncCallbackHandler):
             await run_input_stages(mw, ctx)
             if ctx.reply is None:
                 enforcer = mw.enforcer(ctx)
+                if enforcer.reviews:
+                    raise ConfigError(
+                        "this policy checks replies with a model (moderation or judge rules "
+                        "with stage: output), and a callback cannot hold the reply back while "
+                        "they check it: wrap the model in persona_mw_langchain.PersonaChatModel",
+                        field="bounds",
+                    )
                 # A callback cannot hold the reply back: the model-backed input checks are
                 # awaited here, before the model starts (no concurrency on this host).
                 await enforcer.settle()

@@ -233,14 +233,11 @@ class PersonaChatModel(BaseChatModel):
             upstream = request.stream(call.prompt)
             try:
                 async for piece in upstream:
-                    if call.ctx.pending:  # nothing is released before the input checks' verdict
-                        await call.enforcer.settle()
-                    for out in call.feed(piece, started):
+                    for out in await call.feed(piece, started):  # settles the input checks
                         yield out
                     if call.enforcer.done and call.enforcer.any_blocked:
                         return
-                await call.enforcer.settle()
-                for out in call.end(started):
+                for out in await call.end(started):
                     yield out
             finally:
                 aclose = getattr(upstream, "aclose", None)
@@ -329,8 +326,7 @@ class _Request:
             result = await self.model._agenerate(
                 call.prompt, stop=self.stop, run_manager=None, **self.kwargs
             )
-        await call.enforcer.settle()
-        return call.result(result, started)
+        return await call.result(result, started)
 
     def stream(self, prompt: list[BaseMessage]) -> AsyncIterator[ChatGenerationChunk]:
         if self.sync:

@@ -19,7 +19,7 @@ from persona_mw_langchain import (
     PersonaSyncCallbackHandler,
 )
 
-from persona_mw import Config, InputBlocked, Middleware, build_middleware
+from persona_mw import Config, ConfigError, InputBlocked, Middleware, build_middleware
 from persona_mw.testing import FakeOpenAIServer, Fault, echo_reply
 
 MOD_BLOCK = "Moderation: I can't help with hurting people."
@@ -121,4 +121,62 @@ async def test_callback_handlers_await_the_classifiers_before_the_model(
     with pytest.raises(InputBlocked) as raised:
         await _text(_openai(provider), mode, "I will hurt them", config)
     assert (raised.value.rule_id, raised.value.user_message) == ("mod.violence", MOD_BLOCK)
+    assert len(provider.requests) == chats  # the model was never called
+
+
+# -- model-backed rules on the reply ----------------------------------------------------------
+
+REPLY_BLOCK = "Moderation: that reply was withheld."
+SAFE_TEXT = (
+    "The garden needs water in the morning before the sun is high. "
+    "Tomatoes like a deep soak twice a week rather than a splash. "
+)
+
+
+@pytest.fixture
+def reply_checked(provider: FakeOpenAIServer, tmp_path: Path) -> Middleware:
+    """A middleware whose only rule checks replies with the moderation endpoint."""
+    provider.clear_faults()
+    rule = {**POLICY["rules"][0], "id": "mod.reply", "stage": "output", "message": REPLY_BLOCK}
+    rule["detector"] = {**rule["detector"], "window": 60}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump({"version": "langchain-reply-checks", "rules": [rule]}))
+    return build_middleware(
+        Config.model_validate(
+            {
+                "settings": {"hash_secret": "t"},
+                "bounds": {
+                    "policies": [str(path)],
+                    "classifier_kwargs": {"api_base": provider.base_url, "api_key": "t"},
+                },
+            }
+        )
+    )
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream"])
+async def test_the_chat_model_checks_the_reply_with_the_model(
+    reply_checked: Middleware, provider: FakeOpenAIServer, mode: str
+) -> None:
+    chat = PersonaChatModel(inner=_openai(provider), middleware=reply_checked)
+    assert await _text(chat, mode, SAFE_TEXT, ADA) == f"echo: {SAFE_TEXT}"
+    flagged = await _text(chat, mode, SAFE_TEXT + "Then I will hurt them tonight.", ADA)
+    assert "hurt them" not in flagged
+    assert flagged.endswith(REPLY_BLOCK)
+
+
+@pytest.mark.parametrize(
+    ("mode", "cls"),
+    [("ainvoke", PersonaCallbackHandler), ("invoke", PersonaSyncCallbackHandler)],
+)
+async def test_callback_handlers_refuse_reply_checks_they_cannot_hold_for(
+    reply_checked: Middleware,
+    provider: FakeOpenAIServer,
+    mode: str,
+    cls: type[PersonaCallbackHandler | PersonaSyncCallbackHandler],
+) -> None:
+    chats = len(provider.requests)
+    config = {"callbacks": [cls(reply_checked)], "metadata": {"persona_user": "ada"}}
+    with pytest.raises(ConfigError, match="PersonaChatModel"):
+        await _text(_openai(provider), mode, "hello", config)
     assert len(provider.requests) == chats  # the model was never called
