@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 from persona_mw.profile import Limits
 from persona_mw.types import ActionKind, DueAction, LadderResult, SignalValue
@@ -36,16 +36,7 @@ __all__ = [
     "watch_signals",
 ]
 
-ACTION_KINDS: tuple[ActionKind, ...] = (
-    "log",
-    "break_reminder",
-    "reduced_personalisation",
-    "suggest_limits",
-    "statutory_reminder",
-    "ai_disclosure",
-    "daily_cap_reached",
-    "quiet_hours",
-)
+ACTION_KINDS: tuple[ActionKind, ...] = get_args(ActionKind)
 #: The kinds that are states (listed while they hold), not notices (listed once when due).
 STATE_KINDS: frozenset[ActionKind] = frozenset({"reduced_personalisation", "daily_cap_reached"})
 
