@@ -5,6 +5,7 @@ once, a stream in windows — and a flagged window ends the reply with the rule'
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -152,3 +153,32 @@ async def test_the_synchronous_engine_refuses_a_call_with_reply_checks(
     release = await enforcer.awhole(0, Piece(content="hello there"))
     assert release.content == "hello there"
     enforcer.close()
+
+
+async def test_a_rule_that_fires_in_several_windows_makes_one_decision(
+    server: FakeOpenAIServer,
+) -> None:
+    """A logging rule flags two windows of one stream: one decision, with both spans."""
+    rules = output_policy()
+    rules["rules"][0] = {**rules["rules"][0], "action": "log", "tier": 2, "message": ""}
+    loaded = policy_from_dict(rules)
+    classifiers = Classifiers(
+        ClassifierSettings(kwargs={"api_base": server.base_url, "api_key": "test"}, cache_ttl_s=0)
+    )
+    mw = Middleware(
+        input_stages=[BoundsInputStage(policy=loaded, classifiers=classifiers)],
+        output_stages=[BoundsOutputStage(policy=loaded, classifiers=classifiers)],
+        finish_stages=[Collect()],
+    )
+    twice = "I will hurt them, he said. " + SAFE + "I will hurt them, she said."
+    text, reason, _ = await call(mw, server, twice, stream=True)
+    assert text == f"echo: {twice}"  # logged, not changed
+    assert reason == "stop"
+    [decision] = last_context(mw).decisions
+    assert (decision.rule_id, decision.action) == ("mod.reply-violence", "log")
+    # each span is a window the classifier flagged: the first and the last, in order
+    spans = decision.spans
+    assert len(spans) >= 2
+    assert spans[0].start == 0 and spans[-1].end == len(text)
+    assert all(s.end - s.start <= WINDOW for s in spans)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(spans))
