@@ -108,6 +108,9 @@ class Middleware:
         self.input_stages = tuple(input_stages)
         self.output_stages = tuple(output_stages)
         self.finish_stages = tuple(finish_stages)
+        #: Output stages with model-backed reply checks (found once: a protocol isinstance
+        #: costs microseconds, and every call asks).
+        self._reviewers = tuple(s for s in self.output_stages if isinstance(s, ReviewsOutput))
         self.hash_user = UserHasher(
             self.settings.hash_secret.get_secret_value() if self.settings.hash_secret else None,
             raw=self.settings.log_raw_user_id,
@@ -405,9 +408,8 @@ class Middleware:
         """The enforcement engine for this call's output (every choice, every field): what
         every host drives, after the input stages ran."""
         review = None
-        for stage in self.output_stages:
-            if isinstance(stage, ReviewsOutput):
-                review = review or stage.reviewer(ctx)
+        for stage in self._reviewers:
+            review = review or stage.reviewer(ctx)
         return ReplyEnforcer(
             ctx,
             lambda: self.open_filters(ctx),
