@@ -350,7 +350,36 @@ def main(argv: list[str] | None = None) -> int:
         f"throughput: {len(texts)} texts, median of {args.repeats} runs: "
         f"{tps:,.0f} texts/s, {mbs:.2f} MB/s"
     )
+    _prefilter_side_by_side(texts, [r["user_message"] for r in pairs], args.repeats)
     return 0
+
+
+def _prefilter_side_by_side(replies: list[str], messages: list[str], repeats: int) -> None:
+    """The literal prefilter (persona_mw.prefilter) against running every pattern, on the same
+    texts, interleaved run by run: µs per text, medians of ``repeats`` runs, and the ratio."""
+    from persona_mw.signals.cues import detect_cues
+
+    ungated = RelationshipScorer(prefilter=False)
+    variants: dict[str, tuple[list[str], Callable[[str], object]]] = {
+        "relationship score, prefilter": (replies, relationship_score),
+        "relationship score, every pattern": (replies, ungated.score),
+        "user-message cues, prefilter": (messages, detect_cues),
+        "user-message cues, every pattern": (messages, lambda t: detect_cues(t, prefilter=False)),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, (texts, call) in variants.items():
+            t0 = time.perf_counter()
+            for t in texts:
+                call(t)
+            runs[name].append((time.perf_counter() - t0) / len(texts) * 1e6)
+    print("prefilter, side by side (µs per text, median of runs):")
+    med = {name: statistics.median(values) for name, values in runs.items()}
+    for name, value in med.items():
+        print(f"  {name}: {value:.1f}")
+    score = med["relationship score, every pattern"] / med["relationship score, prefilter"]
+    cues = med["user-message cues, every pattern"] / med["user-message cues, prefilter"]
+    print(f"  every pattern / prefilter: score {score:.2f}x, cues {cues:.2f}x")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from ..prefilter import LiteralGate
 from ..types import Span
 
 __all__ = [
@@ -341,7 +342,7 @@ class RelationshipScorer:
     caller (or a test) score with a subset or re-weighted set of cue families.
     """
 
-    __slots__ = ("_families", "_folded", "_offset", "_slope")
+    __slots__ = ("_families", "_folded", "_gate_lower", "_gate_norm", "_offset", "_slope")
 
     def __init__(
         self,
@@ -349,9 +350,18 @@ class RelationshipScorer:
         families: tuple[CueFamily, ...] = CUE_FAMILIES,
         offset: float = _OFFSET,
         slope: float = _SLOPE,
+        prefilter: bool = True,
     ) -> None:
+        """``prefilter=False`` runs every family's pattern on every text (the same scores,
+        slower: for comparing)."""
         self._families = families
         self._folded = tuple(_without_ignorecase(f.pattern) for f in families)
+        # Most replies match few families: one literal pass tells which can match at all, and
+        # only those are run (an exact prefilter; see persona_mw.prefilter).
+        lower = [f for f in self._folded if f is not None]
+        norm = [f.pattern for f, fold in zip(families, self._folded, strict=True) if fold is None]
+        self._gate_lower = LiteralGate(lower) if prefilter else LiteralGate.open(len(lower))
+        self._gate_norm = LiteralGate(norm) if prefilter else LiteralGate.open(len(norm))
         self._offset = offset
         self._slope = slope
 
@@ -367,7 +377,11 @@ class RelationshipScorer:
         length_factor = math.sqrt(max(words, _LENGTH_UNIT) / _LENGTH_UNIT)
         raw = 0.0
         cues: list[Span] = []
+        on_lower = iter(self._gate_lower.candidates(lower))
+        on_norm = iter(self._gate_norm.candidates(norm))
         for family, folded in zip(self._families, self._folded, strict=True):
+            if not next(on_norm if folded is None else on_lower):
+                continue
             matches = family.pattern.finditer(norm) if folded is None else folded.finditer(lower)
             hits = [Span(m.start(), m.end(), family.name) for m in matches]
             if hits:

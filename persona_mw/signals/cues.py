@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
+from ..prefilter import LiteralGate
+
 __all__ = [
     "CUE_PATTERNS",
     "Analyse",
@@ -163,21 +165,29 @@ CUE_PATTERNS: dict[str, tuple[_Rule, ...]] = {
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
+#: Which cue patterns can match a message at all (one literal pass; see persona_mw.prefilter):
+#: most messages match none, and running every pattern was most of the cues' cost.
+_FLAT = [
+    (cue, pattern, negatable) for cue, rules in CUE_PATTERNS.items() for pattern, negatable in rules
+]
+_GATE = LiteralGate([pattern for _, pattern, _ in _FLAT])
 
-def detect_cues(text: str) -> frozenset[str]:
-    """The cue flags in one user message (offline: patterns, negation- and idiom-aware)."""
+
+def detect_cues(text: str, *, prefilter: bool = True) -> frozenset[str]:
+    """The cue flags in one user message (offline: patterns, negation- and idiom-aware).
+    ``prefilter=False`` runs every pattern (the same flags, slower: for comparing)."""
     if not text:
         return frozenset()
     found: set[str] = set()
-    for cue, rules in CUE_PATTERNS.items():
-        for pattern, negatable in rules:
-            for m in pattern.finditer(text):
-                if negatable and _negated(text, m.start(), m.end()):
-                    continue
-                found.add(cue)
-                break
-            if cue in found:
-                break
+    gate = _GATE.candidates(text) if prefilter else (True,) * len(_FLAT)
+    for (cue, pattern, negatable), may_match in zip(_FLAT, gate, strict=True):
+        if not may_match or cue in found:
+            continue
+        for m in pattern.finditer(text):
+            if negatable and _negated(text, m.start(), m.end()):
+                continue
+            found.add(cue)
+            break
     return frozenset(found)
 
 
