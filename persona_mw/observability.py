@@ -26,6 +26,7 @@ modes; the gauge declares how workers' values combine (``multiprocess_mode``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -88,6 +89,8 @@ class UserHasher:
         self._key = secret.encode() if isinstance(secret, str) else secret
         self.raw = raw
         self._cache: dict[str, str] = {}
+        if self.ephemeral and not raw:
+            _warn_ephemeral_secret()
 
     def __call__(self, user_id: str) -> str:
         if self.raw:
@@ -98,6 +101,15 @@ class UserHasher:
             if len(self._cache) < 100_000:
                 self._cache[user_id] = hashed
         return hashed
+
+
+@functools.cache  # once per process, not per middleware
+def _warn_ephemeral_secret() -> None:
+    get_logger("persona_mw").warning(
+        "config.ephemeral_hash_secret",
+        hint="set PERSONA_MW_HASH_SECRET (or settings.hash_secret) so user hashes in logs are "
+        "stable across processes and restarts",
+    )
 
 
 def request_event(ctx: CallContext, *, include_text: bool = False) -> dict[str, Any]:

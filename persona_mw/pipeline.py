@@ -4,6 +4,12 @@
 everything about one call lives in its :class:`~persona_mw.types.CallContext`. Streamed and
 non-streamed replies go through the same output filters, so a bound gives the same verdict
 however the text arrives.
+
+Only the call's orchestration lives here; what a call needs from elsewhere is in its own
+module: argument checks (:mod:`.calls`), where the profile comes from (:mod:`.profile_loading`),
+what is asked of every stage at once (:mod:`.stage_set`), the reply engine (:mod:`.enforce`).
+Why still ~430 lines: the steps are the public API that every host drives, and their
+docstrings are its reference.
 """
 
 from __future__ import annotations
@@ -17,42 +23,44 @@ from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .calls import choices, ms_since, validate_call, validate_jurisdictions
+from .enforce import FilterChain as _FilterChain
 from .enforce import (
-    FilterChain,
     ReplyEnforcer,
-    block_message,
-    blocked_ending,
     cancel_checks,
     enforce_response,
     mark_failed,
     notices_out_of_band,
-    notices_text,
     synthetic_chunks,
     synthetic_response,
-    with_notices,
 )
 from .enforce import enforce_stream as _enforce_stream
-from .errors import ProfileError, StoreError, http_status
+from .errors import http_status
 from .llm import LiteLLMClient, signal_sent
 from .observability import REQUEST_EVENT, UserHasher, get_logger, request_event
-from .profile import Profile, parse_profile
+from .profile import Profile
+from .profile_loading import ProfileLoader
+from .stage_set import (
+    close_all,
+    erase_user,
+    every_stage,
+    explain_policy,
+    rules_that,
+    usage_report,
+)
 from .stores.cache import CachedProfileStore
 from .stores.memory import MemoryProfileStore
 from .tracing import record_call
 from .types import (
     Action,
     CallContext,
-    DeclaresRules,
-    ExplainsPolicy,
     FinishStage,
-    HoldsUserData,
     InputStage,
     LLMClient,
     Message,
     OutputStage,
     ProfileSource,
     ProfileStore,
-    ReportsUsage,
     ReviewsOutput,
 )
 
@@ -61,17 +69,9 @@ if TYPE_CHECKING:
 
     from .config import Settings
 
-__all__ = [
-    "FilterChain",
-    "Middleware",
-    "block_message",
-    "blocked_ending",
-    "notices_text",
-    "with_notices",
-]
+__all__ = ["Middleware"]
 
 _log = get_logger("persona_mw")
-_warned_ephemeral = False  # warn once per process, not per middleware
 
 
 class Middleware:
@@ -115,15 +115,7 @@ class Middleware:
             self.settings.hash_secret.get_secret_value() if self.settings.hash_secret else None,
             raw=self.settings.log_raw_user_id,
         )
-        global _warned_ephemeral
-        if self.hash_user.ephemeral and not self.settings.log_raw_user_id and not _warned_ephemeral:
-            _warned_ephemeral = True
-            _log.warning(
-                "config.ephemeral_hash_secret",
-                hint="set PERSONA_MW_HASH_SECRET (or settings.hash_secret) so user hashes in "
-                "logs are stable across processes and restarts",
-            )
-        self._default_profile = self.settings.default_profile
+        self.profiles = ProfileLoader(self.store, self.settings, self.hash_user)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -166,7 +158,7 @@ class Middleware:
                 messages=ctx.prompt_messages,
                 **signal_sent(ctx.llm_kwargs, ctx.request_sent),
             )
-            ctx.timings_ms["model"] = _ms_since(started)
+            ctx.timings_ms["model"] = ms_since(started)
             await enforcer.settle()
             return await enforce_response(enforcer, response)
         except BaseException as exc:
@@ -234,71 +226,32 @@ class Middleware:
         what they buffered), then the input and output stages (e.g. the dependence stage's
         due-state store) — and then the profile store. Each is closed once; one failing is
         logged (``middleware.close_failed``) and the others are still closed."""
-        for part in (*self._all_stages(), self.store):
-            aclose = getattr(part, "aclose", None)
-            if aclose is None:
-                continue
-            try:
-                await aclose()
-            except Exception as exc:  # one part failing to close must not leave the rest open
-                _log.error(
-                    "middleware.close_failed",
-                    part=getattr(part, "name", type(part).__name__),
-                    error=repr(exc),
-                )
+        await close_all([*self._all_stages(), self.store])
 
     async def erase_user(self, user_id: str, *, keep: Collection[str] = ()) -> dict[str, Any]:
         """Erase everything stored about the user: the profile and every stage's data (usage,
         action state). Returns what each part removed. The right to erasure, in one call.
-        ``keep`` names profile fields to keep (see :meth:`ProfileStore.delete`).
-
-        The stages go first: on Redis the profile's delete also sweeps every key in the user's
-        key index (usage, action state), so a stage erasing after it would find nothing left
-        and report 0 removed although its data was just deleted."""
-        parts: dict[str, Any] = {}
-        for stage in self._all_stages():
-            if isinstance(stage, HoldsUserData):
-                parts[stage.name] = await stage.erase(user_id)
-        erased: dict[str, Any] = {"profile": await self.store.delete(user_id, keep=keep), **parts}
-        _log.info("user.erased", user=self.hash_user(user_id), parts=sorted(erased))
-        return erased
+        ``keep`` names profile fields to keep (see :meth:`ProfileStore.delete`)."""
+        return await erase_user(
+            self._all_stages(), self.store, user_id, keep=keep, hash_user=self.hash_user
+        )
 
     async def usage_report(self, user_id: str) -> dict[str, Any]:
         """What the stages know about the user's usage (their own data, for the user to see)."""
-        report: dict[str, Any] = {}
-        for stage in self._all_stages():
-            if isinstance(stage, ReportsUsage):
-                report[stage.name] = await stage.usage_report(user_id)
-        return report
+        return await usage_report(self._all_stages(), user_id)
 
     def explain_policy(self, profile: Profile) -> dict[str, Any]:
         """Every rule in force for this profile, with its tier and why (from stages that can)."""
-        return {
-            stage.name: stage.explain(profile)
-            for stage in self._all_stages()
-            if isinstance(stage, ExplainsPolicy)
-        }
+        return explain_policy(self._all_stages(), profile)
 
     def rules_that(self, action: Action) -> list[str]:
         """The ids of the rules in this middleware's stages that take ``action`` (or that a
         user may set to take it), each once: e.g. ``rules_that("redact")`` for a host that
         cannot change text."""
-        found: dict[str, None] = {}
-        for stage in self._all_stages():
-            if isinstance(stage, DeclaresRules):
-                found.update(dict.fromkeys(stage.rules_that(action)))
-        return list(found)
+        return rules_that(self._all_stages(), action)
 
     def _all_stages(self) -> list[Any]:
-        """Every stage once, finish stages first: closing and erasing go through the stores the
-        finish stages write (the usage recorder flushes and erases) before the stages that
-        cache what those hold (the dependence stage), so a load between the two finds nothing
-        to bring back."""
-        seen: list[Any] = []
-        for stage in (*self.finish_stages, *self.input_stages, *self.output_stages):
-            if not any(stage is s for s in seen):
-                seen.append(stage)
-        return seen
+        return every_stage(self.input_stages, self.output_stages, self.finish_stages)
 
     async def __aenter__(self) -> Middleware:
         return self
@@ -307,29 +260,14 @@ class Middleware:
         await self.aclose()
 
     async def load_profile(self, user_id: str) -> tuple[Profile, ProfileSource]:
-        """The user's profile and where it came from. Unknown users get the default profile; a
-        store that cannot be reached gives the cached or default profile (or StoreError when
-        ``settings.on_store_error == "fail_closed"``); a malformed stored profile is logged and
-        replaced by the default."""
-        try:
-            found = await self.store.lookup(user_id)
-            profile, source = found.profile, found.source
-        except StoreError as exc:
-            if self.settings.on_store_error == "fail_closed":
-                raise
-            _log.warning("profile.store_unavailable", user=self.hash_user(user_id), error=str(exc))
-            return self.default_profile(user_id), "fallback"
-        except ProfileError as exc:
-            _log.error("profile.invalid_stored", user=self.hash_user(user_id), error=str(exc))
-            return self.default_profile(user_id), "default"
-        if profile is None:
-            return self.default_profile(user_id), "default"
-        return profile, source
+        """The user's profile and where it came from (:meth:`ProfileLoader.load`: the default
+        for unknown users, a fallback when the store is down, the default for a malformed
+        stored profile)."""
+        return await self.profiles.load(user_id)
 
     def default_profile(self, user_id: str) -> Profile:
-        if not self._default_profile:
-            return Profile.default(user_id)
-        return parse_profile(self._default_profile, user_id=user_id)
+        """The deployment's default profile (``settings.default_profile``) for ``user_id``."""
+        return self.profiles.default(user_id)
 
     # -- the steps, public for integrations that drive a call themselves (LangChain, the LiteLLM
     # proxy plugin): begin → run_input_stages → (model) → enforce_reply | enforce_stream (or
@@ -355,9 +293,9 @@ class Middleware:
         decide where the call's notices go (with ``settings.notices``) and how many choices the
         reply has (``n``). ``request_id`` names the call in every log event and in the reply's
         id (a host passes its own, e.g. the proxy's call id); a new UUID when None."""
-        _validate_call(user, model, messages)
+        validate_call(user, model, messages)
         params = request if request is not None else llm_kwargs
-        laws = _validate_jurisdictions(jurisdictions)
+        laws = validate_jurisdictions(jurisdictions)
         started = time.perf_counter()
         profile, source = await self.load_profile(user)
         llm_kwargs.pop("stream", None)
@@ -374,12 +312,12 @@ class Middleware:
             profile_source=source,
             started_at=datetime.now(UTC),
             surface=surface,
-            choices=_choices(params),
+            choices=choices(params),
             jurisdictions=laws,
             notices_out_of_band=notices_out_of_band(params, self.settings.notices),
             _t0=started,
         )
-        ctx.timings_ms["profile"] = _ms_since(started)
+        ctx.timings_ms["profile"] = ms_since(started)
         return ctx
 
     async def run_input_stages(self, ctx: CallContext) -> None:
@@ -387,14 +325,14 @@ class Middleware:
         for stage in self.input_stages:
             started = time.perf_counter()
             await stage(ctx)
-            ctx.timings_ms[stage.name] = _ms_since(started)
+            ctx.timings_ms[stage.name] = ms_since(started)
             if ctx.reply is not None:
                 ctx.outcome = "blocked"
                 break
 
-    def open_filters(self, ctx: CallContext) -> FilterChain:
+    def open_filters(self, ctx: CallContext) -> _FilterChain:
         """Fresh output filters for one text of one call, chained."""
-        return FilterChain([stage.open(ctx) for stage in self.output_stages])
+        return _FilterChain([stage.open(ctx) for stage in self.output_stages])
 
     def _checks_after_send(self, ctx: CallContext) -> None:
         """Through LiteLLM, the input checks an input stage starts beside the model call wait
@@ -486,8 +424,8 @@ class Middleware:
                 _log.error(
                     "stage.failed", stage=stage.name, request_id=ctx.request_id, error=repr(exc)
                 )
-            ctx.timings_ms[stage.name] = _ms_since(started)
-        ctx.timings_ms["total"] = _ms_since(ctx._t0)
+            ctx.timings_ms[stage.name] = ms_since(started)
+        ctx.timings_ms["total"] = ms_since(ctx._t0)
         record_call(ctx)  # OpenTelemetry spans; returns at once unless tracing is on
         error = ctx.outcome == "error"
         if _log.is_enabled_for(logging.WARNING if error else logging.INFO):  # else not built
@@ -496,51 +434,3 @@ class Middleware:
                 _log.warning(REQUEST_EVENT, **event)
             else:
                 _log.info(REQUEST_EVENT, **event)
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def _validate_jurisdictions(codes: Sequence[str]) -> tuple[str, ...]:
-    from .compliance import known_codes
-    from .errors import ConfigError
-
-    if isinstance(codes, str):  # one code given bare
-        codes = (codes,)
-    unknown = [code for code in codes if code not in known_codes()]
-    if unknown:
-        raise ConfigError(
-            f"unknown jurisdiction(s) {unknown}; use codes from {list(known_codes())}",
-            field="jurisdictions",
-        )
-    return tuple(codes)
-
-
-def _validate_call(user: str, model: str, messages: list[Message]) -> None:
-    from .errors import ConfigError
-
-    if not isinstance(user, str) or not user:
-        raise ConfigError("`user` must be a non-empty string: the id of the end user", field="user")
-    if not isinstance(model, str) or not model:
-        raise ConfigError(
-            "`model` must be a LiteLLM model name such as 'openai/gpt-4o-mini'", field="model"
-        )
-    if not isinstance(messages, list) or not messages:
-        raise ConfigError(
-            "`messages` must be a non-empty list of {'role', 'content'} dicts", field="messages"
-        )
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message:
-            raise ConfigError(
-                f"messages[{i}] must be a dict with a 'role' (and usually 'content')",
-                field="messages",
-            )
-
-
-def _choices(params: Mapping[str, Any]) -> int:
-    n = params.get("n")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-
-
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
