@@ -31,7 +31,7 @@ from stdnum import luhn as _luhn
 from stdnum.us import ssn as _ssn
 
 from ..types import Span
-from .detectors import LOOKAHEAD, partial_live_start
+from .lookahead import LOOKAHEAD, partial_live_start
 
 __all__ = ["PHONE_REGIONS", "PII_KINDS", "PIIDetector", "PIIKind", "iban_valid", "luhn_valid"]
 
