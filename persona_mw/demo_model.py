@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .llm import import_litellm
+from .types import content_text
 
 __all__ = ["DEMO_MODEL", "compose_reply", "register_demo_model"]
 
@@ -64,23 +65,15 @@ _GENERIC = {
 }
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
 def compose_reply(messages: list[dict[str, Any]]) -> str:
     """The canned reply for these messages, shaped by the hints in the system prompt."""
     system = " ".join(
-        _text(m.get("content")) for m in messages if m.get("role") == "system"
+        content_text(m.get("content"), " ") for m in messages if m.get("role") == "system"
     ).lower()
     question = ""
     for message in reversed(messages):
         if message.get("role") == "user":
-            question = _text(message.get("content")).lower()
+            question = content_text(message.get("content"), " ").lower()
             break
     lang = "es" if re.search(r"\b(spanish|español|language[^.\n]*\bes\b)", system) else "en"
     short = bool(re.search(r"\b(terse|brief|concise|short)\b", system))
@@ -144,7 +137,7 @@ def _handler_class() -> type:
 
 
 def _count(messages: list[dict[str, Any]]) -> int:
-    return sum(len(_text(m.get("content"))) for m in messages) // 4
+    return sum(len(content_text(m.get("content"), " ")) for m in messages) // 4
 
 
 def _chunks(text: str) -> Iterator[Any]:

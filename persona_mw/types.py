@@ -13,11 +13,12 @@ stages hold no per-call state of their own (an :class:`OutputFilter` is made fre
 stage's ``open``). Policy decisions are pure functions; only stores, the LLM and recorders do I/O.
 Messages stay in OpenAI / LiteLLM wire format (``list[dict]``): that is the edge we sit on.
 
-Longer than 400 lines on purpose: every protocol of the package is here (issue 18), with the
+Why one module over 400 lines: every protocol of the package is here (issue 18), with the
 small value types they carry (a usage event, what the ladder decided), so this one file is the
-whole contract; it holds declarations only, no behaviour, and imports nothing of the package but
-the profile model: what a later stage hands on in ``CallContext`` (the bounds in force, the
-deployer's disclosure rule) is declared here by what the others read of it.
+whole contract. It holds declarations (and :func:`content_text`, how every layer reads a
+message's text) and imports nothing of the package but the profile model: what a later stage
+hands on in ``CallContext`` (the bounds in force, the deployer's disclosure rule) is declared
+here by what the others read of it.
 """
 
 from __future__ import annotations
@@ -77,10 +78,22 @@ __all__ = [
     "UsageEvent",
     "UsageSource",
     "UsageStore",
+    "content_text",
 ]
 
 #: One chat message in OpenAI / LiteLLM format: ``{"role": "user", "content": "..."}``.
 Message = dict[str, Any]
+
+
+def content_text(content: Any, separator: str = "\n") -> str:
+    """The text of a message's ``content``: the string itself, or its text parts (OpenAI content
+    parts) joined with ``separator``; other parts (images, audio) and other values have none."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return separator.join(part.get("text", "") for part in content if isinstance(part, Mapping))
+    return ""
+
 
 Stage = Literal["input", "output"]
 Action = Literal["block", "redact", "append", "notify", "log"]
@@ -332,16 +345,8 @@ class CallContext:
         """The text of the last user message (what input rules look at)."""
         for message in reversed(self.messages):
             if message.get("role") == "user":
-                return _content_text(message.get("content"))
+                return content_text(message.get("content"))
         return ""
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return "\n".join(part.get("text", "") for part in content if isinstance(part, Mapping))
-    return ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
@@ -17,21 +17,12 @@ from pydantic import ValidationError
 from ..compliance.law import Jurisdiction
 from ..errors import PolicyError
 from ..validation import config_error
-from .policy import AIDisclosure, PackRef, PhrasesSpec, PIISpec, Rule, _Frozen
+from .policy import AIDisclosure, BuiltinPack, PackRef, PhrasesSpec, PIISpec, Rule, _Frozen
 
 __all__ = ["PACKS", "USER_PACKS", "check_law_rules", "expand_pack", "pack_rules", "user_pack_rules"]
 
-PACKS = (
-    "pii",
-    "crisis",
-    "ai-disclosure",
-    "minor-safety",
-    "profanity",
-    "profanity-es",
-    "profanity-fr",
-    "profanity-de",
-    "profanity-pt",
-)
+#: Every built-in pack, in the order of :data:`~persona_mw.bounds.policy.BuiltinPack`.
+PACKS: tuple[BuiltinPack, ...] = get_args(BuiltinPack)
 #: Packs a user may switch on for themselves (``profile.bounds.enable_packs``); they narrow.
 USER_PACKS = ("profanity", "pii")
 

@@ -11,7 +11,7 @@ text so far could still extend (:meth:`PIIDetector.live_start`).
 Numbers may be written with any Unicode space (NBSP, narrow NBSP, thin space), hyphens and
 dashes (non-breaking hyphen, en dash), dots or slashes between groups, and in full-width digits.
 E-mail addresses may have non-ASCII local parts and domains, a full-width at sign, or be spelled
-out ("jane at example dot org", "jane [at] example [dot] org").
+out ("jane at example dot org", "jane [at] example [dot] org"): :mod:`persona_mw.bounds.pii_email`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from stdnum import luhn as _luhn
 from stdnum.us import ssn as _ssn
 
 from ..types import Span
-from .detectors import LOOKAHEAD, partial_live_start
+from .lookahead import LOOKAHEAD, partial_live_start
+from .pii_email import AT_SIGNS, EMAIL_MAX, email_live_start, emails, spelled_emails
 
 __all__ = ["PHONE_REGIONS", "PII_KINDS", "PIIDetector", "PIIKind", "iban_valid", "luhn_valid"]
 
@@ -90,41 +91,6 @@ _SSN_CONTEXT = re.compile(r"(?i)(?:ssn|social security|soc\.? sec\.?)\D{0,20}\Z"
 #: Discover/UnionPay 6); order and tracking numbers often do not.
 _CARD_FIRST = frozenset("23456")
 
-_AT_SIGNS = ("@", "\uff20", "\ufe6b")
-_EMAIL_LOCAL = re.compile(r"[\w.%+\-']{1,64}\Z")
-_EMAIL_DOMAIN = re.compile(
-    r"[^\W_](?:[\w\-]{0,61}[^\W_])?(?:[.\uff0e][^\W_](?:[\w\-]{0,61}[^\W_])?){0,3}"
-    r"[.\uff0e][^\W\d_]{2,24}(?![\w\-])"
-)
-#: Longest e-mail address we recognise as one hit (local part 64, domain 100).
-_EMAIL_MAX = 64 + 1 + 100
-# Spelled-out addresses: "jane at example dot org", "jane [at] example [dot] org".
-#: " AT ", "(at)", "[at]" ... all become " at " (same length: offsets hold).
-_AT_BYTES = bytes.maketrans(b"AT[({<])}>", b"at        ")
-_SPELLED_AT = re.compile(r"[ \[\(\{<](?:at|AT)[ \]\)\}>]")
-_WORD = r"[^\W_][\w\-]{0,62}"
-_DOT = r"(?:\s*[\[\(\{<]\s*dot\s*[\]\)\}>]\s*|\s+dot\s+|\.)"
-_SPELLED_DOMAIN = re.compile(
-    rf"(?i)\s*({_WORD}(?:{_DOT}{_WORD}){{0,3}}{_DOT}[a-z]{{2,24}})(?![\w\-])"
-)
-_SPELLED_LOCAL = re.compile(rf"(?i)({_WORD}(?:{_DOT}{_WORD}){{0,2}})\s*\Z")
-_TLDS = _words(
-    "com org net edu gov mil int info biz io co me ai app dev uk de fr es it pt br nl be at "
-    "ch ie eu us ca au nz in jp cn ru pl se no dk fi cz mx ar cl za"
-)
-#: A spelled-out address being written: its local part, the at, and a domain that may still grow
-#: (matched partially; a domain that could take one more "dot word" is held too).
-_SPELLED_PARTIAL = regex.compile(
-    rf"(?i){_WORD}(?:{_DOT}{_WORD}){{0,2}}\s*[ \[\(\{{<](?:at)[ \]\)\}}>]\s*"
-    rf"{_WORD}(?:{_DOT}{_WORD}){{0,4}}(?:{_DOT}[^\W_]?)?"
-)
-#: What may still extend a spelled-out domain: one more "dot word".
-_DOT_GROW = regex.compile(rf"(?i){_DOT}[^\W_]?")
-#: The spelled-out local part before an at that may still arrive: words, then only space or an
-#: opening bracket and the start of "at" / "dot".
-_SPELLED_LOCAL_OPEN = regex.compile(
-    rf"(?i)(?<![\w@]){_WORD}(?:{_DOT}{_WORD}){{0,2}}\s*[\[\(\{{<]?\s*(?:a|at|d|do|dot)?\Z"
-)
 #: What number and IBAN candidates are made of: none spans any other character.
 _RUN_CHARS = frozenset(
     string.digits
@@ -135,15 +101,6 @@ _RUN_CHARS = frozenset(
     + "".join(chr(c) for c in range(0x2010, 0x2016))
 )
 _IPV6_MAX = 45
-#: Besides letters and digits, what an e-mail address is made of (``_EMAIL_LOCAL``, the at
-#: signs, full-width dots): the word being written may be one.
-_EMAIL_PUNCT = frozenset("._%+-'_@\uff20\ufe6b\uff0e")
-
-#: Words around a spelled " at " that make it prose ("look at this dot com bubble").
-_PROSE_WORDS = _words(
-    "look looking looked me us him her them it this that the a an my your our his their "
-    "home work office school least most all once first last back here there where what"
-)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -176,14 +133,14 @@ class PIIDetector:
             raise ValueError(f"unknown phone region {region!r}; use an ISO 3166 code like 'US'")
         self.region = region
         self._trunk_regions = (region, *(r for r in PHONE_REGIONS if r != region))
-        self.max_span = max(_EMAIL_MAX if "email" in self.kinds else 0, _NUMBER_MAX, 45) + LOOKAHEAD
+        self.max_span = max(EMAIL_MAX if "email" in self.kinds else 0, _NUMBER_MAX, 45) + LOOKAHEAD
 
     def detect(self, text: str, start: int = 0) -> list[Span]:
         spans: list[Span] = []
         kinds = self.kinds
         if "email" in kinds:
-            spans += _emails(text, start)
-            spans += _spelled_emails(text, start)
+            spans += emails(text, start)
+            spans += spelled_emails(text, start)
         if kinds & {"phone", "card", "ssn", "ip", "iban"}:
             spans += self._numbers(text, start)
         if "ip" in kinds and _IPV6_HINT.search(text, start):
@@ -194,9 +151,9 @@ class PIIDetector:
         """Candidate stretches (number runs, e-mail and IPv6 candidates), valid or not: a
         stream is never cut inside one, so a window never sees the tail of a run as a run."""
         out = [m.span() for m in _CANDIDATE.finditer(text, start)]
-        if any(sign in text for sign in (_AT_SIGNS if not text.isascii() else "@")):
-            out += [(s.start, s.end) for s in _emails(text, start, candidates=True)]
-        out += [(s.start, s.end) for s in _spelled_emails(text, start)]
+        if any(sign in text for sign in (AT_SIGNS if not text.isascii() else "@")):
+            out += [(s.start, s.end) for s in emails(text, start, candidates=True)]
+        out += [(s.start, s.end) for s in spelled_emails(text, start)]
         if ":" in text:
             out += [(s.start, s.end) for s in _ipv6(text, start, candidates=True)]
         return out
@@ -221,16 +178,7 @@ class PIIDetector:
                 iban_from = max(start, begin - 2)  # the country code is no run character
                 live = min(live, partial_live_start(_IBAN_PARTIAL, text, iban_from))
         if "email" in kinds:
-            floor = max(start, n - _EMAIL_MAX - LOOKAHEAD)
-            word = n
-            while word > floor and (text[word - 1].isalnum() or text[word - 1] in _EMAIL_PUNCT):
-                word -= 1
-            live = min(live, word)
-            # spelled out: from a word boundary far enough back for the longest address
-            begin = max(start, n - _EMAIL_MAX - 16)
-            while begin > start and not text[begin - 1].isspace():
-                begin -= 1
-            live = min(live, _spelled_live(text, begin))
+            live = min(live, email_live_start(text, start))
         if "ip" in kinds:
             floor = max(start, n - _IPV6_MAX - LOOKAHEAD)
             live = min(live, _run_start(text, n, floor, _HEX_COLON))
@@ -297,7 +245,7 @@ class PIIDetector:
         """The kind of a run of digits and separators, out of context."""
         raw = unicodedata.normalize("NFKC", run).translate(_SEP_TO_SPACE)
         if _IPV4_SHAPE.match(raw):
-            return "ip" if _ipv4_ok(raw) else None
+            return "ip" if _ip_ok(ipaddress.IPv4Address, raw) else None
         if _DATE_START.match(raw) or _DECIMAL.match(raw):
             return None
         digits = "".join(ch for ch in raw if ch.isdigit())
@@ -364,86 +312,12 @@ def _after_version_word(text: str, s: int) -> bool:
     return words[-1] in _VERSION_WORDS or (before.endswith("v") and not before.endswith(" v"))
 
 
-def _ipv6_ok(candidate: str) -> bool:
+def _ip_ok(address: type[ipaddress.IPv4Address | ipaddress.IPv6Address], candidate: str) -> bool:
     try:
-        ipaddress.IPv6Address(candidate)
+        address(candidate)
     except ValueError:
         return False
     return True
-
-
-def _ipv4_ok(candidate: str) -> bool:
-    try:
-        ipaddress.IPv4Address(candidate)
-    except ValueError:
-        return False
-    return True
-
-
-def _emails(text: str, start: int, *, candidates: bool = False) -> list[Span]:
-    spans = []
-    for sign in _AT_SIGNS if not text.isascii() else "@":
-        at = text.find(sign, start)
-        while at != -1:
-            local = _EMAIL_LOCAL.search(text, max(start, at - 64), at)
-            domain = _EMAIL_DOMAIN.match(text, at + 1, at + 1 + 100 + LOOKAHEAD)
-            if candidates:
-                s = local.start() if local else at
-                spans.append(Span(s, domain.end() if domain else at + 1, "email"))
-            elif local and domain:
-                s = local.start()
-                while s < at and text[s] in ".-'":  # an address does not begin with punctuation
-                    s += 1
-                if s < at and (s == 0 or not (text[s - 1].isalnum() or text[s - 1] in "._%+-")):
-                    spans.append(Span(s, domain.end(), "email"))
-            at = text.find(sign, at + 1)
-    return spans
-
-
-def _spelled_emails(text: str, start: int) -> list[Span]:
-    """ "jane dot doe at example dot org", "jane [at] example [dot] org", "mike at gmail.com"."""
-    spans = []
-    if text.isascii():
-        # one find covers " at ", " AT ", "(at)", "[at]", "{at}", "<at>" (bytes: translate in C)
-        words = text.encode("ascii").translate(_AT_BYTES)
-        at = words.find(b" at ", start)
-        while at != -1:
-            span = _spelled_at(text, at, text[at : at + 4], start)
-            if span is not None:
-                spans.append(span)
-            at = words.find(b" at ", at + 1)
-    else:
-        for m in _SPELLED_AT.finditer(text, start):
-            span = _spelled_at(text, m.start(), m.group(), start)
-            if span is not None:
-                spans.append(span)
-    return spans
-
-
-def _spelled_at(text: str, at: int, token: str, start: int) -> Span | None:
-    # most " at " are prose or a real address ("at help@x.org"): a word, then no dot, no gap
-    after = at + len(token)
-    while after < len(text) and text[after] == " ":
-        after += 1
-    end = after
-    while end < len(text) and end - after < 64 and (text[end].isalnum() or text[end] in "-_"):
-        end += 1
-    if end == after or end >= len(text) or text[end] not in " .[({":
-        return None
-    domain = _SPELLED_DOMAIN.match(text, at + len(token), at + len(token) + 100)
-    local = _SPELLED_LOCAL.search(text, max(start, at - 64), at + (1 if token[0] == " " else 0))
-    if domain is None or local is None:
-        return None
-    if local.start() > 0 and (text[local.start() - 1].isalnum() or text[local.start() - 1] == "@"):
-        return None
-    parts = re.split(_DOT, domain.group(1), flags=re.IGNORECASE)
-    if parts[-1].lower() not in _TLDS:
-        return None
-    if token[0] == " ":  # a plain word "at": prose unless the words say otherwise
-        local_words = re.split(_DOT, local.group(1).strip(), flags=re.IGNORECASE)
-        if local_words[-1].lower() in _PROSE_WORDS or parts[0].lower() in _PROSE_WORDS:
-            return None
-    return Span(local.start(), domain.end(), "email")
 
 
 def _ipv6(text: str, start: int, *, candidates: bool = False) -> list[Span]:
@@ -461,7 +335,7 @@ def _ipv6(text: str, start: int, *, candidates: bool = False) -> list[Span]:
         elif m:
             run = m.group()
             for candidate in (run.strip("."), run.strip(".:")):
-                if candidate.count(":") >= 2 and _ipv6_ok(candidate):
+                if candidate.count(":") >= 2 and _ip_ok(ipaddress.IPv6Address, candidate):
                     cs = s + run.index(candidate)
                     ce = cs + len(candidate)
                     if _bounded(text, cs, ce):
@@ -476,22 +350,6 @@ _HEX_COLON = frozenset("0123456789abcdefABCDEF:.")
 #: without that (prose, "Step 3: open") has none, whatever its other colons.
 _IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
 _IPV6_RUN = re.compile(r"[0-9A-Fa-f:.]{2,45}")
-
-
-def _spelled_live(text: str, begin: int) -> int:
-    """Where a spelled-out address being written begins: a partial match, a match whose domain
-    may still take a "dot word", or trailing words an "at" may still follow."""
-    n = len(text)
-    for match in _SPELLED_PARTIAL.finditer(text, begin, partial=True, overlapped=True):
-        # partial matching prefers a complete match: test the "dot word" still to come apart
-        if (
-            match.partial
-            or match.end() + LOOKAHEAD > n
-            or _DOT_GROW.fullmatch(text, match.end(), partial=True) is not None
-        ):
-            return int(match.start())
-    tail = _SPELLED_LOCAL_OPEN.search(text, max(begin, n - 3 * 64 - 16))
-    return tail.start() if tail else n
 
 
 def _run_start(text: str, index: int, floor: int, chars: frozenset[str]) -> int:

@@ -6,6 +6,11 @@ API, profile or request field changes it at run time. Every problem — an unkno
 duplicate rule id, a regular expression that does not compile, an attempt to loosen a tier-1
 rule — fails the load with a :class:`~persona_mw.errors.PolicyError` that names the file, the
 rule and the reason. The format is documented in docs/policies.md.
+
+Why one module over 400 lines: it is one schema, the policy file format, and nothing else;
+every class is a declaration with the validators of its own fields, read top to bottom beside
+docs/policies.md (the detector specs, the rule, packs, overrides, the file, the policy). The
+loader is ``loading.py`` and the built-in packs ``packs.py``; neither is imported here.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ __all__ = [
     "AIDisclosure",
     "Adjustable",
     "Audience",
+    "BuiltinPack",
     "DetectorSpec",
     "JudgeSpec",
     "ModelSpec",
@@ -330,20 +336,24 @@ class AIDisclosure(_Frozen):
     )
 
 
+#: The built-in rule packs (YAML in ``persona_mw/bounds/packs/``; ``packs.PACKS`` lists them).
+BuiltinPack = Literal[
+    "pii",
+    "crisis",
+    "ai-disclosure",
+    "minor-safety",
+    "profanity",
+    "profanity-es",
+    "profanity-fr",
+    "profanity-de",
+    "profanity-pt",
+]
+
+
 class PackRef(_Frozen):
     """A built-in rule pack switched on, with the options the pack accepts."""
 
-    name: Literal[
-        "pii",
-        "crisis",
-        "ai-disclosure",
-        "minor-safety",
-        "profanity",
-        "profanity-es",
-        "profanity-fr",
-        "profanity-de",
-        "profanity-pt",
-    ]
+    name: BuiltinPack
     tier: Literal[1, 2] | None = None
     action: Action | None = None
     stage: RuleStage | None = None

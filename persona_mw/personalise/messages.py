@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from persona_mw.types import Message
+from persona_mw.types import Message, content_text
 
 from .instruction import BOUNDS_TAG, PERSONAL_TAG, PersonalInstruction
 
@@ -104,7 +104,7 @@ def strip_personalisation(messages: Sequence[Message]) -> list[Message]:
             continue
         folded = False
         if role == "user":
-            text = _content_text(content)
+            text = content_text(content)
             folded = f"<{FOLDED_TAG}>" in text
             unfolded += _folded_app_system(text)
         stripped, only_ours = _strip_content(content)
@@ -112,7 +112,7 @@ def strip_personalisation(messages: Sequence[Message]) -> list[Message]:
             continue  # a message we created
         out.append({**message, "content": stripped})
     if unfolded:
-        present = {_content_text(m.get("content")) for m in out if m.get("role") in SYSTEM_ROLES}
+        present = {content_text(m.get("content")) for m in out if m.get("role") in SYSTEM_ROLES}
         restored = [{"role": "system", "content": t} for t in unfolded if t not in present]
         out = [*restored, *out]
     return out
@@ -131,14 +131,6 @@ def _mentions_tag(content: Any) -> bool:
 
 def _text_part(text: str) -> dict[str, str]:
     return {"type": "text", "text": text}
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
 
 
 def apply_instruction(
@@ -177,7 +169,7 @@ def _fold(messages: Sequence[Message], bounds: str, personal: str) -> list[Messa
     app_system = [
         f"<{APP_SYSTEM_TAG}>\n{text}\n</{APP_SYSTEM_TAG}>"
         for m in messages
-        if m.get("role") in SYSTEM_ROLES and (text := _content_text(m.get("content")))
+        if m.get("role") in SYSTEM_ROLES and (text := content_text(m.get("content")))
     ]
     inner = _SEP.join(t for t in (bounds, *app_system, personal) if t)
     folded = f"<{FOLDED_TAG}>\n{inner}\n</{FOLDED_TAG}>"

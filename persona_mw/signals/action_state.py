@@ -30,6 +30,7 @@ from persona_mw.stores.loops import HomeLoop, connector, on_home_loop
 from persona_mw.types import ActionStateStore, LadderResult
 
 from .ladder import STATE_KINDS
+from .usage_redis import redis_text, store_error
 
 __all__ = [
     "ActionStateStore",
@@ -194,7 +195,10 @@ class RedisActionStateStore:
         except Exception as exc:
             raise _store_error(exc, "reading") from exc
         # a claimed time carries its claim's token after a space (see _VALUE); a set one does not
-        return {_text(k): datetime.fromisoformat(_text(v).split(" ")[0]) for k, v in raw.items()}
+        return {
+            redis_text(k): datetime.fromisoformat(redis_text(v).split(" ")[0])
+            for k, v in raw.items()
+        }
 
     @on_home_loop
     async def set(self, user_id: str, state: Mapping[str, datetime]) -> None:
@@ -228,7 +232,7 @@ class RedisActionStateStore:
             claimed = await self._client.eval(_CLAIM, len(keys), *keys, *args)
         except Exception as exc:
             raise _store_error(exc, "claiming a due action in") from exc
-        return frozenset(_text(kind) for kind in claimed)
+        return frozenset(redis_text(kind) for kind in claimed)
 
     @on_home_loop
     async def first_seen(self, user_id: str, periods: Mapping[str, str]) -> frozenset[str]:
@@ -242,7 +246,7 @@ class RedisActionStateStore:
             fresh = await self._client.eval(_FIRST_SEEN, len(keys), *keys, *args)
         except Exception as exc:
             raise _store_error(exc, "marking the user in scope in") from exc
-        return frozenset(_text(scope) for scope in fresh)
+        return frozenset(redis_text(scope) for scope in fresh)
 
     @on_home_loop
     async def delete(self, user_id: str) -> bool:
@@ -271,7 +275,7 @@ class RedisActionStateStore:
             raw = await self._client.hgetall(self._counter_key(period))
         except Exception as exc:
             raise _store_error(exc, "reading counters") from exc
-        return {_text(k): int(v) for k, v in raw.items()}
+        return {redis_text(k): int(v) for k, v in raw.items()}
 
     @on_home_loop
     async def aclose(self) -> None:
@@ -305,12 +309,5 @@ async def claim_due(
     return replace(result, actions=actions, state=state)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _store_error(exc: Exception, doing: str) -> StoreError:
-    return StoreError(
-        f"Redis failed {doing} the signals state ({type(exc).__name__}: {exc}); "
-        "check the usage store URL and that the server is up"
-    )
+    return store_error(exc, f"{doing} the signals state")

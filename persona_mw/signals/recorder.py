@@ -1,8 +1,13 @@
 """The usage recorder: a finish stage that records each request off the request's critical path.
 
+Why one module over 400 lines: the buffer, the writer task and the books are one state machine
+(``produced == stored + dropped + pending`` holds because one object owns all three), and a
+good part of its length is its policy, written out below.
+
 Per request it makes two :class:`~persona_mw.types.UsageEvent`\\ s — the user's message
-(at ``ctx.started_at``) and the assistant's reply (at completion) — and appends them to a bounded
-in-process buffer. That is all the request waits for (a few microseconds). A background task,
+(at ``ctx.started_at``) and the assistant's reply (at completion;
+:mod:`persona_mw.signals.call_usage` makes them) — and appends them to a bounded in-process
+buffer. That is all the request waits for (a few microseconds). A background task,
 started lazily in the running event loop on first use, drains the buffer in batches into a
 :class:`~persona_mw.signals.usage_store.UsageStore`, one pipelined round trip per batch.
 
@@ -57,15 +62,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from typing import Literal
 
 from persona_mw.errors import ConfigError, StoreError
 from persona_mw.observability import get_logger
 from persona_mw.stores.loops import cancel_when_it_runs, run_on, task_loop_elsewhere
-from persona_mw.types import CallContext, UsageEvent
+from persona_mw.types import CallContext
 
+from .call_usage import PendingEvent, call_events
 from .usage_store import UsageStore
 
 __all__ = ["UsageRecorder"]
@@ -78,16 +83,6 @@ _Analyse = Callable[[str, Literal["user", "assistant"]], tuple[frozenset[str], f
 
 _DROP_LOG_INTERVAL_S = 1.0
 _ANALYSE_SLICE = 32
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """One event waiting to be written, with what the log and the analysis need (in memory
-    only): the user's hash, and the message text when the user consented to analysis."""
-
-    event: UsageEvent
-    user_hash: str
-    text: str | None
 
 
 class UsageRecorder:
@@ -146,8 +141,8 @@ class UsageRecorder:
         #: Batches written, and batches the store failed to write (each retried).
         self.writes = 0
         self.write_failures = 0
-        self._buffer: deque[_Pending] = deque()
-        self._inflight: list[_Pending] = []
+        self._buffer: deque[PendingEvent] = deque()
+        self._inflight: list[PendingEvent] = []
         self._unlogged_drops = 0
         self._last_drop_log = 0.0
         self._closed = False
@@ -165,50 +160,9 @@ class UsageRecorder:
     # -- the stage ----------------------------------------------------------------------------
 
     async def __call__(self, ctx: CallContext) -> None:
-        self._submit(self._pending_for(ctx))
+        self._submit(call_events(ctx, analyse=self.analyse is not None))
 
-    def _pending_for(self, ctx: CallContext) -> list[_Pending]:
-        """The request's events: the user's message, and the reply unless none reached the user
-        (a model error, or a cancellation before any text)."""
-        profile = ctx.profile
-        consent = profile.consent.text_analysis and self.analyse is not None
-        started = ctx.started_at if ctx.started_at.tzinfo else ctx.started_at.replace(tzinfo=UTC)
-        user_text = ctx.user_text()
-        # Each event made whole here: ``dataclasses.replace`` on a base event costs as much
-        # again as making it.
-        cues = ctx.user_cues if consent else None  # the dependence stage analysed it already
-        user = UsageEvent(
-            user_id=ctx.user_id,
-            ts=started,
-            role="user",
-            tz=profile.timezone,
-            minor=profile.known_minor,
-            tokens=ctx.prompt_tokens,
-            chars=len(user_text),
-            cues=cues if cues is not None else frozenset(),
-            request_id=ctx.request_id,
-            analysed=consent,
-        )
-        out = [_Pending(user, ctx.user_hash, user_text if consent and cues is None else None)]
-        replied = ctx.outcome != "error" and (ctx.outcome != "cancelled" or bool(ctx.output_text))
-        if replied:
-            reply_text = _without_notices(ctx)
-            reply = UsageEvent(
-                user_id=ctx.user_id,
-                ts=max(datetime.now(UTC), started),
-                role="assistant",
-                tz=profile.timezone,
-                minor=profile.known_minor,
-                tokens=ctx.completion_tokens,
-                chars=len(reply_text),
-                exposure=frozenset(ctx.exposure.parts),
-                request_id=ctx.request_id,
-                analysed=consent,
-            )
-            out.append(_Pending(reply, ctx.user_hash, reply_text if consent else None))
-        return out
-
-    def _submit(self, items: list[_Pending]) -> None:
+    def _submit(self, items: list[PendingEvent]) -> None:
         """Buffer events for the writer; drop (and count) what does not fit. Never waits."""
         self.produced += len(items)
         if self._closed:
@@ -404,7 +358,7 @@ class UsageRecorder:
             if self.analyse is not None and n % _ANALYSE_SLICE == _ANALYSE_SLICE - 1:
                 await asyncio.sleep(0)
 
-    def _analysed(self, item: _Pending) -> _Pending:
+    def _analysed(self, item: PendingEvent) -> PendingEvent:
         if item.text is None or self.analyse is None:
             return item
         event = item.event
@@ -412,8 +366,8 @@ class UsageRecorder:
             cues, score = self.analyse(item.text, event.role) if item.text else (frozenset(), None)
         except Exception as exc:  # a detector bug loses the flags, not the event
             _log.warning("usage.analyse_failed", user_hash=item.user_hash, error=repr(exc))
-            return _Pending(replace(event, analysed=False), item.user_hash, None)
-        return _Pending(
+            return PendingEvent(replace(event, analysed=False), item.user_hash, None)
+        return PendingEvent(
             replace(event, cues=frozenset(cues), relationship_score=score), item.user_hash, None
         )
 
@@ -447,16 +401,7 @@ class UsageRecorder:
         self._last_drop_log = now
 
 
-def _without_notices(ctx: CallContext) -> str:
-    """The model's reply without our own notices (an AI disclosure is not the assistant
-    seeking a relationship, and is not its length either)."""
-    text = ctx.output_text
-    for notice in ctx.notices:
-        text = text.replace(notice.text, "")
-    return text.strip() if ctx.notices else text
-
-
-def _log_recorded(item: _Pending) -> None:
+def _log_recorded(item: PendingEvent) -> None:
     event = item.event
     _log.debug(
         "usage.recorded",

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from persona_mw import (
@@ -66,55 +67,67 @@ async def get_profile(user_id: str, who: Who, state: State) -> Response:
     return _profile_response(profile)
 
 
-@router.put(
-    "/v1/users/{user_id}/profile",
-    response_model=Profile,
-    responses=PROFILE_WRITE_ERRORS,
-    openapi_extra=_PROFILE_BODY,
-    tags=["users"],
-)
-async def put_profile(
+@dataclass(frozen=True, slots=True)
+class _ProfileWrite:
+    """A permitted write of a user's profile: who asks, the JSON object they sent (without the
+    fields the store and the URL own) and the ETag they read, if any."""
+
+    user_id: str
+    who: Principal
+    state: ServerState
+    body: dict[str, Any]
+    if_match: str | None
+
+    async def apply(self, make: Callable[[Profile], Profile]) -> Response:
+        """Write ``make(current)`` (see :func:`_write`) and answer with the profile written."""
+        return _profile_response(
+            await _write(self.state, self.who, self.user_id, make, self.if_match)
+        )
+
+
+async def _profile_write(
     user_id: str,
     request: Request,
     who: Who,
     state: State,
     if_match: str | None = Header(default=None, description=_IF_MATCH),
-) -> Response:
-    """Replace the user's profile."""
+) -> _ProfileWrite:
+    """What PUT and PATCH share: the permission first, then the body."""
     allow(who, "write_profile", user_id)
-    data = _strip_owned(await _json_object(request), user_id)
+    body = _strip_owned(await _json_object(request), user_id)
+    return _ProfileWrite(user_id, who, state, body, if_match)
+
+
+ProfileWrite = Annotated[_ProfileWrite, Depends(_profile_write)]
+_WRITE_ROUTE: dict[str, Any] = {
+    "response_model": Profile,
+    "responses": PROFILE_WRITE_ERRORS,
+    "tags": ["users"],
+}
+
+
+@router.put("/v1/users/{user_id}/profile", openapi_extra=_PROFILE_BODY, **_WRITE_ROUTE)
+async def put_profile(write: ProfileWrite) -> Response:
+    """Replace the user's profile."""
 
     def replace(current: Profile) -> Profile:
         # a user's replace that leaves the deployer's fields out keeps them
-        owned = {f: getattr(current, f) for f in DEPLOYER_FIELDS} if who.role == "user" else {}
-        return parse_profile({**owned, **data}, user_id=user_id)
+        user = write.who.role == "user"
+        owned = {f: getattr(current, f) for f in DEPLOYER_FIELDS} if user else {}
+        return parse_profile({**owned, **write.body}, user_id=write.user_id)
 
-    return _profile_response(await _write(state, who, user_id, replace, if_match))
+    return await write.apply(replace)
 
 
-@router.patch(
-    "/v1/users/{user_id}/profile",
-    response_model=Profile,
-    responses=PROFILE_WRITE_ERRORS,
-    openapi_extra=_PATCH_BODY,
-    tags=["users"],
-)
-async def patch_profile(
-    user_id: str,
-    request: Request,
-    who: Who,
-    state: State,
-    if_match: str | None = Header(default=None, description=_IF_MATCH),
-) -> Response:
+@router.patch("/v1/users/{user_id}/profile", openapi_extra=_PATCH_BODY, **_WRITE_ROUTE)
+async def patch_profile(write: ProfileWrite) -> Response:
     """Change part of the user's profile (JSON Merge Patch, RFC 7396)."""
-    allow(who, "write_profile", user_id)
-    patch = _strip_owned(await _json_object(request), user_id)
 
     def change(current: Profile) -> Profile:
         body = current.model_dump(mode="json", exclude={"version", "user_id"})
-        return parse_profile(merge_patch(body, patch), user_id=user_id)
+        return parse_profile(merge_patch(body, write.body), user_id=write.user_id)
 
-    return _profile_response(await _write(state, who, user_id, change, if_match))
+    return await write.apply(change)
 
 
 @router.delete("/v1/users/{user_id}/profile", responses=ERRORS, tags=["users"])

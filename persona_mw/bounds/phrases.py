@@ -1,0 +1,382 @@
+"""Phrase lists: :class:`PhraseIndex` (many lists in one automaton) and :class:`PhraseDetector`
+(one list as a :class:`~persona_mw.types.Detector`).
+
+Phrase lists of many rules are compiled together into one Aho-Corasick automaton
+(:class:`PhraseIndex`, a DFA of ``ahocorasick_rs``) over folded text (see :mod:`.normalise`): a
+scan costs the same for 10 phrases or 10,000. Word boundaries come free: text and phrases are
+folded so that every non-word character is a space, and each phrase is searched with a space on
+both sides, so "Scunthorpe", "classic" and "assassin" never contain a hit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import ahocorasick_rs
+
+from ..types import Span
+from .deobfuscate import (
+    FOLD_REACH,
+    LEET_SPOT_KEYS,
+    SPOT_KEYS,
+    leet_plausible,
+    suspect_spots,
+    unmask,
+)
+from .lookahead import LOOKAHEAD
+from .normalise import Folded, fold, fold_phrase
+
+__all__ = ["PhraseDetector", "PhraseHit", "PhraseIndex"]
+
+
+@dataclass(frozen=True, slots=True)
+class PhraseHit:
+    """One phrase of one phrase list (``owner``: the list's index) at ``[start, end)``."""
+
+    owner: int
+    start: int
+    end: int
+
+
+class PhraseIndex:
+    """Many phrase lists in one automaton. ``scan`` reports every hit of every list, overlapping
+    hits included (``"kill"`` and ``"kill myself"`` both hit), mapped to original offsets.
+
+    ``exceptions[k]`` (optional) are list ``k``'s context phrases: a hit of list ``k`` inside a
+    hit of one of them does not count ("Moby Dick", "naked mole rat"). ``stems[k]`` are list
+    ``k``'s words that also hit as the first or last part of a compound, the whole word being
+    the hit ("fuckwit", "clusterfuck"). Obfuscations are seen
+    through (see :mod:`.deobfuscate`): a multi-word phrase also matches joined ("killmyself"), and
+    around spots where leetspeak, spaced-out or stretched letters may hide a word the text is
+    matched again on de-obfuscated views.
+    """
+
+    def __init__(
+        self,
+        lists: Sequence[Iterable[str]],
+        exceptions: Sequence[Iterable[str]] = (),
+        stems: Sequence[Iterable[str]] = (),
+    ) -> None:
+        # key -> (length, owners, part); a later key replaces an earlier one
+        entries: dict[str, tuple[int, tuple[int, ...], int]] = {}
+        owners: dict[str, set[int]] = {}
+        longest = 0
+        for owner, phrases in enumerate(lists):
+            for phrase in phrases:
+                key = fold_phrase(phrase)
+                if not key:
+                    continue
+                owners.setdefault(key, set()).add(owner)
+                longest = max(longest, len(phrase))
+        for owner, phrases in enumerate(exceptions):
+            for phrase in phrases:
+                key = fold_phrase(phrase)
+                if key:
+                    owners.setdefault(key, set()).add(_EXCEPTION - owner)
+                    longest = max(longest, len(phrase))
+        keys: dict[str, set[int]] = {}
+        for key, who in owners.items():
+            for variant in _gap_variants(key):
+                keys.setdefault(variant, set()).update(who)
+            if " " in key:
+                keys.setdefault(key.replace(" ", ""), set()).update(who)
+        prefixes: set[str] = set()
+        for variant, who in keys.items():
+            padded = f" {variant} "
+            _add(entries, padded, (len(padded), tuple(sorted(who)), _WHOLE))
+            prefixes.update(padded[:i] for i in range(1, len(padded)))
+        stem_owners: dict[str, set[int]] = {}
+        for owner, words in enumerate(stems):
+            for word in words:
+                key = fold_phrase(word)
+                if key:
+                    stem_owners.setdefault(key, set()).add(owner)
+                    longest = max(longest, len(word) + _COMPOUND_REST)
+        for key, who in stem_owners.items():
+            prefixes.update(f" {key}"[:i] for i in range(1, len(key) + 1))
+            _add(entries, f" {key}", (len(key) + 1, tuple(sorted(who)), _FIRST_PART))
+            _add(entries, f"{key} ", (len(key) + 1, tuple(sorted(who)), _LAST_PART))
+        # the automaton exposes no state, so a live match is found the other way
+        # round: a padded key has a proper prefix equal to the text from one of its last
+        # spaces. Exception keys are in it too: one still being written may yet drop a hit.
+        self._prefixes = frozenset(prefixes)
+        self._longest_key = max((len(p) for p in prefixes), default=0)
+        # a compound ("clusterfuck") hits from the start of its word: the word being written
+        # may still become one
+        self._has_stems = bool(stem_owners)
+        self._empty = not owners and not stem_owners
+        if not self._empty:
+            for spot in SPOT_KEYS:  # where obfuscation may hide a word: no owners
+                # a phrase of single letters ("k m s") keeps its key: it hits on its own
+                if not (spot.startswith(" ") and spot.strip() in keys):
+                    _add(entries, spot, (len(spot), (), _WHOLE))
+            for spot in LEET_SPOT_KEYS:
+                _add(entries, spot, (len(spot), (), _LEET))
+        self._values = list(entries.values())
+        # A DFA over UTF-8 bytes: several times faster than a trie walk on model output (the
+        # keys' first bytes are rare, so most of the text is skipped by its prefilter).
+        self._automaton = (
+            ahocorasick_rs.AhoCorasick(
+                list(entries),
+                matchkind=ahocorasick_rs.MatchKind.Standard,
+                implementation=ahocorasick_rs.Implementation.DFA,
+            )
+            if entries
+            else None
+        )
+        self._has_exceptions = any(o < 0 for who in owners.values() for o in who)
+        self._reach = longest + FOLD_REACH
+        # A phrase can match text longer than itself (ligatures, zero-width characters,
+        # decomposed accents, double gaps, spaced-out letters): allow twice its length.
+        self.max_span = 2 * longest + FOLD_REACH + LOOKAHEAD
+
+    def scan(self, text: str, start: int = 0) -> list[PhraseHit]:
+        if self._empty:
+            return []
+        folded = fold(text)
+        spots: list[int] = []
+        found = self._match(folded, 0, spots)
+        spots = [at for at in spots if at >= 0 or leet_plausible(text, ~at)]
+        spots = [at if at >= 0 else ~at for at in spots] + suspect_spots(text)
+        if spots:
+            for w_start, w_end in self._windows(text, spots):
+                # a window cut inside a word must not make a word boundary there
+                left = " " if w_start == 0 or text[w_start - 1].isspace() else "\0"
+                right = " " if w_end == len(text) or text[w_end].isspace() else "\0"
+                for view in unmask(text[w_start:w_end]):
+                    found |= self._match(view, w_start, None, (left, right))
+        if self._has_exceptions:
+            found = _drop_excepted(found)
+        hits = [PhraseHit(owner, s, e) for owner, s, e in found if owner >= 0 and s >= start]
+        hits.sort(key=lambda h: (h.start, h.end, h.owner))
+        return hits
+
+    def live_start(self, text: str, start: int = 0) -> int:
+        """Where a phrase could still begin: the start of the latest word from which the folded
+        text, or a de-obfuscated view of it, is a proper prefix of a phrase or context phrase
+        (with its gaps); the word being written when there are stems; the last cluster always
+        (a combining mark after it changes how it folds); and, when the end of the text may
+        still be de-obfuscated differently (a leet character, a single letter, a run of equal
+        letters near it), its last ``FOLD_REACH`` characters."""
+        n = len(text)
+        if self._empty or start >= n:
+            return n
+        settled = _cluster_start(text, max(start, n - 1))
+        # fold enough text before the unsettled tail to hold the longest phrase prefix, from a
+        # whitespace boundary (de-obfuscation looks at neighbours)
+        need = 2 * self._longest_key + 2 * self._reach
+        reach = need
+        while True:  # invisible characters fold to nothing: widen until enough text folds
+            begin = max(0, settled - reach)
+            while begin > 0 and not text[begin - 1].isspace() and settled - begin < 2 * reach:
+                begin -= 1
+            folded = fold(text[begin:settled])
+            if len(folded.text) >= need or begin == 0:
+                break
+            reach *= 2
+        live = min(settled, self._prefix_live(folded, begin, last_word=False))
+        if self._has_stems:  # the word the text ends in (the last cluster folded too)
+            live = min(live, self._prefix_live(fold(text[begin:n]), begin, last_word=True))
+        # an obfuscated phrase being written covers at most twice its length (spaced letters)
+        masked_from = max(begin, n - 2 * self._longest_key - 2 * FOLD_REACH)
+        if _MAYBE_MASKED.search(text, masked_from):
+            while masked_from > begin and not text[masked_from - 1].isspace():
+                masked_from -= 1
+            unsettled = n
+            window = max(begin, n - FOLD_REACH - 2)
+            if _MASK_AT_END.search(text, window):
+                # what more text could still change reads the same only up to FOLD_REACH back;
+                # a lone letter after a word ("here i") changes only itself: the word before
+                # it is not a single letter, so the space between them is never joined
+                lone = _LONE_LETTER_END.search(text, window)
+                if lone is None or _MASK_AT_END.search(text, window, n - 1):
+                    unsettled = max(begin, n - FOLD_REACH)
+                else:
+                    unsettled = n - 1
+                live = min(live, unsettled)
+            for view in unmask(text[masked_from:n]):
+                kept = bisect.bisect_left(view.starts or (), unsettled - masked_from)
+                settled_view = Folded(view.text[:kept], view.starts, view.ends)
+                live = min(live, self._prefix_live(settled_view, masked_from))
+        return max(start, live)
+
+    def _prefix_live(self, folded: Folded, shift: int, *, last_word: bool = True) -> int:
+        """The original index (``shift`` ahead of ``folded``'s) of the earliest word from which
+        ``folded`` is a proper prefix of a padded key, or (``last_word``, with stems) of the
+        word it ends in; :data:`_NONE_LIVE` when none."""
+        padded = " " + folded.text
+        i = padded.find(" ", max(0, len(padded) - self._longest_key))
+        while i != -1:
+            if padded[i:] in self._prefixes:
+                # the phrase would begin at padded[i + 1], folded index i
+                if i < len(folded.text):
+                    return shift + folded.original_span(i, i + 1)[0]
+                break
+            i = padded.find(" ", i + 1)
+        last = padded.rfind(" ")
+        if last_word and self._has_stems and last < len(folded.text):  # may become a compound
+            return shift + folded.original_span(last, last + 1)[0]
+        return _NONE_LIVE
+
+    def _match(
+        self,
+        folded: Folded,
+        shift: int,
+        spots: list[int] | None,
+        pads: tuple[str, str] = (" ", " "),
+    ) -> set[tuple[int, int, int]]:
+        """(owner, start, end) of every key in ``folded`` (its offsets ``shift`` behind the
+        text's); exception hits have negative owners. Trigger keys go to ``spots``. ``pads``
+        are what stands before and after ``folded``: a space, or ``"\\0"`` (no boundary)."""
+        padded = f"{pads[0]}{folded.text}{pads[1]}"
+        found: set[tuple[int, int, int]] = set()
+        if self._automaton is None:
+            return set()
+        values = self._values
+        for key_index, _, key_end in self._automaton.find_matches_as_indexes(
+            padded, overlapping=True
+        ):
+            end_index = key_end - 1
+            length, owners, part = values[key_index]
+            if not owners:
+                if spots is not None:
+                    at = min(max(end_index - length, 0), len(folded.text) - 1)
+                    if part == _LEET:  # the word's last seen character, marked for a check
+                        at = min(end_index - 1, len(folded.text) - 1)
+                        spots.append(~(folded.original_span(at, at + 1)[0] + shift))
+                    else:
+                        spots.append(folded.original_span(at, at + 1)[0] + shift)
+                continue
+            # padded[end_index - length + 1 : end_index + 1] is " phrase "; folded offsets are
+            # one less (the leading pad).
+            f_start, f_end = end_index - length + 1, end_index - 1
+            if part == _FIRST_PART:  # " stem": the hit runs to the end of the word
+                f_end = end_index + 1
+                while f_end < len(padded) and padded[f_end].isalnum():
+                    f_end += 1
+                f_end = min(f_end, end_index + 1 + _COMPOUND_REST) - 1
+            elif part == _LAST_PART:  # "stem ": the hit starts where the word does
+                f_start = end_index - length
+                while f_start > 0 and padded[f_start].isalnum():
+                    f_start -= 1
+                f_start = max(f_start, end_index - length - _COMPOUND_REST)
+            o_start, o_end = folded.original_span(f_start, f_end)
+            o_start += shift
+            found.update((owner, o_start, o_end + shift) for owner in owners)
+        return found
+
+    def _windows(self, text: str, spots: list[int]) -> list[tuple[int, int]]:
+        """Stretches around the spots, widened to whitespace, overlapping ones merged."""
+        windows: list[tuple[int, int]] = []
+        for spot in sorted(spots):
+            lo = max(0, spot - self._reach)
+            hi = min(len(text), spot + self._reach)
+            while lo > 0 and not text[lo - 1].isspace() and spot - lo < 2 * self._reach:
+                lo -= 1
+            while hi < len(text) and not text[hi].isspace() and hi - spot < 2 * self._reach:
+                hi += 1
+            if windows and lo <= windows[-1][1]:
+                windows[-1] = (windows[-1][0], max(hi, windows[-1][1]))
+            else:
+                windows.append((lo, hi))
+        return windows
+
+
+#: ``_prefix_live`` when nothing is live (beyond any text).
+_NONE_LIVE = 1 << 62
+#: Text de-obfuscation could read differently from its plain folding: a leet character
+#: touching a letter, two single letters in a row (or one at the end), a digit word, three
+#: equal letters.
+_MAYBE_MASKED = re.compile(
+    r"[0-9@$!|+\u20ac\u00a9\u00a1](?=[^\W\d_])|(?<=[^\W\d_])[0-9@$!|+\u20ac\u00a9\u00a1]"
+    r"|(?<![^\W_])[^\W_]\W{1,3}[^\W_](?![^\W_])|(?<![^\W_])[^\W_]\W*\Z"
+    r"|(?<![^\W_])[24](?![^\W_])|([^\W\d_])\1\1"
+)
+#: The end of a text may still be de-obfuscated differently once more arrives: a leet character,
+#: a single letter, a run of equal letters reaching it.
+_MASK_AT_END = re.compile(
+    r"[0-9@$!|+\u20ac\u00a9\u00a1]|(?<![^\W_])[^\W_](?![^\W_])|([^\W\d_])\1\Z"
+)
+
+#: A single letter ending the text after whitespace and a word of two or more letters or digits.
+_LONE_LETTER_END = re.compile(r"[^\W_]{2}\s+[^\W\d_]\Z")
+
+#: Exception phrases of list k are stored as owner ``_EXCEPTION - k`` (negative).
+_EXCEPTION = -1
+#: How a key hits: a whole phrase, or a stem as the first or last part of a word.
+_WHOLE, _FIRST_PART, _LAST_PART = 0, 1, 2
+#: A leet trigger: its word is checked (``leet_plausible``) before it is de-obfuscated.
+_LEET = 3
+#: The most characters a compound adds to its stem ("clusterfuck": 7).
+_COMPOUND_REST = 12
+
+
+def _add(
+    entries: dict[str, tuple[int, tuple[int, ...], int]],
+    key: str,
+    value: tuple[int, tuple[int, ...], int],
+) -> None:
+    entries.pop(key, None)  # the latest value, in the latest place
+    entries[key] = value
+
+
+def _drop_excepted(found: set[tuple[int, int, int]]) -> set[tuple[int, int, int]]:
+    excepted: dict[int, list[tuple[int, int]]] = {}
+    for owner, s, e in found:
+        if owner < 0:
+            excepted.setdefault(_EXCEPTION - owner, []).append((s, e))
+    return {
+        (owner, s, e)
+        for owner, s, e in found
+        if owner >= 0 and not any(xs <= s and e <= xe for xs, xe in excepted.get(owner, ()))
+    }
+
+
+def _gap_variants(key: str) -> list[str]:
+    """The phrase with each gap between words one or two spaces wide: text folds ". " and
+    ", " (and a double space) to two spaces. Up to 6 gaps get variants; longer phrases match
+    with single gaps only (keeps the automaton small)."""
+    words = key.split(" ")
+    if len(words) == 1 or len(words) > 7:
+        return [key]
+    variants = [words[0]]
+    for word in words[1:]:
+        variants = [v + gap + word for v in variants for gap in (" ", "  ")]
+    return variants
+
+
+class PhraseDetector:
+    """One phrase list as a :class:`Detector` (a :class:`PhraseIndex` of one list)."""
+
+    name = "phrases"
+
+    def __init__(
+        self,
+        phrases: Iterable[str],
+        *,
+        label: str = "phrase",
+        unless: Iterable[str] = (),
+        stems: Iterable[str] = (),
+    ) -> None:
+        self._index = PhraseIndex([list(phrases)], [list(unless)], [list(stems)])
+        self.label = label
+        self.max_span = self._index.max_span
+
+    def detect(self, text: str, start: int = 0) -> list[Span]:
+        return [Span(h.start, h.end, self.label) for h in self._index.scan(text, start)]
+
+    def live_start(self, text: str, start: int = 0) -> int:
+        return self._index.live_start(text, start)
+
+
+def _cluster_start(text: str, index: int) -> int:
+    """The start of the character cluster (a base character and its combining marks) that
+    ``text[index]`` belongs to; ``len(text)`` stays as it is."""
+    combining = unicodedata.combining
+    while 0 < index < len(text) and combining(text[index]):
+        index -= 1
+    return index
