@@ -12,7 +12,8 @@ from typing import Any
 from .bounds import bounds_stages
 from .config import Config, load_config
 from .llm import LiteLLMClient
-from .observability import MetricsStage, UserHasher
+from .metrics import MetricsStage
+from .observability import UserHasher
 from .personalise import PersonaliseStage
 from .pipeline import Middleware
 from .safety_identifier import SafetyIdentifierStage

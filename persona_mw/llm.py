@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import UpstreamError, UpstreamTimeout
-from .observability import CallMetrics
+from .metrics import CallMetrics
 
 if TYPE_CHECKING:
     from litellm import ModelResponse, ModelResponseStream

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from persona_mw import ConfigError, configure_logging
 from persona_mw.cli.deployment import CONFIG_ENV as DEPLOYMENT_CONFIG_ENV
 from persona_mw.cli.deployment import deprecated_env
-from persona_mw.observability import MULTIPROC_ENV
+from persona_mw.metrics import MULTIPROC_ENV
 
 from .config import ServerConfig, load_server_config
 from .keys import hash_key, new_key

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from persona_mw.observability import render_metrics
+from persona_mw.metrics import render_metrics
 
 from ..deps import State
 
