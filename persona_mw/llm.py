@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +102,7 @@ def signal_sent(kwargs: dict[str, Any], sent: asyncio.Event | None) -> dict[str,
     if sent is None:
         return kwargs
     loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
     theirs = kwargs.get("logger_fn")
 
     def after(turns: int) -> None:
@@ -111,8 +113,10 @@ def signal_sent(kwargs: dict[str, Any], sent: asyncio.Event | None) -> dict[str,
 
     def logger_fn(details: dict[str, Any]) -> None:
         if details.get("log_event_type") == "pre_api_call" and not sent.is_set():
-            # thread-safe: a provider without an async client logs from LiteLLM's executor
-            loop.call_soon_threadsafe(after, SEND_TURNS)
+            if threading.get_ident() == loop_thread:
+                loop.call_soon(after, SEND_TURNS)
+            else:  # a provider without an async client logs from LiteLLM's executor
+                loop.call_soon_threadsafe(after, SEND_TURNS)  # (wakes the loop: a syscall)
         if callable(theirs):
             theirs(details)
 

@@ -156,7 +156,7 @@ class Middleware:
             response = await self.llm.acompletion(
                 model=ctx.model,
                 messages=ctx.prompt_messages,
-                **signal_sent(ctx.llm_kwargs, ctx.request_sent),
+                **signal_sent(ctx.llm_kwargs, ctx.request_sent if ctx.pending else None),
             )
             ctx.timings_ms["model"] = ms_since(started)
             await enforcer.settle()
@@ -208,7 +208,7 @@ class Middleware:
             upstream = self.llm.astream(
                 model=ctx.model,
                 messages=ctx.prompt_messages,
-                **signal_sent(ctx.llm_kwargs, ctx.request_sent),
+                **signal_sent(ctx.llm_kwargs, ctx.request_sent if ctx.pending else None),
             )
             enforced = self.enforce_stream(ctx, upstream, model_started=started)
             async with aclosing(enforced) as chunks:
