@@ -18,7 +18,7 @@ from .chain import (
     with_notices,
 )
 from .checks import UnsettledChecks, cancel_checks
-from .engine import Piece, ReasoningMode, Release, ReplyEnforcer, ToolCallPiece, mark_failed
+from .engine import ReasoningMode, ReplyEnforcer, mark_failed
 from .litellm import (
     NOTICES_FIELD,
     enforce_response,
@@ -27,6 +27,7 @@ from .litellm import (
     synthetic_chunks,
     synthetic_response,
 )
+from .pieces import Piece, Release, ToolCallPiece
 
 __all__ = [
     "NOTICES_FIELD",

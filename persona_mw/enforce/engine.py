@@ -19,6 +19,12 @@ Per field:
   tool calls and ends it with ``content_filter``.
 * **logprobs** are held until the choice ends and released only when nothing in the choice was
   redacted or blocked (they would carry the withheld tokens).
+
+What a host hands the engine and gets back (:class:`Piece`, :class:`Release`) is defined in
+:mod:`.pieces`. Why this module is still over 400 lines: :class:`ReplyEnforcer` is one state
+machine per choice (hold-back, block, review windows, tool calls, logprobs, out-of-band notices)
+whose transitions must agree with each other; split by field, the rule "a block anywhere ends
+the choice" would be restated in each part.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from ..errors import PersonaError
 from ..types import CallContext, Notice, ReviewsReply
 from .chain import FilterChain, block_message, blocked_ending, notices_text, reply_text, then
 from .checks import UnsettledChecks, cancel_checks, settle_checks
+from .pieces import Piece, Release, ToolCallPiece
 
 __all__ = [
     "Piece",
@@ -50,66 +57,6 @@ ReasoningMode = Literal["filter", "drop"]
 _ALTERING = ("redact", "block")
 #: How much of a choice's checked text is kept as the next window's context.
 _TAIL = 400
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallPiece:
-    """A tool call of one choice, or a fragment of one (a stream): its ``index`` among the
-    choice's calls; ``id`` and ``name`` when this piece carries them; ``arguments`` (a fragment
-    in a stream, the whole arguments in a Release). ``kind="function"`` is the legacy top-level
-    ``function_call``."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-    kind: Literal["tool", "function"] = "tool"
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """What the model said for one choice: one chunk of a stream, or a whole reply. ``logprobs``
-    are the host's per-token entries, opaque to the engine; ``finish_reason`` set ends it."""
-
-    content: str = ""
-    reasoning: str = ""
-    tool_calls: tuple[ToolCallPiece, ...] = ()
-    logprobs: tuple[Any, ...] = ()
-    finish_reason: str | None = None
-
-
-@dataclass(slots=True)
-class Release:
-    """What the host may send now for choice ``index``. In a stream: the delta. For a whole
-    reply: the choice's new content, reasoning, tool calls and logprobs."""
-
-    index: int
-    content: str = ""
-    reasoning: str = ""
-    #: Complete tool calls with their checked arguments (only in a choice's last release).
-    tool_calls: tuple[ToolCallPiece, ...] = ()
-    #: The choice's logprob entries, on its last release, when nothing was redacted or blocked.
-    logprobs: tuple[Any, ...] | None = None
-    #: Set on the choice's last release: the model's reason, or ``"content_filter"``.
-    finish_reason: str | None = None
-    #: The first release of this choice (a stream sends ``role: assistant`` with it).
-    first: bool = False
-    #: Out of band only, on a choice's last release: every notice of the call so far.
-    notices: tuple[Notice, ...] = ()
-    #: The choice's logprobs were withheld because something in it was redacted or blocked.
-    logprobs_dropped: bool = False
-
-    @property
-    def empty(self) -> bool:
-        """Nothing to send (everything is held back)."""
-        return not (
-            self.content
-            or self.reasoning
-            or self.tool_calls
-            or self.logprobs
-            or self.finish_reason
-            or self.first
-        )
 
 
 @dataclass

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..compliance.marking import PROVENANCE_FIELD, provenance
 from ..types import CallContext, Notice
-from .engine import Piece, Release, ReplyEnforcer, ToolCallPiece
+from .engine import ReplyEnforcer
+from .pieces import Piece, Release, ToolCallPiece
 
 if TYPE_CHECKING:
     from litellm import ModelResponse, ModelResponseStream
