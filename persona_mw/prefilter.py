@@ -226,13 +226,19 @@ class LiteralGate:
     ((True, True), (False, True))
     """
 
-    __slots__ = ("_exact", "_folded", "_size", "_ungated")
+    __slots__ = ("_built", "_patterns", "_size")
 
     def __init__(self, patterns: Sequence[re.Pattern[str]]) -> None:
-        self._size = len(patterns)
+        self._patterns = tuple(patterns)
+        self._size = len(self._patterns)
+        # Read on first use, not at import: parsing a lexicon's patterns takes tens of ms, which
+        # a command that never scores text (``policy explain``) should not pay.
+        self._built: tuple[tuple[int, ...], _Automaton, _Automaton] | None = None
+
+    def _build(self) -> tuple[tuple[int, ...], _Automaton, _Automaton]:
         ungated: list[int] = []
         words: dict[bool, dict[str, list[int]]] = {False: {}, True: {}}
-        for i, pattern in enumerate(patterns):
+        for i, pattern in enumerate(self._patterns):
             literals = required_literals(pattern)
             if literals is None:
                 ungated.append(i)
@@ -240,9 +246,9 @@ class LiteralGate:
             folded = bool(pattern.flags & re.IGNORECASE)
             for literal in literals:
                 words[folded].setdefault(literal, []).append(i)
-        self._ungated = tuple(ungated)
-        self._exact = _Automaton(words[False])
-        self._folded = _Automaton(words[True])
+        # one assignment: a thread that builds too only replaces it with an equal one
+        self._built = (tuple(ungated), _Automaton(words[False]), _Automaton(words[True]))
+        return self._built
 
     @classmethod
     def open(cls, size: int) -> LiteralGate:
@@ -253,14 +259,15 @@ class LiteralGate:
         """For each pattern, whether it may match ``text`` (False: it certainly does not)."""
         if not self._size:
             return ()
+        ungated, exact, folded = self._built or self._build()
         hit = [False] * self._size
-        for i in self._ungated:
+        for i in ungated:
             hit[i] = True
         try:
-            if self._exact:
-                self._exact.mark(_spaced(text), hit)
-            if self._folded:
-                self._folded.mark(_spaced(fold_ignorecase(text)), hit)
+            if exact:
+                exact.mark(_spaced(text), hit)
+            if folded:
+                folded.mark(_spaced(fold_ignorecase(text)), hit)
         except UnicodeEncodeError:  # a lone surrogate (no UTF-8 for the automaton): run all
             return (True,) * self._size
         return tuple(hit)
