@@ -9,6 +9,7 @@ Side by side in one run, interleaved round by round so machine noise hits every 
            and the profile text were checked): what checking everything costs
   full     build_middleware(demo config): bounds, dependence, personalisation, usage recording,
            metrics
+  idle     full, for users back after the usage cache expired: every call reloads their usage
   unmetered  full without its last finish stage (the per-call Prometheus metrics); the
            paired difference full - unmetered is what counting costs
   history  full, with a 40-message history replayed before a new user message each call (the
@@ -117,6 +118,12 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
     for stage in nocache.input_stages:
         if isinstance(stage, BoundsInputStage):
             stage.verdicts = VerdictCache(max_entries=0)
+    # Users who come back after the dependence stage's usage cache expired (5 s): every call
+    # reloads the user's usage from the store (memory here), as most calls of a deployment whose
+    # users write every minute or so do.
+    idle = build_middleware(
+        load_config(**demo_config_sections(), signals={"events_cache_ttl_s": 0})
+    )
     unmetered = build_middleware(load_config(**demo_config_sections()))
     assert unmetered.finish_stages[-1].name == "metrics"
     unmetered.finish_stages = unmetered.finish_stages[:-1]
@@ -135,7 +142,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
         consent={"personalisation": True, "memory": True, "text_analysis": True},
     )
     users = [f"bench-{i}" for i in range(USERS)]
-    for mw in (empty, lastonly, full, unmetered, nocache):
+    for mw in (empty, lastonly, full, unmetered, nocache, idle):
         for user in users:
             await mw.store.put(profile.model_copy(update={"user_id": user}))
     turn = iter(range(10**9))
@@ -151,6 +158,9 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
             user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
         ),
         "full": lambda: full.acompletion(
+            user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
+        ),
+        "idle": lambda: idle.acompletion(
             user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
         ),
         "unmetered": lambda: unmetered.acompletion(
@@ -219,6 +229,7 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
     await nocache.aclose()
     await lastonly.aclose()
     await unmetered.aclose()
+    await idle.aclose()
     result: dict[str, dict[str, float]] = {}
     bare_p50s = [x["p50"] for x in per_round["bare"]]
     for name in variants:
