@@ -205,11 +205,11 @@ async def test_stream_releases_the_held_back_tail_with_one_finish_reason(
 
 
 async def test_notices_are_added_to_the_reply(recorder: Recorder) -> None:
-    mw = make_middleware(recorder, notice="(You are talking to an AI.)")
-    chat = PersonaChatModel(inner=fake("Answer.", "Streamed answer."), middleware=mw)
-    message = await chat.ainvoke("hi", config=ADA)
+    async with make_middleware(recorder, notice="(You are talking to an AI.)") as mw:
+        chat = PersonaChatModel(inner=fake("Answer.", "Streamed answer."), middleware=mw)
+        message = await chat.ainvoke("hi", config=ADA)
+        text, _, _ = await call(chat, "astream", "hi")
     assert message.content == "Answer.\n\n(You are talking to an AI.)"
-    text, _, _ = await call(chat, "astream", "hi")
     assert text == "Streamed answer.\n\n(You are talking to an AI.)"
 
 

@@ -5,7 +5,7 @@ notices go beside a structured reply, not into it (finding 10)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from persona_mw.testing import FakeChoice, FakeOpenAIServer, FakeToolCall, echo_
 MODES = ["invoke", "ainvoke", "stream", "astream"]
 ADA = {"configurable": {"persona_user": "ada"}}
 EMAIL = "bob.smith@example.com"
+NOTICE = "You are talking to an AI."
 
 
 def send_mail(to: str, body: str) -> str:
@@ -68,30 +69,33 @@ async def _call(chat: Any, mode: str, text: str) -> AIMessage | AIMessageChunk:
     return merged  # type: ignore[no-any-return]
 
 
-def _pii_middleware(tmp_path: Path) -> Middleware:
+@pytest.fixture
+async def pii(tmp_path: Path) -> AsyncIterator[Middleware]:
+    """A middleware with the pii pack, closed after the test."""
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump({"version": "t-1", "packs": ["pii"]}))
-    return build_middleware(
-        Config.model_validate(
-            {"settings": {"hash_secret": "t"}, "bounds": {"policies": [str(path)]}}
-        )
-    )
+    config = {"settings": {"hash_secret": "t"}, "bounds": {"policies": [str(path)]}}
+    async with build_middleware(Config.model_validate(config)) as mw:
+        yield mw
+
+
+@pytest.fixture
+async def noticed(recorder: Recorder) -> AsyncIterator[Middleware]:
+    """The test stages, with a notice on every reply."""
+    async with make_middleware(recorder, notice=NOTICE) as mw:
+        yield mw
 
 
 @pytest.mark.usefixtures("mail_tool_reply")
 @pytest.mark.parametrize("mode", MODES)
 async def test_tool_call_arguments_are_redacted_and_stay_valid(
-    tmp_path: Path, upstream: FakeOpenAIServer, mode: str
+    pii: Middleware, upstream: FakeOpenAIServer, mode: str
 ) -> None:
     """An e-mail address in a tool call's arguments used to pass through the wrapper untouched
     (only text content was filtered). The engine checks each argument value: the address is
     masked, and the arguments still parse into the tool's fields."""
-    mw = _pii_middleware(tmp_path)
-    chat = PersonaChatModel(inner=_openai(upstream), middleware=mw).bind_tools([send_mail])
-    try:
-        reply = await _call(chat, mode, "mail bob")
-    finally:
-        await mw.aclose()
+    chat = PersonaChatModel(inner=_openai(upstream), middleware=pii).bind_tools([send_mail])
+    reply = await _call(chat, mode, "mail bob")
     [call] = reply.tool_calls
     assert call["name"] == "send_mail"
     assert set(call["args"]) == {"to", "body"} and call["args"]["body"] == "hello"
@@ -102,30 +106,25 @@ async def test_tool_call_arguments_are_redacted_and_stay_valid(
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_notices_go_beside_a_tool_calling_reply(
-    upstream: FakeOpenAIServer, recorder: Recorder, mode: str
+    upstream: FakeOpenAIServer, noticed: Middleware, recorder: Recorder, mode: str
 ) -> None:
     """With tools bound, a notice in the content would corrupt what the app parses: it goes to
     ``response_metadata["persona_notices"]`` (once, even merged from a stream), and the content
     is the model's own."""
-    notice = "You are talking to an AI."
-    mw = make_middleware(recorder, notice=notice)
-    chat = PersonaChatModel(inner=_openai(upstream), middleware=mw).bind_tools([send_mail])
+    chat = PersonaChatModel(inner=_openai(upstream), middleware=noticed).bind_tools([send_mail])
     reply = await _call(chat, mode, "just say hi")
     assert reply.content == "echo: just say hi"
     assert reply.response_metadata["persona_notices"] == [
-        {"text": notice, "source": "test-notice", "position": "after"}
+        {"text": NOTICE, "source": "test-notice", "position": "after"}
     ]
     assert recorder.records[-1].output == "echo: just say hi"
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_notices_frame_a_plain_reply(
-    upstream: FakeOpenAIServer, recorder: Recorder, mode: str
+    upstream: FakeOpenAIServer, noticed: Middleware, mode: str
 ) -> None:
-    notice = "You are talking to an AI."
-    chat = PersonaChatModel(
-        inner=_openai(upstream), middleware=make_middleware(recorder, notice=notice)
-    )
+    chat = PersonaChatModel(inner=_openai(upstream), middleware=noticed)
     reply = await _call(chat, mode, "hi")
-    assert reply.content == f"echo: hi\n\n{notice}"
+    assert reply.content == f"echo: hi\n\n{NOTICE}"
     assert "persona_notices" not in reply.response_metadata
