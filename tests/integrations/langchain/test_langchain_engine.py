@@ -1,17 +1,19 @@
 """PersonaChatModel on the shared enforcement engine, against a real provider client (ChatOpenAI
-→ FakeOpenAIServer): tool-call arguments are checked like the text (issue 12, finding 6), and
-notices go beside a structured reply, not into it (finding 10)."""
+→ FakeOpenAIServer): tool-call arguments are checked like the text (issue 12, finding 6), a JSON
+reply and a reply of parts are checked by their text, and notices go beside a structured reply,
+not into it (finding 10)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_openai import ChatOpenAI
 from langchain_stages import Recorder, make_middleware
@@ -24,6 +26,14 @@ MODES = ["invoke", "ainvoke", "stream", "astream"]
 ADA = {"configurable": {"persona_user": "ada"}}
 EMAIL = "bob.smith@example.com"
 NOTICE = "You are talking to an AI."
+SWEAR_MESSAGE = "Let's keep it polite."
+SWEAR_RULE = {
+    "id": "t.swear",
+    "tier": 2,
+    "detector": {"kind": "phrases", "phrases": ["darn"]},
+    "action": "block",
+    "message": SWEAR_MESSAGE,
+}
 
 
 def send_mail(to: str, body: str) -> str:
@@ -70,13 +80,20 @@ async def _call(chat: Any, mode: str, text: str) -> AIMessage | AIMessageChunk:
 
 
 @pytest.fixture
-async def pii(tmp_path: Path) -> AsyncIterator[Middleware]:
-    """A middleware with the pii pack, closed after the test."""
+async def bounded(tmp_path: Path) -> AsyncIterator[Middleware]:
+    """A middleware with the pii pack (redacts) and a phrase that blocks, closed after the test."""
     path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump({"version": "t-1", "packs": ["pii"]}))
+    path.write_text(yaml.safe_dump({"version": "t-1", "packs": ["pii"], "rules": [SWEAR_RULE]}))
     config = {"settings": {"hash_secret": "t"}, "bounds": {"policies": [str(path)]}}
     async with build_middleware(Config.model_validate(config)) as mw:
         yield mw
+
+
+@pytest.fixture
+def replies_with(upstream: FakeOpenAIServer) -> Iterator[Callable[[str], None]]:
+    """Sets the text the upstream answers with; it echoes again after the test."""
+    yield lambda content: upstream.set_reply(lambda request: FakeChoice(content=content))
+    upstream.set_reply(echo_reply)
 
 
 @pytest.fixture
@@ -89,12 +106,12 @@ async def noticed(recorder: Recorder) -> AsyncIterator[Middleware]:
 @pytest.mark.usefixtures("mail_tool_reply")
 @pytest.mark.parametrize("mode", MODES)
 async def test_tool_call_arguments_are_redacted_and_stay_valid(
-    pii: Middleware, upstream: FakeOpenAIServer, mode: str
+    bounded: Middleware, upstream: FakeOpenAIServer, mode: str
 ) -> None:
     """An e-mail address in a tool call's arguments used to pass through the wrapper untouched
     (only text content was filtered). The engine checks each argument value: the address is
     masked, and the arguments still parse into the tool's fields."""
-    chat = PersonaChatModel(inner=_openai(upstream), middleware=pii).bind_tools([send_mail])
+    chat = PersonaChatModel(inner=_openai(upstream), middleware=bounded).bind_tools([send_mail])
     reply = await _call(chat, mode, "mail bob")
     [call] = reply.tool_calls
     assert call["name"] == "send_mail"
@@ -102,6 +119,48 @@ async def test_tool_call_arguments_are_redacted_and_stay_valid(
     assert EMAIL not in json.dumps(call["args"]) and "removed" in call["args"]["to"]
     assert EMAIL not in json.dumps(reply.additional_kwargs)  # no raw copy of the arguments
     assert reply.response_metadata["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_json_mode_reply_is_checked_as_text(
+    bounded: Middleware,
+    upstream: FakeOpenAIServer,
+    replies_with: Callable[[str], None],
+    mode: str,
+) -> None:
+    """A reply asked for with ``response_format`` is the reply's text, and is checked as text
+    (docs/langchain.md, "Limits, honestly"): a redaction lands inside the JSON, which still
+    parses here; a block ends the reply with the rule's message, which does not parse, and the
+    finish reason says so."""
+    chat = PersonaChatModel(inner=_openai(upstream), middleware=bounded).bind(
+        response_format={"type": "json_object"}
+    )
+    replies_with(json.dumps({"to": EMAIL}))
+    redacted = await _call(chat, mode, "who gets it?")
+    assert EMAIL not in str(redacted.content)
+    assert "removed" in json.loads(str(redacted.content))["to"]
+
+    replies_with(json.dumps({"note": "darn it"}))
+    blocked = await _call(chat, mode, "how was it?")
+    assert str(blocked.content).endswith(SWEAR_MESSAGE) and "darn" not in str(blocked.content)
+    assert blocked.response_metadata["finish_reason"] == "content_filter"
+    with pytest.raises(ValueError):
+        json.loads(str(blocked.content))
+
+
+async def test_a_reply_of_parts_is_checked_by_its_text(bounded: Middleware) -> None:
+    """A content list (text beside an image) is checked by its text: kept as sent when no rule
+    changes it; a redaction makes the content the checked text alone, without the image."""
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    as_sent: list[str | dict[str, Any]] = [{"type": "text", "text": "a cat"}, image]
+    with_address: list[str | dict[str, Any]] = [{"type": "text", "text": f"ask {EMAIL}"}, image]
+    inner = GenericFakeChatModel(
+        messages=iter([AIMessage(content=as_sent), AIMessage(content=with_address)])
+    )
+    chat = PersonaChatModel(inner=inner, middleware=bounded)
+    assert (await chat.ainvoke("a picture?", config=ADA)).content == as_sent
+    redacted = (await chat.ainvoke("who to ask?", config=ADA)).content
+    assert isinstance(redacted, str) and redacted.startswith("ask ") and EMAIL not in redacted
 
 
 @pytest.mark.parametrize("mode", MODES)
