@@ -46,7 +46,7 @@ def test_the_logger_follows_each_configuration_and_its_level() -> None:
     log.debug("now.seen", n=2)
     assert [(e["event"], e["n"]) for e in later] == [("now.seen", 2)]
     assert len(events) == 1, "the first configuration's processors are no longer used"
-    assert log.bind(extra="x")._context == {"extra": "x"}
+    assert structlog.get_context(log.bind(extra="x")) == {"extra": "x"}
 
 
 def test_unconfigured_it_prints_to_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:

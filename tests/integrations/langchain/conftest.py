@@ -1,8 +1,13 @@
-"""Fixtures for the LangChain tests: a middleware with small real stages, and a fake upstream."""
+"""Fixtures for the LangChain tests: a middleware with small real stages, and a fake upstream.
+
+Every middleware a test opens is closed after it (``await mw.aclose()``, which also finishes
+what sync calls left on persona_mw_langchain's private loop), so no usage writer is left
+pending when the interpreter exits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 
 import pytest
 from langchain_stages import Recorder, TokenSpy, make_middleware
@@ -17,8 +22,17 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def mw(recorder: Recorder) -> Middleware:
-    return make_middleware(recorder)
+async def mw(recorder: Recorder) -> AsyncIterator[Middleware]:
+    async with make_middleware(recorder) as middleware:
+        yield middleware
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[AsyncExitStack]:
+    """For middlewares a test makes itself: ``closing.push_async_callback(mw.aclose)`` closes
+    ``mw`` after the test (also from a sync test)."""
+    async with AsyncExitStack() as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

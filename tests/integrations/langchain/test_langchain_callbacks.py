@@ -4,6 +4,7 @@ outputs abort the call with a typed error, per-run state cleaned up, sync and as
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from langchain_core.language_models.fake_chat_models import (
 )
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableLambda
-from langchain_stages import Recorder, make_middleware
+from langchain_stages import Recorder
 from persona_mw_langchain import PersonaCallbackHandler, PersonaSyncCallbackHandler
 
 from persona_mw import (
@@ -213,8 +214,7 @@ def test_handler_attached_to_the_model_itself(mw: Middleware, recorder: Recorder
     reason="LangChain only logs what an async handler raises during a sync .invoke(): it cannot "
     "abort there. Use PersonaSyncCallbackHandler in sync code, or PersonaChatModel.",
 )
-def test_async_handler_cannot_abort_a_sync_invoke(recorder: Recorder) -> None:
-    mw = make_middleware(recorder)
+def test_async_handler_cannot_abort_a_sync_invoke(mw: Middleware) -> None:
     model = GenericFakeChatModel(messages=iter(["x"]))
     try:
         model.invoke(
@@ -225,15 +225,18 @@ def test_async_handler_cannot_abort_a_sync_invoke(recorder: Recorder) -> None:
     raise AssertionError("the blocked input reached the model")
 
 
-def _bounded(tmp_path: Path, policy: dict[str, Any]) -> Middleware:
-    """A middleware wired as deployed (build_middleware) with ``policy`` as its bounds."""
+def _bounded(tmp_path: Path, policy: dict[str, Any], closing: AsyncExitStack) -> Middleware:
+    """A middleware wired as deployed (build_middleware) with ``policy`` as its bounds, closed
+    after the test."""
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump({"version": "t-1", **policy}))
-    return build_middleware(
+    mw = build_middleware(
         Config.model_validate(
             {"settings": {"hash_secret": "t"}, "bounds": {"policies": [str(path)]}}
         )
     )
+    closing.push_async_callback(mw.aclose)
+    return mw
 
 
 @pytest.mark.parametrize("cls", [PersonaCallbackHandler, PersonaSyncCallbackHandler])
@@ -260,12 +263,16 @@ def _bounded(tmp_path: Path, policy: dict[str, Any]) -> Middleware:
     ],
 )
 def test_a_policy_that_redacts_is_refused_when_the_handler_is_made(
-    tmp_path: Path, cls: type[Handler], policy: dict[str, Any], rules: list[str]
+    tmp_path: Path,
+    closing: AsyncExitStack,
+    cls: type[Handler],
+    policy: dict[str, Any],
+    rules: list[str],
 ) -> None:
     """Issue 12, deliverable 9: a handler cannot change text, so a deployer rule that redacts
     (or that users may set to redact) would hold on no call. The handler refuses the policy at
     construction, naming the rules and the wrapper that applies them."""
-    mw = _bounded(tmp_path, policy)
+    mw = _bounded(tmp_path, policy, closing)
     with pytest.raises(ConfigError) as raised:
         cls(mw)
     message = str(raised.value)
@@ -274,29 +281,30 @@ def test_a_policy_that_redacts_is_refused_when_the_handler_is_made(
 
 
 @pytest.mark.parametrize("cls", [PersonaCallbackHandler, PersonaSyncCallbackHandler])
-def test_a_policy_without_redactions_is_accepted(tmp_path: Path, cls: type[Handler]) -> None:
+def test_a_policy_without_redactions_is_accepted(
+    tmp_path: Path, closing: AsyncExitStack, cls: type[Handler]
+) -> None:
     """The baseline packs and a pii pack the deployer set to ``log`` have nothing to redact."""
-    cls(build_middleware(Config.model_validate({"settings": {"hash_secret": "t"}})))
-    cls(_bounded(tmp_path, {"packs": [{"name": "pii", "action": "log"}]}))
+    baseline = build_middleware(Config.model_validate({"settings": {"hash_secret": "t"}}))
+    closing.push_async_callback(baseline.aclose)
+    cls(baseline)
+    cls(_bounded(tmp_path, {"packs": [{"name": "pii", "action": "log"}]}, closing))
 
 
 @pytest.mark.parametrize(("mode", "cls"), CASES)
 async def test_redactions_it_cannot_apply_are_not_logged_as_applied(
-    tmp_path: Path, mode: str, cls: type[Handler]
+    tmp_path: Path, closing: AsyncExitStack, mode: str, cls: type[Handler]
 ) -> None:
     """Issue 12, finding 9: a user switched the pii pack on for themselves (tier 3, so the
     handler could not refuse it up front); the callback sees an e-mail address in the question
     and in the reply but can change neither. The log must not say ``redact``: it says the rule
     fired and was not applied."""
-    mw = _bounded(tmp_path, {"packs": ["crisis"]})
+    mw = _bounded(tmp_path, {"packs": ["crisis"]}, closing)
     await mw.store.put(parse_profile({"user_id": "ada", "bounds": {"enable_packs": ["pii"]}}))
     handler = cls(mw)
     model = GenericFakeChatModel(messages=iter(["Write to bob.smith@example.com today."]))
-    try:
-        with capture_logs() as events:
-            text = await run(model, mode, "Mail me at ada@example.org please.", handler)
-    finally:
-        await mw.aclose()
+    with capture_logs() as events:
+        text = await run(model, mode, "Mail me at ada@example.org please.", handler)
     assert "bob.smith@example.com" in text  # a callback cannot mask what the caller gets
     (event,) = [e for e in events if e["event"] == "request.completed"]
     pii = [d for d in event["decisions"] if d["rule"].startswith("pii")]

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -18,10 +21,10 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_stages import Recorder, TokenSpy, make_middleware
-from persona_mw_langchain import PersonaChatModel
+from persona_mw_langchain import PersonaChatModel, run_sync
 from pydantic import BaseModel, Field
 
-from persona_mw import ConfigError, Middleware
+from persona_mw import CallContext, ConfigError, Middleware, Settings
 from persona_mw.testing import capture_logs
 
 ADA = {"configurable": {"persona_user": "ada"}}
@@ -205,11 +208,11 @@ async def test_stream_releases_the_held_back_tail_with_one_finish_reason(
 
 
 async def test_notices_are_added_to_the_reply(recorder: Recorder) -> None:
-    mw = make_middleware(recorder, notice="(You are talking to an AI.)")
-    chat = PersonaChatModel(inner=fake("Answer.", "Streamed answer."), middleware=mw)
-    message = await chat.ainvoke("hi", config=ADA)
+    async with make_middleware(recorder, notice="(You are talking to an AI.)") as mw:
+        chat = PersonaChatModel(inner=fake("Answer.", "Streamed answer."), middleware=mw)
+        message = await chat.ainvoke("hi", config=ADA)
+        text, _, _ = await call(chat, "astream", "hi")
     assert message.content == "Answer.\n\n(You are talking to an AI.)"
-    text, _, _ = await call(chat, "astream", "hi")
     assert text == "Streamed answer.\n\n(You are talking to an AI.)"
 
 
@@ -276,6 +279,66 @@ def test_sync_calls_work_without_an_event_loop(mw: Middleware, recorder: Recorde
     assert chat.invoke("hi", config=ADA).content == "one"
     assert chat.batch(["a", "b"], config=ADA) is not None
     assert len(recorder.records) == 3
+
+
+@dataclass
+class LoopSeen:
+    """An input stage that keeps the event loop each call's stages ran on."""
+
+    loops: list[asyncio.AbstractEventLoop] = field(default_factory=list)
+    name: str = "loop-seen"
+
+    async def __call__(self, ctx: CallContext) -> None:
+        self.loops.append(asyncio.get_running_loop())
+
+
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+def test_every_sync_call_runs_on_one_long_lived_loop(closing: AsyncExitStack) -> None:
+    """Parts such as a Redis store's connections belong to the loop they first ran on: sync
+    invoke, stream and batch from several app threads, and ``run_sync``, all use one loop."""
+    seen = LoopSeen()
+    mw = Middleware(input_stages=[seen], settings=Settings(hash_secret="t"))
+    closing.push_async_callback(mw.aclose)
+    chat = PersonaChatModel(inner=FakeListChatModel(responses=["ok"]), middleware=mw)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: chat.invoke(f"q{i}", config=ADA), range(8)))
+    list(chat.stream("s", config=ADA))
+    chat.batch(["a", "b"], config=ADA)
+    assert len(seen.loops) == 11
+    assert set(seen.loops) == {run_sync(_running_loop())}
+
+
+@dataclass(frozen=True)
+class SyncCallInside:
+    """An input stage that makes a sync LangChain call (a mistake when it runs on the loop of
+    the sync call that runs it)."""
+
+    chat: PersonaChatModel
+    name: str = "sync-call-inside"
+
+    async def __call__(self, ctx: CallContext) -> None:
+        self.chat.invoke("inner", config=ADA)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_sync_call_inside_a_sync_call_fails_saying_what_to_use(
+    mw: Middleware, closing: AsyncExitStack, mode: str
+) -> None:
+    """From a stage of a sync call, a sync call would wait on the loop it blocks, for ever: it
+    fails at once, naming the async API. A stage of an async call runs on the app's loop, and
+    a sync call there works (it waits for the private loop)."""
+    inner = PersonaChatModel(inner=FakeListChatModel(responses=["inner"]), middleware=mw)
+    outer_mw = Middleware(input_stages=[SyncCallInside(inner)], settings=Settings(hash_secret="t"))
+    closing.push_async_callback(outer_mw.aclose)
+    outer = PersonaChatModel(inner=fake("outer"), middleware=outer_mw)
+    if mode in ("invoke", "stream"):
+        with pytest.raises(RuntimeError, match="ainvoke/astream"):
+            await call(outer, mode, "hi")
+    else:
+        assert (await call(outer, mode, "hi"))[0] == "outer"
 
 
 async def test_concurrent_calls_keep_their_own_context(mw: Middleware, recorder: Recorder) -> None:

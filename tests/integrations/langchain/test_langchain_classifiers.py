@@ -5,7 +5,7 @@ cannot hold a reply, await the classifiers before the model starts and abort wit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,22 +48,28 @@ def provider() -> Iterator[FakeOpenAIServer]:
         yield server
 
 
-@pytest.fixture
-def mw(provider: FakeOpenAIServer, tmp_path: Path) -> Middleware:
-    provider.clear_faults()
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(POLICY))
+def _classified(provider: FakeOpenAIServer, policy: Path) -> Middleware:
+    """A middleware wired as deployed, its classifiers asking ``provider``."""
     return build_middleware(
         Config.model_validate(
             {
                 "settings": {"hash_secret": "t"},
                 "bounds": {
-                    "policies": [str(path)],
+                    "policies": [str(policy)],
                     "classifier_kwargs": {"api_base": provider.base_url, "api_key": "t"},
                 },
             }
         )
     )
+
+
+@pytest.fixture
+async def mw(provider: FakeOpenAIServer, tmp_path: Path) -> AsyncIterator[Middleware]:
+    provider.clear_faults()
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(POLICY))
+    async with _classified(provider, path) as middleware:
+        yield middleware
 
 
 def _openai(provider: FakeOpenAIServer) -> ChatOpenAI:
@@ -134,24 +140,15 @@ SAFE_TEXT = (
 
 
 @pytest.fixture
-def reply_checked(provider: FakeOpenAIServer, tmp_path: Path) -> Middleware:
+async def reply_checked(provider: FakeOpenAIServer, tmp_path: Path) -> AsyncIterator[Middleware]:
     """A middleware whose only rule checks replies with the moderation endpoint."""
     provider.clear_faults()
     rule = {**POLICY["rules"][0], "id": "mod.reply", "stage": "output", "message": REPLY_BLOCK}
     rule["detector"] = {**rule["detector"], "window": 60}
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump({"version": "langchain-reply-checks", "rules": [rule]}))
-    return build_middleware(
-        Config.model_validate(
-            {
-                "settings": {"hash_secret": "t"},
-                "bounds": {
-                    "policies": [str(path)],
-                    "classifier_kwargs": {"api_base": provider.base_url, "api_key": "t"},
-                },
-            }
-        )
-    )
+    async with _classified(provider, path) as middleware:
+        yield middleware
 
 
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream"])

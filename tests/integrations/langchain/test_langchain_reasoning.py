@@ -3,6 +3,7 @@ goes through the engine like the text, whole and streamed."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +13,23 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from persona_mw_langchain import PersonaChatModel
 
-from persona_mw import Config, build_middleware
+from persona_mw import Config, Middleware, build_middleware
 
 CARD = "4111 1111 1111 1111"
 ADA = {"configurable": {"persona_user": "ada"}}
 
 
-def _chat(tmp_path: Path, message: AIMessage) -> PersonaChatModel:
+@pytest.fixture
+async def pii(tmp_path: Path) -> AsyncIterator[Middleware]:
+    """A middleware with the pii pack, closed after the test."""
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump({"version": "t-1", "packs": ["pii"]}))
-    mw = build_middleware(
-        Config.model_validate(
-            {"settings": {"hash_secret": "t"}, "bounds": {"policies": [str(path)]}}
-        )
-    )
+    config = {"settings": {"hash_secret": "t"}, "bounds": {"policies": [str(path)]}}
+    async with build_middleware(Config.model_validate(config)) as mw:
+        yield mw
+
+
+def _chat(mw: Middleware, message: AIMessage) -> PersonaChatModel:
     return PersonaChatModel(inner=GenericFakeChatModel(messages=iter([message])), middleware=mw)
 
 
@@ -41,11 +45,11 @@ async def _reasoning(chat: PersonaChatModel, mode: str) -> tuple[str, Any]:
 
 
 @pytest.mark.parametrize("mode", ["ainvoke", "astream"])
-async def test_reasoning_content_is_redacted(tmp_path: Path, mode: str) -> None:
+async def test_reasoning_content_is_redacted(pii: Middleware, mode: str) -> None:
     message = AIMessage(
         content="the answer", additional_kwargs={"reasoning_content": f"card {CARD} seen"}
     )
-    reasoning, content = await _reasoning(_chat(tmp_path, message), mode)
+    reasoning, content = await _reasoning(_chat(pii, message), mode)
     assert "1111" not in reasoning and "[card removed]" in reasoning
     assert "the answer" in str(content)
 
@@ -59,22 +63,22 @@ async def test_reasoning_content_is_redacted(tmp_path: Path, mode: str) -> None:
     ids=["anthropic-thinking", "openai-reasoning"],
 )
 async def test_reasoning_in_content_blocks_is_checked(
-    tmp_path: Path, block: dict[str, Any]
+    pii: Middleware, block: dict[str, Any]
 ) -> None:
     """Anthropic's ``thinking`` blocks (and OpenAI's ``reasoning`` blocks) sit in the content
     list beside the text: a card in them must not reach the app unredacted. (Whole replies:
     LangChain's fake chat model cannot stream a content list.)"""
     message = AIMessage(content=[block, {"type": "text", "text": "the answer"}])
-    reasoning, content = await _reasoning(_chat(tmp_path, message), "ainvoke")
+    reasoning, content = await _reasoning(_chat(pii, message), "ainvoke")
     assert "1111" not in repr(content) + reasoning
     assert "[card removed]" in reasoning and "the answer" in str(content)
 
 
-async def test_unaltered_reasoning_blocks_are_kept_as_written(tmp_path: Path) -> None:
+async def test_unaltered_reasoning_blocks_are_kept_as_written(pii: Middleware) -> None:
     """Nothing to redact: the content list, signature included, is the model's."""
     blocks = [
         {"type": "thinking", "thinking": "plain thoughts", "signature": "sig"},
         {"type": "text", "text": "the answer"},
     ]
-    _, content = await _reasoning(_chat(tmp_path, AIMessage(content=list(blocks))), "ainvoke")
+    _, content = await _reasoning(_chat(pii, AIMessage(content=list(blocks))), "ainvoke")
     assert content == blocks
