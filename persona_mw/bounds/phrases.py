@@ -30,7 +30,34 @@ from .deobfuscate import (
 from .lookahead import LOOKAHEAD
 from .normalise import Folded, fold, fold_phrase
 
-__all__ = ["PhraseDetector", "PhraseHit", "PhraseIndex"]
+__all__ = ["PhraseDetector", "PhraseHit", "PhraseIndex", "expand_family"]
+
+
+#: ``{a|b|}``: one group of alternatives in a phrase family.
+_GROUP = re.compile(r"\{([^{}]*)\}")
+#: The most phrases one family may expand to (each is a key of the automaton, several with
+#: its gap variants): a family past it is a mistake in the list, not a wish.
+MAX_FAMILY = 4096
+
+
+def expand_family(family: str) -> list[str]:
+    """Every phrase of a phrase family: each ``{a|b|}`` group replaced by each of its
+    alternatives (``""`` drops the group), runs of spaces made one. A phrase without groups is
+    itself. Raises ``ValueError`` for an unbalanced brace or a family of more than
+    :data:`MAX_FAMILY` phrases."""
+    if "{" not in family and "}" not in family:
+        return [family]
+    parts = _GROUP.split(family)  # text, group, text, group, ..., text
+    if any("{" in text or "}" in text for text in parts[::2]):
+        raise ValueError(f"phrase family {family!r}: unbalanced or nested braces")
+    phrases = [""]
+    for i, part in enumerate(parts):
+        choices = part.split("|") if i % 2 else [part]
+        phrases = [p + c for p in phrases for c in choices]
+        if len(phrases) > MAX_FAMILY:
+            raise ValueError(f"phrase family {family!r} expands to more than {MAX_FAMILY}")
+    expanded = [" ".join(p.split()) for p in phrases]
+    return [p for p in dict.fromkeys(expanded) if p]
 
 
 @dataclass(frozen=True, slots=True)
