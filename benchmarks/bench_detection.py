@@ -1,6 +1,7 @@
 """Detection quality of the built-in packs on our own development sets, and what it costs.
 
-    .venv/bin/python benchmarks/bench_detection.py [--split dev|holdout|holdout2|all] [--against REF]
+    .venv/bin/python benchmarks/bench_detection.py [--split dev|holdout|holdout2|all]
+        [--against REF]
 
 1. Quality: every row of ``tests/data/detection/<pack>.jsonl`` (see the README there) goes
    through the real policy — ``policy_from_dict`` with the pack switched on, ``resolve`` for a
