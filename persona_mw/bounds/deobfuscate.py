@@ -237,8 +237,26 @@ def _unleet(text: str) -> str:
             for k in range(i, j):
                 if (before and after) or chars[k] not in _INNER_ONLY:
                     chars[k] = _LEET[chars[k]]
+        elif j - i == 1 and chars[i].isdigit() and _spelled_out(text, i):
+            chars[i] = _LEET[chars[i]]  # "p 0 r n o": a leet digit among spelled-out letters
         i = j
     return "".join(chars)
+
+
+def _spelled_out(text: str, i: int) -> bool:
+    """Whether ``text[i]`` stands alone, one space from a single letter that stands alone
+    ("p 0 r", "s 3 x"): a letter of a word spelled out, not a number. Looks three characters
+    either side (within :data:`FOLD_REACH`)."""
+    n = len(text)
+
+    def alone(k: int) -> bool:
+        return (k == 0 or text[k - 1].isspace()) and (k + 1 == n or text[k + 1].isspace())
+
+    if not alone(i):
+        return False
+    left = i >= 2 and text[i - 1] == " " and text[i - 2].isalpha() and alone(i - 2)
+    right = i + 2 < n and text[i + 1] == " " and text[i + 2].isalpha() and alone(i + 2)
+    return left or right
 
 
 def _run_positions(chars: list[str]) -> list[int]:

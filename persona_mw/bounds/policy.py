@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..types import Action
+from .phrases import expand_family
 from .pii import PII_KINDS, PIIKind
 
 __all__ = [
@@ -56,21 +57,39 @@ ACTION_RANK: dict[str, int] = {"log": 0, "notify": 1, "append": 1, "redact": 2, 
 _RULE_ID = r"^[a-z0-9][a-z0-9._\-]{0,63}$"
 
 
+#: The longest phrase (a family may be written longer: this holds for each phrase it makes).
+_MAX_PHRASE = 200
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class PhrasesSpec(_Frozen):
     """Phrases matched as whole words on folded text (case, accents, width, homoglyphs,
-    zero-width, leetspeak, spaced-out, stretched and joined letters)."""
+    zero-width, leetspeak, spaced-out, stretched and joined letters).
+
+    A phrase may be a family: ``{a|b|}`` groups are alternatives (an empty one makes the group
+    optional), expanded when the policy loads — ``"{i|we} {want|wanna} to die"`` is four
+    phrases. One family writes the ways a thought is put (subject, verb form, object) once
+    instead of one sentence at a time."""
 
     kind: Literal["phrases"] = "phrases"
-    phrases: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = Field(min_length=1)
+    phrases: tuple[Annotated[str, Field(min_length=1, max_length=1000)], ...] = Field(min_length=1)
     #: Context phrases: a hit inside a match of one of them does not count ("Moby Dick",
     #: "naked mole rat", "kill the process").
-    unless: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = ()
+    unless: tuple[Annotated[str, Field(min_length=1, max_length=1000)], ...] = ()
     #: Words that also hit as the first or last part of a compound ("fuckwit", "dumbfuck").
     stems: tuple[Annotated[str, Field(min_length=3, max_length=40)], ...] = ()
+
+    @field_validator("phrases", "unless")
+    @classmethod
+    def _expand_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        phrases = tuple(dict.fromkeys(p for family in value for p in expand_family(family)))
+        for phrase in phrases:
+            if len(phrase) > _MAX_PHRASE:
+                raise ValueError(f"phrase {phrase!r} is longer than {_MAX_PHRASE} characters")
+        return phrases
 
 
 class RegexSpec(_Frozen):

@@ -13,7 +13,9 @@ from persona_mw.bounds import (
     policy_from_dict,
     resolve,
 )
+from persona_mw.bounds.phrases import expand_family
 from persona_mw.bounds.pii import iban_valid, luhn_valid
+from persona_mw.errors import PolicyError
 from persona_mw.profile import Profile
 
 PROFANITY = PhraseDetector(["ass", "cunt", "fuck", "kill myself", "shit"])
@@ -160,6 +162,7 @@ def test_regex_detector_caps_match_length() -> None:
         ("i w4nt to k1ll mys3lf", "k1ll mys3lf"),  # leet digits
         ("what a$$hole", "a$$hole"),  # leet symbols
         ("k i l l   m y s e l f", "k i l l   m y s e l f"),  # spaced out
+        ("k 1 l l   m y s e l f", "k 1 l l   m y s e l f"),  # spaced out, a leet digit
         ("f.u.c.k", "f.u.c.k"),
         ("i want to kiiiill myself", "kiiiill myself"),  # stretched, double letter kept
         ("killlllll myself", "killlllll myself"),  # stretched t, s, r, h, l, d too
@@ -209,10 +212,77 @@ def test_profanity_pack_sees_spelled_out_words_on_adult_output(text: str, hit: s
         "plan a, b or c",
         "J. R. R. Tolkien wrote it",
         "i.e. a b c d",
+        "room 3 b and 4 c",
     ],
 )
 def test_obfuscation_rules_add_no_hits_to_plain_text(text: str) -> None:
     assert PhraseDetector(["kill myself", "ass"]).detect(text) == []
+
+
+@pytest.mark.parametrize(
+    ("family", "phrases"),
+    [
+        ("kill myself", ["kill myself"]),
+        (
+            "{i|we} want to {die|vanish}",
+            ["i want to die", "i want to vanish", "we want to die", "we want to vanish"],
+        ),
+        ("{so |}done existing", ["so done existing", "done existing"]),  # "" = optional
+        ("{a|a}  b", ["a b"]),  # duplicates and double spaces go
+    ],
+)
+def test_phrase_family_expands_to_every_alternative(family: str, phrases: list[str]) -> None:
+    assert expand_family(family) == phrases
+
+
+@pytest.mark.parametrize("family", ["{a|b", "a|b}", "{a {b|c}}"])
+def test_phrase_family_with_unbalanced_braces_fails_at_load(family: str) -> None:
+    with pytest.raises(PolicyError, match="unbalanced or nested"):
+        policy_from_dict(
+            {
+                "version": "t",
+                "rules": [
+                    {
+                        "id": "r",
+                        "tier": 2,
+                        "stage": "input",
+                        "action": "block",
+                        "message": "no",
+                        "detector": {"kind": "phrases", "phrases": [family]},
+                    }
+                ],
+            }
+        )
+
+
+def test_phrase_family_in_a_policy_matches_like_its_phrases() -> None:
+    """A family in a rule is matched as the phrases it expands to; one gap may be punctuated
+    (every combination of punctuated gaps would make 2**gaps keys a phrase)."""
+    scanner = resolve(
+        policy_from_dict(
+            {
+                "version": "t",
+                "rules": [
+                    {
+                        "id": "r",
+                        "tier": 2,
+                        "stage": "input",
+                        "action": "block",
+                        "message": "no",
+                        "detector": {
+                            "kind": "phrases",
+                            "phrases": ["{i |}{want|wanna} to {disappear|vanish}"],
+                        },
+                    }
+                ],
+            }
+        ),
+        Profile(user_id="u"),
+    ).input
+    for text in ("so i wanna to vanish", "honestly, i want to disappear", "i want, to vanish"):
+        assert scanner.scan(text), text
+    assert scanner.scan("i want to stay") == []
+    assert PhraseDetector(["want to die"]).detect("want, to. die") == []
 
 
 def test_unless_context_cancels_a_hit_inside_it() -> None:
