@@ -65,6 +65,11 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: The id of the tier-3 rule made from a user's own ``block_phrases`` (the one phrase rule that
+#: differs from user to user: scanners build it apart from the policy's shared phrases).
+USER_BLOCK_PHRASES = "user.block-phrases"
+
+
 class PhrasesSpec(_Frozen):
     """Phrases matched as whole words on folded text (case, accents, width, homoglyphs,
     zero-width, leetspeak, spaced-out, stretched and joined letters).

@@ -20,6 +20,7 @@ from ..profile import Profile
 from ..types import Instruction
 from .packs import PACKS, USER_PACKS, check_law_rules, pack_rules
 from .policy import (
+    USER_BLOCK_PHRASES,
     AIDisclosure,
     JudgeSpec,
     ModerationSpec,
@@ -142,7 +143,10 @@ def _law_rules(policy: Policy, compliance: Compliance) -> tuple[Rule, ...]:
     return (*policy.rules, *extra)
 
 
-@lru_cache(maxsize=4096)
+#: Effective policies kept: one per distinct (policy, user choices) — a user with block phrases
+#: of their own has one of their own (~0.2 MB: their small phrase index; the policy's phrases
+#: and detectors are shared), and a miss costs ~2 ms.
+@lru_cache(maxsize=1024)
 def _resolve(
     policy: Policy,
     minor: bool,
@@ -223,7 +227,7 @@ def _resolve(
         in_force.append(
             RuleInForce(
                 Rule(
-                    id="user.block-phrases",
+                    id=USER_BLOCK_PHRASES,
                     tier=3,
                     stage="output",
                     detector=PhrasesSpec(phrases=block_phrases),

@@ -36,7 +36,7 @@ from .detectors import (
 )
 from .normalise import fold
 from .pii import PIIDetector
-from .policy import PhrasesSpec, PIISpec, RegexSpec, RelationshipSpec, Rule
+from .policy import USER_BLOCK_PHRASES, PhrasesSpec, PIISpec, RegexSpec, RelationshipSpec, Rule
 
 if TYPE_CHECKING:
     from ..types import CallContext
@@ -87,9 +87,15 @@ class Hit:
     error: bool = False
 
 
-def detector_for(rule: Rule, *, scorer: Callable[[str], float] | None = None) -> Detector:
-    """The detector a (non-phrase, non-judge) rule's spec describes."""
-    spec = rule.detector
+@lru_cache(maxsize=256)
+def detector_for(
+    spec: RegexSpec | PIISpec | RelationshipSpec,
+    *,
+    scorer: Callable[[str], float] | None = None,
+) -> Detector:
+    """The detector a (non-phrase, non-judge) rule's spec describes: one per spec and scorer,
+    shared by every scanner that has the spec (detectors are stateless; their memo of recent
+    candidates is then shared too)."""
     if isinstance(spec, RegexSpec):
         return RegexDetector(spec.pattern, max_len=spec.max_len, case_sensitive=spec.case_sensitive)
     if isinstance(spec, PIISpec):
@@ -98,7 +104,7 @@ def detector_for(rule: Rule, *, scorer: Callable[[str], float] | None = None) ->
         return RelationshipDetector(
             threshold=spec.threshold, max_sentence=spec.max_sentence, scorer=scorer
         )
-    raise ValueError(f"rule {rule.id!r}: no synchronous detector for {spec!r}")
+    raise ValueError(f"no synchronous detector for {spec!r}")
 
 
 class Scanner:
@@ -108,30 +114,36 @@ class Scanner:
         self, rules: Sequence[RuleInForce], *, scorer: Callable[[str], float] | None = None
     ) -> None:
         phrase_rules = [r for r in rules if isinstance(r.rule.detector, PhrasesSpec)]
-        self._phrase_rules = phrase_rules
-        specs = [r.rule.detector for r in phrase_rules if isinstance(r.rule.detector, PhrasesSpec)]
-        self._phrases = PhraseIndex(
-            [s.phrases for s in specs], [s.unless for s in specs], [s.stems for s in specs]
-        )
+        # The policy's phrases (packs, deployer, laws) are the same for every user with the same
+        # effective rules: their index is built once and shared (tens of MB and a third of a
+        # second with the crisis families). A user's own block phrases get a small index of
+        # their own, so one user's phrases never cost another index of everything.
+        shared = [r for r in phrase_rules if r.rule.id != USER_BLOCK_PHRASES]
+        own = [r for r in phrase_rules if r.rule.id == USER_BLOCK_PHRASES]
+        self._phrase_groups: list[tuple[list[RuleInForce], PhraseIndex]] = []
+        if shared:
+            self._phrase_groups.append((shared, _shared_index(_index_key(shared))))
+        if own:
+            self._phrase_groups.append((own, _new_index(_index_key(own), compact=True)))
         self._others: list[tuple[RuleInForce, Detector]] = [
-            (r, detector_for(r.rule, scorer=scorer))
+            (r, detector_for(r.rule.detector, scorer=scorer))
             for r in rules
             if isinstance(r.rule.detector, RegexSpec | PIISpec | RelationshipSpec)
         ]
-        spans = [self._phrases.max_span if phrase_rules else 0]
+        spans = [index.max_span for _, index in self._phrase_groups] or [0]
         spans += [d.max_span for _, d in self._others]
         #: The longest text one hit can cover plus its look-ahead: the hold-back need.
         self.max_span = max(spans)
-        self.empty = not phrase_rules and not self._others
+        self.empty = not self._phrase_groups and not self._others
 
     def live_start(self, text: str, start: int = 0) -> int:
         """The earliest index ``>= start`` where a hit of any rule could still begin (see
         :meth:`persona_mw.bounds.detectors.Detector.live_start`). A detector that raises makes
         the whole text live: it will fail again, visibly, when the text is scanned."""
         live = len(text)
-        if self._phrase_rules:
+        for _, index in self._phrase_groups:
             try:
-                live = self._phrases.live_start(text, start)
+                live = min(live, index.live_start(text, start))
             except Exception:
                 return start
         for _, detector in self._others:
@@ -146,13 +158,13 @@ class Scanner:
         A detector that raises follows its rule's fail mode: a block over the scanned text for
         fail-closed rules, a log entry otherwise; it never raises."""
         hits: list[Hit] = []
-        if self._phrase_rules:
+        for owners, index in self._phrase_groups:
             try:
-                for h in self._phrases.scan(text, start):
-                    r = self._phrase_rules[h.owner]
+                for h in index.scan(text, start):
+                    r = owners[h.owner]
                     hits.append(Hit(r, Span(h.start, h.end, "phrase"), "phrases", r.rule.action))
             except Exception as exc:
-                hits += [_failed(r, "phrases", exc, text, start) for r in self._phrase_rules]
+                hits += [_failed(r, "phrases", exc, text, start) for r in owners]
         for r, detector in self._others:
             try:
                 hits += [
@@ -172,6 +184,23 @@ class Scanner:
             if segments is not None:
                 out += segments(text, start)
         return out
+
+
+_IndexKey = tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...]
+
+
+def _index_key(rules: Sequence[RuleInForce]) -> _IndexKey:
+    specs = [r.rule.detector for r in rules if isinstance(r.rule.detector, PhrasesSpec)]
+    return tuple((s.phrases, s.unless, s.stems) for s in specs)
+
+
+def _new_index(key: _IndexKey, *, compact: bool = False) -> PhraseIndex:
+    lists, unless, stems = [p for p, _, _ in key], [u for _, u, _ in key], [s for _, _, s in key]
+    return PhraseIndex(lists, unless, stems, compact=compact)
+
+
+#: Phrase indexes by content: every scanner with the same policy phrases shares one.
+_shared_index = lru_cache(maxsize=32)(_new_index)
 
 
 def _failed(r: RuleInForce, detector: str, exc: Exception, text: str, start: int) -> Hit:

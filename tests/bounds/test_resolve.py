@@ -183,3 +183,35 @@ def test_explain_is_plain_data() -> None:
         "action": "append",
         "reason": "tier 1: law (immutable)",
     }
+
+
+def test_a_users_own_phrases_do_not_rebuild_the_policys_phrase_index() -> None:
+    """Every user with block phrases of their own has an effective policy of their own. The
+    policy's phrases (the crisis pack's families: tens of thousands of keys) are indexed once
+    and shared; only the user's few phrases are indexed per user. Before, each such user cost a
+    new index of everything: ~45 MB and a third of a second with the crisis families."""
+    import tracemalloc
+
+    policy = policy_from_dict(
+        {"version": "t", "packs": ["crisis", "profanity", "pii"], "rules": []}
+    )
+
+    names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
+
+    def scanners(i: int) -> None:
+        word = names[i % len(names)] + names[i // len(names)]
+        profile = Profile(user_id=f"u{i}", bounds={"block_phrases": [f"secret {word}"]})
+        eff = resolve(policy, profile)
+        assert [h.rule.rule.id for h in eff.output.scan(f"a SECRET  {word} here")] == [
+            "user.block-phrases"
+        ]
+        assert eff.input.scan("i want to kill myself"), "the shared pack phrases still hit"
+
+    scanners(10)  # the shared index, built once
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(10):
+        scanners(i)
+    per_user = (tracemalloc.get_traced_memory()[0] - before) / 10
+    tracemalloc.stop()
+    assert per_user < 512 * 1024, f"{per_user / 1024:.0f} KiB of Python objects per user"
