@@ -223,14 +223,23 @@ def _resolve(
             in_force.append(RuleInForce(rule, f"tier 3: the user switched on the {pack!r} pack"))
     for name in sorted(user_packs - set(USER_PACKS)):
         left_out.append((f"pack:{name}", f"users may switch on only {list(USER_PACKS)}"))
-    if block_phrases:
+    # A user's phrases are literal: braces are the deployer's family syntax, not theirs (and,
+    # not being letters, a match ignores them anyway).
+    literal = tuple(
+        phrase
+        for phrase in (
+            " ".join(p.replace("{", " ").replace("}", " ").split()) for p in block_phrases
+        )
+        if phrase
+    )
+    if literal:
         in_force.append(
             RuleInForce(
                 Rule(
                     id=USER_BLOCK_PHRASES,
                     tier=3,
                     stage="output",
-                    detector=PhrasesSpec(phrases=block_phrases),
+                    detector=PhrasesSpec(phrases=literal),
                     action="block",
                     message="This answer contained something you asked never to be shown "
                     "(your own bounds). Try asking in another way.",

@@ -215,3 +215,12 @@ def test_a_users_own_phrases_do_not_rebuild_the_policys_phrase_index() -> None:
     per_user = (tracemalloc.get_traced_memory()[0] - before) / 10
     tracemalloc.stop()
     assert per_user < 512 * 1024, f"{per_user / 1024:.0f} KiB of Python objects per user"
+
+
+@pytest.mark.parametrize("phrase", ["{", "}", "{a|b}", "red {wedding", "|"])
+def test_a_users_phrase_is_literal_even_with_family_braces(phrase: str) -> None:
+    """Braces are the deployer's phrase-family syntax; in a user's own phrases they are just
+    characters (a property test found that "{" used to fail the whole resolve)."""
+    eff = effective(bounds={"block_phrases": [phrase, "Red Wedding"]})
+    hits = eff.output.scan("They spoke of the red wedding.")
+    assert [h.rule.rule.id for h in hits] == ["user.block-phrases"]
