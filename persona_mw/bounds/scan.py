@@ -16,6 +16,10 @@ margin; characters that fold to nothing, like zero-width spaces, do not count, u
 run) is cut where the cap falls, moved back to the nearest hit or candidate boundary: the
 behaviour of a fixed hold-back, which is what the filter did before holding back only live text.
 Time never releases text.
+
+Why one module of ~430 lines: the scanner's ``live_start`` and the stream filter's release are
+two halves of one guarantee (a stream releases what the whole text would), and they read best
+side by side.
 """
 
 from __future__ import annotations
