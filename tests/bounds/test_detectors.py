@@ -15,6 +15,7 @@ from persona_mw.bounds import (
 )
 from persona_mw.bounds.phrases import expand_family
 from persona_mw.bounds.pii import iban_valid, luhn_valid
+from persona_mw.bounds.policy import Policy
 from persona_mw.errors import PolicyError
 from persona_mw.profile import Profile
 
@@ -235,49 +236,24 @@ def test_phrase_family_expands_to_every_alternative(family: str, phrases: list[s
     assert expand_family(family) == phrases
 
 
+def _phrase_policy(phrases: list[str]) -> Policy:
+    """A policy of one tier-2 input rule that blocks ``phrases``."""
+    rule = {"id": "r", "tier": 2, "stage": "input", "action": "block", "message": "no"}
+    detector = {"kind": "phrases", "phrases": phrases}
+    return policy_from_dict({"version": "t", "rules": [{**rule, "detector": detector}]})
+
+
 @pytest.mark.parametrize("family", ["{a|b", "a|b}", "{a {b|c}}"])
 def test_phrase_family_with_unbalanced_braces_fails_at_load(family: str) -> None:
     with pytest.raises(PolicyError, match="unbalanced or nested"):
-        policy_from_dict(
-            {
-                "version": "t",
-                "rules": [
-                    {
-                        "id": "r",
-                        "tier": 2,
-                        "stage": "input",
-                        "action": "block",
-                        "message": "no",
-                        "detector": {"kind": "phrases", "phrases": [family]},
-                    }
-                ],
-            }
-        )
+        _phrase_policy([family])
 
 
 def test_phrase_family_in_a_policy_matches_like_its_phrases() -> None:
     """A family in a rule is matched as the phrases it expands to; one gap may be punctuated
     (every combination of punctuated gaps would make 2**gaps keys a phrase)."""
     scanner = resolve(
-        policy_from_dict(
-            {
-                "version": "t",
-                "rules": [
-                    {
-                        "id": "r",
-                        "tier": 2,
-                        "stage": "input",
-                        "action": "block",
-                        "message": "no",
-                        "detector": {
-                            "kind": "phrases",
-                            "phrases": ["{i |}{want|wanna} to {disappear|vanish}"],
-                        },
-                    }
-                ],
-            }
-        ),
-        Profile(user_id="u"),
+        _phrase_policy(["{i |}{want|wanna} to {disappear|vanish}"]), Profile(user_id="u")
     ).input
     for text in ("so i wanna to vanish", "honestly, i want to disappear", "i want, to vanish"):
         assert scanner.scan(text), text
