@@ -95,18 +95,18 @@ class _Unsupported(Exception):
 
 
 def _sequence(items: Sequence[tuple[object, object]], ignorecase: bool) -> _Info:
-    current: set[str] | None = {""}  # the literal strings the run so far can be
+    current: set[str] = {""}  # the literal strings the run so far can be
     required: frozenset[str] | None = None
     exact: set[str] | None = {""}
     for op, av in items:
         piece = _piece(op, av, ignorecase)
-        if piece.exact is not None and current is not None:
+        if piece.exact is not None:
             product = {_join(a, b) for a in current for b in piece.exact}
             if len(product) <= _MAX_STRINGS:
                 current = product
                 exact = product if exact is not None else None
                 continue
-        if piece.repeated is not None and current is not None:
+        if piece.repeated is not None:
             product = {_join(a, b) for a in current for b in piece.repeated}
             if len(product) <= _MAX_STRINGS:
                 required = _better(required, _usable(product))
@@ -114,14 +114,12 @@ def _sequence(items: Sequence[tuple[object, object]], ignorecase: bool) -> _Info
                 current = set(piece.repeated)
                 continue
         # the run ends here: what it spelled is required, and so is what this piece requires
-        if current is not None:
-            required = _better(required, _usable(current))
+        required = _better(required, _usable(current))
         if piece.required is not None:
             required = _better(required, _usable(piece.required))
         exact = None
         current = set(piece.exact) if piece.exact is not None else {""}
-    if current is not None:
-        required = _better(required, _usable(current))
+    required = _better(required, _usable(current))
     return _Info(
         exact=frozenset(exact) if exact is not None else None,
         required=required,
