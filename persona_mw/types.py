@@ -651,6 +651,11 @@ class StatutoryCounters(Protocol):
         """Add to a counter (e.g. ``crisis_referrals`` in period ``statutory:2026-07``)."""
         ...
 
+    async def add_counts(self, counts: Mapping[str, Mapping[str, int]], *, token: str) -> None:
+        """Add ``counts`` (period -> counter -> amount), at most once per ``token`` (one per
+        call): a write the client sends again after losing the reply counts nothing twice."""
+        ...
+
     async def counters(self, period: str) -> dict[str, int]: ...
 
     async def first_seen(self, user_id: str, periods: Mapping[str, str]) -> frozenset[str]:

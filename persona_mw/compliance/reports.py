@@ -1,11 +1,12 @@
 """Statutory reports: non-identifying figures per law and month, from deployment-wide counters.
 
-:func:`count_call` (run by the signals finish stage with a shared counter store, so every
-worker's calls count once) adds, for each law that applied to the call, the crisis referral made
-on this turn, the disclosures and reminders shown, the call, and the user the first time they
-call in that law's scope this month (and this year), to hash ``statutory:<YYYY-MM>`` (and
-``statutory:<YYYY>``) under ``<figure>|<law code>``. No user id, hash or text is ever part of a
-counter key or value: which users were already counted is a mark in each user's own state
+:func:`statutory_counts` (run by the signals finish stage with a shared counter store, so every
+worker's calls count, each once) gives, for each law that applied to the call, the crisis
+referral made on this turn, the disclosures and reminders shown, the call, and the user the
+first time they call in that law's scope this month (and this year), for hash
+``statutory:<YYYY-MM>`` (and ``statutory:<YYYY>``) under ``<figure>|<law code>``. No user
+id, hash or text is ever part of a counter key or value: which users were already counted is a
+mark in each user's own state
 (:meth:`~persona_mw.signals.action_state.ActionStateStore.first_seen`), erased with them.
 :func:`statutory_report` reads them back for one law and a date range (``persona-mw report
 --statutory``).
@@ -24,7 +25,7 @@ from .law import jurisdiction
 if TYPE_CHECKING:
     from ..types import CallContext
 
-__all__ = ["FIGURES", "StatutoryCounters", "count_call", "report_html", "statutory_report"]
+__all__ = ["FIGURES", "StatutoryCounters", "report_html", "statutory_counts", "statutory_report"]
 
 #: The figures counted per law and month.
 FIGURES = (
@@ -47,11 +48,16 @@ def year_of(day: date) -> str:
     return f"statutory:{day.year:04d}"
 
 
-async def count_call(counters: StatutoryCounters, ctx: CallContext, referrals: int) -> None:
-    """Count one finished call for every law that applied to it (nothing without a law)."""
+async def statutory_counts(
+    counters: StatutoryCounters, ctx: CallContext, referrals: int
+) -> dict[str, dict[str, int]]:
+    """What one finished call adds to the figures of every law that applied to it: period ->
+    counter -> amount (nothing without a law). Marks the user in scope of each law for the
+    period (:meth:`~StatutoryCounters.first_seen`) to count distinct users; the caller adds
+    the counts, once (:meth:`~StatutoryCounters.add_counts`)."""
     laws = ctx.policy.compliance.laws if ctx.policy is not None else ()
     if not laws:
-        return
+        return {}
     shown = {
         _SHOWN[a.kind]
         for a in (ctx.signals.actions if ctx.signals else ())
@@ -64,15 +70,18 @@ async def count_call(counters: StatutoryCounters, ctx: CallContext, referrals: i
     fresh = await counters.first_seen(
         ctx.user_id, {f"{law}|{span}": p for law in laws for span, p in spans.items()}
     )
+    counts: dict[str, dict[str, int]] = {period: {}}
+    month = counts[period]
     for law in laws:
-        await counters.incr(f"calls_in_scope|{law}", period)
+        month[f"calls_in_scope|{law}"] = 1
         if referrals:
-            await counters.incr(f"crisis_referrals|{law}", period, referrals)
+            month[f"crisis_referrals|{law}"] = referrals
         for figure in shown:
-            await counters.incr(f"{figure}|{law}", period)
+            month[f"{figure}|{law}"] = 1
         for span, p in spans.items():
             if f"{law}|{span}" in fresh:
-                await counters.incr(f"users_in_scope|{law}", p)
+                counts.setdefault(p, {})[f"users_in_scope|{law}"] = 1
+    return counts
 
 
 def _months(start: date, end: date) -> list[date]:

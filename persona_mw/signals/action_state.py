@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from persona_mw.errors import StoreError
-from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, user_key
+from persona_mw.stores.keys import DEFAULT_PREFIX, index_key, same_slot_key, user_key
 from persona_mw.stores.loops import HomeLoop, connector, on_home_loop
 from persona_mw.types import ActionStateStore, LadderResult
 
@@ -106,6 +106,18 @@ return fresh
 )
 
 
+#: KEYS: a counter hash, the call's token key (same slot); ARGV: the token's TTL, then (counter,
+#: amount) pairs. Adds them unless the token is already there: a client that lost the reply
+#: and sends the script again counts nothing twice.
+_ADD_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+#: How long a call's token is kept: longer than any client retries a lost reply.
+_ONCE_TTL_S = 600
+
+
 class MemoryActionStateStore:
     """In-process due-state (the embedded default; one process only)."""
 
@@ -148,8 +160,15 @@ class MemoryActionStateStore:
             return self._states.pop(user_id, None) is not None
 
     async def incr(self, counter: str, period: str, amount: int = 1) -> None:
-        bucket = self._counters.setdefault(period, {})
-        bucket[counter] = bucket.get(counter, 0) + amount
+        await self.add_counts({period: {counter: amount}}, token="")
+
+    async def add_counts(self, counts: Mapping[str, Mapping[str, int]], *, token: str) -> None:
+        # nothing is sent twice in process: the token is for stores a client retries against
+        with self._lock:
+            for period, add in counts.items():
+                bucket = self._counters.setdefault(period, {})
+                for counter, amount in add.items():
+                    bucket[counter] = bucket.get(counter, 0) + amount
 
     async def counters(self, period: str) -> dict[str, int]:
         return dict(self._counters.get(period, {}))
@@ -175,6 +194,7 @@ class RedisActionStateStore:
         self._home = HomeLoop(self._home_stopped)
         self.prefix = prefix
         self.ttl_s = ttl_s
+        same_slot_key(self._counter_key("statutory:2027"), "")  # a prefix Cluster can keep
 
     def _home_stopped(self) -> None:
         """The loop this store ran on has stopped (see :mod:`persona_mw.stores.loops`): its
@@ -262,10 +282,26 @@ class RedisActionStateStore:
     def _counter_key(self, period: str) -> str:
         return f"{self.prefix}signals:aggregate:{period}"
 
-    @on_home_loop
     async def incr(self, counter: str, period: str, amount: int = 1) -> None:
+        await self.add_counts({period: {counter: amount}}, token=uuid.uuid4().hex)
+
+    @on_home_loop
+    async def add_counts(self, counts: Mapping[str, Mapping[str, int]], *, token: str) -> None:
+        """One script per period (each period's hash has its own Cluster slot), pipelined: one
+        round trip for the call."""
+        calls = []
+        for period, add in counts.items():
+            args = [a for counter, n in add.items() if n for a in (counter, n)]
+            if args:
+                key = self._counter_key(period)
+                calls.append((key, same_slot_key(key, f":once:{token}"), args))
+        if not calls:
+            return
         try:
-            await self._client.hincrby(self._counter_key(period), counter, amount)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, once, args in calls:
+                    pipe.eval(_ADD_ONCE, 2, key, once, _ONCE_TTL_S, *args)
+                await pipe.execute()
         except Exception as exc:
             raise _store_error(exc, "counting") from exc
 

@@ -3,10 +3,11 @@
 Three parts, so the CLI (``persona-mw report --aggregate --html FILE``) and the server
 (``GET /v1/admin/dashboard``) show the same page from the same figures:
 
-- :func:`count_activity` — a finish-stage helper (run by
-  :class:`~persona_mw.signals.metrics.SignalsMetricsStage` with the shared counter store): adds
-  the ladder actions a call fired, per day, and the bound decisions it made, per tier, rule and
-  action, to the deployment-wide hash ``dashboard:<YYYY-MM>``. A call with neither writes nothing.
+- :func:`activity_counts` — for the finish stage
+  (:class:`~persona_mw.signals.metrics.SignalsMetricsStage`, which adds them to the shared
+  counter store once per call): the ladder actions a call fired, per day, and the bound
+  decisions it made, per tier, rule and action, for the deployment-wide hash
+  ``dashboard:<YYYY-MM>``. A call with neither writes nothing.
 - :func:`load_dashboard` / :func:`dashboard_report` — the figures: per-day totals, distributions
   and counts, computed from every user's signals (the usage store's rollups) and the counters,
   beside :func:`~persona_mw.signals.report.aggregate_report`'s summary. Counts only: no user id,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
-    "count_activity",
+    "activity_counts",
     "dashboard_html",
     "dashboard_report",
     "load_dashboard",
@@ -50,8 +51,6 @@ _STATUTORY_SHOWN = ("crisis_referrals", "disclosures_shown")
 
 
 class _Counters(Protocol):
-    async def incr(self, counter: str, period: str, amount: int = 1) -> None: ...
-
     async def counters(self, period: str) -> dict[str, int]: ...
 
 
@@ -64,19 +63,21 @@ def dashboard_period(day: date) -> str:
     return f"dashboard:{_month(day)}"
 
 
-async def count_activity(counters: _Counters, ctx: CallContext) -> None:
-    """Count the ladder actions ``ctx`` fired (``action|<kind>|<day>``) and its bound decisions
-    (``decision|<tier>|<rule id>|<action>``) in the month's dashboard hash. Rule ids and action
-    kinds come from the configuration, never from the caller."""
+def activity_counts(ctx: CallContext) -> dict[str, dict[str, int]]:
+    """The dashboard's counts of ``ctx``: the ladder actions it fired (``action|<kind>|<day>``)
+    and its bound decisions (``decision|<tier>|<rule id>|<action>``), in the month's dashboard
+    hash (period -> counter -> amount). Rule ids and action kinds come from the
+    configuration, never from the caller."""
     fired = [a.kind for a in (ctx.signals.actions if ctx.signals else ()) if a.new]
     if not fired and not ctx.decisions:
-        return
+        return {}
     day = ctx.started_at.date()
-    period = dashboard_period(day)
-    for kind in fired:
-        await counters.incr(f"action|{kind}|{day.isoformat()}", period)
-    for d in ctx.decisions:
-        await counters.incr(f"decision|{d.tier}|{d.rule_id}|{d.action}", period)
+    counts: dict[str, int] = {}
+    for key in [f"action|{kind}|{day.isoformat()}" for kind in fired] + [
+        f"decision|{d.tier}|{d.rule_id}|{d.action}" for d in ctx.decisions
+    ]:
+        counts[key] = counts.get(key, 0) + 1
+    return {dashboard_period(day): counts}
 
 
 # -- the figures --------------------------------------------------------------------------------

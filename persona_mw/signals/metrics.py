@@ -8,15 +8,16 @@ Tests pass their own registry.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-from persona_mw.compliance.reports import count_call
+from persona_mw.compliance.reports import statutory_counts
 from persona_mw.types import CallContext, Decision, LadderResult
 
-from .dashboard import count_activity
+from .dashboard import activity_counts
 
 if TYPE_CHECKING:
     from .action_state import ActionStateStore
@@ -145,9 +146,12 @@ class SignalsMetricsStage:
         referrals = self.metrics.observe_call(ctx)
         if self.counters is None:
             return
-        if referrals:
-            await self.counters.incr("crisis_referrals", str(ctx.started_at.year), referrals)
         # per law and month, for the statutory reports (docs/compliance.md)
-        await count_call(self.counters, ctx, referrals)
+        counts = await statutory_counts(self.counters, ctx, referrals)
         # actions fired per day, bound decisions per rule, for the dashboard (docs/operators.md)
-        await count_activity(self.counters, ctx)
+        counts.update(activity_counts(ctx))  # periods of their own: nothing to merge
+        if referrals:
+            counts[str(ctx.started_at.year)] = {"crisis_referrals": referrals}
+        if counts:
+            # one write for the call, under a token of its own: a retried write counts once
+            await self.counters.add_counts(counts, token=uuid.uuid4().hex)

@@ -203,3 +203,9 @@ async def test_due_action_claims_and_scope_marks_on_the_cluster(client: RedisClu
         assert await states.first_seen(user, {"law|2027-03": "2027-03"}) == set()
     assert await states.delete(users[0]) is True
     assert await states.get(users[0]) == {}
+    # a call's counts: one script per period, each period's hash with its token in its slot
+    periods = ["2027", "statutory:2027-03", "statutory:2027", "dashboard:2027-03"]
+    for token in ("a", "b", "a"):
+        await states.add_counts({p: {"calls": 1, "other": 2} for p in periods}, token=token)
+    for p in periods:
+        assert await states.counters(p) == {"calls": 2, "other": 4}

@@ -211,6 +211,36 @@ async def test_a_scope_mark_whose_reply_was_lost_still_counts_the_user(
     assert await states.first_seen("u", {"ca|month": "statutory:2027-04"}) == {"ca|month"}
 
 
+@pytest.mark.redis
+async def test_counts_whose_reply_was_lost_are_added_once(
+    lossy_states: tuple[ReplyDropper, RedisActionStateStore],
+) -> None:
+    """A call's counts go in one script per period under the call's token: the server added
+    them, the reply was lost, the client sent the script again, and nothing counted twice (a
+    plain HINCRBY retried this way counted the call twice in the statutory report)."""
+    relay, states = lossy_states
+    counts = {
+        "statutory:2027-03": {"calls_in_scope|us-ca-sb243": 1, "crisis_referrals|us-ca-sb243": 2},
+        "2027": {"crisis_referrals": 2},
+    }
+    await states.add_counts(counts, token="call-1")
+    assert relay.evals >= 2, "the script's reply was not lost and retried"
+    assert await states.counters("statutory:2027-03") == counts["statutory:2027-03"]
+    assert await states.counters("2027") == {"crisis_referrals": 2}
+    # another call (another token) counts again; the same token again does not
+    await states.add_counts(counts, token="call-2")
+    await states.add_counts(counts, token="call-2")
+    assert await states.counters("2027") == {"crisis_referrals": 4}
+
+
+async def test_counts_add_up_per_period_and_skip_zeros(states: ActionStateStore) -> None:
+    await states.add_counts({"p1": {"a": 1, "b": 0}, "p2": {}}, token="t1")
+    await states.add_counts({"p1": {"a": 2}}, token="t2")
+    await states.incr("b", "p1", 3)
+    assert await states.counters("p1") == {"a": 3, "b": 3}
+    assert await states.counters("p2") == {}
+
+
 async def _burst(workers: list[Middleware], user: str, n: int) -> list[str]:
     async def one(i: int) -> str:
         reply = await workers[i % len(workers)].acompletion(
