@@ -40,7 +40,7 @@ _TIER_REASON = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class EffectivePolicy:
     """The bounds in force for one user. Immutable; compiled scanners included."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ __all__ = [
 ]
 
 _log = get_logger("persona_mw.bounds")
+#: Profiles whose text checks a stage keeps (all dropped at once past it: a few kB each).
+_PROFILE_CHECKS_MAX = 4096
 
 #: The policy used when a deployment names no policy file: the tier-1 packs only.
 BASELINE_POLICY: dict[str, Any] = {
@@ -211,6 +214,13 @@ class BoundsInputStage:
         self.scorer = scorer
         #: Each text's hits, so replayed history is not checked (nor judged) again.
         self.verdicts = VerdictCache()
+        #: Each profile's text checks under each effective policy, by identity: a stored
+        #: profile is one frozen object until it changes, so its texts are checked once. The
+        #: policy is held weakly: resolve's own cache decides how long a user's policy lives.
+        self._profile_checks: dict[
+            tuple[int, int],
+            tuple[weakref.ref[EffectivePolicy], Profile, list[tuple[str, tuple[Hit, ...]]]],
+        ] = {}
 
     def rules_that(self, action: Action) -> list[str]:
         return self.policy.rules_that(action)
@@ -297,13 +307,26 @@ class BoundsInputStage:
     def _redact_profile(self, ctx: CallContext, effective: EffectivePolicy) -> None:
         """The prompt carries the profile's free text: give later stages a copy redacted by the
         synchronous input rules (a field a blocking rule fires on is left out)."""
-        checked = []
-        for field, text in profile_texts(ctx.profile):
-            key, hits = self.verdicts.lookup(effective, text)
-            if hits is None:
-                hits = self.verdicts.remember(key, effective, effective.input.scan(text))
-            if hits:
-                checked.append((field, hits))
+        profile = ctx.profile
+        memo = self._profile_checks.get((id(effective), id(profile)))
+        if memo is not None and memo[0]() is effective and memo[1] is profile:
+            checked = memo[2]
+        else:
+            checked = []
+            for field, text in profile_texts(profile):
+                key, hits = self.verdicts.lookup(effective, text)
+                if hits is None:
+                    hits = self.verdicts.remember(key, effective, effective.input.scan(text))
+                if hits:
+                    checked.append((field, hits))
+            if not any(h.error for _, hits in checked for h in hits):  # failures: try again
+                if len(self._profile_checks) >= _PROFILE_CHECKS_MAX:
+                    self._profile_checks.clear()
+                self._profile_checks[id(effective), id(profile)] = (
+                    weakref.ref(effective),
+                    profile,
+                    checked,
+                )
         if checked:
             ctx.profile, decisions = profile_for_prompt(ctx.profile, checked)
             ctx.decisions.extend(decisions)

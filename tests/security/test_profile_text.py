@@ -133,3 +133,37 @@ async def test_stored_pii_is_redacted_before_it_enters_the_prompt(
     ada = json.dumps(upstream.requests[-2]["messages"])
     assert "keep it handy" in ada and "removed]" in ada  # the rest of the text is still used
     assert (await store.get("ada")) == stored.model_copy(update={"version": 1})
+
+
+async def test_a_profile_is_redacted_on_every_call_and_rechecked_when_it_changes(
+    upstream: FakeOpenAIServer,
+) -> None:
+    """The stage keeps a stored profile's checks while it is the same object: every call of
+    the profile is redacted as the first was, and a changed profile is checked anew (a stale
+    check would let the new field's card number through)."""
+    policy = policy_from_dict({"version": "profile-text", "packs": ["pii"]})
+    store = MemoryProfileStore()
+    await store.put(Profile(user_id="ada", own_rules=f"card {CARD}", consent=CONSENT))
+    mw = Middleware(store=store, input_stages=[BoundsInputStage(policy=policy), PersonaliseStage()])
+
+    async def prompt() -> str:
+        before = len(upstream.requests)
+        await mw.acompletion(
+            user="ada",
+            model="openai/fake",
+            messages=[{"role": "user", "content": "hello"}],
+            api_base=upstream.base_url,
+            api_key="x",
+        )
+        return json.dumps(upstream.requests[before]["messages"])
+
+    for _ in range(3):
+        seen = await prompt()
+        assert "1111" not in seen and "card" in seen, seen
+    other = "5500 0000 0000 0004"
+    await store.put(
+        Profile(user_id="ada", self_description=f"my card {other}", consent=CONSENT),
+        expected_version=1,
+    )
+    seen = await prompt()
+    assert "0004" not in seen and "my card" in seen, seen
