@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import UpstreamError, UpstreamTimeout
@@ -29,7 +29,14 @@ if TYPE_CHECKING:
     from litellm import ModelResponse, ModelResponseStream
     from litellm.router import Router
 
-__all__ = ["LiteLLMClient", "direct_routes", "import_litellm", "signal_sent", "upstream_error"]
+__all__ = [
+    "LiteLLMClient",
+    "direct_routes",
+    "import_litellm",
+    "sent_soon",
+    "signal_sent",
+    "upstream_error",
+]
 
 #: ``litellm_params`` a deployment may have and still be called directly: where to send the
 #: call and its credentials, given by value — what the Router itself forces onto the call — and
@@ -95,15 +102,30 @@ SEND_TURNS = 8
 def signal_sent(kwargs: dict[str, Any], sent: asyncio.Event | None) -> dict[str, Any]:
     """``kwargs`` for a LiteLLM call that sets ``sent`` once the request is out: LiteLLM's
     pre-API-call log event, through the per-call ``logger_fn`` (the ``callbacks`` argument
-    would add a per-call object to LiteLLM's global callback lists), then :data:`SEND_TURNS`
-    turns of the event loop for the HTTP client to send it (asyncio says nothing when a socket
-    was written). A ``logger_fn`` of the caller's own still gets every event. ``sent`` None:
-    ``kwargs``."""
+    would add a per-call object to LiteLLM's global callback lists), then :func:`sent_soon`.
+    A ``logger_fn`` of the caller's own still gets every event. ``sent`` None: ``kwargs``."""
     if sent is None:
         return kwargs
+    announce = sent_soon(sent)
+    theirs = kwargs.get("logger_fn")
+
+    def logger_fn(details: dict[str, Any]) -> None:
+        if details.get("log_event_type") == "pre_api_call":
+            announce()
+        if callable(theirs):
+            theirs(details)
+
+    return {**kwargs, "logger_fn": logger_fn}
+
+
+def sent_soon(sent: asyncio.Event) -> Callable[[], None]:
+    """For a host that hears LiteLLM's pre-API-call event (:func:`signal_sent`, the LiteLLM
+    proxy plugin's ``log_pre_api_call``): a function, safe to call from any thread and more
+    than once, that sets ``sent`` :data:`SEND_TURNS` turns of the event loop later, for the
+    HTTP client to send the request (asyncio says nothing when a socket was written). Made on
+    the event loop that waits for ``sent``."""
     loop = asyncio.get_running_loop()
     loop_thread = threading.get_ident()
-    theirs = kwargs.get("logger_fn")
 
     def after(turns: int) -> None:
         if turns:
@@ -111,16 +133,15 @@ def signal_sent(kwargs: dict[str, Any], sent: asyncio.Event | None) -> dict[str,
         else:
             sent.set()
 
-    def logger_fn(details: dict[str, Any]) -> None:
-        if details.get("log_event_type") == "pre_api_call" and not sent.is_set():
-            if threading.get_ident() == loop_thread:
-                loop.call_soon(after, SEND_TURNS)
-            else:  # a provider without an async client logs from LiteLLM's executor
-                loop.call_soon_threadsafe(after, SEND_TURNS)  # (wakes the loop: a syscall)
-        if callable(theirs):
-            theirs(details)
+    def announce() -> None:
+        if sent.is_set():
+            return
+        if threading.get_ident() == loop_thread:
+            loop.call_soon(after, SEND_TURNS)
+        else:  # a provider without an async client logs from LiteLLM's executor
+            loop.call_soon_threadsafe(after, SEND_TURNS)  # (wakes the loop: a syscall)
 
-    return {**kwargs, "logger_fn": logger_fn}
+    return announce
 
 
 def upstream_error(exc: Exception, model: str) -> UpstreamError:

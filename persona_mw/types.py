@@ -318,8 +318,9 @@ class CallContext:
     #: Input checks running beside the model call; the engine settles them before the reply.
     pending: list[PendingCheck] = field(default_factory=list)
     #: Set by a host that can tell when the model request went out (``Middleware.acompletion``
-    #: / ``astream`` through LiteLLM): the pending checks start then, not before, so their own
-    #: CPU does not delay the request. None: they start at once. Settling sets it.
+    #: / ``astream`` through LiteLLM, the LiteLLM proxy plugin): the pending checks start then,
+    #: not before, so their own CPU does not delay the request. None: they start at once.
+    #: Settling sets it.
     request_sent: asyncio.Event | None = None
     #: Every model-backed detector call of this call (logged with hashes, counted in metrics).
     checks: list[CheckCall] = field(default_factory=list)

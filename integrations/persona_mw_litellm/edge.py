@@ -8,7 +8,7 @@ requests in flight).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,11 +48,15 @@ class CallHandle:
     instead of the user's profile.
     """
 
-    __slots__ = ("ctx", "finished")
+    __slots__ = ("ctx", "finished", "request_out")
 
     def __init__(self, ctx: CallContext) -> None:
         self.ctx = ctx
         self.finished = False
+        #: Called when LiteLLM is about to send the model request (its pre-API-call event):
+        #: starts the input checks waiting for it (:func:`persona_mw.llm.sent_soon`). None: no
+        #: check waits.
+        self.request_out: Callable[[], None] | None = None
 
     def __copy__(self) -> CallHandle:
         return self

@@ -11,7 +11,11 @@ Hook by hook:
   personalisation), put the rewritten prompt back into ``data["messages"]``. A blocked input is
   answered without the model through LiteLLM's own ``mock_response``, so the client gets a normal
   reply (``finish_reason="content_filter"``) instead of an HTTP error: policy stays out of the
-  transport.
+  transport. Input checks that run beside the model call (moderation, judge) wait for:
+- ``log_pre_api_call``: LiteLLM's pre-API-call event, which its provider code logs right before
+  it sends the model request (the proxy's other hooks and its router have run by then); the
+  checks start then, so their CPU cannot delay that request. The post-call hooks start any that
+  are still waiting (a reply that came without that event, e.g. from the proxy's cache).
 - ``async_post_call_success_hook`` (non-streamed): the output stages over the reply, notices
   added (:meth:`persona_mw.Middleware.enforce_reply`), then usage recording (the finish stages)
   and one ``request.completed`` log event.
@@ -39,6 +43,7 @@ Configure it in the proxy's ``config.yaml``::
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import sys
@@ -59,6 +64,7 @@ from persona_mw import (
 )
 from persona_mw.compliance import PROVENANCE_FIELD
 from persona_mw.enforce import NOTICES_FIELD, mark_failed, reply_text
+from persona_mw.llm import sent_soon
 from persona_mw.observability import get_logger, route_library_logs
 
 from .edge import (
@@ -196,13 +202,16 @@ class PersonaGuardrail(CustomGuardrail):
             )
         except ConfigError as exc:
             raise RequestRefused(str(exc), route=route) from None
+        ctx.request_sent = asyncio.Event()  # set through log_pre_api_call
         try:
             await mw.run_input_stages(ctx)
         except BaseException as exc:
             mark_failed(ctx, exc)
             await mw.finish(ctx)
             raise
-        attach_call(data, ctx)
+        handle = attach_call(data, ctx)
+        if ctx.pending:
+            handle.request_out = sent_soon(ctx.request_sent)
         if ctx.reply is not None:
             # Answered without the model: LiteLLM's mock_response returns this text as a normal
             # (or streamed) reply; the post-call hooks pass it on with the reply's finish_reason.
@@ -210,6 +219,22 @@ class PersonaGuardrail(CustomGuardrail):
         else:
             data["messages"] = ctx.prompt_messages
         return data
+
+    # -- the model request goes out -------------------------------------------------------------
+
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: dict[str, Any]) -> None:
+        """LiteLLM's provider code logs this just before it sends the model request, for every
+        LiteLLM call in the proxy (the classifiers' own too: they carry no handle). LiteLLM
+        1.108 calls only this sync hook; ``async_log_pre_api_call`` never. It also logs it for
+        a request the proxy turned away before any provider (``litellm_no_upstream_llm_call``),
+        which starts nothing."""
+        handle = call_of(kwargs)
+        if (
+            handle is not None
+            and handle.request_out is not None
+            and not kwargs.get("litellm_no_upstream_llm_call")
+        ):
+            handle.request_out()
 
     # -- post-call, not streamed ----------------------------------------------------------------
 
