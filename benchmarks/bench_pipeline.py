@@ -261,7 +261,12 @@ async def store_reads(n: int, rounds: int) -> dict[str, float]:
         cached = CachedProfileStore(RedisProfileStore(server.url, prefix="bench:"))
         await raw.put(Profile(user_id="bench", own_rules="x" * 500))
         await cached.start()
-        await asyncio.wait_for(cached._feed_up.wait(), 5)
+        for _ in range(500):  # the invalidation feed subscribes in the background
+            if cached.feed_up:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise RuntimeError("the profile cache's invalidation feed did not come up in 5 s")
         await cached.lookup("bench")
         hit, miss = [], []
         for _ in range(rounds):
