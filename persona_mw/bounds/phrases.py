@@ -34,6 +34,7 @@ from .deobfuscate import (
 )
 from .lookahead import LOOKAHEAD
 from .normalise import Folded, fold, fold_phrase
+from .spelling import Respeller
 
 __all__ = ["PhraseDetector", "PhraseHit", "PhraseIndex", "expand_family"]
 
@@ -84,7 +85,9 @@ class PhraseIndex:
     the hit ("fuckwit", "clusterfuck"). Obfuscations are seen
     through (see :mod:`.deobfuscate`): a multi-word phrase also matches joined ("killmyself"), and
     around spots where leetspeak, spaced-out or stretched letters may hide a word the text is
-    matched again on de-obfuscated views.
+    matched again on de-obfuscated views. ``lenient[k]`` (optional): list ``k`` (and its context
+    phrases) also matches a respelled view of the text, without filler words and with typos of
+    its words corrected (see :mod:`.spelling`).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class PhraseIndex:
         lists: Sequence[Iterable[str]],
         exceptions: Sequence[Iterable[str]] = (),
         stems: Sequence[Iterable[str]] = (),
+        lenient: Sequence[bool] = (),
         *,
         compact: bool = False,
     ) -> None:
@@ -102,6 +106,8 @@ class PhraseIndex:
         entries: dict[str, tuple[int, tuple[int, ...], int]] = {}
         owners: dict[str, set[int]] = {}
         longest = 0
+        lenient_owners = {k for k, on in enumerate(lenient) if on}
+        vocabulary: set[str] = set()  # the words of the lenient lists
         for owner, phrases in enumerate(lists):
             for phrase in phrases:
                 key = fold_phrase(phrase)
@@ -109,12 +115,19 @@ class PhraseIndex:
                     continue
                 owners.setdefault(key, set()).add(owner)
                 longest = max(longest, len(phrase))
+                if owner in lenient_owners:
+                    vocabulary.update(key.split(" "))
         for owner, phrases in enumerate(exceptions):
             for phrase in phrases:
                 key = fold_phrase(phrase)
                 if key:
                     owners.setdefault(key, set()).add(_EXCEPTION - owner)
                     longest = max(longest, len(phrase))
+                    if owner in lenient_owners:
+                        vocabulary.update(key.split(" "))
+        # hits on the respelled view count for the lenient lists and their context phrases
+        self._lenient = frozenset(lenient_owners | {_EXCEPTION - k for k in lenient_owners})
+        self._respeller = Respeller(vocabulary) if lenient_owners else None
         keys: dict[str, set[int]] = {}
         for key, who in owners.items():
             for variant in _gap_variants(key):
@@ -185,6 +198,11 @@ class PhraseIndex:
         folded = fold(text)
         spots: list[int] = []
         found = self._match(folded, 0, spots)
+        if self._respeller is not None:
+            respelled = self._respeller.view(folded)
+            if respelled is not None:
+                lenient = self._lenient
+                found |= {f for f in self._match(respelled, 0, None) if f[0] in lenient}
         spots = [at for at in spots if at >= 0 or leet_plausible(text, ~at)]
         spots = [at if at >= 0 else ~at for at in spots] + suspect_spots(text)
         if spots:
@@ -224,6 +242,17 @@ class PhraseIndex:
                 break
             reach *= 2
         live = min(settled, self._prefix_live(folded, begin, last_word=False))
+        if self._respeller is not None:
+            # the respelled view of the finished words; the word being written may become a
+            # filler or a typo of a phrase word, so it is live itself
+            respelled = self._respeller.view(folded, last_word=False)
+            if respelled is not None:
+                live = min(live, self._prefix_live(respelled, begin, last_word=False))
+            last_space = folded.text.rfind(" ")
+            if last_space + 1 < len(folded.text):
+                live = min(live, begin + folded.original_span(last_space + 1, last_space + 2)[0])
+            else:
+                live = min(live, settled)
         if self._has_stems:  # the word the text ends in (the last cluster folded too)
             live = min(live, self._prefix_live(fold(text[begin:n]), begin, last_word=True))
         # an obfuscated phrase being written covers at most twice its length (spaced letters)

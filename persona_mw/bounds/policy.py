@@ -86,6 +86,11 @@ class PhrasesSpec(_Frozen):
     unless: tuple[Annotated[str, Field(min_length=1, max_length=1000)], ...] = ()
     #: Words that also hit as the first or last part of a compound ("fuckwit", "dumbfuck").
     stems: tuple[Annotated[str, Field(min_length=3, max_length=40)], ...] = ()
+    #: Also match how people type: filler words between the words of a phrase ("better off if
+    #: i *just* wasnt around") and typos of its words (doubled or dropped letters: "mourrir",
+    #: "mysef"); see :mod:`persona_mw.bounds.spelling`. A pass more per text, in Python: meant
+    #: for what users write (input), not for long model output.
+    lenient: bool = False
 
     @field_validator("phrases", "unless")
     @classmethod

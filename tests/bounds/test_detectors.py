@@ -86,6 +86,51 @@ def test_phrase_scan_respects_start_as_context() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "hit"),
+    [
+        (
+            "i think they would honestly be better off if i just wasnt here",
+            "better off if i just wasnt",
+        ),
+        ("i want to kil myself", "kil myself"),  # a doubled letter made single
+        ("i want to killl mysellf", "killl mysellf"),
+        ("honestly want to kill mysef", "kill mysef"),  # an inner letter dropped
+        ("jai envie de mourrir", "mourrir"),
+        ("Ich will mich eifach umbrigen!", "mich eifach umbrigen"),  # a typo of a filler too
+    ],
+)
+def test_a_lenient_list_reads_fillers_and_typos(text: str, hit: str) -> None:
+    """The respelled view (persona_mw.bounds.spelling) finds the phrase; the hit covers the
+    words as written."""
+    phrases = ["better off if i wasnt", "kill myself", "mourir", "mich umbringen"]
+    index = PhraseIndex([phrases], lenient=[True])
+    assert [text[h.start : h.end] for h in index.scan(text)] == [hit]
+    assert PhraseIndex([phrases]).scan(text) == []  # only for the lists that opt in
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "i feel ill myself",  # a first letter dropped is another word, never a typo
+        "better off if i was there",  # "was" is not "wasnt" with a letter dropped
+        "i want to really kill time",  # fillers go, the other words stay
+    ],
+)
+def test_a_lenient_list_corrects_only_typos_of_its_own_words(text: str) -> None:
+    index = PhraseIndex(
+        [["better off if i wasnt", "kill myself", "want to kill myself"]], lenient=[True]
+    )
+    assert index.scan(text) == []
+
+
+def test_a_lenient_list_keeps_its_context_phrases() -> None:
+    """A context phrase drops a hit found on the respelled view as on the text."""
+    index = PhraseIndex([["end it all"]], [["end it all with"]], lenient=[True])
+    assert index.scan("i want to really end it all with him") == []
+    assert len(index.scan("i want to really end it all tonight")) == 1
+
+
 PII = PIIDetector()
 
 
