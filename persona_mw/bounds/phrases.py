@@ -107,7 +107,7 @@ class PhraseIndex:
         owners: dict[str, set[int]] = {}
         longest = 0
         lenient_owners = {k for k, on in enumerate(lenient) if on}
-        vocabulary: set[str] = set()  # the words of the lenient lists
+        lenient_keys: list[str] = []  # the lenient lists' phrases and context phrases
         for owner, phrases in enumerate(lists):
             for phrase in phrases:
                 key = fold_phrase(phrase)
@@ -116,7 +116,7 @@ class PhraseIndex:
                 owners.setdefault(key, set()).add(owner)
                 longest = max(longest, len(phrase))
                 if owner in lenient_owners:
-                    vocabulary.update(key.split(" "))
+                    lenient_keys.append(key)
         for owner, phrases in enumerate(exceptions):
             for phrase in phrases:
                 key = fold_phrase(phrase)
@@ -124,10 +124,10 @@ class PhraseIndex:
                     owners.setdefault(key, set()).add(_EXCEPTION - owner)
                     longest = max(longest, len(phrase))
                     if owner in lenient_owners:
-                        vocabulary.update(key.split(" "))
+                        lenient_keys.append(key)
         # hits on the respelled view count for the lenient lists and their context phrases
         self._lenient = frozenset(lenient_owners | {_EXCEPTION - k for k in lenient_owners})
-        self._respeller = Respeller(vocabulary) if lenient_owners else None
+        self._respeller = Respeller(lenient_keys) if lenient_owners else None
         keys: dict[str, set[int]] = {}
         for key, who in owners.items():
             for variant in _gap_variants(key):
@@ -198,11 +198,7 @@ class PhraseIndex:
         folded = fold(text)
         spots: list[int] = []
         found = self._match(folded, 0, spots)
-        if self._respeller is not None:
-            respelled = self._respeller.view(folded)
-            if respelled is not None:
-                lenient = self._lenient
-                found |= {f for f in self._match(respelled, 0, None) if f[0] in lenient}
+        found |= self._match_respelled(folded, 0)
         spots = [at for at in spots if at >= 0 or leet_plausible(text, ~at)]
         spots = [at if at >= 0 else ~at for at in spots] + suspect_spots(text)
         if spots:
@@ -212,6 +208,7 @@ class PhraseIndex:
                 right = " " if w_end == len(text) or text[w_end].isspace() else "\0"
                 for view in unmask(text[w_start:w_end]):
                     found |= self._match(view, w_start, None, (left, right))
+                    found |= self._match_respelled(view, w_start, (left, right))
         if self._has_exceptions:
             found = _drop_excepted(found)
         hits = [PhraseHit(owner, s, e) for owner, s, e in found if owner >= 0 and s >= start]
@@ -276,6 +273,10 @@ class PhraseIndex:
                 kept = bisect.bisect_left(view.starts or (), unsettled - masked_from)
                 settled_view = Folded(view.text[:kept], view.starts, view.ends)
                 live = min(live, self._prefix_live(settled_view, masked_from))
+                if self._respeller is not None:
+                    respelled = self._respeller.view(settled_view, last_word=False)
+                    if respelled is not None:
+                        live = min(live, self._prefix_live(respelled, masked_from))
         return max(start, live)
 
     def _prefix_live(self, folded: Folded, shift: int, *, last_word: bool = True) -> int:
@@ -350,6 +351,19 @@ class PhraseIndex:
             o_start += shift
             found.update((owner, o_start, o_end + shift) for owner in owners)
         return found
+
+    def _match_respelled(
+        self, folded: Folded, shift: int, pads: tuple[str, str] = (" ", " ")
+    ) -> set[tuple[int, int, int]]:
+        """The hits of the lenient lists (and their context phrases) on the respelled view of
+        ``folded``."""
+        if self._respeller is None:
+            return set()
+        respelled = self._respeller.view(folded)
+        if respelled is None:
+            return set()
+        lenient = self._lenient
+        return {f for f in self._match(respelled, shift, None, pads) if f[0] in lenient}
 
     def _windows(self, text: str, spots: list[int]) -> list[tuple[int, int]]:
         """Stretches around the spots, widened to whitespace, overlapping ones merged."""
