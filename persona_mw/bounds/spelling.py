@@ -194,7 +194,7 @@ class Respeller:
             words = phrase.split(" ")
             for first, second in pairwise(words):
                 joined = first + second
-                if first in _ELIDED and second[:1] in _VOWELS and joined not in self._vocabulary:
+                if first in _ELIDED and second[:1] in _VOWELS:
                     self._joined[joined] = f"{first} {second}"
         corrections: dict[str, str | None] = {}
 
@@ -224,14 +224,14 @@ class Respeller:
         ``None`` (a filler)."""
         if word in FILLERS:
             return None
+        joined = self._joined.get(word)  # split even where a phrase has it joined too
+        if joined is not None:
+            return joined
         if word in self._vocabulary:
             return word
         expanded = ABBREVIATIONS.get(word)
         if expanded is not None and all(w in self._vocabulary for w in expanded.split(" ")):
             return expanded
-        joined = self._joined.get(word)
-        if joined is not None:
-            return joined
         if len(word) < _MIN_WORD:
             return word
         if "e" in word and _UMLAUT.search(word):

@@ -131,6 +131,60 @@ def test_a_lenient_list_keeps_its_context_phrases() -> None:
     assert len(index.scan("i want to really end it all tonight")) == 1
 
 
+@pytest.mark.parametrize(
+    ("text", "hit"),
+    [
+        (
+            "gave my guitar to my brother, i won't need it",
+            "gave my guitar to my brother, i won't need",
+        ),
+        ("gave my guitar away i won t need", "gave my guitar away i won t need"),
+        ("gave my guitar to my little brother and my cousin on sunday, i won't need it", None),
+        ("i won't need it, gave my guitar away", None),  # the parts come in their order
+    ],
+)
+def test_a_gapped_phrase_needs_its_second_part_a_few_words_after_the_first(
+    text: str, hit: str | None
+) -> None:
+    index = PhraseIndex([["gave my ... won t need"]])
+    assert [text[h.start : h.end] for h in index.scan(text)] == ([hit] if hit else [])
+
+
+def test_a_gapped_context_phrase_clears_the_hit_it_covers() -> None:
+    index = PhraseIndex(
+        [["lethal dose of"]], [["lethal dose ... homework", "homework ... lethal dose of"]]
+    )
+    assert index.scan("lethal dose of caffeine in rats for my homework") == []
+    assert index.scan("homework: the lethal dose of caffeine") == []
+    assert len(index.scan("the lethal dose of my pills")) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "gave my guitar to my brother, i won't need it anymore",
+        "homework: lethal dose of caffeine",
+        "the lethal dose of caffeine for my homework",
+        "the lethal dose of my pills, thanks",
+    ],
+)
+def test_a_gapped_phrase_streamed_one_character_at_a_time(text: str) -> None:
+    """A first part is held while its second part may still come: the stream finds what the
+    whole text does."""
+    index = PhraseIndex(
+        [["gave my ... won t need", "lethal dose of"]],
+        [["lethal dose ... homework", "homework ... lethal dose of"]],
+    )
+    whole = {(h.start, h.end) for h in index.scan(text)}
+    released, found = 0, set()
+    for n in range(1, len(text) + 1):
+        live = index.live_start(text[:n], released)
+        found |= {(h.start, h.end) for h in index.scan(text[:n], released) if h.end <= live}
+        released = max(released, live)
+    found |= {(h.start, h.end) for h in index.scan(text, released)}
+    assert found == whole
+
+
 PII = PIIDetector()
 
 
