@@ -82,6 +82,7 @@ _FILLERS_BY_LANGUAGE: dict[str, tuple[str, ...]] = {
     ),
     "de": (
         "einfach",
+        "uberhaupt",
         "echt",
         "wirklich",
         "ehrlich",
@@ -236,6 +237,8 @@ class Respeller:
             return word
         if "e" in word and _UMLAUT.search(word):
             plain = _UMLAUT.sub(lambda m: m.group()[0], word)
+            if plain in FILLERS:
+                return None
             if plain in self._vocabulary:
                 return plain
         single = _single(word)
