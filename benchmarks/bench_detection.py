@@ -1,6 +1,6 @@
 """Detection quality of the built-in packs on our own development sets, and what it costs.
 
-    .venv/bin/python benchmarks/bench_detection.py [--split dev|holdout|holdout2|all]
+    .venv/bin/python benchmarks/bench_detection.py [--split dev|holdout|holdout2|holdout3|all]
         [--against REF]
 
 1. Quality: every row of ``tests/data/detection/<pack>.jsonl`` (see the README there) goes
@@ -217,7 +217,9 @@ def throughput(against: str | None, *, mb: float, rounds: int, repeats: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--split", choices=("dev", "holdout", "holdout2", "all"), default="dev")
+    parser.add_argument(
+        "--split", choices=("dev", "holdout", "holdout2", "holdout3", "all"), default="dev"
+    )
     parser.add_argument("--against", help="git ref to compare throughput with (e.g. main)")
     parser.add_argument("--mb", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=5)

@@ -34,8 +34,9 @@ from .deobfuscate import (
 )
 from .lookahead import LOOKAHEAD
 from .normalise import Folded, fold, fold_phrase
+from .spelling import Respeller
 
-__all__ = ["PhraseDetector", "PhraseHit", "PhraseIndex", "expand_family"]
+__all__ = ["GAP", "PhraseDetector", "PhraseHit", "PhraseIndex", "expand_family"]
 
 
 #: ``{a|b|}``: one group of alternatives in a phrase family.
@@ -44,12 +45,25 @@ _GROUP = re.compile(r"\{([^{}]*)\}")
 #: its gap variants): a family past it is a mistake in the list, not a wish.
 MAX_FAMILY = 4096
 
+#: Between the two parts of a gapped phrase ("gave away ... won t need"): at most this many
+#: words and characters (the stream's context before a window, 48 characters, holds a part).
+GAP = "..."
+GAP_WORDS = 6
+GAP_CHARS = 40
+
 
 def expand_family(family: str) -> list[str]:
     """Every phrase of a phrase family: each ``{a|b|}`` group replaced by each of its
     alternatives (``""`` drops the group), runs of spaces made one. A phrase without groups is
-    itself. Raises ``ValueError`` for an unbalanced brace or a family of more than
-    :data:`MAX_FAMILY` phrases."""
+    itself. A gapped family (``"a ... b"``) stays one, its two sides checked here and expanded
+    by the index (its phrases are every side a with every side b: a product not worth
+    writing out). Raises ``ValueError`` for an unbalanced brace, a family of more than
+    :data:`MAX_FAMILY` phrases (per side) or a gap that is not between two sides."""
+    if GAP in family:
+        sides = family.split(GAP)
+        if len(sides) != 2 or not all(expand_family(side) for side in sides):
+            raise ValueError(f"phrase {family!r}: a gap ('...') must stand once, between two parts")
+        return [" ... ".join(" ".join(side.split()) for side in sides)]
     if "{" not in family and "}" not in family:
         return [family]
     parts = _GROUP.split(family)  # text, group, text, group, ..., text
@@ -84,7 +98,9 @@ class PhraseIndex:
     the hit ("fuckwit", "clusterfuck"). Obfuscations are seen
     through (see :mod:`.deobfuscate`): a multi-word phrase also matches joined ("killmyself"), and
     around spots where leetspeak, spaced-out or stretched letters may hide a word the text is
-    matched again on de-obfuscated views.
+    matched again on de-obfuscated views. ``lenient[k]`` (optional): list ``k`` (and its context
+    phrases) also matches a respelled view of the text, without filler words and with typos of
+    its words corrected (see :mod:`.spelling`).
     """
 
     def __init__(
@@ -92,6 +108,7 @@ class PhraseIndex:
         lists: Sequence[Iterable[str]],
         exceptions: Sequence[Iterable[str]] = (),
         stems: Sequence[Iterable[str]] = (),
+        lenient: Sequence[bool] = (),
         *,
         compact: bool = False,
     ) -> None:
@@ -102,19 +119,44 @@ class PhraseIndex:
         entries: dict[str, tuple[int, tuple[int, ...], int]] = {}
         owners: dict[str, set[int]] = {}
         longest = 0
-        for owner, phrases in enumerate(lists):
+        lenient_owners = {k for k, on in enumerate(lenient) if on}
+        lenient_keys: list[str] = []  # the lenient lists' phrases and context phrases
+        #: a gapped phrase ("a ... b") by number: its owner (a list, or a list's context)
+        self._gap_owner: list[int] = []
+        lenient_codes: set[int] = set()
+        sources = [(k, phrases) for k, phrases in enumerate(lists)]
+        sources += [(_EXCEPTION - k, phrases) for k, phrases in enumerate(exceptions)]
+        for owner, phrases in sources:
+            is_lenient = (owner if owner >= 0 else _EXCEPTION - owner) in lenient_owners
             for phrase in phrases:
-                key = fold_phrase(phrase)
-                if not key:
+                if GAP not in phrase:
+                    key = fold_phrase(phrase)
+                    if key:
+                        owners.setdefault(key, set()).add(owner)
+                        longest = max(longest, len(phrase))
+                        if is_lenient:
+                            lenient_keys.append(key)
                     continue
-                owners.setdefault(key, set()).add(owner)
-                longest = max(longest, len(phrase))
-        for owner, phrases in enumerate(exceptions):
-            for phrase in phrases:
-                key = fold_phrase(phrase)
-                if key:
-                    owners.setdefault(key, set()).add(_EXCEPTION - owner)
-                    longest = max(longest, len(phrase))
+                # a gapped family: each side's phrases are keys of their own, owned by the
+                # family's code (first side) and the code + 1 (second side)
+                code = _GAP_BASE + 2 * len(self._gap_owner)
+                self._gap_owner.append(owner)
+                if is_lenient:
+                    lenient_codes |= {code, code + 1}
+                side_longest = []
+                for part, side in enumerate(phrase.split(GAP)):
+                    side_keys = [k for k in map(fold_phrase, expand_family(side)) if k]
+                    for key in side_keys:
+                        owners.setdefault(key, set()).add(code + part)
+                    side_longest.append(max(map(len, side_keys), default=0))
+                    if is_lenient:
+                        lenient_keys += side_keys
+                longest = max(longest, sum(side_longest) + GAP_CHARS)
+        # hits on the respelled view count for the lenient lists and their context phrases
+        self._lenient = frozenset(
+            lenient_owners | {_EXCEPTION - k for k in lenient_owners} | lenient_codes
+        )
+        self._respeller = Respeller(lenient_keys) if lenient_owners else None
         keys: dict[str, set[int]] = {}
         for key, who in owners.items():
             for variant in _gap_variants(key):
@@ -173,7 +215,12 @@ class PhraseIndex:
             if entries
             else None
         )
-        self._has_exceptions = any(o < 0 for who in owners.values() for o in who)
+        self._has_exceptions = any(o < 0 for who in owners.values() for o in who) or any(
+            o < 0 for o in self._gap_owner
+        )
+        self._longest_part = max(
+            (len(k) for k, who in owners.items() if max(who) >= _GAP_BASE), default=0
+        )
         self._reach = longest + FOLD_REACH
         # A phrase can match text longer than itself (ligatures, zero-width characters,
         # decomposed accents, double gaps, spaced-out letters): allow twice its length.
@@ -185,6 +232,7 @@ class PhraseIndex:
         folded = fold(text)
         spots: list[int] = []
         found = self._match(folded, 0, spots)
+        found |= self._match_respelled(folded, 0)
         spots = [at for at in spots if at >= 0 or leet_plausible(text, ~at)]
         spots = [at if at >= 0 else ~at for at in spots] + suspect_spots(text)
         if spots:
@@ -194,6 +242,9 @@ class PhraseIndex:
                 right = " " if w_end == len(text) or text[w_end].isspace() else "\0"
                 for view in unmask(text[w_start:w_end]):
                     found |= self._match(view, w_start, None, (left, right))
+                    found |= self._match_respelled(view, w_start, (left, right))
+        if self._gap_owner:
+            found = self._join_gaps(found, text)
         if self._has_exceptions:
             found = _drop_excepted(found)
         hits = [PhraseHit(owner, s, e) for owner, s, e in found if owner >= 0 and s >= start]
@@ -224,6 +275,19 @@ class PhraseIndex:
                 break
             reach *= 2
         live = min(settled, self._prefix_live(folded, begin, last_word=False))
+        if self._gap_owner:  # a gapped phrase's second part may yet come
+            live = min(live, self._gap_live(text, start))
+        if self._respeller is not None:
+            # the respelled view of the finished words; the word being written may become a
+            # filler or a typo of a phrase word, so it is live itself
+            respelled = self._respeller.view(folded, last_word=False)
+            if respelled is not None:
+                live = min(live, self._prefix_live(respelled, begin, last_word=False))
+            last_space = folded.text.rfind(" ")
+            if last_space + 1 < len(folded.text):
+                live = min(live, begin + folded.original_span(last_space + 1, last_space + 2)[0])
+            else:
+                live = min(live, settled)
         if self._has_stems:  # the word the text ends in (the last cluster folded too)
             live = min(live, self._prefix_live(fold(text[begin:n]), begin, last_word=True))
         # an obfuscated phrase being written covers at most twice its length (spaced letters)
@@ -247,6 +311,10 @@ class PhraseIndex:
                 kept = bisect.bisect_left(view.starts or (), unsettled - masked_from)
                 settled_view = Folded(view.text[:kept], view.starts, view.ends)
                 live = min(live, self._prefix_live(settled_view, masked_from))
+                if self._respeller is not None:
+                    respelled = self._respeller.view(settled_view, last_word=False)
+                    if respelled is not None:
+                        live = min(live, self._prefix_live(respelled, masked_from))
         return max(start, live)
 
     def _prefix_live(self, folded: Folded, shift: int, *, last_word: bool = True) -> int:
@@ -322,6 +390,54 @@ class PhraseIndex:
             found.update((owner, o_start, o_end + shift) for owner in owners)
         return found
 
+    def _join_gaps(self, found: set[tuple[int, int, int]], text: str) -> set[tuple[int, int, int]]:
+        """``found`` with the hits of gapped phrases' parts replaced by the hits of the gapped
+        phrases: a first part, then a second starting at most :data:`GAP_WORDS` words and
+        :data:`GAP_CHARS` characters after it ends."""
+        joined = {f for f in found if f[0] < _GAP_BASE}
+        parts = [f for f in found if f[0] >= _GAP_BASE]
+        seconds: dict[int, list[tuple[int, int]]] = {}
+        for code, s, e in parts:
+            if (code - _GAP_BASE) % 2:
+                seconds.setdefault(code - 1, []).append((s, e))
+        for code, a_start, a_end in parts:
+            for b_start, b_end in seconds.get(code, ()):
+                if _within_gap(text, a_end, b_start):
+                    joined.add((self._gap_owner[(code - _GAP_BASE) // 2], a_start, b_end))
+        return joined
+
+    def _gap_live(self, text: str, start: int) -> int:
+        """The start of the earliest first part of a gapped phrase whose second part may
+        still come (the text after it is short enough), or :data:`_NONE_LIVE`."""
+        n = len(text)
+        reach = GAP_CHARS + 2 * self._longest_part + 2 * FOLD_REACH
+        begin = max(start, n - reach - 2 * self._longest_part)
+        while begin > start and not text[begin - 1].isspace():
+            begin -= 1
+        tail = text[begin:]
+        folded = fold(tail)
+        found = self._match(folded, begin, None) | self._match_respelled(folded, begin)
+        for view in unmask(tail) if _MAYBE_MASKED.search(tail) else ():
+            found |= self._match(view, begin, None) | self._match_respelled(view, begin)
+        live = _NONE_LIVE
+        for code, a_start, a_end in found:
+            if code >= _GAP_BASE and not (code - _GAP_BASE) % 2 and n - a_end <= reach:
+                live = min(live, a_start)
+        return live
+
+    def _match_respelled(
+        self, folded: Folded, shift: int, pads: tuple[str, str] = (" ", " ")
+    ) -> set[tuple[int, int, int]]:
+        """The hits of the lenient lists (and their context phrases) on the respelled view of
+        ``folded``."""
+        if self._respeller is None:
+            return set()
+        respelled = self._respeller.view(folded)
+        if respelled is None:
+            return set()
+        lenient = self._lenient
+        return {f for f in self._match(respelled, shift, None, pads) if f[0] in lenient}
+
     def _windows(self, text: str, spots: list[int]) -> list[tuple[int, int]]:
         """Stretches around the spots, widened to whitespace, overlapping ones merged."""
         windows: list[tuple[int, int]] = []
@@ -337,6 +453,15 @@ class PhraseIndex:
             else:
                 windows.append((lo, hi))
         return windows
+
+
+#: Owners from here up are parts of gapped phrases: ``_GAP_BASE + 2 * number + part``.
+_GAP_BASE = 1 << 30
+
+
+def _within_gap(text: str, end: int, start: int) -> bool:
+    """Whether ``text[end:start]`` is a gap a gapped phrase allows."""
+    return 0 <= start - end <= GAP_CHARS and len(text[end:start].split()) <= GAP_WORDS
 
 
 #: Key bytes up to which the automaton is a DFA (the output scanner with the built-in packs

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..types import Action
-from .phrases import expand_family
+from .phrases import GAP, expand_family
 from .pii import PII_KINDS, PIIKind
 
 __all__ = [
@@ -77,7 +77,9 @@ class PhrasesSpec(_Frozen):
     A phrase may be a family: ``{a|b|}`` groups are alternatives (an empty one makes the group
     optional), expanded when the policy loads — ``"{i|we} {want|wanna} to die"`` is four
     phrases. One family writes the ways a thought is put (subject, verb form, object) once
-    instead of one sentence at a time."""
+    instead of one sentence at a time. A phrase may have one gap, ``"a ... b"``: ``b`` starting
+    at most six words and 40 characters after ``a`` ends ("gave my guitar to my brother, i won't
+    need it"; in ``unless``, "lethal dose ... for my pharmacology exam")."""
 
     kind: Literal["phrases"] = "phrases"
     phrases: tuple[Annotated[str, Field(min_length=1, max_length=1000)], ...] = Field(min_length=1)
@@ -86,14 +88,22 @@ class PhrasesSpec(_Frozen):
     unless: tuple[Annotated[str, Field(min_length=1, max_length=1000)], ...] = ()
     #: Words that also hit as the first or last part of a compound ("fuckwit", "dumbfuck").
     stems: tuple[Annotated[str, Field(min_length=3, max_length=40)], ...] = ()
+    #: Also match how people type: filler words between the words of a phrase ("better off if
+    #: i *just* wasnt around") and typos of its words (doubled or dropped letters: "mourrir",
+    #: "mysef"); see :mod:`persona_mw.bounds.spelling`. A pass more per text, in Python: meant
+    #: for what users write (input), not for long model output.
+    lenient: bool = False
 
     @field_validator("phrases", "unless")
     @classmethod
     def _expand_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         phrases = tuple(dict.fromkeys(p for family in value for p in expand_family(family)))
         for phrase in phrases:
-            if len(phrase) > _MAX_PHRASE:
-                raise ValueError(f"phrase {phrase!r} is longer than {_MAX_PHRASE} characters")
+            # a gapped family stays one phrase (see expand_family): each side's phrases count
+            pieces = [p for side in phrase.split(GAP) for p in expand_family(side)]
+            for piece in pieces if GAP in phrase else [phrase]:
+                if len(piece) > _MAX_PHRASE:
+                    raise ValueError(f"phrase {piece!r} is longer than {_MAX_PHRASE} characters")
         return phrases
 
 

@@ -223,12 +223,13 @@ def _resolve(
             in_force.append(RuleInForce(rule, f"tier 3: the user switched on the {pack!r} pack"))
     for name in sorted(user_packs - set(USER_PACKS)):
         left_out.append((f"pack:{name}", f"users may switch on only {list(USER_PACKS)}"))
-    # A user's phrases are literal: braces are the deployer's family syntax, not theirs (and,
-    # not being letters, a match ignores them anyway).
+    # A user's phrases are literal: braces and "..." are the deployer's family and gap syntax,
+    # not theirs (and, not being letters, a match ignores them anyway).
     literal = tuple(
         phrase
         for phrase in (
-            " ".join(p.replace("{", " ").replace("}", " ").split()) for p in block_phrases
+            " ".join(p.replace("{", " ").replace("}", " ").replace("...", " ").split())
+            for p in block_phrases
         )
         if phrase
     )

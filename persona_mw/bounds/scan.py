@@ -190,17 +190,20 @@ class Scanner:
         return out
 
 
-_IndexKey = tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...]
+_IndexKey = tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool], ...]
 
 
 def _index_key(rules: Sequence[RuleInForce]) -> _IndexKey:
     specs = [r.rule.detector for r in rules if isinstance(r.rule.detector, PhrasesSpec)]
-    return tuple((s.phrases, s.unless, s.stems) for s in specs)
+    return tuple((s.phrases, s.unless, s.stems, s.lenient) for s in specs)
 
 
 def _new_index(key: _IndexKey, *, compact: bool = False) -> PhraseIndex:
-    lists, unless, stems = [p for p, _, _ in key], [u for _, u, _ in key], [s for _, _, s in key]
-    return PhraseIndex(lists, unless, stems, compact=compact)
+    lists = [spec[0] for spec in key]
+    unless = [spec[1] for spec in key]
+    stems = [spec[2] for spec in key]
+    lenient = [spec[3] for spec in key]
+    return PhraseIndex(lists, unless, stems, lenient, compact=compact)
 
 
 #: Phrase indexes by content: every scanner with the same policy phrases shares one.

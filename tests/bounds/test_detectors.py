@@ -86,6 +86,105 @@ def test_phrase_scan_respects_start_as_context() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "hit"),
+    [
+        (
+            "i think they would honestly be better off if i just wasnt here",
+            "better off if i just wasnt",
+        ),
+        ("i want to kil myself", "kil myself"),  # a doubled letter made single
+        ("i want to killl mysellf", "killl mysellf"),
+        ("honestly want to kill mysef", "kill mysef"),  # an inner letter dropped
+        ("jai envie de mourrir", "mourrir"),
+        ("Ich will mich eifach umbrigen!", "mich eifach umbrigen"),  # a typo of a filler too
+    ],
+)
+def test_a_lenient_list_reads_fillers_and_typos(text: str, hit: str) -> None:
+    """The respelled view (persona_mw.bounds.spelling) finds the phrase; the hit covers the
+    words as written."""
+    phrases = ["better off if i wasnt", "kill myself", "mourir", "mich umbringen"]
+    index = PhraseIndex([phrases], lenient=[True])
+    assert [text[h.start : h.end] for h in index.scan(text)] == [hit]
+    assert PhraseIndex([phrases]).scan(text) == []  # only for the lists that opt in
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "i feel ill myself",  # a first letter dropped is another word, never a typo
+        "better off if i was there",  # "was" is not "wasnt" with a letter dropped
+        "i want to really kill time",  # fillers go, the other words stay
+    ],
+)
+def test_a_lenient_list_corrects_only_typos_of_its_own_words(text: str) -> None:
+    index = PhraseIndex(
+        [["better off if i wasnt", "kill myself", "want to kill myself"]], lenient=[True]
+    )
+    assert index.scan(text) == []
+
+
+def test_a_lenient_list_keeps_its_context_phrases() -> None:
+    """A context phrase drops a hit found on the respelled view as on the text."""
+    index = PhraseIndex([["end it all"]], [["end it all with"]], lenient=[True])
+    assert index.scan("i want to really end it all with him") == []
+    assert len(index.scan("i want to really end it all tonight")) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "hit"),
+    [
+        (
+            "gave my guitar to my brother, i won't need it",
+            "gave my guitar to my brother, i won't need",
+        ),
+        ("gave my guitar away i won t need", "gave my guitar away i won t need"),
+        ("gave my guitar to my little brother and my cousin on sunday, i won't need it", None),
+        ("i won't need it, gave my guitar away", None),  # the parts come in their order
+    ],
+)
+def test_a_gapped_phrase_needs_its_second_part_a_few_words_after_the_first(
+    text: str, hit: str | None
+) -> None:
+    index = PhraseIndex([["gave my ... won t need"]])
+    assert [text[h.start : h.end] for h in index.scan(text)] == ([hit] if hit else [])
+
+
+def test_a_gapped_context_phrase_clears_the_hit_it_covers() -> None:
+    index = PhraseIndex(
+        [["lethal dose of"]], [["lethal dose ... homework", "homework ... lethal dose of"]]
+    )
+    assert index.scan("lethal dose of caffeine in rats for my homework") == []
+    assert index.scan("homework: the lethal dose of caffeine") == []
+    assert len(index.scan("the lethal dose of my pills")) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "gave my guitar to my brother, i won't need it anymore",
+        "homework: lethal dose of caffeine",
+        "the lethal dose of caffeine for my homework",
+        "the lethal dose of my pills, thanks",
+    ],
+)
+def test_a_gapped_phrase_streamed_one_character_at_a_time(text: str) -> None:
+    """A first part is held while its second part may still come: the stream finds what the
+    whole text does."""
+    index = PhraseIndex(
+        [["gave my ... won t need", "lethal dose of"]],
+        [["lethal dose ... homework", "homework ... lethal dose of"]],
+    )
+    whole = {(h.start, h.end) for h in index.scan(text)}
+    released, found = 0, set()
+    for n in range(1, len(text) + 1):
+        live = index.live_start(text[:n], released)
+        found |= {(h.start, h.end) for h in index.scan(text[:n], released) if h.end <= live}
+        released = max(released, live)
+    found |= {(h.start, h.end) for h in index.scan(text, released)}
+    assert found == whole
+
+
 PII = PIIDetector()
 
 

@@ -27,12 +27,12 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "detection"
 _PROFANITY = ["profanity", "profanity-es", "profanity-fr", "profanity-de", "profanity-pt"]
 
 
-def _scanner(packs: list[str], *, minor: bool) -> Scanner:
+def _scanner(packs: list[str], *, minor: bool, stage: str = "output") -> Scanner:
     effective = resolve(
         policy_from_dict({"version": "streams", "packs": packs}),
         Profile(user_id="streams", known_minor=minor),
     )
-    return effective.output
+    return effective.input if stage == "input" else effective.output
 
 
 #: Every built-in pack that applies to each kind of user, on the output stage.
@@ -41,6 +41,8 @@ SCANNERS = {
     "minor": _scanner(["crisis", "pii", "minor-safety"], minor=True),
     # without pii, nothing else holds the word being written: the phrase rules must
     "profanity-only": _scanner(_PROFANITY, minor=False),
+    # crisis.ideation is lenient: its respelled view (fillers, typos) streamed too
+    "crisis-input": _scanner(["crisis"], minor=False, stage="input"),
 }
 TEXTS = sorted(
     {
@@ -194,6 +196,9 @@ def test_dev_sets_obfuscated_stream_like_whole_text(
         "card 4111\u00a01111\u00a01111\u00a01111 ok",
         "call +44\u202f20\u202f7946\u202f0958 now",
         "social security number 536221234 thanks",
+        "everyone would honestly be better off if i just wasnt around",
+        "i want to kil myself, honestly want to kill mysef",
+        "jai envie de mourrir ok",
     ],
 )
 @pytest.mark.parametrize("user", sorted(SCANNERS))
