@@ -247,7 +247,8 @@ class PhraseIndex:
             found = self._join_gaps(found, text)
         if self._has_exceptions:
             found = _drop_excepted(found)
-        hits = [PhraseHit(owner, s, e) for owner, s, e in found if owner >= 0 and s >= start]
+        kept = _drop_contained([(o, s, e) for o, s, e in found if o >= 0 and s >= start])
+        hits = [PhraseHit(owner, s, e) for owner, s, e in kept]
         hits.sort(key=lambda h: (h.start, h.end, h.owner))
         return hits
 
@@ -525,6 +526,21 @@ def _drop_excepted(found: set[tuple[int, int, int]]) -> set[tuple[int, int, int]
         for owner, s, e in found
         if owner >= 0 and not any(xs <= s and e <= xe for xs, xe in excepted.get(owner, ()))
     }
+
+
+def _drop_contained(found: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Each list's hits without those inside another of its hits: one finding, said once. A
+    de-obfuscated view can find a word again from inside it (a window cut mid-word: "shitshit"
+    at 0 and at 1); the whole text has windows a stream's tail does not, so the two reported
+    different spans for the same redaction."""
+    kept: list[tuple[int, int, int]] = []
+    reach: dict[int, int] = {}  # per list, the furthest end of a hit kept so far
+    for owner, s, e in sorted(found, key=lambda h: (h[0], h[1], -h[2])):
+        if e <= reach.get(owner, -1):
+            continue
+        reach[owner] = e
+        kept.append((owner, s, e))
+    return kept
 
 
 def _gap_variants(key: str) -> list[str]:

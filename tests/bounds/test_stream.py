@@ -148,6 +148,15 @@ def test_streamed_equals_whole_text(parts: list[str], cuts: list[int]) -> None:
     assert_stream_matches_whole_text("".join(parts), cuts)
 
 
+def test_a_word_found_again_from_inside_it_is_one_finding() -> None:
+    """Found by the property test above: the whole text (with a leet-like spot further on,
+    which opens a de-obfuscation window cut inside the first word) reported the compound once
+    at 0 and again at 1; the stream reported it once. Same redaction, different decisions."""
+    text = "shitshitshit.ScunthorpeHello there. 2001:db8::1Hello there. "
+    assert [(h.span.start, h.span.end) for h in SCANNER.scan(text)] == [(0, 12)]
+    assert_stream_matches_whole_text(text, list(range(1, len(text))))
+
+
 def insert_invisible(text: str, insertions: list[tuple[int, str, int]]) -> str:
     """``text`` with ``count`` copies of ``char`` at each position (not before a combining
     mark: an invisible character there would take the mark with it, on any path)."""
