@@ -1,6 +1,6 @@
 """Pipeline overhead over bare ``litellm.acompletion`` with the same mock, and profile-store reads.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--calls 2000] [--rounds 5]
+    .venv/bin/python benchmarks/bench_pipeline.py [--calls 2000] [--rounds 5] [--frozen-heap]
 
 Side by side in one run, interleaved round by round so machine noise hits every variant alike:
   bare     litellm.acompletion(mock_response=...)
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -72,7 +73,7 @@ async def timed(call: Callable[[], Awaitable[object]], n: int) -> list[float]:
     return samples
 
 
-async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
+async def pipeline(calls: int, rounds: int, *, frozen: bool = False) -> dict[str, dict[str, float]]:
     import litellm
 
     from persona_mw import Middleware, Profile, Settings, build_middleware, load_config
@@ -185,6 +186,9 @@ async def pipeline(calls: int, rounds: int) -> dict[str, dict[str, float]]:
 
     for call in variants.values():  # warm caches, imports, the profile cache
         await timed(call, 50)
+    if frozen:  # as `persona-mw serve` does once started: the collector leaves start-up alone
+        gc.collect()
+        gc.freeze()
     names = list(variants)
     per_round: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     metrics_cost: list[float] = []  # full - unmetered, paired call by call
@@ -286,10 +290,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--frozen-heap",
+        action="store_true",
+        help="gc.freeze() after the warm-up, as `persona-mw serve` does after start-up: the "
+        "garbage collector no longer scans what the process built to start (LiteLLM, the "
+        "scanners), which every call's allocations otherwise make it do now and then",
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # drop info events
     print(f"pipeline: {args.calls} calls x {args.rounds} rounds per variant", file=sys.stderr)
-    result = asyncio.run(pipeline(args.calls, args.rounds))
+    result = asyncio.run(pipeline(args.calls, args.rounds, frozen=args.frozen_heap))
     print(
         "\n| variant | p50 ms | p99 ms | added p50 ms | added p99 ms | p50 ratio vs bare "
         "| CPU p50 ms | CPU added p50 ms | CPU ratio |"

@@ -12,13 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("bare", "empty", "lastonly", "full", "unmetered", "history", "nocache")
 
 
-def test_bench_pipeline_runs_every_variant() -> None:
+@pytest.mark.parametrize("heap", [[], ["--frozen-heap"]], ids=["live-heap", "frozen-heap"])
+def test_bench_pipeline_runs_every_variant(heap: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench_pipeline.py", "--calls", "3", "--rounds", "1"],
+        [sys.executable, "benchmarks/bench_pipeline.py", "--calls", "3", "--rounds", "1", *heap],
         cwd=ROOT,
         env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
         capture_output=True,
