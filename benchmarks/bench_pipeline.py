@@ -186,7 +186,7 @@ async def pipeline(calls: int, rounds: int, *, frozen: bool = False) -> dict[str
 
     for call in variants.values():  # warm caches, imports, the profile cache
         await timed(call, 50)
-    if frozen:  # as `persona-mw serve` does once started: the collector leaves start-up alone
+    if frozen:  # as `persona-mw serve` does once started: a full collection skips start-up
         gc.collect()
         gc.freeze()
     names = list(variants)
@@ -293,9 +293,10 @@ def main() -> None:
     parser.add_argument(
         "--frozen-heap",
         action="store_true",
-        help="gc.freeze() after the warm-up, as `persona-mw serve` does after start-up: the "
-        "garbage collector no longer scans what the process built to start (LiteLLM, the "
-        "scanners), which every call's allocations otherwise make it do now and then",
+        help="gc.freeze() after the warm-up, as `persona-mw serve` does after start-up: a full "
+        "collection no longer walks what the process built to start (LiteLLM, the scanners): "
+        "one in a run took 313 ms live and 16 ms frozen; the p50 figures did not move beyond "
+        "the machine's noise",
     )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # drop info events
