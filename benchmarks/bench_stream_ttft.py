@@ -2,7 +2,7 @@
 
     .ci/proxy-env.sh .venv-proxy   # the bare LiteLLM proxy lives in its own venv
     LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python benchmarks/bench_stream_ttft.py \\
-        [--requests 30] [--rounds 3]
+        [--requests 30] [--rounds 3] [--settle 0.1]
 
 Two fake OpenAI upstreams on loopback (``persona_mw.testing.FakeOpenAIServer``, each in its own
 process) stream the same 210-character reply at a fixed rate: 4-character chunks 20 ms apart,
@@ -23,6 +23,10 @@ reply* (a notice the middleware puts before it is not counted) p50/p99; the medi
 content chunks; and the mean delay of a reply character behind its arrival through the upstream
 directly (per request, then p50 over requests). The reply has no personal data or profanity, so
 every path delivers it unchanged.
+
+``--settle`` waits after each request: a server's work after the last chunk (LiteLLM's
+end-of-stream bookkeeping, the middleware's usage recording) otherwise still runs while the
+next path's request starts, and that path's time to first token pays for it on a shared machine.
 """
 
 from __future__ import annotations
@@ -270,15 +274,22 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="seconds to wait after each request, so the next path does not start while the "
+        "last one's end-of-stream work (LiteLLM's bookkeeping, usage recording) still runs",
+    )
+    parser.add_argument(
         "--schedule-only", action="store_true", help="only the release schedule (no timing)"
     )
     args = parser.parse_args()
     release_schedule()
     if not args.schedule_only:
-        asyncio.run(run(args.requests, args.rounds))
+        asyncio.run(run(args.requests, args.rounds, args.settle))
 
 
-async def run(requests: int, rounds: int) -> None:
+async def run(requests: int, rounds: int, settle: float = 0.0) -> None:
     import structlog
 
     from persona_mw import Middleware
@@ -345,7 +356,9 @@ async def run(requests: int, rounds: int) -> None:
                 marker = uuid.uuid4().hex[:12]
                 started, events = await path(marker)
                 query = f"{upstream.removesuffix('/v1')}/sent?marker={marker}"
-                return Run(started, events, (await client.get(query)).json())
+                run = Run(started, events, (await client.get(query)).json())
+                await asyncio.sleep(settle)
+                return run
 
             results: dict[str, dict[str, list[dict[str, float]]]] = {}
             for rate, upstream in upstreams.items():
