@@ -15,6 +15,7 @@ A stage takes part in usage, erasure and the policy explanation by implementing
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -50,10 +51,19 @@ _log = get_logger("persona_mw.server")
 
 
 def create_app(
-    config: ServerConfig | None = None, *, middleware: Middleware | None = None
+    config: ServerConfig | None = None,
+    *,
+    middleware: Middleware | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """The server as an ASGI app. Give ``middleware`` to serve one you built yourself (its
-    ``aclose`` is still called at shutdown); otherwise it is built from ``config.persona``."""
+    ``aclose`` is still called at shutdown); otherwise it is built from ``config.persona``.
+
+    ``freeze_heap`` (what ``persona-mw serve`` sets; leave it off in a process you share, such
+    as tests): once started, ``gc.freeze()`` what start-up built — LiteLLM, the compiled
+    scanners, hundreds of thousands of objects that live as long as the process — so the
+    garbage collector's full collections stop walking them (one took 313 ms live and 16 ms
+    frozen, docs/benchmarks.md)."""
     config = config or ServerConfig()
     for name, value in config.environment_variables.items():
         os.environ.setdefault(name, value)
@@ -84,12 +94,16 @@ def create_app(
         for line in config.ignored:
             _log.warning("config.section_ignored", detail=line, source=config.persona.source)
         warm_ms = _warm(state.mw)
+        if freeze_heap:
+            gc.collect()
+            gc.freeze()
         _log.info(
             "server.started",
             models=models,
             auth=config.auth_enabled,
             version=__version__,
             warm_ms=warm_ms,
+            frozen_objects=gc.get_freeze_count(),
         )
         yield
         # uvicorn has stopped accepting and drained connections (up to its graceful timeout).

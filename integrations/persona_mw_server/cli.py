@@ -92,7 +92,7 @@ def app_from_env() -> object:
 
     configure_logging(json=True)
     path = os.environ.get(CONFIG_ENV) or deprecated_env("PERSONA_MW_SERVER_CONFIG")
-    app = create_app(load_server_config(path))
+    app = create_app(load_server_config(path), freeze_heap=True)
     if os.environ.get(MULTIPROC_ENV):
         app.add_middleware(_MarkDeadAtShutdown)
     return app
@@ -262,7 +262,7 @@ def serve(
     if workers == 1:
         from .app import create_app
 
-        uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(config, freeze_heap=True), **common)  # type: ignore[arg-type]
         return
     os.environ[CONFIG_ENV] = os.path.abspath(config_path) if config_path else ""
     # Each worker counts in its own files there; /metrics, in whichever worker answers, sums them.

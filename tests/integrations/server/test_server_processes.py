@@ -159,3 +159,20 @@ def test_graceful_shutdown_drains_an_open_stream(tmp_path: Path) -> None:
             if line.startswith("{")
         ]
         assert "request.completed" in events and events[-1] == "server.stopped"
+
+
+def test_each_worker_freezes_what_start_up_built(
+    two_workers: tuple[ServerProcess, FakeOpenAIServer],
+) -> None:
+    """`persona-mw serve` freezes the start-up heap in every worker (the garbage collector's
+    full collections then skip LiteLLM and the scanners): each worker's `server.started` says
+    how many objects it froze."""
+    server, _ = two_workers
+    assert server.log_path is not None
+    started = [
+        json.loads(line)
+        for line in server.log_path.read_text().splitlines()
+        if line.startswith("{") and '"server.started"' in line
+    ]
+    assert len(started) == 2, started
+    assert all(event["frozen_objects"] > 100_000 for event in started), started
