@@ -7,10 +7,11 @@ scan costs the same for 10 phrases or 10,000. Word boundaries come free: text an
 folded so that every non-word character is a space, and each phrase is searched with a space on
 both sides, so "Scunthorpe", "classic" and "assassin" never contain a hit.
 
-Why one module of ~450 lines: :class:`PhraseIndex` is one data structure whose keys (gap
-variants, compounds, obfuscation spots, a sorted list of live prefixes) are made in its
-constructor for the scan and ``live_start`` beside it; each piece only means something next to
-the others.
+Why one module of ~600 lines: :class:`PhraseIndex` is one data structure whose keys (gap
+variants, compounds, obfuscation spots, one-gap phrases' sides, a lenient list's vocabulary,
+a sorted list of live prefixes) are made in its constructor for the scan and ``live_start``
+beside it; each piece only means something next to the others (the respelling itself is
+:mod:`.spelling`, the de-obfuscation :mod:`.deobfuscate`).
 """
 
 from __future__ import annotations

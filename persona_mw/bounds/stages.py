@@ -6,6 +6,10 @@ effective policy to ``ctx.policy``, the deployer's disclosure rule to ``ctx.disc
 the output stage makes a fresh :class:`~persona_mw.bounds.scan.StreamFilter` per text. What
 the input hits mean for a call is decided by the pure functions of
 :mod:`persona_mw.bounds.input_checks` (re-exported here).
+
+Why ~420 lines in one module: the deployment's ``bounds`` section (:class:`BoundsConfig`), the
+two stages it builds and :func:`bounds_stages` that builds them are one wiring; the verdicts
+and the scanning already live in their own modules.
 """
 
 from __future__ import annotations
