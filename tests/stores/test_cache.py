@@ -165,17 +165,17 @@ async def test_fail_closed_raises_store_error(key_prefix: str) -> None:
 async def test_malformed_stored_profile_gives_default(redis_url: str, key_prefix: str) -> None:
     client = redis.asyncio.Redis.from_url(redis_url)
     await client.hset(
-        user_key(key_prefix, "ada", "profile"),
-        mapping={"d": '{"user_id": "ada", "style": 7}', "v": 3},
+        user_key(key_prefix, "grace", "profile"),
+        mapping={"d": '{"user_id": "grace", "style": 7}', "v": 3},
     )
     await client.aclose()
     mw = Middleware(store=RedisProfileStore(redis_url, prefix=key_prefix))
     try:
         with capture_logs() as logs:
-            profile, source = await mw.load_profile("ada")
-        assert (profile, source) == (Profile.default("ada"), "default")
+            profile, source = await mw.load_profile("grace")
+        assert (profile, source) == (Profile.default("grace"), "default")
         errors = [e for e in logs if e["event"] == "profile.invalid_stored"]
         assert errors and "style" in errors[0]["error"]
-        assert "ada" not in str(errors[0])
+        assert "grace" not in str(errors[0])  # letters no hex digest can hold by chance
     finally:
         await mw.aclose()
