@@ -76,10 +76,15 @@ SPOT_KEYS: tuple[str, ...] = (
     )
     + tuple(f" 2 {a}" for a in _L)
 )
-#: Leet-digit triggers, a leet digit followed by a letter ("k1ll", "sch3isse", "4ss"): nearly
-#: every leet word has one, and digits are rare enough in text to keep them cheap. The word
-#: around is checked with :func:`leet_plausible` before it is de-obfuscated.
-LEET_SPOT_KEYS: tuple[str, ...] = tuple(f"{d}{a}" for a in _L for d in _LEET_DIGITS)
+#: Leet-digit triggers, a leet digit beside a letter ("k1ll", "sch3isse", "4ss", "a55"):
+#: nearly every leet word has one, and digits are rare enough in text to keep them cheap. The
+#: word around is checked with :func:`leet_plausible` before it is de-obfuscated. A digit after
+#: the letters too: :func:`_unleet` reads "a55" as "ass" in any window, so a word like it must
+#: open a window of its own, or its verdict would depend on another spot further on (which a
+#: stream cannot wait for; the property test found "ass555-…" hit only with one after it).
+LEET_SPOT_KEYS: tuple[str, ...] = tuple(f"{d}{a}" for a in _L for d in _LEET_DIGITS) + tuple(
+    f"{a}{d}" for a in _L for d in _LEET_DIGITS
+)
 #: Leet symbols looked for in the original text (they fold to spaces): one find each.
 _SYMBOLS = "$@!"
 _NON_ASCII_LEET = re.compile(r"[^\W\d_][@$!|+€©¡]|[@$!|+€©¡][^\W\d_]")

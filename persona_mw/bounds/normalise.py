@@ -22,13 +22,16 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["Folded", "fold", "fold_phrase"]
+__all__ = ["INVISIBLE", "Folded", "fold", "fold_phrase"]
 
 #: Characters removed outright: they render as nothing and are used to split words.
 _INVISIBLE = frozenset(
     "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200d\u200e"
     "\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\ufeff"
 )
+#: The same, for the detectors that look at original text: an invisible character must change
+#: no verdict, so they step over it as folding does.
+INVISIBLE = _INVISIBLE
 
 #: Combining diacritical marks (U+0300-U+036F) are dropped: people write "suicidio" for
 #: "suicídio" and "nao" for "não", so accents must not decide a match.

@@ -34,7 +34,7 @@ from .deobfuscate import (
     unmask,
 )
 from .lookahead import LOOKAHEAD
-from .normalise import Folded, fold, fold_phrase
+from .normalise import INVISIBLE, Folded, fold, fold_phrase
 from .spelling import Respeller
 
 __all__ = ["GAP", "PhraseDetector", "PhraseHit", "PhraseIndex", "expand_family"]
@@ -228,8 +228,22 @@ class PhraseIndex:
         self.max_span = 2 * longest + FOLD_REACH + LOOKAHEAD
 
     def scan(self, text: str, start: int = 0) -> list[PhraseHit]:
+        """The hits in ``text`` that start at or after ``start``. Invisible characters are set
+        aside first (:func:`_visible`) and the spans mapped back over them: the de-obfuscation
+        reads neighbours in the original text, and an invisible character between a letter
+        and a leet symbol, or widening a window, must change no verdict."""
         if self._empty:
             return []
+        visible = _visible(text)
+        if visible is None:
+            return self._scan(text, start)
+        shown, at = visible
+        return [
+            PhraseHit(h.owner, at[h.start], at[h.end - 1] + 1)
+            for h in self._scan(shown, bisect.bisect_left(at, start))
+        ]
+
+    def _scan(self, text: str, start: int) -> list[PhraseHit]:
         folded = fold(text)
         spots: list[int] = []
         found = self._match(folded, 0, spots)
@@ -259,7 +273,16 @@ class PhraseIndex:
         (with its gaps); the word being written when there are stems; the last cluster always
         (a combining mark after it changes how it folds); and, when the end of the text may
         still be de-obfuscated differently (a leet character, a single letter, a run of equal
-        letters near it), its last ``FOLD_REACH`` characters."""
+        letters near it), its last ``FOLD_REACH`` characters. On the visible characters, as
+        :meth:`scan` reads them."""
+        visible = _visible(text)
+        if visible is None:
+            return self._live_start(text, start)
+        shown, at = visible
+        live = self._live_start(shown, bisect.bisect_left(at, start))
+        return max(start, at[live]) if live < len(at) else len(text)
+
+    def _live_start(self, text: str, start: int) -> int:
         n = len(text)
         if self._empty or start >= n:
             return n
@@ -309,6 +332,13 @@ class PhraseIndex:
                 else:
                     unsettled = n - 1
                 live = min(live, unsettled)
+                if self._respeller is not None:
+                    # a lenient list respells whole words: the word the unsettled tail cuts
+                    # into may still become one ("jp3n$3" is "je pense" once it ends)
+                    word = unsettled
+                    while word > begin and not text[word - 1].isspace():
+                        word -= 1
+                    live = min(live, word)
             for view in unmask(text[masked_from:n]):
                 kept = bisect.bisect_left(view.starts or (), unsettled - masked_from)
                 settled_view = Folded(view.text[:kept], view.starts, view.ends)
@@ -527,6 +557,18 @@ def _drop_excepted(found: set[tuple[int, int, int]]) -> set[tuple[int, int, int]
         for owner, s, e in found
         if owner >= 0 and not any(xs <= s and e <= xe for xs, xe in excepted.get(owner, ()))
     }
+
+
+_INVISIBLE_RUN = re.compile("[" + "".join(sorted(INVISIBLE)) + "]")
+
+
+def _visible(text: str) -> tuple[str, list[int]] | None:
+    """``text`` without its invisible characters, and where each kept one stands in ``text``;
+    None when it has none (most text: one C-level check)."""
+    if text.isascii() or _INVISIBLE_RUN.search(text) is None:
+        return None
+    at = [i for i, c in enumerate(text) if c not in INVISIBLE]
+    return "".join(text[i] for i in at), at
 
 
 def _drop_contained(found: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:

@@ -200,6 +200,24 @@ def test_invisible_characters_anywhere_change_no_verdict(
     assert_stream_matches_whole_text(text, cuts)
 
 
+@pytest.mark.parametrize(
+    "plain",
+    [
+        "ass555-123-45672001:db8::1Hello there. ",  # found by the property test above
+        "a$$",  # a leet symbol beside a letter, a zero-width space between them
+        "sh!t happens",
+    ],
+)
+def test_a_zero_width_space_between_every_character_changes_no_verdict(plain: str) -> None:
+    """The de-obfuscation reads neighbours in the original text (a leet symbol beside a
+    letter, how far a window reaches): an invisible character between them hid the word. The
+    phrase index now reads the visible characters and maps spans back over the invisible."""
+    text = "\u200b".join(plain)
+    assert phrase_rules_fired(text) == phrase_rules_fired(plain) == {"profanity"}
+    assert_stream_matches_whole_text(text, list(range(1, len(text))))
+    assert_stream_matches_whole_text(text, [])
+
+
 @pytest.mark.parametrize("per_gap", [1, 3, 12, 40])
 @pytest.mark.parametrize("chunk", [1, 4, 50])
 def test_zero_width_padding_does_not_push_a_phrase_out_of_the_hold_back(

@@ -164,6 +164,16 @@ def test_a_letter_run_in_a_phrase_streamed_one_character_at_a_time(text: str) ->
     assert_streamed_equals_whole(SCANNERS["adult"], text, list(range(1, len(text))))
 
 
+def test_a_leet_word_a_lenient_list_respells_is_held_whole() -> None:
+    """Found by the property test below: "jp3n$3" is "je pense" only once the word ends (leet,
+    then the joined elision); the stream held the last few characters that de-obfuscation may
+    still change, released "jp" before them, and the crisis phrase was never seen whole."""
+    text = "jp3n$3 a me tuer tous les soirs"
+    assert [h.rule.rule.id for h in SCANNERS["crisis-input"].scan(text)] == ["crisis.ideation"]
+    assert_streamed_equals_whole(SCANNERS["crisis-input"], text, list(range(1, len(text))))
+    assert_streamed_equals_whole(SCANNERS["crisis-input"], text, [10])
+
+
 @pytest.mark.parametrize("user", sorted(SCANNERS))
 @settings(max_examples=150, deadline=None)
 @given(
