@@ -115,11 +115,18 @@ def suspect_spots(text: str) -> list[int]:
 
 
 def _leet_spot(text: str, at: int) -> bool:
-    # "great!" is punctuation: "!", "|" and "+" stand for letters only between two letters
-    if text[at] in _INNER_ONLY and not (
-        0 < at < len(text) - 1 and text[at - 1].isalpha() and text[at + 1].isalpha()
-    ):
-        return False
+    # "great!" is punctuation: "!", "|" and "+" stand for letters only inside a word, in a run
+    # of leet characters with a letter either side ("sh!t", "shit!!hello"), as _unleet reads
+    # them: a spot that _unleet would read but this test missed made the verdict depend on
+    # another spot's window further on (the property test found "shit!!Hello ... db8")
+    if text[at] in _INNER_ONLY:
+        i, j = at, at + 1
+        while i > 0 and text[i - 1] in _LEET:
+            i -= 1
+        while j < len(text) and text[j] in _LEET:
+            j += 1
+        if not (i > 0 and j < len(text) and text[i - 1].isalpha() and text[j].isalpha()):
+            return False
     return leet_plausible(text, at)
 
 
@@ -138,7 +145,8 @@ def leet_plausible(text: str, at: int) -> bool:
         return True
     if digits * 2 > len(word) or any(c.isdigit() and c not in _LEET for c in word):
         return False
-    return not ("@" in word and hi < len(text) and text[hi] == ".")
+    # an e-mail address has its local part before the "@": "@sshole." is leet before a full stop
+    return not ("@" in word[1:] and hi < len(text) and text[hi] == ".")
 
 
 def unmask(text: str) -> list[Folded]:

@@ -332,9 +332,11 @@ class PhraseIndex:
                 else:
                     unsettled = n - 1
                 live = min(live, unsettled)
-                if self._respeller is not None:
-                    # a lenient list respells whole words: the word the unsettled tail cuts
-                    # into may still become one ("jp3n$3" is "je pense" once it ends)
+                if self._respeller is not None or self._has_stems:
+                    # a lenient list respells whole words, and a stem's hit spans its whole
+                    # word: the word the unsettled tail cuts into may still become one ("jp3n$3"
+                    # is "je pense" once it ends) or grow ("shit!" may go on as "shit!!hello",
+                    # one word once the symbols read as letters)
                     word = unsettled
                     while word > begin and not text[word - 1].isspace():
                         word -= 1

@@ -54,15 +54,20 @@ _CANDIDATE = re.compile(
 )
 #: The two halves of ``_CANDIDATE``, faster apart: a pattern that opens with a character class
 #: tries a match at each such character, and upper-case letters are common; IBANs are found
-#: with a plain ``bytes.find`` instead (:func:`_upper_ibans`).
+#: with a plain ``bytes.find`` instead (:func:`_ibans`).
 _NUMBER = re.compile(rf"[+({_DIGITS}][{_DIGITS}{_SEPS}]{{5,40}}")
 _UPPER_IBAN = re.compile(r"[A-Z][A-Z][0-9][0-9](?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?")
-#: Upper-case letters to "A", digits to "0", everything else to ".": "GB82" reads "AA00".
+#: Letters of either case to "A", digits to "0", everything else to ".": "GB82" and "gb82"
+#: read "AA00".
 _IBAN_SHAPE = bytes(
-    ord("A") if 65 <= i <= 90 else ord("0") if 48 <= i <= 57 else ord(".") for i in range(256)
+    ord("A") if 65 <= i <= 90 or 97 <= i <= 122 else ord("0") if 48 <= i <= 57 else ord(".")
+    for i in range(256)
 )
+_IBAN_HEAD = re.compile(r"[A-Za-z]{2}[0-9]{2}")
 _IBAN_ANY_CASE = re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,3})?")
 _IBAN_PARTIAL = regex.compile(_IBAN_ANY_CASE.pattern)
+#: The longest IBAN written in groups of four (34 characters and 8 spaces).
+_IBAN_MAX = 42
 _NUMBER_MAX = 41
 _CANDIDATE_PARTIAL = regex.compile(_CANDIDATE.pattern)
 _SEP_TO_SPACE = {ord(c): " " for c in "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006"}
@@ -70,7 +75,7 @@ _SEP_TO_SPACE.update({ord(c): " " for c in "\u2007\u2008\u2009\u200a\u202f\u205f
 _SEP_TO_SPACE.update({ord(c): "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63"})
 _IPV4_SHAPE = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
 _SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}\Z")
-_CARD_SHAPE = re.compile(r"\d{4}(?:[ \-./]?\d{3,6}){2,4}\Z")
+_CARD_SHAPE = re.compile(r"\d{4}(?:[ \-./]?\d{3,6}){1,3}[ \-./]?\d{2,6}\Z")
 _DATE_START = re.compile(r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?!\d)")
 _DECIMAL = re.compile(r"\d+\.\d{3,}\Z")
 _PHONE_LAYOUT = re.compile(r"(?:\+\d{1,3}[ \-.]?\(?\d|\(\d{2,5}\) ?\d|\d{3}([-. ])\d{3}\1\d{4}\Z)")
@@ -81,12 +86,38 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-#: Words before a dotted number that make it a version, not an address.
+#: Words before a dotted number that make it a version, not an address (es fr de pt it too).
 _VERSION_WORDS = _words(
     "v ver version versions release build kernel firmware chrome firefox python node java "
-    "windows ios android rev revision patch update upgrade upgraded to"
+    "windows ios android rev revision patch update upgrade upgraded to "
+    "versión versao versão versione versie "
+    "actualiza actualizar atualize atualizar aggiorna aggiornare aktualisiere"
 )
-_SSN_CONTEXT = re.compile(r"(?i)(?:ssn|social security|soc\.? sec\.?)\D{0,20}\Z")
+#: Words just before a number that make it a phone number the number alone does not say:
+#: a local number without its area code ("my number is 482-7719"), a national number of
+#: another region than the deployment's ("mi móvil es el 612 34 56 78").
+_PHONE_CONTEXT = re.compile(
+    r"(?i)\b(?:phone|cell|cellphone|mobile|tel|tlf|tfno|telephone|call me|call|text me|"
+    r"reach me|whatsapp|"
+    r"(?:my|home|work|his|her|their) number|"
+    r"m[oó]vil|celular|tel[eé]fono|ll[aá]mame|mi n[uú]mero|"
+    r"portable|t[eé]l[eé]phone|mon num[eé]ro|appelle[sz]?[ -]moi|"
+    r"handy|telefon|handynummer|telefonnummer|ruf mich an|meine nummer|"
+    r"telem[oó]vel|liga(?:-me| pra mim)|meu n[uú]mero|"
+    r"cellulare|chiamami|il mio numero)\b[^0-9\n]{0,16}\Z"
+)
+#: Words just before a number that make it an identifier, not a phone number.
+_ID_CONTEXT = re.compile(
+    r"(?i)\b(?:order|part|invoice|ticket|tracking|serial|model|item|sku|ref|reference|case|"
+    r"booking|confirmation|account|policy|customer|member|transaction|shipment|parcel|"
+    r"pedido|factura|referencia|commande|facture|r[eé]f[eé]rence|bestellung|bestell|"
+    r"rechnung|kunden|sendung|encomenda|fatura|ordine|fattura|riferimento)"
+    r"(?:[ -]?(?:number|no\.?|nr\.?|num\.?|n[º°o]\.?|id|#|n[uú]mero|nummer|numero))?"
+    r"[\s:#.]{0,4}\Z"
+)
+#: A local number of seven digits, as in North America ("482-7719").
+_LOCAL_SHAPE = re.compile(r"\d{3}[-. ]\d{4}\Z")
+_SSN_CONTEXT = re.compile(r"(?i)(?:ssn|ss ?#|ss no|social security|soc\.? sec\.?)\D{0,20}\Z")
 #: Payment card numbers begin with 2-6 (Mastercard 2-series and 5, Amex/Diners/JCB 3, Visa 4,
 #: Discover/UnionPay 6); order and tracking numbers often do not.
 _CARD_FIRST = frozenset("23456")
@@ -110,8 +141,10 @@ def luhn_valid(digits: str) -> bool:
 
 @lru_cache(maxsize=4096)  # a stream rescans its window: the same candidates come back
 def iban_valid(iban: str) -> bool:
-    """ISO 13616 IBAN: the country's length and format, and mod 97 (``python-stdnum``)."""
-    return bool(_iban.is_valid(iban))
+    """ISO 13616 IBAN: the country's length and format, and mod 97 (``python-stdnum``). Not the
+    national bank registry ``python-stdnum`` also checks by default: an account at a bank it
+    does not list ("BE68 5390 0754 7034") is still an account number to redact."""
+    return bool(_iban.is_valid(iban, check_country=False))
 
 
 class PIIDetector:
@@ -151,6 +184,8 @@ class PIIDetector:
         """Candidate stretches (number runs, e-mail and IPv6 candidates), valid or not: a
         stream is never cut inside one, so a window never sees the tail of a run as a run."""
         out = [m.span() for m in _CANDIDATE.finditer(text, start)]
+        if "iban" in self.kinds:  # lower-case IBANs: letters are no run characters
+            out += [(s, e) for s, e, valid in _ibans(text, start) if valid]
         if any(sign in text for sign in (AT_SIGNS if not text.isascii() else "@")):
             out += [(s.start, s.end) for s in emails(text, start, candidates=True)]
         out += [(s.start, s.end) for s in spelled_emails(text, start)]
@@ -173,9 +208,11 @@ class PIIDetector:
             live = partial_live_start(_CANDIDATE_PARTIAL, text, begin)
             # `regex` reports a partial match only where no complete one follows: the digits of
             # an IBAN being written ("DE89 3704 0", "de89 3704 0") are a complete number
-            # candidate, which hid the partial IBAN from its country code on
+            # candidate, which hid the partial IBAN from its country code on; and a lower-case
+            # IBAN's letters ("gb82 west 1234") are no run characters at all: look back as far
+            # as an IBAN reaches
             if "iban" in kinds:
-                iban_from = max(start, begin - 2)  # the country code is no run character
+                iban_from = max(start, min(begin, n - _IBAN_MAX - LOOKAHEAD))
                 live = min(live, partial_live_start(_IBAN_PARTIAL, text, iban_from))
         if "email" in kinds:
             live = min(live, email_live_start(text, start))
@@ -189,12 +226,11 @@ class PIIDetector:
         run is classified (IBAN, IPv4, SSN, card, phone)."""
         kinds = self.kinds
         spans = []
-        # the upper-case IBAN candidates first: digits inside one are not a number of their own
+        # the IBAN candidates first: digits inside one are not a number of their own
         taken: list[tuple[int, int]] = []
-        for candidate in _upper_ibans(text, start):
-            s, e = candidate.span()
+        for s, e, valid in _ibans(text, start):
             taken.append((s, e))
-            if "iban" in kinds and _bounded(text, s, e) and iban_valid(candidate.group()):
+            if valid and "iban" in kinds:
                 spans.append(Span(s, e, "iban"))
         next_taken = 0
         pos = start
@@ -208,21 +244,16 @@ class PIIDetector:
                 # pattern of both would
                 pos = taken[next_taken][1]
                 continue
-            if (
-                "iban" in kinds
-                and s >= 2
-                and text[s - 2 : s].isascii()
-                and text[s - 2 : s].isalpha()
-            ):
-                iban = _IBAN_ANY_CASE.match(text, s - 2)
-                if iban and _bounded(text, s - 2, iban.end()) and iban_valid(iban.group()):
-                    spans.append(Span(s - 2, iban.end(), "iban"))
-                    continue
             raw = m.group().rstrip(" -.(/\u00a0\u202f\u2009")
             if raw.endswith(")") and raw.count("(") <= raw.count(")") - 1:
                 raw = raw[:-1]
             e = s + len(raw)
-            if s > 0 and (text[s - 1].isalnum() or text[s - 1] in "+._-#/:,"):
+            # "#12345" is an id, "SSN#672-31-0458" is not
+            if (
+                s > 0
+                and (text[s - 1].isalnum() or text[s - 1] in "+._-#/:,")
+                and (text[s - 1] != "#" or not _SSN_CONTEXT.search(text, max(0, s - 30), s))
+            ):
                 continue
             if e < len(text) and (text[e].isalnum() or text[e] in "_%°"):
                 continue
@@ -236,8 +267,12 @@ class PIIDetector:
         kind = self._kind(raw)
         if kind == "ip" and _after_version_word(text, s):
             return None
+        if kind == "phone" and _ID_CONTEXT.search(text, max(0, s - 40), s):
+            return None  # "part number 0451-2231-0098", "order #020 7946 0958"
         if kind is None and len(raw) == 9 and raw.isdigit() and _SSN_CONTEXT.search(text, 0, s):
             return "ssn" if _ssn.is_valid(raw) else None
+        if kind is None and _PHONE_CONTEXT.search(text, max(0, s - 40), s):
+            return "phone" if self._phone_in_context(raw) else None
         return kind
 
     @lru_cache(maxsize=4096)  # noqa: B019 (detectors live as long as the policy; streams rescan)
@@ -262,6 +297,20 @@ class PIIDetector:
             return "phone"
         return None
 
+    def _phone_in_context(self, raw: str) -> bool:
+        """After a phone word: a local number, or a valid one of any region we know."""
+        plain = unicodedata.normalize("NFKC", raw).translate(_SEP_TO_SPACE)
+        if _LOCAL_SHAPE.match(plain):
+            return True
+        for region in self._trunk_regions:
+            try:
+                number = phonenumbers.parse(plain, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return True
+        return False
+
     def _phone_valid(self, raw: str, digits: str) -> bool:
         if raw.startswith("+"):
             regions: tuple[str | None, ...] = (None,)
@@ -284,20 +333,55 @@ class PIIDetector:
         return False
 
 
-def _upper_ibans(text: str, start: int) -> Iterator[re.Match[str]]:
-    """The upper-case IBAN candidates of ``_CANDIDATE`` from ``start``, left to right."""
-    if not text.isascii():
-        yield from _UPPER_IBAN.finditer(text, start)
-        return
-    shape = text.encode("ascii").translate(_IBAN_SHAPE)
-    at = shape.find(b"AA00", start)
-    while at != -1:
-        m = _UPPER_IBAN.match(text, at)
-        if m is None:
-            at = shape.find(b"AA00", at + 1)
+def _ibans(text: str, start: int) -> Iterator[tuple[int, int, bool]]:
+    """IBAN candidates from ``start``, left to right, as (start, end, valid). Upper case
+    ("GB82 WEST 1234 ..."): every stretch :data:`_UPPER_IBAN` matches, valid or not (its digits
+    are no number of their own). Lower or mixed case ("nl91abna0417164300", "be68 5390 0754
+    7034"), from a word start: only a valid one, the longest valid prefix ending at a group
+    break, since the any-case pattern cannot tell a spaced IBAN's last group from the next word
+    ("... 7034 within" reads as groups too)."""
+    if text.isascii():
+        shape = text.encode("ascii").translate(_IBAN_SHAPE)
+        heads: Iterator[int] = _finds(shape, b"AA00", start)
+    else:
+        heads = (m.start() for m in _IBAN_HEAD.finditer(text, start))
+    after = start  # the end of the last candidate: a head inside it is part of it
+    for at in heads:
+        if at < after:
             continue
-        yield m
-        at = shape.find(b"AA00", m.end())
+        if text[at : at + 2].isupper() and (m := _UPPER_IBAN.match(text, at)) is not None:
+            s, e = m.span()
+            after = e
+            yield s, e, _bounded(text, s, e) and iban_valid(m.group())
+        elif (
+            not (at > 0 and text[at - 1].isalnum())
+            and (found := _valid_prefix(text, at)) is not None
+        ):
+            after = found
+            yield at, found, True
+
+
+def _finds(haystack: bytes, needle: bytes, start: int) -> Iterator[int]:
+    at = haystack.find(needle, start)
+    while at != -1:
+        yield at
+        at = haystack.find(needle, at + 1)
+
+
+def _valid_prefix(text: str, at: int) -> int | None:
+    """The end of the longest valid IBAN from ``at`` that ends at a group break, if any."""
+    m = _IBAN_ANY_CASE.match(text, at)
+    if m is None:
+        return None
+    groups = m.group().split(" ")
+    for count in range(len(groups), 0, -1):
+        candidate = " ".join(groups[:count])
+        if len(candidate) - count + 1 < 15:  # the shortest IBAN (Norway) has 15 characters
+            return None
+        end = at + len(candidate)
+        if _bounded(text, at, end) and iban_valid(candidate):
+            return end
+    return None
 
 
 def _bounded(text: str, s: int, e: int) -> bool:

@@ -242,6 +242,8 @@ def test_luhn(number: str, valid: bool) -> None:
         ("GB82 WEST 1234 5698 7654 32", True),
         ("GB00WEST12345698765432", False),
         ("GB82", False),
+        # mod 97 and Belgium's format hold; the bank is one python-stdnum's registry lacks
+        ("BE68 5390 0754 7034", True),
     ],
 )
 def test_iban(iban: str, valid: bool) -> None:
@@ -387,6 +389,15 @@ def test_unless_context_cancels_a_hit_inside_it() -> None:
         ("anna＠example.de", "email", "anna＠example.de"),
         ("iban de89370400440532013000", "iban", "de89370400440532013000"),
         ("ring 020 7946 0958", "phone", "020 7946 0958"),
+        # lower-case IBANs whose bank code is letters; a spaced one before a word
+        ("nl44rabo0123456789 is mine", "iban", "nl44rabo0123456789"),
+        ("iban gb82 west 1234 5698 7654 32 ok", "iban", "gb82 west 1234 5698 7654 32"),
+        ("refund to be68 5390 0754 7034 within days", "iban", "be68 5390 0754 7034"),
+        # after a phone word: a local number, another region's national number
+        ("my home number is 482-7719", "phone", "482-7719"),
+        ("mi móvil es el 612 34 56 78", "phone", "612 34 56 78"),
+        ("SSN#287-65-4321 on file", "ssn", "287-65-4321"),
+        ("diners 3622 7206 2716 67", "card", "3622 7206 2716 67"),
     ],
 )
 def test_pii_formats_people_write(text: str, kind: str, found: str) -> None:
@@ -402,6 +413,12 @@ def test_pii_formats_people_write(text: str, kind: str, found: str) -> None:
         "pi is 3.14159265358979",
         "order #1234567890123",
         "look at this dot com bubble",
+        # identifiers, not phones, even laid out like one; seven digits without a phone word
+        "part number 0451-2231-0098 fits",
+        "order number 482-7719 shipped",
+        "see room 482-7719",
+        "actualiza a la versión 3.10.2.5",
+        "nl00rabo0123456789 fails mod 97",
     ],
 )
 def test_pii_leaves_numbers_that_are_not_personal_data(text: str) -> None:

@@ -209,6 +209,8 @@ def test_dev_sets_obfuscated_stream_like_whole_text(
         "everyone would honestly be better off if i just wasnt around",
         "i want to kil myself, honestly want to kill mysef",
         "jai envie de mourrir ok",
+        "my cell is 482-7719 tonight",
+        "shit!!Hello there. 2001:db8::1",
     ],
 )
 @pytest.mark.parametrize("user", sorted(SCANNERS))
@@ -234,6 +236,10 @@ def test_a_lone_letter_after_a_word_holds_only_itself() -> None:
         "IBAN: DE89 3704 0044 0532 0130 00 (020) 7946-0958",
         "iban: de89 3704 0044 0532 0130 00 ok",
         "pay GB82 WEST 1234 5698 7654 32 by Friday",
+        # lower case: the letters are no number characters, the live start looks back for them
+        "iban gb82 west 1234 5698 7654 32 ok",
+        "nl44rabo0123456789 is mine",
+        "refund to be71 0961 2345 6769 within days",
     ],
 )
 @pytest.mark.parametrize("user", sorted(SCANNERS))
