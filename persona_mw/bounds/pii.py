@@ -302,14 +302,7 @@ class PIIDetector:
         plain = unicodedata.normalize("NFKC", raw).translate(_SEP_TO_SPACE)
         if _LOCAL_SHAPE.match(plain):
             return True
-        for region in self._trunk_regions:
-            try:
-                number = phonenumbers.parse(plain, region)
-            except phonenumbers.NumberParseException:
-                continue
-            if phonenumbers.is_valid_number(number):
-                return True
-        return False
+        return any(map(phonenumbers.is_valid_number, _parsed(plain, self._trunk_regions)))
 
     def _phone_valid(self, raw: str, digits: str) -> bool:
         if raw.startswith("+"):
@@ -318,11 +311,7 @@ class PIIDetector:
             regions = self._trunk_regions
         else:
             regions = (self.region,)
-        for region in regions:
-            try:
-                number = phonenumbers.parse(raw, region)
-            except phonenumbers.NumberParseException:
-                continue
+        for number in _parsed(raw, regions):
             if phonenumbers.is_valid_number(number):
                 return True
             # Laid out like a phone number ("(555) 123-4567", "555-123-4567", "+1 555 ..."): a
@@ -331,6 +320,15 @@ class PIIDetector:
             if _PHONE_LAYOUT.match(raw) and phonenumbers.is_possible_number(number):
                 return True
         return False
+
+
+def _parsed(raw: str, regions: Iterable[str | None]) -> Iterator[phonenumbers.PhoneNumber]:
+    """``raw`` read as a phone number of each region in turn, where it parses."""
+    for region in regions:
+        try:
+            yield phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            continue
 
 
 def _ibans(text: str, start: int) -> Iterator[tuple[int, int, bool]]:
