@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "detection"
 #: pack -> (the packs switched on, the rule ids that count as "the pack fired", minor profile)
 PACKS: dict[str, tuple[list[str], tuple[str, ...], bool]] = {
-    "crisis": (["crisis"], ("crisis.ideation", "crisis.methods"), False),
-    "minor-safety": (["minor-safety"], ("minor-safety.sexual",), True),
+    "crisis": (["crisis"], ("crisis.ideation", "crisis.ideation-model", "crisis.methods"), False),
+    "minor-safety": (
+        ["minor-safety"],
+        ("minor-safety.sexual", "minor-safety.sexual-model"),
+        True,
+    ),
     "pii": (["pii"], ("pii",), False),
     "profanity": (
         ["profanity", "profanity-es", "profanity-fr", "profanity-de", "profanity-pt"],
@@ -215,10 +220,39 @@ def throughput(against: str | None, *, mb: float, rounds: int, repeats: int) -> 
         print(f"| {key} | " + " | ".join(f"{m:.1f}" for m in medians) + " |" + ratio)
 
 
+def classifier_cost(rounds: int = 5) -> None:
+    """What scoring one input message costs each built-in classifier: the median over the
+    pack's input rows of the best of ``rounds`` timings (µs), by message length."""
+    from persona_mw.bounds.classifier import load_classifier
+
+    print("\nclassifier scoring, per input message (best of 5, median over the rows, µs):")
+    print("| model | rows | chars (median) | µs (median) | µs (p90) |")
+    print("|---|---|---|---|---|")
+    for pack in ("crisis", "minor-safety"):
+        model = load_classifier(pack)
+        texts = [r.text for r in load(pack, "all") if r.stage == "input"]
+        costs = []
+        for text in texts:
+            best = float("inf")
+            for _ in range(rounds):
+                started = time.perf_counter()
+                model.score(text)
+                best = min(best, time.perf_counter() - started)
+            costs.append(best * 1e6)
+        costs.sort()
+        chars = statistics.median(len(t) for t in texts)
+        print(
+            f"| {pack} | {len(texts)} | {chars:.0f} | {statistics.median(costs):.0f} "
+            f"| {costs[int(0.9 * len(costs))]:.0f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "--split", choices=("dev", "holdout", "holdout2", "holdout3", "all"), default="dev"
+        "--split",
+        choices=("dev", "holdout", "holdout2", "holdout3", "holdout4", "all"),
+        default="dev",
     )
     parser.add_argument("--against", help="git ref to compare throughput with (e.g. main)")
     parser.add_argument("--mb", type=float, default=2.0)
@@ -230,6 +264,7 @@ def main() -> None:
     print(f"split: {args.split}\n")
     quality(args.split, verbose=args.verbose)
     if not args.no_throughput:
+        classifier_cost()
         throughput(args.against, mb=args.mb, rounds=args.rounds, repeats=args.repeats)
 
 

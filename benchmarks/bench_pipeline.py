@@ -10,6 +10,8 @@ Side by side in one run, interleaved round by round so machine noise hits every 
   full     build_middleware(demo config): bounds, dependence, personalisation, usage recording,
            metrics
   idle     full, for users back after the usage cache expired: every call reloads their usage
+  fresh    full, with a new user message each call: the input rules (phrases, the crisis
+           classifier) check it instead of answering from the verdict cache
   unmetered  full without its last finish stage (the per-call Prometheus metrics); the
            paired difference full - unmetered is what counting costs
   history  full, with a 40-message history replayed before a new user message each call (the
@@ -163,6 +165,14 @@ async def pipeline(calls: int, rounds: int, *, frozen: bool = False) -> dict[str
         ),
         "idle": lambda: idle.acompletion(
             user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY
+        ),
+        # Every message new, as in a deployment: the input checks (phrases, the crisis
+        # classifier) run each call instead of answering from the verdict cache.
+        "fresh": lambda: full.acompletion(
+            user=users[next(turn) % USERS],
+            model=MODEL,
+            messages=[{"role": "user", "content": f"How can I sleep better, take {next(turn)}?"}],
+            mock_response=REPLY,
         ),
         "unmetered": lambda: unmetered.acompletion(
             user=users[next(turn) % USERS], model=MODEL, messages=MESSAGES, mock_response=REPLY

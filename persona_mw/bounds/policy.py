@@ -31,6 +31,7 @@ __all__ = [
     "Adjustable",
     "Audience",
     "BuiltinPack",
+    "ClassifierSpec",
     "DetectorSpec",
     "JudgeSpec",
     "ModelSpec",
@@ -265,8 +266,37 @@ class RelationshipSpec(_Frozen):
     max_sentence: int = Field(default=200, ge=20, le=1000)
 
 
+class ClassifierSpec(_Frozen):
+    """A trained text classifier (:mod:`persona_mw.bounds.classifier`): a built-in model by name
+    or a model file, and the score from which it fires (default: the model's own). Judges a
+    whole message: input rules only."""
+
+    kind: Literal["classifier"] = "classifier"
+    model: str = Field(min_length=1, max_length=500)
+    threshold: float | None = Field(default=None, gt=0, lt=1)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from .classifier import BUILTIN_MODELS
+
+        if value not in BUILTIN_MODELS and not value.endswith(".json"):
+            raise ValueError(
+                f"unknown classifier model {value!r}: use a built-in one "
+                f"({', '.join(BUILTIN_MODELS)}) or the path of a .json model file that "
+                "scripts/train_classifiers.py wrote"
+            )
+        return value
+
+
 DetectorSpec = Annotated[
-    PhrasesSpec | RegexSpec | PIISpec | JudgeSpec | ModerationSpec | RelationshipSpec,
+    PhrasesSpec
+    | RegexSpec
+    | PIISpec
+    | JudgeSpec
+    | ModerationSpec
+    | RelationshipSpec
+    | ClassifierSpec,
     Field(discriminator="kind"),
 ]
 
@@ -346,6 +376,17 @@ class Rule(_Frozen):
                 )
         if isinstance(self.detector, RelationshipSpec) and self.stage != "output":
             raise ValueError("a relationship rule scores assistant text: use stage: output")
+        if isinstance(self.detector, ClassifierSpec):
+            if self.stage != "input":
+                raise ValueError(
+                    "a classifier rule judges a whole message: use stage: input (for replies, "
+                    "use a phrases, moderation or judge rule, which can judge a stream)"
+                )
+            if self.action == "redact":
+                raise ValueError(
+                    "a classifier rule cannot redact: it judges a whole message, not a span; "
+                    "use block, append, notify or log"
+                )
         return self
 
     @property

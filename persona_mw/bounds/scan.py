@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ..observability import get_logger
 from ..types import Decision, Notice, Span
+from .classifier import ClassifierDetector
 from .detectors import (
     Detector,
     PhraseIndex,
@@ -40,7 +41,15 @@ from .detectors import (
 )
 from .normalise import fold
 from .pii import PIIDetector
-from .policy import USER_BLOCK_PHRASES, PhrasesSpec, PIISpec, RegexSpec, RelationshipSpec, Rule
+from .policy import (
+    USER_BLOCK_PHRASES,
+    ClassifierSpec,
+    PhrasesSpec,
+    PIISpec,
+    RegexSpec,
+    RelationshipSpec,
+    Rule,
+)
 
 if TYPE_CHECKING:
     from ..types import CallContext
@@ -93,7 +102,7 @@ class Hit:
 
 @lru_cache(maxsize=256)
 def detector_for(
-    spec: RegexSpec | PIISpec | RelationshipSpec,
+    spec: RegexSpec | PIISpec | RelationshipSpec | ClassifierSpec,
     *,
     scorer: Callable[[str], float] | None = None,
 ) -> Detector:
@@ -108,6 +117,8 @@ def detector_for(
         return RelationshipDetector(
             threshold=spec.threshold, max_sentence=spec.max_sentence, scorer=scorer
         )
+    if isinstance(spec, ClassifierSpec):
+        return ClassifierDetector(spec.model, threshold=spec.threshold)
     raise ValueError(f"no synchronous detector for {spec!r}")
 
 
@@ -132,7 +143,7 @@ class Scanner:
         self._others: list[tuple[RuleInForce, Detector]] = [
             (r, detector_for(r.rule.detector, scorer=scorer))
             for r in rules
-            if isinstance(r.rule.detector, RegexSpec | PIISpec | RelationshipSpec)
+            if isinstance(r.rule.detector, RegexSpec | PIISpec | RelationshipSpec | ClassifierSpec)
         ]
         spans = [index.max_span for _, index in self._phrase_groups] or [0]
         spans += [d.max_span for _, d in self._others]
@@ -280,12 +291,18 @@ def decisions_for(
 
 
 def notices_for(hits: Sequence[Hit], seen: set[str]) -> list[Notice]:
-    """The notices append/notify hits add (one per rule per call; ``seen`` tracks that)."""
+    """The notices append/notify hits add: one per rule and one per text per call (a pack's
+    phrase list and its classifier show the same resources once); ``seen`` tracks both."""
     notices = []
     for hit in hits:
         rule = hit.rule.rule
-        if hit.action in ("append", "notify") and rule.message and rule.id not in seen:
-            seen.add(rule.id)
+        if (
+            hit.action in ("append", "notify")
+            and rule.message
+            and rule.id not in seen
+            and rule.message not in seen
+        ):
+            seen.update((rule.id, rule.message))
             position: Literal["before", "after"] = "before" if hit.action == "notify" else "after"
             notices.append(Notice(text=rule.message, source=rule.id, position=position))
     return notices
