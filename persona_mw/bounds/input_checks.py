@@ -17,7 +17,14 @@ from ..types import CallContext, Decision, Instruction, Message, Notice
 from .classifiers import Classifiers
 from .inputs import MessageText, current_turn_start, plan_input, scan_message
 from .resolve import EffectivePolicy
-from .scan import Hit, RuleInForce, apply_redactions, decisions_for, notices_for
+from .scan import (
+    Hit,
+    RuleInForce,
+    apply_redactions,
+    decisions_for,
+    instructions_for,
+    notices_for,
+)
 
 __all__ = [
     "CrisisInterrupt",
@@ -83,11 +90,7 @@ def input_verdict(hits: Sequence[Hit]) -> InputVerdict:
     if block is not None:
         return InputVerdict(decisions, block.rule.rule.message or _DEFAULT_BLOCK, (), (), False)
     fired: dict[str, RuleInForce] = {h.rule.rule.id: h.rule for h in hits if not h.error}
-    instructions = tuple(
-        Instruction(r.rule.tier, r.rule.id, r.rule.instruction)
-        for r in sorted(fired.values(), key=lambda r: r.rule.tier)
-        if r.rule.instruction
-    )
+    instructions = instructions_for(fired.values())
     return InputVerdict(
         decisions,
         None,

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from ..profile import Profile
 from ..types import Decision, Instruction, Message, Notice, Span
 from .resolve import EffectivePolicy
-from .scan import Hit, RuleInForce, decisions_for, notices_for
+from .scan import Hit, RuleInForce, decisions_for, instructions_for, notices_for
 
 __all__ = [
     "PROFILE_TEXT_FIELDS",
@@ -168,12 +168,7 @@ def plan_input(
         block = min(blocks, key=lambda h: h.rule.rule.tier)
         reply = block.rule.rule.message or _DEFAULT_BLOCK
         return InputPlan(tuple(decisions), reply, (), (), list(messages))
-    instructions = tuple(
-        Instruction(r.rule.tier, r.rule.id, r.rule.instruction)
-        for r in sorted(fired.values(), key=lambda r: r.rule.tier)
-        if r.rule.instruction
-    )
-    return InputPlan(tuple(decisions), None, tuple(notices), instructions, out)
+    return InputPlan(tuple(decisions), None, tuple(notices), instructions_for(fired.values()), out)
 
 
 def _withheld(decision: Decision, length: int) -> Decision:

@@ -25,13 +25,13 @@ side by side.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from ..observability import get_logger
-from ..types import Decision, Notice, Span
+from ..types import Decision, Instruction, Notice, Span
 from .classifier import ClassifierDetector
 from .detectors import (
     Detector,
@@ -64,6 +64,7 @@ __all__ = [
     "decisions_for",
     "detector_for",
     "hold_back_for",
+    "instructions_for",
     "notices_for",
 ]
 
@@ -288,6 +289,16 @@ def decisions_for(
             )
         )
     return decisions
+
+
+def instructions_for(fired: Iterable[RuleInForce]) -> tuple[Instruction, ...]:
+    """The instructions of the rules that fired, strictest tier first, one per text (a pack's
+    phrase list and its classifier tell the model once)."""
+    by_text: dict[str, Instruction] = {}
+    for r in sorted(fired, key=lambda r: r.rule.tier):
+        if r.rule.instruction and r.rule.instruction not in by_text:
+            by_text[r.rule.instruction] = Instruction(r.rule.tier, r.rule.id, r.rule.instruction)
+    return tuple(by_text.values())
 
 
 def notices_for(hits: Sequence[Hit], seen: set[str]) -> list[Notice]:

@@ -169,7 +169,7 @@ def test_a_leet_word_a_lenient_list_respells_is_held_whole() -> None:
     then the joined elision); the stream held the last few characters that de-obfuscation may
     still change, released "jp" before them, and the crisis phrase was never seen whole."""
     text = "jp3n$3 a me tuer tous les soirs"
-    assert [h.rule.rule.id for h in SCANNERS["crisis-input"].scan(text)] == ["crisis.ideation"]
+    assert "crisis.ideation" in {h.rule.rule.id for h in SCANNERS["crisis-input"].scan(text)}
     assert_streamed_equals_whole(SCANNERS["crisis-input"], text, list(range(1, len(text))))
     assert_streamed_equals_whole(SCANNERS["crisis-input"], text, [10])
 

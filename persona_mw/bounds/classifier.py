@@ -1,0 +1,188 @@
+"""A linear text classifier over character and word n-grams, trained on our own data sets.
+
+Phrase lists catch the wording they list. Measured on a batch of messages written by another
+hand before the lists were read (``holdout4`` in ``tests/data/detection``), the crisis and
+minor-safety phrase packs found 0.54-0.57 and 0.53-0.60 of what they should: people state the
+same thought in too many ways. A logistic regression over TF-IDF weighted character n-grams
+(inside words, 2-5 characters: typos, inflections and joined words share most of them) and word
+uni- and bigrams, trained on the development sets, finds most of the rest (figures in
+docs/benchmarks.md, "A trained classifier beside the phrase lists").
+
+The model is a JSON file (``persona_mw/bounds/models/<name>.json``) that
+``scripts/train_classifiers.py`` writes with scikit-learn from the data in the repository; its
+``trained`` member records the data's digest, and a test retrains it and compares. Scoring here
+is plain Python, as scikit-learn's ``TfidfVectorizer(sublinear_tf=True)`` and
+``LogisticRegression.predict_proba`` compute it (a test checks they agree): no model weights or
+data come from anywhere at run time, and nothing heavier than this module is imported.
+
+A classifier judges a whole message, so its rules are input rules: a reply is checked by
+phrases, PII and model-backed (``moderation`` / ``judge``) rules, which can judge a stream as it
+comes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from ..errors import ConfigError
+from ..types import Span
+from .normalise import fold
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "MIN_WORDS",
+    "ClassifierDetector",
+    "TextClassifier",
+    "load_classifier",
+    "model_text",
+]
+
+#: Below this many words a message is left to the phrase lists: a greeting or a one-word reply
+#: holds too few n-grams for a score to mean anything ("Hey" scored near the threshold).
+MIN_WORDS = 3
+#: The models shipped with the package (one per pack that uses one).
+BUILTIN_MODELS = ("crisis", "minor-safety")
+FORMAT = "persona_mw.linear-text-classifier/1"
+Analyzer = Literal["char_wb", "word"]
+
+
+def model_text(text: str) -> str:
+    """What the model reads: folded (lower case, accents, look-alike and full-width characters,
+    punctuation to spaces; :func:`persona_mw.bounds.normalise.fold`), single-spaced."""
+    return " ".join(fold(text).text.split())
+
+
+def _char_wb(text: str, low: int, high: int) -> list[str]:
+    """scikit-learn's ``char_wb`` analyzer: n-grams inside each word padded with spaces; a word
+    shorter than ``n`` counts once."""
+    grams: list[str] = []
+    for word in text.split():
+        padded = f" {word} "
+        length = len(padded)
+        for n in range(low, high + 1):
+            offset = 0
+            grams.append(padded[:n])
+            while offset + n < length:
+                offset += 1
+                grams.append(padded[offset : offset + n])
+            if offset == 0:
+                break
+    return grams
+
+
+def _words(text: str, low: int, high: int) -> list[str]:
+    """scikit-learn's ``word`` analyzer with its default tokens (two or more word characters)."""
+    tokens = [t for t in text.split() if len(t) > 1]
+    grams: list[str] = []
+    for n in range(low, high + 1):
+        grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return grams
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """One vectorizer's part of the model: each feature's idf and coefficient."""
+
+    analyzer: Analyzer
+    low: int
+    high: int
+    features: dict[str, tuple[float, float]]
+
+    def contribution(self, text: str) -> float:
+        grams = (_char_wb if self.analyzer == "char_wb" else _words)(text, self.low, self.high)
+        dot = norm = 0.0
+        features = self.features
+        for gram, count in Counter(grams).items():
+            feature = features.get(gram)
+            if feature is None:
+                continue
+            value = (1.0 + math.log(count)) * feature[0]
+            norm += value * value
+            dot += value * feature[1]
+        return dot / math.sqrt(norm) if norm else 0.0
+
+
+class TextClassifier:
+    """``score(text)``: the probability that ``text`` belongs to the model's class."""
+
+    def __init__(self, data: dict[str, object], *, source: str) -> None:
+        if data.get("format") != FORMAT:
+            raise ConfigError(
+                f"{source}: not a persona_mw classifier model (format {data.get('format')!r}, "
+                f"expected {FORMAT!r}); write one with scripts/train_classifiers.py"
+            )
+        self.name = str(data["name"])
+        self.threshold = float(data["threshold"])  # type: ignore[arg-type]
+        self.intercept = float(data["intercept"])  # type: ignore[arg-type]
+        self.trained = data.get("trained", {})
+        blocks = data["blocks"]
+        assert isinstance(blocks, list)
+        self._blocks = tuple(
+            _Block(
+                b["analyzer"],
+                int(b["ngram_range"][0]),
+                int(b["ngram_range"][1]),
+                {k: (float(v[0]), float(v[1])) for k, v in b["features"].items()},
+            )
+            for b in blocks
+        )
+
+    def score(self, text: str) -> float:
+        folded = model_text(text)
+        z = self.intercept + sum(block.contribution(folded) for block in self._blocks)
+        return 1.0 / (1.0 + math.exp(-z)) if z > -500 else 0.0
+
+
+@lru_cache(maxsize=16)
+def load_classifier(model: str) -> TextClassifier:
+    """A built-in model by name (:data:`BUILTIN_MODELS`) or a model file by path; loaded once
+    per process (~10 MB and ~0.2 s each)."""
+    if model in BUILTIN_MODELS:
+        source = f"built-in model {model!r}"
+        text = resources.files(__package__).joinpath("models", f"{model}.json").read_text("utf-8")
+    else:
+        path = Path(model)
+        source = str(path)
+        if path.suffix != ".json" or not path.is_file():
+            raise ConfigError(
+                f"classifier model {model!r}: not a built-in model ({', '.join(BUILTIN_MODELS)}) "
+                "nor a .json model file; train one with scripts/train_classifiers.py"
+            )
+        text = path.read_text("utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}: not valid JSON ({exc}); retrain the model") from exc
+    return TextClassifier(data, source=source)
+
+
+class ClassifierDetector:
+    """The whole text from ``start`` when the model's score reaches ``threshold``.
+
+    A message is judged whole, so a stream would hold everything: rules with this detector are
+    input rules (the policy refuses one on output)."""
+
+    name = "classifier"
+
+    def __init__(self, model: str, *, threshold: float | None = None) -> None:
+        self.classifier = load_classifier(model)
+        self.threshold = self.classifier.threshold if threshold is None else threshold
+        self.max_span = 1 << 20
+
+    def detect(self, text: str, start: int = 0) -> list[Span]:
+        if len(text[start:].split(maxsplit=MIN_WORDS)) < MIN_WORDS:
+            return []
+        if self.classifier.score(text[start:]) >= self.threshold:
+            return [Span(start, len(text), self.classifier.name)]
+        return []
+
+    def live_start(self, text: str, start: int = 0) -> int:
+        """Everything from ``start``: a message is judged whole."""
+        return start
