@@ -121,7 +121,6 @@ class TextClassifier:
         self.name = str(data["name"])
         self.threshold = float(data["threshold"])  # type: ignore[arg-type]
         self.intercept = float(data["intercept"])  # type: ignore[arg-type]
-        self.trained = data.get("trained", {})
         blocks = data["blocks"]
         assert isinstance(blocks, list)
         self._blocks = tuple(

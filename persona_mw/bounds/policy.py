@@ -362,31 +362,26 @@ class Rule(_Frozen):
             raise ValueError(f"action {self.action!r} needs a `message` to show the user")
         if self.tier == 1 and self.adjustable is not None:
             raise ValueError("a tier-1 rule cannot be user-adjustable (tier 1 is the law)")
-        if isinstance(self.detector, JudgeSpec | ModerationSpec):
-            if self.action == "redact":
-                raise ValueError(
-                    f"a {self.detector.kind} rule cannot redact: a classifier judges a whole "
-                    "text, not a span; use block, append, notify or log"
-                )
-            if self.instruction is not None:
-                raise ValueError(
-                    f"a {self.detector.kind} rule cannot carry an `instruction`: its verdict "
-                    "comes while the model is already answering; put the instruction on a rule "
-                    "without a detector"
-                )
+        if isinstance(self.detector, JudgeSpec | ModerationSpec | ClassifierSpec) and (
+            self.action == "redact"
+        ):
+            raise ValueError(
+                f"a {self.detector.kind} rule cannot redact: a classifier judges a whole "
+                "text, not a span; use block, append, notify or log"
+            )
+        if isinstance(self.detector, JudgeSpec | ModerationSpec) and self.instruction is not None:
+            raise ValueError(
+                f"a {self.detector.kind} rule cannot carry an `instruction`: its verdict "
+                "comes while the model is already answering; put the instruction on a rule "
+                "without a detector"
+            )
         if isinstance(self.detector, RelationshipSpec) and self.stage != "output":
             raise ValueError("a relationship rule scores assistant text: use stage: output")
-        if isinstance(self.detector, ClassifierSpec):
-            if self.stage != "input":
-                raise ValueError(
-                    "a classifier rule judges a whole message: use stage: input (for replies, "
-                    "use a phrases, moderation or judge rule, which can judge a stream)"
-                )
-            if self.action == "redact":
-                raise ValueError(
-                    "a classifier rule cannot redact: it judges a whole message, not a span; "
-                    "use block, append, notify or log"
-                )
+        if isinstance(self.detector, ClassifierSpec) and self.stage != "input":
+            raise ValueError(
+                "a classifier rule judges a whole message: use stage: input (for replies, "
+                "use a phrases, moderation or judge rule, which can judge a stream)"
+            )
         return self
 
     @property
