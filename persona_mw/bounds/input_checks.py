@@ -160,8 +160,10 @@ def apply_late_verdict(
             ctx.reply_finish_reason = "content_filter"
             ctx.outcome = "blocked"
             return
-    present = {n.source for n in ctx.notices}
-    ctx.notices.extend(n for n in plan.notices if n.source not in present)
+    # one notice per rule and per text per call, as notices_for keeps them: the moderation
+    # rule's crisis referral is not shown again after the classifier's showed the same text
+    present = {n.source for n in ctx.notices} | {n.text for n in ctx.notices}
+    ctx.notices.extend(n for n in plan.notices if n.source not in present and n.text not in present)
 
 
 def redact_last_user(messages: list[Message], effective: EffectivePolicy) -> list[Message]:
