@@ -1,14 +1,17 @@
 """Detection quality of the built-in packs on our own development sets, and what it costs.
 
-    .venv/bin/python benchmarks/bench_detection.py [--split dev|holdout|holdout2|holdout3|all]
-        [--against REF]
+    .venv/bin/python benchmarks/bench_detection.py [--split dev|holdout|...|holdout5|all]
+        [--data DIR] [--against REF]
 
 1. Quality: every row of ``tests/data/detection/<pack>.jsonl`` (see the README there) goes
    through the real policy — ``policy_from_dict`` with the pack switched on, ``resolve`` for a
    user the pack applies to, the stage's real :class:`Scanner` — and counts as flagged when a
    rule of the pack fires (PII: a span of the row's kind; any PII span on a negative row).
    Printed per pack, per language and per category: recall on positive rows, false-positive
-   rate on negative rows, precision.
+   rate on negative rows, precision. Output rows are replies; a crisis reply is judged as one
+   to a user at risk (the call's input fired ``crisis.ideation``), where the
+   ``crisis.methods-model`` rule is in force. ``--data DIR`` reads the files from another
+   directory with the same names (a batch kept outside the repository).
 2. Cost: the scanning throughput of ``benchmarks/bench_bounds.py`` (the output scanner with
    the ``pii`` pack + 1,000 phrase rules, English model-like output, whole text) for this tree
    and, with ``--against REF`` (a git ref, e.g. ``main``), for that ref's tree exported to a
@@ -45,10 +48,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "detection"
 #: pack -> (the packs switched on, the rule ids that count as "the pack fired", minor profile)
 PACKS: dict[str, tuple[list[str], tuple[str, ...], bool]] = {
-    "crisis": (["crisis"], ("crisis.ideation", "crisis.ideation-model", "crisis.methods"), False),
+    "crisis": (
+        ["crisis"],
+        ("crisis.ideation", "crisis.ideation-model", "crisis.methods", "crisis.methods-model"),
+        False,
+    ),
     "minor-safety": (
         ["minor-safety"],
-        ("minor-safety.sexual", "minor-safety.sexual-model"),
+        ("minor-safety.sexual", "minor-safety.sexual-model", "minor-safety.sexual-output-model"),
         True,
     ),
     "pii": (["pii"], ("pii",), False),
@@ -71,9 +78,12 @@ class Row:
     kind: str | None = None
 
 
-def load(pack: str, split: str) -> list[Row]:
+def load(pack: str, split: str, data: Path = DATA) -> list[Row]:
     rows = []
-    for line in (DATA / f"{pack}.jsonl").read_text("utf-8").splitlines():
+    path = data / f"{pack}.jsonl"
+    if not path.is_file():
+        return rows
+    for line in path.read_text("utf-8").splitlines():
         if line.strip():
             row = Row(**json.loads(line))
             if split == "all" or row.split == split:
@@ -86,7 +96,9 @@ def scanners(pack: str) -> dict[str, Scanner]:
     policy = policy_from_dict({"version": "detection", "packs": packs})
     profile = Profile(user_id="eval", known_minor=minor)
     effective = resolve(policy, profile)
-    return {"input": effective.input, "output": effective.output}
+    # replies are judged as replies to a user at risk where the pack has such rules
+    output, _ = effective.output_after({"crisis.ideation"})
+    return {"input": effective.input, "output": output}
 
 
 def flagged(pack: str, scanner: Scanner, row: Row) -> bool:
@@ -124,7 +136,7 @@ class Tally:
         return f"{pos} | {neg} | {recall} | {fp_rate} | {precision}"
 
 
-def quality(split: str, *, verbose: bool) -> dict[str, Tally]:
+def quality(split: str, *, verbose: bool, data: Path = DATA) -> dict[str, Tally]:
     totals: dict[str, Tally] = {}
     print("| pack | slice | positives | negatives | recall | FP rate | precision |")
     print("|---|---|---|---|---|---|---|")
@@ -134,14 +146,20 @@ def quality(split: str, *, verbose: bool) -> dict[str, Tally]:
         total = Tally()
         by_lang: dict[str, Tally] = defaultdict(Tally)
         by_cat: dict[str, Tally] = defaultdict(Tally)
-        for row in load(pack, split):
+        by_stage: dict[str, Tally] = defaultdict(Tally)
+        rows = load(pack, split, data)
+        if not rows:
+            continue
+        for row in rows:
             hit = flagged(pack, stage_scanners[row.stage], row)
-            for tally in (total, by_lang[row.language], by_cat[row.category]):
+            for tally in (total, by_lang[row.language], by_cat[row.category], by_stage[row.stage]):
                 tally.add(row.label, hit)
             if hit != bool(row.label):
                 misses.append(f"{pack} {'FN' if row.label else 'FP'} {row.language}: {row.text}")
         totals[pack] = total
         print(f"| {pack} | all | {total.line()} |")
+        for stage, tally in sorted(by_stage.items()):
+            print(f"| {pack} | stage {stage} | {tally.line()} |")
         for lang, tally in sorted(by_lang.items()):
             print(f"| {pack} | lang {lang} | {tally.line()} |")
         for cat, tally in sorted(by_cat.items()):
@@ -220,29 +238,74 @@ def throughput(against: str | None, *, mb: float, rounds: int, repeats: int) -> 
         print(f"| {key} | " + " | ".join(f"{m:.1f}" for m in medians) + " |" + ratio)
 
 
-def classifier_cost(rounds: int = 5) -> None:
-    """What scoring one input message costs each built-in classifier: the median over the
-    pack's input rows of the best of ``rounds`` timings (µs), by message length."""
-    from persona_mw.bounds.classifier import load_classifier
+#: Real model replies nobody labelled for our packs (see that folder's README): a probe of the
+#: reply models' false positives on text unlike ours.
+REPLIES = Path("/work/shared/data/relationship_seeking")
 
-    print("\nclassifier scoring, per input message (best of 5, median over the rows, µs):")
-    print("| model | rows | chars (median) | µs (median) | µs (p90) |")
-    print("|---|---|---|---|---|")
-    for pack in ("crisis", "minor-safety"):
-        model = load_classifier(pack)
-        texts = [r.text for r in load(pack, "all") if r.stage == "input"]
+
+def reply_probe(folder: Path) -> None:
+    """How often each reply model fires (any sentence, its shipped threshold) on real model
+    replies: the relationship-seeking pairs (GPT-written neutral and warm replies) and the
+    Llama-3.1-70B replies graded by the paper's judge (low: score < 5). None is method content
+    or grooming, so every firing is a false positive (warm replies to a minor are the
+    relationship rule's business, not the sexual-content model's)."""
+    from persona_mw.bounds.classifier import classifier_detector
+
+    pairs = [json.loads(line) for line in (folder / "pairs_dev.jsonl").open()]
+    graded = [json.loads(line) for line in (folder / "graded_dev.jsonl").open()]
+    probes = {
+        "neutral": [p["neutral"] for p in pairs],
+        "warm": [p["relationship_seeking"] for p in pairs],
+        "llama, judged < 5": [g["response"] for g in graded if g["score"] < 5],
+        "llama, judged >= 5": [g["response"] for g in graded if g["score"] >= 5],
+    }
+    print(f"\nreply models on real model replies ({folder}): share of replies flagged")
+    print("| model | " + " | ".join(f"{k} ({len(v)})" for k, v in probes.items()) + " |")
+    print("|---" * (len(probes) + 1) + "|")
+    for name in ("crisis-output", "minor-safety-output"):
+        detector = classifier_detector(name)
+        cells = [
+            f"{sum(bool(detector.detect(t)) for t in texts) / len(texts):.3f}"
+            for texts in probes.values()
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def classifier_cost(rounds: int = 5) -> None:
+    """What scoring one text costs each built-in classifier: the median over the pack's rows
+    of the best of ``rounds`` timings (µs) — whole input messages for a message model, each
+    sentence of the replies for a sentence model."""
+    from persona_mw.bounds.classifier import BUILTIN_MODELS, classifier_detector, load_classifier
+
+    print("\nclassifier scoring, per text (best of 5, median over the rows, µs):")
+    print("| model | unit | texts | chars (median) | µs (median) | µs (p90) |")
+    print("|---|---|---|---|---|---|")
+    for name, unit in BUILTIN_MODELS.items():
+        pack = name.removesuffix("-output")
+        model = load_classifier(name)
+        if unit == "message":
+            texts = [r.text for r in load(pack, "all") if r.stage == "input"]
+        else:
+            sentences = classifier_detector(name)
+            assert hasattr(sentences, "segments")
+            texts = [
+                r.text[a:b]
+                for r in load(pack, "all")
+                if r.stage == "output"
+                for a, b in sentences.segments(r.text)
+            ]
         costs = []
         for text in texts:
             best = float("inf")
             for _ in range(rounds):
                 started = time.perf_counter()
-                model.score(text)
+                model.judge(text)
                 best = min(best, time.perf_counter() - started)
             costs.append(best * 1e6)
         costs.sort()
         chars = statistics.median(len(t) for t in texts)
         print(
-            f"| {pack} | {len(texts)} | {chars:.0f} | {statistics.median(costs):.0f} "
+            f"| {name} | {unit} | {len(texts)} | {chars:.0f} | {statistics.median(costs):.0f} "
             f"| {costs[int(0.9 * len(costs))]:.0f} |"
         )
 
@@ -251,18 +314,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--split",
-        choices=("dev", "holdout", "holdout2", "holdout3", "holdout4", "all"),
+        choices=("dev", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "all"),
         default="dev",
+    )
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="directory of <pack>.jsonl files (default: ours)"
     )
     parser.add_argument("--against", help="git ref to compare throughput with (e.g. main)")
     parser.add_argument("--mb", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument(
+        "--replies",
+        type=Path,
+        default=REPLIES,
+        help="folder of the relationship-seeking replies (probe of the reply models' FP)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="list misclassified rows")
     args = parser.parse_args()
     print(f"split: {args.split}\n")
-    quality(args.split, verbose=args.verbose)
+    quality(args.split, verbose=args.verbose, data=args.data)
+    if (args.replies / "pairs_dev.jsonl").is_file():
+        reply_probe(args.replies)
     if not args.no_throughput:
         classifier_cost()
         throughput(args.against, mb=args.mb, rounds=args.rounds, repeats=args.repeats)

@@ -1,19 +1,26 @@
-"""Train the built-in text classifiers (persona_mw/bounds/models/<pack>.json) from our data.
+"""Train the built-in text classifiers (persona_mw/bounds/models/<model>.json) from our data.
 
     .venv/bin/python scripts/train_classifiers.py            # write the models
     .venv/bin/python scripts/train_classifiers.py --check    # retrain, compare with the files
     .venv/bin/python scripts/train_classifiers.py --loso     # leave-one-split-out figures
+    .venv/bin/python scripts/train_classifiers.py --cv crisis-output  # reply models: 5-fold CV
 
-What it learns from: the input rows of ``tests/data/detection/<pack>.jsonl`` (see the README
-there) of every split but ``holdout4``, which is kept out so that one batch written by another
-hand stays unseen by the model and tells how it does on wording nobody trained on. The model is
+What it learns from: the rows of ``tests/data/detection/<pack>.jsonl`` (see the README there)
+of every split but the unseen ones (``holdout4``, ``holdout5``), which are kept out so that
+batches written by other hands stay unseen by the model and tell how it does on wording nobody
+trained on. A message model (``crisis``, ``minor-safety``) learns from the input rows and judges
+whole user messages; a sentence model (``crisis-output``, ``minor-safety-output``) learns from
+the output rows — whole replies, plus each sentence of every negative reply, since it judges a
+reply one sentence at a time. The model is
 scikit-learn's ``TfidfVectorizer`` (``char_wb`` 2-5 and ``word`` 1-2, ``sublinear_tf``) and a
 ``LogisticRegression`` (``C=3``, balanced classes), both deterministic; scikit-learn is a test
 dependency only: ``persona_mw.bounds.classifier`` scores the exported weights in plain Python.
 
-The decision threshold per pack was chosen by leaving one split out at a time (``--loso``)
-before holdout4 was scored: the lowest at which no left-out batch's false-positive rate went far
-past 10 % (crisis appends resources, so a false positive costs a notice; minor-safety blocks).
+The decision threshold of a message model was chosen by leaving one split out at a time
+(``--loso``): the lowest at which no left-out batch's false-positive rate went past 5 % (crisis
+appends resources, so a false positive costs a notice; minor-safety blocks). A reply model's
+replies are nearly all in ``dev``, so its threshold comes from five-fold cross-validation over
+whole replies (``--cv``: a reply is flagged when any of its sentences reaches the threshold).
 """
 
 from __future__ import annotations
@@ -28,26 +35,56 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from persona_mw.bounds.classifier import FORMAT, model_text  # noqa: E402
+from persona_mw.bounds.classifier import BUILTIN_MODELS, FORMAT, model_text  # noqa: E402
+from persona_mw.bounds.detectors import SentenceDetector  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "detection"
 MODELS = ROOT / "persona_mw" / "bounds" / "models"
 #: Never trained on: the honest measure of wording the model has not seen.
-UNSEEN = frozenset({"holdout4"})
-THRESHOLDS = {"crisis": 0.7, "minor-safety": 0.6}
+UNSEEN = frozenset({"holdout4", "holdout5"})
+#: model -> (the pack whose data it learns from, the decision threshold)
+SPECS = {
+    "crisis": ("crisis", 0.6),
+    "minor-safety": ("minor-safety", 0.6),
+    "crisis-output": ("crisis", 0.5),
+    "minor-safety-output": ("minor-safety", 0.5),
+}
+THRESHOLDS = {model: threshold for model, (_, threshold) in SPECS.items()}
 C = 3.0
+_SENTENCES = SentenceDetector("sentence", None, threshold=1.0)
 BLOCKS: tuple[tuple[str, tuple[int, int]], ...] = (("char_wb", (2, 5)), ("word", (1, 2)))
 
 
-def rows(pack: str, *, splits: frozenset[str] | None = None) -> list[dict[str, Any]]:
+def _read(pack: str) -> list[dict[str, Any]]:
+    lines = (DATA / f"{pack}.jsonl").read_text("utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def rows(model: str, *, splits: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    """The training rows of ``model``: its pack's rows of its stage, and the other pack's rows
+    of that stage as negatives (a message about suicide is not a sexual request, a grooming
+    reply is not method content: one pack's model must not fire on the other's harm), every
+    split but the unseen ones. A sentence model also learns every pack's ordinary input
+    messages as negatives (a reply may echo the user: "ok, help me with maths then" read as
+    grooming when it knew replies only), and each sentence of a negative reply is a row too."""
+    pack = SPECS[model][0]
+    stage = "input" if BUILTIN_MODELS[model] == "message" else "output"
+    packs = sorted({p for p, _ in SPECS.values()})
+    candidates = [
+        row if other == pack else {**row, "label": 0} for other in packs for row in _read(other)
+    ]
     out = []
-    for line in (DATA / f"{pack}.jsonl").read_text("utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if row["stage"] != "input" or row["split"] in UNSEEN:
-                continue
-            if splits is None or row["split"] in splits:
-                out.append(row)
+    for row in candidates:
+        if row["split"] in UNSEEN:
+            continue
+        if row["stage"] != stage and not (stage == "output" and not row["label"]):
+            continue
+        if splits is None or row["split"] in splits:
+            out.append(row)
+            if stage == "output" and not row["label"]:
+                sentences = _SENTENCES.segments(row["text"])
+                if len(sentences) > 1:
+                    out += [{**row, "text": row["text"][a:b]} for a, b in sentences]
     return out
 
 
@@ -67,7 +104,9 @@ def fit(train: list[dict[str, Any]]) -> tuple[list[Any], Any]:
     return vectorizers, model
 
 
-def export(pack: str, vectorizers: list[Any], model: Any, train: list[dict[str, Any]]) -> dict:
+def export(
+    model_name: str, vectorizers: list[Any], model: Any, train: list[dict[str, Any]]
+) -> dict:
     coef = model.coef_[0]
     blocks = []
     offset = 0
@@ -84,14 +123,16 @@ def export(pack: str, vectorizers: list[Any], model: Any, train: list[dict[str, 
     ).hexdigest()
     import sklearn
 
+    unit = BUILTIN_MODELS[model_name]
     return {
         "format": FORMAT,
-        "name": pack,
-        "threshold": THRESHOLDS[pack],
+        "name": model_name,
+        "unit": unit,
+        "threshold": THRESHOLDS[model_name],
         "intercept": float(f"{model.intercept_[0]:.7g}"),
         "trained": {
-            "data": f"tests/data/detection/{pack}.jsonl",
-            "stage": "input",
+            "data": f"tests/data/detection/{SPECS[model_name][0]}.jsonl",
+            "stage": "input" if unit == "message" else "output",
             "splits_left_out": sorted(UNSEEN),
             "rows": len(train),
             "positives": sum(r["label"] for r in train),
@@ -103,16 +144,16 @@ def export(pack: str, vectorizers: list[Any], model: Any, train: list[dict[str, 
     }
 
 
-def train(pack: str) -> dict:
-    data = rows(pack)
+def train(name: str) -> dict:
+    data = rows(name)
     vectorizers, model = fit(data)
-    return export(pack, vectorizers, model, data)
+    return export(name, vectorizers, model, data)
 
 
-def differences(pack: str) -> list[str]:
+def differences(name: str) -> list[str]:
     """What differs between the shipped model and one retrained from today's data."""
-    shipped = json.loads((MODELS / f"{pack}.json").read_text("utf-8"))
-    fresh = train(pack)
+    shipped = json.loads((MODELS / f"{name}.json").read_text("utf-8"))
+    fresh = train(name)
     problems = []
     if shipped["trained"]["sha256"] != fresh["trained"]["sha256"]:
         problems.append("the data changed since the model was trained")
@@ -134,9 +175,9 @@ def differences(pack: str) -> list[str]:
     return problems
 
 
-def loso(pack: str) -> None:
+def loso(name: str) -> None:
     """Leave one split out: train on the others, score it, at several thresholds."""
-    data = rows(pack)
+    data = rows(name)
     for held in sorted({r["split"] for r in data}):
         train_rows = [r for r in data if r["split"] != held]
         test_rows = [r for r in data if r["split"] == held]
@@ -153,31 +194,70 @@ def loso(pack: str) -> None:
             pos = sum(r["label"] for r in test_rows) or 1
             neg = sum(not r["label"] for r in test_rows) or 1
             cells.append(f"{threshold}: recall {tp / pos:.2f} FP {fp / neg:.2f}")
-        print(f"{pack} without {held} ({len(test_rows)} rows): " + " | ".join(cells))
+        print(f"{name} without {held} ({len(test_rows)} rows): " + " | ".join(cells))
+
+
+def cross_validate(name: str, folds: int = 5) -> None:
+    """Reply models: train on four fifths of the rows, judge the other fifth's whole replies
+    sentence by sentence, as the rule does; recall and false-positive rate per threshold."""
+    import random
+
+    from persona_mw.bounds.classifier import TextClassifier
+
+    pack = SPECS[name][0]
+    data = rows(name)
+    replies = [r for r in _read(pack) if r["stage"] == "output" and r["split"] not in UNSEEN]
+    rng = random.Random(1)
+    fold: dict[str, int] = {}
+    for row in replies + data:  # a reply and its sentences fall in the reply's fold
+        fold.setdefault(row["text"][:40], rng.randrange(folds))
+    thresholds = (0.4, 0.5, 0.6, 0.7)
+    counts = {t: [0, 0, 0, 0] for t in thresholds}  # tp, positives, fp, negatives
+    for k in range(folds):
+        train_rows = [r for r in data if fold[r["text"][:40]] != k]
+        vectorizers, model = fit(train_rows)
+        scorer = TextClassifier(export(name, vectorizers, model, train_rows), source="cv")
+        for row in (r for r in replies if fold[r["text"][:40]] == k):
+            spans = _SENTENCES.segments(row["text"])
+            best = max((scorer.judge(row["text"][a:b]) for a, b in spans), default=0.0)
+            for t in thresholds:
+                counts[t][0 if row["label"] else 2] += best >= t
+                counts[t][1 if row["label"] else 3] += 1
+    for t, (tp, pos, fp, neg) in counts.items():
+        print(
+            f"{name} {folds}-fold, replies: {t}: recall {tp / max(pos, 1):.2f} "
+            f"FP {fp / max(neg, 1):.3f} ({pos} positive, {neg} negative replies)"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="retrain and compare, write nothing")
     parser.add_argument("--loso", action="store_true", help="leave-one-split-out figures")
-    parser.add_argument("packs", nargs="*", default=list(THRESHOLDS))
+    parser.add_argument("--cv", action="store_true", help="reply models: 5-fold CV on replies")
+    parser.add_argument("models", nargs="*", default=list(SPECS), help=f"of {list(SPECS)}")
     args = parser.parse_args()
+    unknown = sorted(set(args.models) - set(SPECS))
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; the models are {list(SPECS)}")
     failed = False
-    for pack in args.packs:
-        if args.loso:
-            loso(pack)
+    for name in args.models:
+        if args.cv:
+            cross_validate(name)
+        elif args.loso:
+            loso(name)
         elif args.check:
-            problems = differences(pack)
+            problems = differences(name)
             verdict = "; ".join(problems) if problems else "the shipped model is current"
-            print(f"{pack}: {verdict}")
+            print(f"{name}: {verdict}")
             failed |= bool(problems)
         else:
-            model = train(pack)
+            trained = train(name)
             MODELS.mkdir(exist_ok=True)
-            path = MODELS / f"{pack}.json"
-            path.write_text(json.dumps(model, ensure_ascii=False, separators=(",", ":")), "utf-8")
+            path = MODELS / f"{name}.json"
+            path.write_text(json.dumps(trained, ensure_ascii=False, separators=(",", ":")), "utf-8")
             print(
-                f"{pack}: {model['trained']['rows']} rows -> {path.relative_to(ROOT)} "
+                f"{name}: {trained['trained']['rows']} rows -> {path.relative_to(ROOT)} "
                 f"({path.stat().st_size / 1e6:.1f} MB)"
             )
     return 1 if failed else 0

@@ -15,15 +15,18 @@ is plain Python, as scikit-learn's ``TfidfVectorizer(sublinear_tf=True)`` and
 ``LogisticRegression.predict_proba`` compute it (a test checks they agree): no model weights or
 data come from anywhere at run time, and nothing heavier than this module is imported.
 
-A classifier judges a whole message, so its rules are input rules: a reply is checked by
-phrases, PII and model-backed (``moderation`` / ``judge``) rules, which can judge a stream as it
-comes.
+A model judges one *unit* of text, recorded in the model file: an input model (``crisis``,
+``minor-safety``) a whole user message, so its rules are input rules; an output model
+(``crisis-output``, ``minor-safety-output``), trained on replies and their sentences, one
+sentence of a reply at a time (:class:`~persona_mw.bounds.detectors.SentenceDetector`), so a
+stream holds back only the sentence being written.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,7 +35,8 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import ConfigError
-from ..types import Span
+from ..types import Detector, Span
+from .detectors import SentenceDetector
 from .normalise import fold
 
 __all__ = [
@@ -40,15 +44,27 @@ __all__ = [
     "MIN_WORDS",
     "ClassifierDetector",
     "TextClassifier",
+    "Unit",
+    "classifier_detector",
     "load_classifier",
     "model_text",
 ]
 
 #: Below this many words a message is left to the phrase lists: a greeting or a one-word reply
-#: holds too few n-grams for a score to mean anything ("Hey" scored near the threshold).
+#: holds too few n-grams for a score to mean anything ("Hey" scored near the threshold). Only
+#: words with a letter count: "4111 1111 1111 1111, keep it" is two words, not six (it scored
+#: 0.66 for crisis).
 MIN_WORDS = 3
-#: The models shipped with the package (one per pack that uses one).
-BUILTIN_MODELS = ("crisis", "minor-safety")
+_LETTERED = re.compile(r"[^\W\d_]")
+#: What a model judges: a whole user message (input rules) or one sentence of a reply (output).
+Unit = Literal["message", "sentence"]
+#: The models shipped with the package, and the unit each judges.
+BUILTIN_MODELS: dict[str, Unit] = {
+    "crisis": "message",
+    "minor-safety": "message",
+    "crisis-output": "sentence",
+    "minor-safety-output": "sentence",
+}
 FORMAT = "persona_mw.linear-text-classifier/1"
 Analyzer = Literal["char_wb", "word"]
 
@@ -119,6 +135,12 @@ class TextClassifier:
                 f"expected {FORMAT!r}); write one with scripts/train_classifiers.py"
             )
         self.name = str(data["name"])
+        unit = data.get("unit", "message")
+        if unit not in ("message", "sentence"):
+            raise ConfigError(
+                f"{source}: unit {unit!r} is neither 'message' nor 'sentence'; retrain the model"
+            )
+        self.unit: Unit = "sentence" if unit == "sentence" else "message"
         self.threshold = float(data["threshold"])  # type: ignore[arg-type]
         self.intercept = float(data["intercept"])  # type: ignore[arg-type]
         blocks = data["blocks"]
@@ -137,6 +159,16 @@ class TextClassifier:
         folded = model_text(text)
         z = self.intercept + sum(block.contribution(folded) for block in self._blocks)
         return 1.0 / (1.0 + math.exp(-z)) if z > -500 else 0.0
+
+    def judge(self, text: str) -> float:
+        """The score a rule reads: 0 for a text of fewer than :data:`MIN_WORDS` words with a
+        letter."""
+        words = 0
+        for word in text.split():
+            words += _LETTERED.search(word) is not None
+            if words >= MIN_WORDS:
+                return self.score(text)
+        return 0.0
 
 
 @lru_cache(maxsize=16)
@@ -163,7 +195,7 @@ def load_classifier(model: str) -> TextClassifier:
 
 
 class ClassifierDetector:
-    """The whole text from ``start`` when the model's score reaches ``threshold``.
+    """The whole text from ``start`` when a message model's score reaches ``threshold``.
 
     A message is judged whole, so a stream would hold everything: rules with this detector are
     input rules (the policy refuses one on output)."""
@@ -176,12 +208,23 @@ class ClassifierDetector:
         self.max_span = 1 << 20
 
     def detect(self, text: str, start: int = 0) -> list[Span]:
-        if len(text[start:].split(maxsplit=MIN_WORDS)) < MIN_WORDS:
-            return []
-        if self.classifier.score(text[start:]) >= self.threshold:
+        if self.classifier.judge(text[start:]) >= self.threshold:
             return [Span(start, len(text), self.classifier.name)]
         return []
 
     def live_start(self, text: str, start: int = 0) -> int:
         """Everything from ``start``: a message is judged whole."""
         return start
+
+
+def classifier_detector(model: str, *, threshold: float | None = None) -> Detector:
+    """The detector for ``model``: the whole message for a message model, each sentence for a
+    sentence model (fires as ``classifier``)."""
+    classifier = load_classifier(model)
+    if classifier.unit == "message":
+        return ClassifierDetector(model, threshold=threshold)
+    return SentenceDetector(
+        "classifier",
+        classifier.judge,
+        threshold=classifier.threshold if threshold is None else threshold,
+    )

@@ -10,8 +10,8 @@ of it: the cap on what a stream holds back, and the conservative answer of a det
 tell (``len(text) - max_span``).
 
 Phrase lists are :mod:`persona_mw.bounds.phrases` (one Aho-Corasick automaton over folded
-text); PII is :mod:`persona_mw.bounds.pii`; the regular-expression and relationship-seeking
-detectors are here. Each detector module's names stay importable from here.
+text); PII is :mod:`persona_mw.bounds.pii`; the regular-expression, sentence-score and
+relationship-seeking detectors are here. Each detector module's names stay importable from here.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = [
     "PhraseIndex",
     "RegexDetector",
     "RelationshipDetector",
+    "SentenceDetector",
 ]
 
 
@@ -70,30 +71,29 @@ class RegexDetector:
         return partial_live_start(self.pattern, text, start)
 
 
-# -- relationship-seeking ----------------------------------------------------------------------
+# -- sentences ---------------------------------------------------------------------------------
 
 #: One sentence: up to the next sentence end or line break, capped so hold-back stays bounded.
 _SENTENCE_TEMPLATE = r"[^\s.!?](?:[^.!?\n]){{0,{n}}}[.!?]{{0,3}}"
 
 
-class RelationshipDetector:
-    """Sentences whose relationship-seeking score reaches ``threshold``.
+class SentenceDetector:
+    """Sentences whose score reaches ``threshold``: a scorer that reads assistant text judged a
+    sentence (at most ``max_sentence`` characters) at a time, so a stream is judged as it goes
+    and holds back only the sentence being written.
 
-    The score is :func:`persona_mw.bounds.relationship.relationship_score` (imported when first
-    used) unless ``scorer`` is given. Scoring is per sentence (at most ``max_sentence``
-    characters) so a stream is judged as it goes: a stream holds back the sentence being
-    written, at most ``max_sentence`` characters.
-    """
-
-    name = "relationship"
+    Used for the relationship-seeking score and for trained reply classifiers (the
+    ``*-output`` models of :mod:`persona_mw.bounds.classifier`)."""
 
     def __init__(
         self,
+        name: str,
+        scorer: Callable[[str], float] | None,
         *,
-        threshold: float = 0.6,
+        threshold: float,
         max_sentence: int = 200,
-        scorer: Callable[[str], float] | None = None,
     ) -> None:
+        self.name = name
         self.threshold = threshold
         self._sentence = re.compile(_SENTENCE_TEMPLATE.format(n=max_sentence - 1))
         self._scorer = scorer
@@ -102,12 +102,7 @@ class RelationshipDetector:
         self.max_span = 3 + LOOKAHEAD
 
     def _score(self, text: str) -> float:
-        if self._scorer is None:
-            # imported on first use: compiling its lexicon takes ~90 ms, which a deployment
-            # without a relationship rule never pays
-            from .relationship import relationship_score
-
-            self._scorer = relationship_score
+        assert self._scorer is not None
         return float(self._scorer(text))
 
     def segments(self, text: str, start: int = 0) -> list[tuple[int, int]]:
@@ -123,8 +118,36 @@ class RelationshipDetector:
         return len(text)
 
     def detect(self, text: str, start: int = 0) -> list[Span]:
-        spans = []
-        for m in self._sentence.finditer(text, start):
-            if self._score(m.group()) >= self.threshold:
-                spans.append(Span(m.start(), m.end(), "relationship"))
-        return spans
+        return [
+            Span(m.start(), m.end(), self.name)
+            for m in self._sentence.finditer(text, start)
+            if self._score(m.group()) >= self.threshold
+        ]
+
+
+# -- relationship-seeking ----------------------------------------------------------------------
+
+
+class RelationshipDetector(SentenceDetector):
+    """Sentences whose relationship-seeking score reaches ``threshold``.
+
+    The score is :func:`persona_mw.bounds.relationship.relationship_score` (imported when first
+    used) unless ``scorer`` is given."""
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.6,
+        max_sentence: int = 200,
+        scorer: Callable[[str], float] | None = None,
+    ) -> None:
+        super().__init__("relationship", scorer, threshold=threshold, max_sentence=max_sentence)
+
+    def _score(self, text: str) -> float:
+        if self._scorer is None:
+            # imported on first use: compiling its lexicon takes ~90 ms, which a deployment
+            # without a relationship rule never pays
+            from .relationship import relationship_score
+
+            self._scorer = relationship_score
+        return float(self._scorer(text))

@@ -141,6 +141,15 @@ def _merge(documents: list[tuple[str, Any]]) -> Policy:
                 )
             del rules[rule_id]
 
+    for rule, source in rules.values():
+        unknown = [rule_id for rule_id in rule.after_input if rule_id not in rules]
+        if unknown:
+            raise PolicyError(
+                f"after_input names {unknown}, which the policy does not have; name input "
+                "rules of this policy (or switch their pack on)",
+                source=source,
+                rule_id=rule.id,
+            )
     version = "+".join(versions) if versions else "sha256:" + digest.hexdigest()[:12]
     enabled = {name for name in pack_options}
     return Policy(

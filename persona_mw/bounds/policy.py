@@ -268,8 +268,9 @@ class RelationshipSpec(_Frozen):
 
 class ClassifierSpec(_Frozen):
     """A trained text classifier (:mod:`persona_mw.bounds.classifier`): a built-in model by name
-    or a model file, and the score from which it fires (default: the model's own). Judges a
-    whole message: input rules only."""
+    or a model file, and the score from which it fires (default: the model's own). A message
+    model judges whole user messages (input rules); a sentence model judges a reply sentence by
+    sentence (output rules)."""
 
     kind: Literal["classifier"] = "classifier"
     model: str = Field(min_length=1, max_length=500)
@@ -348,6 +349,10 @@ class Rule(_Frozen):
     adjustable: Adjustable | None = None
     #: What happens when the detector errors or times out; default: tier 1 blocks, others allow.
     on_error: Literal["block", "allow"] | None = None
+    #: An output rule in force only in a call whose input (this turn or the history the app
+    #: sent) fired one of these rules: e.g. method content judged sentence by sentence once the
+    #: user has shown risk, and not in every reply to everyone.
+    after_input: tuple[Annotated[str, Field(pattern=_RULE_ID)], ...] = ()
     description: str = ""
 
     @model_validator(mode="after")
@@ -377,10 +382,26 @@ class Rule(_Frozen):
             )
         if isinstance(self.detector, RelationshipSpec) and self.stage != "output":
             raise ValueError("a relationship rule scores assistant text: use stage: output")
-        if isinstance(self.detector, ClassifierSpec) and self.stage != "input":
+        if isinstance(self.detector, ClassifierSpec):
+            from .classifier import BUILTIN_MODELS, load_classifier
+
+            model = self.detector.model
+            unit = BUILTIN_MODELS.get(model) or load_classifier(model).unit
+            wanted = "input" if unit == "message" else "output"
+            if self.stage != wanted:
+                other = "judges whole user messages" if unit == "message" else "judges replies"
+                raise ValueError(
+                    f"classifier model {model!r} {other}: use stage: {wanted}"
+                    + (
+                        " (for replies, use a sentence model such as 'crisis-output')"
+                        if unit == "message"
+                        else ""
+                    )
+                )
+        if self.after_input and self.stage != "output":
             raise ValueError(
-                "a classifier rule judges a whole message: use stage: input (for replies, "
-                "use a phrases, moderation or judge rule, which can judge a stream)"
+                "`after_input` makes an output rule depend on what the input fired: use "
+                "stage: output"
             )
         return self
 

@@ -10,7 +10,7 @@ can show the whole composition.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
@@ -60,6 +60,29 @@ class EffectivePolicy:
     output_classifiers: tuple[RuleInForce, ...] = ()
     #: What the laws that apply to this user require (schedule, crisis behaviour, marking).
     compliance: Compliance = field(default_factory=Compliance)
+    #: Output rules in force only in a call whose input fired one of their ``after_input``
+    #: rules (in neither ``output`` nor ``output_classifiers``).
+    after_input: tuple[RuleInForce, ...] = ()
+    scorer: Callable[[str], float] | None = field(default=None, repr=False, compare=False)
+    _after_scanners: dict[frozenset[str], Scanner] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def output_after(self, fired: Collection[str]) -> tuple[Scanner, tuple[RuleInForce, ...]]:
+        """The output scanner and model-backed output rules for a call whose input fired the
+        rules ``fired`` (ids): the unconditional ones plus each ``after_input`` rule one of
+        whose triggers is among them. Scanners are compiled once per set of such rules."""
+        waiting = [r for r in self.after_input if not set(r.rule.after_input).isdisjoint(fired)]
+        if not waiting:
+            return self.output, self.output_classifiers
+        classified = tuple(r for r in waiting if _classified(r.rule))
+        scanned = [r for r in waiting if not _classified(r.rule)]
+        key = frozenset(r.rule.id for r in scanned)
+        scanner = self._after_scanners.get(key) if scanned else self.output
+        if scanner is None:
+            scanner = Scanner([*self.output.rules, *scanned], scorer=self.scorer)
+            self._after_scanners[key] = scanner
+        return scanner, self.output_classifiers + classified
 
     def explain(self) -> dict[str, Any]:
         """The composition as plain data (the CLI prints it as JSON)."""
@@ -84,6 +107,11 @@ class EffectivePolicy:
             "jurisdictions": list(self.compliance.laws),
             "duties": self.compliance.explain(),
         }
+
+
+def _classified(rule: Rule) -> bool:
+    """Whether the rule's detector calls a model (moderation, judge): run beside the call."""
+    return isinstance(rule.detector, JudgeSpec | ModerationSpec)
 
 
 def _is_adult(profile: Profile) -> bool:
@@ -179,6 +207,8 @@ def _resolve(
             reason += f"; required by {', '.join(required.laws)}"
         if rule.audience == "minors":
             reason += "; the user is a known minor"
+        if rule.after_input:
+            reason += f"; on replies only after input rule {' or '.join(rule.after_input)} fired"
         adj = rule.adjustable
         option = (adj.option or rule.id) if adj else None
         if adj is not None and option in choices:
@@ -259,8 +289,8 @@ def _resolve(
         for r in sorted(in_force, key=lambda r: r.rule.tier)
         if r.rule.detector is None and r.rule.instruction
     )
-    detecting = [r for r in in_force if r.rule.detector is not None]
-    classified = [r for r in detecting if isinstance(r.rule.detector, JudgeSpec | ModerationSpec)]
+    detecting = [r for r in in_force if r.rule.detector is not None and not r.rule.after_input]
+    classified = [r for r in detecting if _classified(r.rule)]
     scanned = [r for r in detecting if r not in classified]
     return EffectivePolicy(
         policy_version=policy.version,
@@ -276,4 +306,6 @@ def _resolve(
         input_classifiers=tuple(r for r in classified if r.rule.applies_to("input")),
         output_classifiers=tuple(r for r in classified if r.rule.applies_to("output")),
         compliance=compliance,
+        after_input=tuple(r for r in in_force if r.rule.after_input),
+        scorer=scorer,
     )

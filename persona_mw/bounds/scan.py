@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ..observability import get_logger
 from ..types import Decision, Instruction, Notice, Span
-from .classifier import ClassifierDetector
+from .classifier import classifier_detector
 from .detectors import (
     Detector,
     PhraseIndex,
@@ -119,7 +119,7 @@ def detector_for(
             threshold=spec.threshold, max_sentence=spec.max_sentence, scorer=scorer
         )
     if isinstance(spec, ClassifierSpec):
-        return ClassifierDetector(spec.model, threshold=spec.threshold)
+        return classifier_detector(spec.model, threshold=spec.threshold)
     raise ValueError(f"no synchronous detector for {spec!r}")
 
 
@@ -129,6 +129,8 @@ class Scanner:
     def __init__(
         self, rules: Sequence[RuleInForce], *, scorer: Callable[[str], float] | None = None
     ) -> None:
+        #: The rules compiled here.
+        self.rules = tuple(rules)
         phrase_rules = [r for r in rules if isinstance(r.rule.detector, PhrasesSpec)]
         # The policy's phrases (packs, deployer, laws) are the same for every user with the same
         # effective rules: their index is built once and shared (tens of MB and a third of a

@@ -55,6 +55,8 @@ from .review import ReplyReview
 from .scan import (
     DEFAULT_MARGIN,
     Hit,
+    RuleInForce,
+    Scanner,
     StreamFilter,
     hold_back_for,
 )
@@ -369,15 +371,20 @@ class BoundsOutputStage:
         return self.policy.rules_that(action)
 
     def open(self, ctx: CallContext) -> StreamFilter:
-        scanner = self._effective(ctx).output
+        scanner, _ = self._output(ctx)
         return StreamFilter(scanner, ctx, hold_back=hold_back_for(scanner, self.hold_back_margin))
 
     def reviewer(self, ctx: CallContext) -> ReplyReview | None:
         """The model-backed output rules in force for this user, for one call (a
         :class:`~persona_mw.types.ReviewsReply`); None when there are none."""
-        effective = self._effective(ctx)
-        rules = effective.output_classifiers
-        return ReplyReview(self.classifiers, ctx, rules, effective) if rules else None
+        _, rules = self._output(ctx)
+        return ReplyReview(self.classifiers, ctx, rules, self._effective(ctx)) if rules else None
+
+    def _output(self, ctx: CallContext) -> tuple[Scanner, tuple[RuleInForce, ...]]:
+        """The output rules for this call: those in force for the user, plus those whose
+        ``after_input`` rule fired on the call's input (any turn)."""
+        fired = {d.rule_id for d in ctx.decisions if d.stage == "input"}
+        return self._effective(ctx).output_after(fired)
 
     def _effective(self, ctx: CallContext) -> EffectivePolicy:
         effective = ctx.policy

@@ -212,7 +212,7 @@ def check(
 
 def _stream_hold(rule: Rule) -> str | None:
     """What a streamed reply waits for because of ``rule`` (output rules only)."""
-    from ..bounds.policy import JudgeSpec, ModerationSpec, RelationshipSpec
+    from ..bounds.policy import ClassifierSpec, JudgeSpec, ModerationSpec, RelationshipSpec
 
     spec = rule.detector
     if rule.stage == "input" or spec is None:
@@ -223,11 +223,15 @@ def _stream_hold(rule: Rule) -> str | None:
             "break): a window leaves once the model has checked it, so a stream arrives in "
             "bursts, the whole reply when it is not streamed"
         )
-    if isinstance(spec, RelationshipSpec):
-        return (
-            f"the sentence being written, up to {spec.max_sentence} characters: it is scored "
-            "whole, so a stream releases a sentence once it ends"
+    if isinstance(spec, RelationshipSpec | ClassifierSpec):
+        limit = spec.max_sentence if isinstance(spec, RelationshipSpec) else 200
+        hold = (
+            f"the sentence being written, up to {limit} characters: it is scored whole, so a "
+            "stream releases a sentence once it ends"
         )
+        if rule.after_input:
+            hold += f" (only in calls where {' or '.join(rule.after_input)} fired on input)"
+        return hold
     return "only text that could still become a match (the word or candidate being written)"
 
 

@@ -52,17 +52,35 @@ def test_scores_equal_scikit_learns(pack: str) -> None:
     assert worst < 1e-4
 
 
-@pytest.mark.parametrize("pack", ["crisis", "minor-safety"])
+@pytest.mark.parametrize("pack", ["crisis", "minor-safety", "crisis-output", "minor-safety-output"])
 def test_the_shipped_model_is_trained_on_the_data_in_the_repository(pack: str) -> None:
     """Change the data, retrain (scripts/train_classifiers.py): the model never drifts from it."""
     assert TRAIN.differences(pack) == []
 
 
-def test_the_held_out_batch_is_never_trained_on() -> None:
-    assert "holdout4" in TRAIN.UNSEEN
-    assert all(r["split"] != "holdout4" for r in TRAIN.rows("crisis"))
-    shipped = json.loads((ROOT / "persona_mw/bounds/models/crisis.json").read_text())
-    assert shipped["trained"]["splits_left_out"] == ["holdout4"]
+@pytest.mark.parametrize(
+    "model", ["crisis", "minor-safety", "crisis-output", "minor-safety-output"]
+)
+def test_the_held_out_batches_are_never_trained_on(model: str) -> None:
+    assert {"holdout4", "holdout5"} == TRAIN.UNSEEN
+    assert all(r["split"] not in TRAIN.UNSEEN for r in TRAIN.rows(model))
+    shipped = json.loads((ROOT / f"persona_mw/bounds/models/{model}.json").read_text())
+    assert shipped["trained"]["splits_left_out"] == ["holdout4", "holdout5"]
+
+
+@pytest.mark.parametrize("model", ["crisis-output", "minor-safety-output"])
+def test_a_reply_model_learns_from_replies_and_their_sentences(model: str) -> None:
+    rows = TRAIN.rows(model)
+    assert {r["stage"] for r in rows if r["label"]} == {"output"}
+    # ordinary user messages are negatives too: a reply may echo the user
+    assert any(r["stage"] == "input" for r in rows if not r["label"])
+    texts = {r["text"] for r in rows}
+    # a sentence of a negative reply of several sentences is a row of its own
+    negative = next(
+        r["text"] for r in rows if not r["label"] and len(TRAIN._SENTENCES.segments(r["text"])) > 1
+    )
+    a, b = TRAIN._SENTENCES.segments(negative)[0]
+    assert negative[a:b] in texts
 
 
 def test_the_detector_judges_the_whole_message_from_start() -> None:

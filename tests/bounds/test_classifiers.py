@@ -188,15 +188,16 @@ async def test_moderation_self_harm_fires_the_crisis_protocol(
     server: FakeOpenAIServer, stream: bool
 ) -> None:
     """A category mapped to a pack fires that pack's rule: the crisis referral is appended to
-    the model's reply (the phrase rules did not see this sentence)."""
+    the model's reply, once (the phrase rules did not see this sentence; the pack's own
+    classifier reads it too)."""
     mw = build(server)
     text, reason, _ = await call(mw, server, QUIET_DESPAIR, stream=stream)
     assert text.startswith(f"echo: {QUIET_DESPAIR}")
-    assert "988" in text and reason == "stop"
+    assert text.count("988") == 1 and reason == "stop"
     ctx = collected(mw)[-1]
-    assert [(d.rule_id, d.detector, d.action) for d in ctx.decisions] == [
-        ("crisis.ideation", "moderation", "append")
-    ]
+    fired = [(d.rule_id, d.detector, d.action) for d in ctx.decisions]
+    assert ("crisis.ideation", "moderation", "append") in fired
+    assert {rule_id for rule_id, _, _ in fired} <= {"crisis.ideation", "crisis.ideation-model"}
 
 
 @pytest.mark.parametrize(

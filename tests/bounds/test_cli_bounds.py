@@ -133,14 +133,22 @@ def test_policy_explain(tmp_path: Path) -> None:
 
 
 def test_policy_explain_says_what_a_stream_waits_for(tmp_path: Path) -> None:
-    """A sentence-scored rule holds the sentence being written, and explain says so."""
+    """A sentence-scored rule holds the sentence being written, and explain says so (and when
+    a rule holds it only after its trigger fired on input)."""
     profile = tmp_path / "child.json"
     profile.write_text(json.dumps({"user_id": "kid", "age_band": "13_15"}))
     result = CliRunner().invoke(policy, ["explain", "--policy", SUPPORT, "--profile", str(profile)])
     assert result.exit_code == 0, result.output
     holds = {r["id"]: r.get("stream_hold") for r in json.loads(result.output)["rules"]}
     sentence_rules = [i for i, h in holds.items() if h and h.startswith("the sentence")]
-    assert sentence_rules == ["minor-safety.relationship"]
+    assert sorted(sentence_rules) == [
+        "crisis.methods-model",
+        "minor-safety.relationship",
+        "minor-safety.sexual-output-model",
+    ]
+    assert holds["crisis.methods-model"].endswith(
+        "(only in calls where crisis.ideation or crisis.ideation-model fired on input)"
+    )
     assert holds["pii"] == (
         "only text that could still become a match (the word or candidate being written)"
     )

@@ -2,8 +2,10 @@
 the real policy: ``policy_from_dict`` with the pack on, ``resolve`` for a user the pack applies
 to, the stage's real scanner — on the whole text, and streamed in 3-character chunks through the
 real :class:`StreamFilter`. Per pack and per language: recall >= 0.95, false-positive rate
-<= 5% (the issue-13 bar). The held-out split is measured by benchmarks/bench_detection.py, not
-asserted: it tells whether the rules generalise.
+<= 5% (the issue-13 bar). Every rule of the pack counts, the trained classifiers too (for them
+the dev split is in-sample); a crisis reply is judged as a reply to a user at risk, where the
+method classifier is in force. The held-out splits are measured by
+benchmarks/bench_detection.py, not asserted: they tell whether the rules generalise.
 """
 
 from __future__ import annotations
@@ -23,8 +25,16 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "detection"
 _PROFANITY = ("profanity", "profanity-es", "profanity-fr", "profanity-de", "profanity-pt")
 #: pack -> (the packs switched on, rule ids that count as the pack firing, user is a minor)
 PACKS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
-    "crisis": (("crisis",), ("crisis.ideation", "crisis.methods"), False),
-    "minor-safety": (("minor-safety",), ("minor-safety.sexual",), True),
+    "crisis": (
+        ("crisis",),
+        ("crisis.ideation", "crisis.ideation-model", "crisis.methods", "crisis.methods-model"),
+        False,
+    ),
+    "minor-safety": (
+        ("minor-safety",),
+        ("minor-safety.sexual", "minor-safety.sexual-model", "minor-safety.sexual-output-model"),
+        True,
+    ),
     "pii": (("pii",), ("pii",), False),
     "profanity": (_PROFANITY, tuple(p.replace("-", ".") for p in _PROFANITY), False),
 }
@@ -41,14 +51,15 @@ def _scanners(pack: str) -> dict[str, Scanner]:
         policy_from_dict({"version": "sets", "packs": list(packs)}),
         Profile(user_id="sets", known_minor=minor),
     )
-    return {"input": effective.input, "output": effective.output}
+    output, _ = effective.output_after({"crisis.ideation"})
+    return {"input": effective.input, "output": output}
 
 
 def _fired_whole(pack: str, scanner: Scanner, row: dict[str, Any]) -> bool:
     _, rule_ids, _ = PACKS[pack]
     return any(
         h.rule.rule.id in rule_ids
-        and (not row["label"] or h.span.label in (row.get("kind"), "phrase"))
+        and (not row["label"] or "kind" not in row or h.span.label == row["kind"])
         for h in scanner.scan(row["text"])
     )
 
@@ -62,7 +73,7 @@ def _fired_streamed(pack: str, scanner: Scanner, row: dict[str, Any]) -> bool:
     stream.finish()
     return any(
         d.rule_id in rule_ids
-        and (not row["label"] or any(s.label in (row.get("kind"), "phrase") for s in d.spans))
+        and (not row["label"] or "kind" not in row or any(s.label == row["kind"] for s in d.spans))
         for d in stream.decisions
     )
 

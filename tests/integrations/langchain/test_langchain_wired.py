@@ -380,14 +380,16 @@ async def test_crisis_resources_are_appended_after_the_reply(wired: Wired) -> No
 
 async def test_crisis_resources_survive_a_blocked_reply(wired: Wired) -> None:
     """A user in crisis and a reply with method content: the reply is blocked, and the crisis
-    resources still follow the rule's message, streamed exactly as in a whole reply."""
+    resources still follow the rule's message, streamed exactly as in a whole reply (after
+    the user showed risk the method model judges the reply a sentence at a time, so a stream
+    releases nothing of the sentence either)."""
     chat, _ = wired.chat("Step one of how to kill yourself is this.")
     (ideation,) = [r for r in POLICY.rules if r.id == "crisis.ideation"]
     text, metadata, _ = await call(chat, wired.mode, "I want to die", ADA)
     assert metadata["finish_reason"] == "content_filter"
-    before = "Step one of \n\n" if wired.mode in ("stream", "astream") else ""  # settled text
     message = rule_message("crisis.methods")
-    assert text == f"{NOT_HUMAN}\n\n{before}{message}\n\n{ideation.message}"
+    assert message == rule_message("crisis.methods-model")
+    assert text == f"{NOT_HUMAN}\n\n{message}\n\n{ideation.message}"
 
 
 async def test_an_empty_reply_still_shows_the_disclosure(wired: Wired) -> None:
