@@ -314,7 +314,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--split",
-        choices=("dev", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "all"),
+        choices=(
+            "dev",
+            "holdout",
+            "holdout2",
+            "holdout3",
+            "holdout4",
+            "holdout5",
+            "holdout6",
+            "all",
+        ),
         default="dev",
     )
     parser.add_argument(
