@@ -6,12 +6,13 @@
     .venv/bin/python scripts/train_classifiers.py --cv crisis-output  # reply models: 5-fold CV
 
 What it learns from: the rows of ``tests/data/detection/<pack>.jsonl`` (see the README there)
-of every split but the unseen ones (``holdout4``, ``holdout5``), which are kept out so that
-batches written by other hands stay unseen by the model and tell how it does on wording nobody
+of every split but the unseen ones (``holdout4``, ``holdout5``, ``holdout6``), kept out so that
+batches written by other hands stay unseen by the models and tell how they do on wording nobody
 trained on. A message model (``crisis``, ``minor-safety``) learns from the input rows and judges
 whole user messages; a sentence model (``crisis-output``, ``minor-safety-output``) learns from
 the output rows — whole replies, plus each sentence of every negative reply, since it judges a
-reply one sentence at a time. The model is
+reply one sentence at a time. Each also learns the other pack's rows as negatives, and a
+sentence model every ordinary input message (see ``rows``). The model is
 scikit-learn's ``TfidfVectorizer`` (``char_wb`` 2-5 and ``word`` 1-2, ``sublinear_tf``) and a
 ``LogisticRegression`` (``C=3``, balanced classes), both deterministic; scikit-learn is a test
 dependency only: ``persona_mw.bounds.classifier`` scores the exported weights in plain Python.
@@ -41,7 +42,7 @@ from persona_mw.bounds.detectors import SentenceDetector  # noqa: E402
 DATA = ROOT / "tests" / "data" / "detection"
 MODELS = ROOT / "persona_mw" / "bounds" / "models"
 #: Never trained on: the honest measure of wording the model has not seen.
-UNSEEN = frozenset({"holdout4", "holdout5"})
+UNSEEN = frozenset({"holdout4", "holdout5", "holdout6"})
 #: model -> (the pack whose data it learns from, the decision threshold)
 SPECS = {
     "crisis": ("crisis", 0.6),
