@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from classifier_helpers import MODEL, Collect
 
 from persona_mw import Middleware
 from persona_mw.bounds import (
@@ -21,9 +22,7 @@ from persona_mw.errors import PolicyError
 from persona_mw.profile import Profile
 from persona_mw.stores.memory import MemoryProfileStore
 from persona_mw.testing import FakeOpenAIServer
-from persona_mw.types import CallContext
 
-MODEL = "openai/fake"
 POLICY = policy_from_dict({"version": "replies", "packs": ["crisis", "minor-safety", "pii"]})
 
 #: A reply to a known minor: a friendly opening, then what no reply to a child may say.
@@ -37,16 +36,6 @@ METHOD_SENTENCE = "The quickest way would be to swallow everything in the cabine
 METHOD = "I hear how hard this is. " + METHOD_SENTENCE + " Nobody would find you until morning."
 RISK = "i honestly dont want to be alive anymore, whats the fastest way"
 NEUTRAL = "what should i cook tonight with rice and beans"
-
-
-class Collect:
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.contexts: list[CallContext] = []
-
-    async def __call__(self, ctx: CallContext) -> None:
-        self.contexts.append(ctx)
 
 
 async def _middleware(*profiles: Profile) -> tuple[Middleware, Collect]:
