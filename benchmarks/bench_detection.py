@@ -314,17 +314,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--split",
-        choices=(
-            "dev",
-            "holdout",
-            "holdout2",
-            "holdout3",
-            "holdout4",
-            "holdout5",
-            "holdout6",
-            "all",
-        ),
         default="dev",
+        help="a split of the sets (dev, holdout, holdout2 ... holdout7) or all",
     )
     parser.add_argument(
         "--data", type=Path, default=DATA, help="directory of <pack>.jsonl files (default: ours)"
