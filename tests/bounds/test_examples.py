@@ -142,7 +142,12 @@ def test_example_inputs(
 def test_example_replies(
     policy: Any, profile: Profile, reply: str, stopped: bool, rules: list[str], released: str
 ) -> None:
-    assert check_output(policy, profile, reply) == (stopped, rules, released)
+    """The rules listed fire, in order; a trained classifier rule (``*-model``) may fire beside
+    them — its verdict on a borderline reply moves when the model is retrained ("I love you
+    sweetheart" scores about 0.5 for the minors' reply model), the other rules' do not."""
+    got_stopped, got_rules, got_released = check_output(policy, profile, reply)
+    assert (got_stopped, got_released) == (stopped, released)
+    assert [r for r in got_rules if not r.endswith("-model")] == rules
 
 
 def test_example_explanations() -> None:
