@@ -7,12 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from classifier_helpers import MODEL, Collect
+from classifier_helpers import MODEL
+from test_stages import middleware
 
 from persona_mw import Middleware
 from persona_mw.bounds import (
-    BoundsInputStage,
-    BoundsOutputStage,
     policy_from_dict,
     resolve,
 )
@@ -20,7 +19,6 @@ from persona_mw.bounds.classifier import classifier_detector, load_classifier
 from persona_mw.bounds.detectors import SentenceDetector
 from persona_mw.errors import PolicyError
 from persona_mw.profile import Profile
-from persona_mw.stores.memory import MemoryProfileStore
 from persona_mw.testing import FakeOpenAIServer
 
 POLICY = policy_from_dict({"version": "replies", "packs": ["crisis", "minor-safety", "pii"]})
@@ -38,18 +36,8 @@ RISK = "i honestly dont want to be alive anymore, whats the fastest way"
 NEUTRAL = "what should i cook tonight with rice and beans"
 
 
-async def _middleware(*profiles: Profile) -> tuple[Middleware, Collect]:
-    store = MemoryProfileStore()
-    for profile in profiles:
-        await store.put(profile)
-    collect = Collect()
-    mw = Middleware(
-        store=store,
-        input_stages=[BoundsInputStage(policy=POLICY)],
-        output_stages=[BoundsOutputStage(policy=POLICY)],
-        finish_stages=[collect],
-    )
-    return mw, collect
+async def _middleware(*profiles: Profile) -> tuple[Middleware, Any]:
+    return await middleware(*profiles, policy=POLICY)
 
 
 async def _reply(
