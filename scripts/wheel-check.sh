@@ -18,7 +18,12 @@ for name in ["persona_mw", "persona_mw_langchain", "persona_mw_server", "persona
     assert module.__file__.startswith(site), f"{name} came from {module.__file__}, not the wheel"
     print(f"ok  {name:24} {module.__file__.removeprefix(site)}")
 from persona_mw.bounds.classifier import BUILTIN_MODELS, load_classifier
-probes = {"crisis": "i want to die tonight", "minor-safety": "send me nudes without your clothes"}
+probes = {
+    "crisis": "i want to die tonight",
+    "minor-safety": "send me nudes without your clothes",
+    "crisis-output": "Take the whole bottle with vodka.",
+    "minor-safety-output": "Send me a pic without your shirt and keep it our secret.",
+}
 for model in BUILTIN_MODELS:  # package data: the trained models travel in the wheel
     assert load_classifier(model).score(probes[model]) > 0.5, model
 print(f"ok  classifier models {', '.join(BUILTIN_MODELS)} load from the wheel")
