@@ -73,6 +73,9 @@ class RegexDetector:
 
 # -- sentences ---------------------------------------------------------------------------------
 
+#: Longest sentence a :class:`SentenceDetector` judges whole (the stream hold-back it implies).
+MAX_SENTENCE = 200
+
 #: One sentence: up to the next sentence end or line break, capped so hold-back stays bounded.
 _SENTENCE_TEMPLATE = r"[^\s.!?](?:[^.!?\n]){{0,{n}}}[.!?]{{0,3}}"
 
@@ -91,7 +94,7 @@ class SentenceDetector:
         scorer: Callable[[str], float] | None,
         *,
         threshold: float,
-        max_sentence: int = 200,
+        max_sentence: int = MAX_SENTENCE,
     ) -> None:
         self.name = name
         self.threshold = threshold
@@ -138,7 +141,7 @@ class RelationshipDetector(SentenceDetector):
         self,
         *,
         threshold: float = 0.6,
-        max_sentence: int = 200,
+        max_sentence: int = MAX_SENTENCE,
         scorer: Callable[[str], float] | None = None,
     ) -> None:
         super().__init__("relationship", scorer, threshold=threshold, max_sentence=max_sentence)

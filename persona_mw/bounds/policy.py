@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..types import Action
+from .detectors import MAX_SENTENCE
 from .phrases import GAP, expand_family
 from .pii import PII_KINDS, PIIKind
 
@@ -263,7 +264,7 @@ class RelationshipSpec(_Frozen):
 
     kind: Literal["relationship"] = "relationship"
     threshold: float = Field(default=0.6, ge=0, le=1)
-    max_sentence: int = Field(default=200, ge=20, le=1000)
+    max_sentence: int = Field(default=MAX_SENTENCE, ge=20, le=1000)
 
 
 class ClassifierSpec(_Frozen):

@@ -212,6 +212,7 @@ def check(
 
 def _stream_hold(rule: Rule) -> str | None:
     """What a streamed reply waits for because of ``rule`` (output rules only)."""
+    from ..bounds.detectors import MAX_SENTENCE
     from ..bounds.policy import ClassifierSpec, JudgeSpec, ModerationSpec, RelationshipSpec
 
     spec = rule.detector
@@ -224,7 +225,7 @@ def _stream_hold(rule: Rule) -> str | None:
             "bursts, the whole reply when it is not streamed"
         )
     if isinstance(spec, RelationshipSpec | ClassifierSpec):
-        limit = spec.max_sentence if isinstance(spec, RelationshipSpec) else 200
+        limit = spec.max_sentence if isinstance(spec, RelationshipSpec) else MAX_SENTENCE
         hold = (
             f"the sentence being written, up to {limit} characters: it is scored whole, so a "
             "stream releases a sentence once it ends"
