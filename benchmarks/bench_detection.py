@@ -315,7 +315,7 @@ def main() -> None:
     parser.add_argument(
         "--split",
         default="dev",
-        help="a split of the sets (dev, holdout, holdout2 ... holdout7) or all",
+        help="a split of the sets (dev, holdout, holdout2 ... holdout9) or all",
     )
     parser.add_argument(
         "--data", type=Path, default=DATA, help="directory of <pack>.jsonl files (default: ours)"
