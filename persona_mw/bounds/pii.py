@@ -46,17 +46,22 @@ PHONE_REGIONS = ("GB", "FR", "DE", "ES", "IT", "PT", "BR", "NL", "BE", "AT", "CH
 _DIGITS = "0-9\uff10-\uff19"
 #: Group separators inside numbers: spaces of every width, hyphens and dashes, dots, slashes.
 _SEPS = " \u00a0\u2000-\u200a\u202f\u205f\u3000\\-\u2010-\u2015\u2212\ufe63\uff0d./()\uff0e"
+#: Between an IBAN's groups: nothing, or a run of up to three spaces ("IE98  AIBK  9311").
+_IBAN_GAP = "[ \u00a0\u202f]{0,3}"
 # Numbers and upper-case IBANs in one pass. The pattern opens with one character class, so `re`
 # skips everything else at C speed; a run is then trimmed and classified in Python.
 _CANDIDATE = re.compile(
-    rf"[+(A-Z{_DIGITS}](?:(?<=[A-Z])[A-Z][0-9][0-9](?: ?[A-Z0-9]{{4}}){{2,7}}(?: ?[A-Z0-9]{{1,3}})?"
+    rf"[+(A-Z{_DIGITS}](?:(?<=[A-Z])[A-Z][0-9][0-9](?:{_IBAN_GAP}[A-Z0-9]{{4}}){{2,7}}"
+    rf"(?:{_IBAN_GAP}[A-Z0-9]{{1,3}})?"
     rf"|(?<=[+({_DIGITS}])[{_DIGITS}{_SEPS}]{{5,40}})"
 )
 #: The two halves of ``_CANDIDATE``, faster apart: a pattern that opens with a character class
 #: tries a match at each such character, and upper-case letters are common; IBANs are found
 #: with a plain ``bytes.find`` instead (:func:`_ibans`).
 _NUMBER = re.compile(rf"[+({_DIGITS}][{_DIGITS}{_SEPS}]{{5,40}}")
-_UPPER_IBAN = re.compile(r"[A-Z][A-Z][0-9][0-9](?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?")
+_UPPER_IBAN = re.compile(
+    rf"[A-Z][A-Z][0-9][0-9](?:{_IBAN_GAP}[A-Z0-9]{{4}}){{2,7}}(?:{_IBAN_GAP}[A-Z0-9]{{1,3}})?"
+)
 #: Letters of either case to "A", digits to "0", everything else to ".": "GB82" and "gb82"
 #: read "AA00".
 _IBAN_SHAPE = bytes(
@@ -64,10 +69,15 @@ _IBAN_SHAPE = bytes(
     for i in range(256)
 )
 _IBAN_HEAD = re.compile(r"[A-Za-z]{2}[0-9]{2}")
-_IBAN_ANY_CASE = re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,3})?")
+_IBAN_ANY_CASE = re.compile(
+    rf"[A-Za-z]{{2}}[0-9]{{2}}(?:{_IBAN_GAP}[A-Za-z0-9]{{4}}){{2,7}}"
+    rf"(?:{_IBAN_GAP}[A-Za-z0-9]{{1,3}})?"
+)
 _IBAN_PARTIAL = regex.compile(_IBAN_ANY_CASE.pattern)
-#: The longest IBAN written in groups of four (34 characters and 8 spaces).
-_IBAN_MAX = 42
+#: The spaces between an IBAN's groups.
+_GAPS = re.compile(r"\s+")
+#: The longest IBAN written in groups of four (34 characters and 8 gaps of 3 spaces).
+_IBAN_MAX = 58
 _NUMBER_MAX = 41
 _CANDIDATE_PARTIAL = regex.compile(_CANDIDATE.pattern)
 _SEP_TO_SPACE = {ord(c): " " for c in "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006"}
@@ -75,10 +85,24 @@ _SEP_TO_SPACE.update({ord(c): " " for c in "\u2007\u2008\u2009\u200a\u202f\u205f
 _SEP_TO_SPACE.update({ord(c): "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63"})
 _IPV4_SHAPE = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
 _SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}\Z")
-_CARD_SHAPE = re.compile(r"\d{4}(?:[ \-./]?\d{3,6}){1,3}[ \-./]?\d{2,6}\Z")
-_DATE_START = re.compile(r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?!\d)")
+#: A card number: its digits joined, or in groups (the first of 4-8 digits, the others of 2-8)
+#: with one separator throughout ("4556 7309 7108 3672", "455673 097108 3672", "2223.6101...").
+_CARD_SHAPE = re.compile(r"(?:\d+|\d{4,8}([ \-./])\d{2,8}(?:\1\d{2,8})*)\Z")
+_DATE_START = re.compile(
+    r"(?:\d{4}[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"
+    r"|(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.]\d{2,4})(?!\d)"
+)
+#: Ten digits in pairs with one separator, as French phone numbers are written ("01.42.68.53.17"):
+#: never a date, though it begins like one.
+_PAIRS = re.compile(r"\d\d([ .\-])\d\d(?:\1\d\d){3}\Z")
+#: Postal codes: Brazil's CEP ("01310-200"), the US ZIP+4 ("02139-4307"), Portugal's ("1250-096").
+_POSTAL_SHAPE = re.compile(r"(?:\d{5}-\d{3,4}|\d{4}-\d{3})\Z")
 _DECIMAL = re.compile(r"\d+\.\d{3,}\Z")
 _PHONE_LAYOUT = re.compile(r"(?:\+\d{1,3}[ \-.]?\(?\d|\(\d{2,5}\) ?\d|\d{3}([-. ])\d{3}\1\d{4}\Z)")
+#: An area code in parentheses without a trunk "0" ("(11) 97342-8815"): a national number of the
+#: deployment's region, or a valid one of another region we know that writes it so (Brazil does,
+#: Germany does not: "(2019) 1234-5678" is no Essen number).
+_AREA_CODE = re.compile(r"(\([1-9]\d{1,3}\)) ?\d")
 _PHONE_SHAPE = re.compile(r"(?:\+\d{1,3}[ \-.]?)?(?:\(\d{1,4}\) ?|\d{1,5}[ \-./]?){1,6}\d{2,6}\Z")
 
 
@@ -98,26 +122,40 @@ _VERSION_WORDS = _words(
 #: another region than the deployment's ("mi móvil es el 612 34 56 78").
 _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|cell|cellphone|mobile|tel|tlf|tfno|telephone|call me|call|text me|"
-    r"reach me|whatsapp|"
+    r"reach me|whatsapp|whats|zap|ring me|dial|"
     r"(?:my|home|work|his|her|their) number|"
-    r"m[oó]vil|celular|tel[eé]fono|ll[aá]mame|mi n[uú]mero|"
-    r"portable|t[eé]l[eé]phone|mon num[eé]ro|appelle[sz]?[ -]moi|"
-    r"handy|telefon|handynummer|telefonnummer|ruf mich an|meine nummer|"
-    r"telem[oó]vel|liga(?:-me| pra mim)|meu n[uú]mero|"
-    r"cellulare|chiamami|il mio numero)\b[^0-9\n]{0,16}\Z"
+    r"m[oó]vil|celular|tel[eé]fono|ll[aá]mame|ll[aá]ma(?:nos)? al|m[aá]rcame|marca al|"
+    r"mi n[uú]mero|fijo|"
+    r"portable|t[eé]l[eé]phone|mon num[eé]ro|appelle[sz]?[ -]moi|appelez(?:[ -]nous)?|"
+    r"joignable|injoignable|composez|fixe|"
+    r"handy|telefon|handynummer|telefonnummer|ruf mich an|meine nummer|erreichbar|"
+    r"anrufen|festnetz|mobil|"
+    r"telem[oó]vel|liga(?:r)?(?:-me| pra mim| para| pro| pra)|ligue(?:-me)?|telefona|"
+    r"meu n[uú]mero|fixo|contato|"
+    r"cellulare|chiamami|chiama(?:re)?|telefonare|il mio numero|reperibile|fisso)"
+    r"\b[^0-9\n]{0,16}\Z"
 )
 #: Words just before a number that make it an identifier, not a phone number.
 _ID_CONTEXT = re.compile(
     r"(?i)\b(?:order|part|invoice|ticket|tracking|serial|model|item|sku|ref|reference|case|"
     r"booking|confirmation|account|policy|customer|member|transaction|shipment|parcel|"
-    r"pedido|factura|referencia|commande|facture|r[eé]f[eé]rence|bestellung|bestell|"
-    r"rechnung|kunden|sendung|encomenda|fatura|ordine|fattura|riferimento)"
-    r"(?:[ -]?(?:number|no\.?|nr\.?|num\.?|n[º°o]\.?|id|#|n[uú]mero|nummer|numero))?"
+    r"lot|batch|s/n|sn|zip|zip code|postcode|post code|postal code|"
+    r"pedido|factura|referencia|lote|serie|c[oó]digo postal|"
+    r"commande|facture|r[eé]f[eé]rence|s[eé]rie|code postal|"
+    r"bestellung|bestell|rechnung|kunden|sendung|(?-i:Charge)|chargen|los-?nr|losnummer|"
+    r"serien|plz|"
+    r"postleitzahl|"
+    r"encomenda|fatura|cep|"
+    r"ordine|fattura|riferimento|lotto|matricola|cap|codice postale)"
+    r"(?:[ -]?(?:number|no\.?|nr\.?|num\.?|n[º°o]?\.?|id|#|n[uú]mero|nummer|numero))?"
     r"[\s:#.]{0,4}\Z"
 )
 #: A local number of seven digits, as in North America ("482-7719").
 _LOCAL_SHAPE = re.compile(r"\d{3}[-. ]\d{4}\Z")
 _SSN_CONTEXT = re.compile(r"(?i)(?:ssn|ss ?#|ss no|social security|soc\.? sec\.?)\D{0,20}\Z")
+#: US SSNs made public in advertising (the Woolworth wallet card, a pamphlet, an identity-theft
+#: ad): ``python-stdnum`` rejects them as never valid, but written as someone's SSN they are one.
+_PUBLISHED_SSNS = frozenset({"078051120", "219099999", "457555462"})
 #: Payment card numbers begin with 2-6 (Mastercard 2-series and 5, Amex/Diners/JCB 3, Visa 4,
 #: Discover/UnionPay 6); order and tracking numbers often do not.
 _CARD_FIRST = frozenset("23456")
@@ -132,6 +170,8 @@ _RUN_CHARS = frozenset(
     + "".join(chr(c) for c in range(0x2010, 0x2016))
 )
 _IPV6_MAX = 45
+#: Separators a number run does not end with: spaces, hyphens and dashes ("3160 – ok"), dots.
+_TRAILING = "".join(c for c in _RUN_CHARS if not c.isalnum() and c not in ")+")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -166,6 +206,7 @@ class PIIDetector:
             raise ValueError(f"unknown phone region {region!r}; use an ISO 3166 code like 'US'")
         self.region = region
         self._trunk_regions = (region, *(r for r in PHONE_REGIONS if r != region))
+        self._country_code = phonenumbers.country_code_for_region(region)
         self.max_span = max(EMAIL_MAX if "email" in self.kinds else 0, _NUMBER_MAX, 45) + LOOKAHEAD
 
     def detect(self, text: str, start: int = 0) -> list[Span]:
@@ -244,7 +285,7 @@ class PIIDetector:
                 # pattern of both would
                 pos = taken[next_taken][1]
                 continue
-            raw = m.group().rstrip(" -.(/\u00a0\u202f\u2009")
+            raw = m.group().rstrip(_TRAILING)
             if raw.endswith(")") and raw.count("(") <= raw.count(")") - 1:
                 raw = raw[:-1]
             e = s + len(raw)
@@ -270,7 +311,7 @@ class PIIDetector:
         if kind == "phone" and _ID_CONTEXT.search(text, max(0, s - 40), s):
             return None  # "part number 0451-2231-0098", "order #020 7946 0958"
         if kind is None and len(raw) == 9 and raw.isdigit() and _SSN_CONTEXT.search(text, 0, s):
-            return "ssn" if _ssn.is_valid(raw) else None
+            return "ssn" if _ssn_valid(raw) else None
         if kind is None and _PHONE_CONTEXT.search(text, max(0, s - 40), s):
             return "phone" if self._phone_in_context(raw) else None
         return kind
@@ -279,13 +320,15 @@ class PIIDetector:
     def _kind(self, run: str) -> PIIKind | None:
         """The kind of a run of digits and separators, out of context."""
         raw = unicodedata.normalize("NFKC", run).translate(_SEP_TO_SPACE)
+        if "  " in raw:  # a run of spaces between groups reads as one ("531  82  4417")
+            raw = " ".join(raw.split())
         if _IPV4_SHAPE.match(raw):
             return "ip" if _ip_ok(ipaddress.IPv4Address, raw) else None
-        if _DATE_START.match(raw) or _DECIMAL.match(raw):
+        if _is_date(raw) or _DECIMAL.match(raw):
             return None
         digits = "".join(ch for ch in raw if ch.isdigit())
         if _SSN_SHAPE.match(raw):
-            return "ssn" if _ssn.is_valid(digits) else None
+            return "ssn" if _ssn_valid(digits) else None
         if (
             13 <= len(digits) <= 19
             and raw[0] in _CARD_FIRST
@@ -293,7 +336,12 @@ class PIIDetector:
             and luhn_valid(digits)
         ):
             return "card"
-        if 7 <= len(digits) <= 15 and _PHONE_SHAPE.match(raw) and self._phone_valid(raw, digits):
+        if (
+            7 <= len(digits) <= 15
+            and _PHONE_SHAPE.match(raw)
+            and not _POSTAL_SHAPE.match(raw)
+            and self._phone_valid(raw, digits)
+        ):
             return "phone"
         return None
 
@@ -305,21 +353,51 @@ class PIIDetector:
         return any(map(phonenumbers.is_valid_number, _parsed(plain, self._trunk_regions)))
 
     def _phone_valid(self, raw: str, digits: str) -> bool:
+        area = _AREA_CODE.match(raw)
         if raw.startswith("+"):
             regions: tuple[str | None, ...] = (None,)
-        elif digits.startswith("0"):
+        elif digits.startswith("0") or area:
             regions = self._trunk_regions
         else:
             regions = (self.region,)
         for number in _parsed(raw, regions):
+            if area and number.country_code != self._country_code and not _written_so(number, area):
+                continue
             if phonenumbers.is_valid_number(number):
                 return True
             # Laid out like a phone number ("(555) 123-4567", "555-123-4567", "+1 555 ..."): a
             # number of a possible length counts even in ranges not (yet) assigned, as in
             # fiction and examples; a bare digit run must be a valid number.
-            if _PHONE_LAYOUT.match(raw) and phonenumbers.is_possible_number(number):
+            if (
+                _PHONE_LAYOUT.match(raw)
+                and phonenumbers.is_possible_number(number)
+                and (number.country_code == self._country_code or raw.startswith(("+", "0")))
+            ):
                 return True
         return False
+
+
+def _written_so(number: phonenumbers.PhoneNumber, area: re.Match[str]) -> bool:
+    """Whether the number's region writes it with the same area code in parentheses."""
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return national.startswith(area[1])
+
+
+def _ssn_valid(digits: str) -> bool:
+    """A US SSN (``python-stdnum``: area, group and serial in range), the published ones too."""
+    return bool(_ssn.is_valid(digits)) or digits in _PUBLISHED_SSNS
+
+
+def _is_date(raw: str) -> bool:
+    """Whether a run begins with a date: a day and a month in range, either order
+    ("2024-01-15", "15.01.24", "01/15/2024"); not a French phone number's pairs."""
+    m = _DATE_START.match(raw)
+    if m is None or _PAIRS.match(raw):
+        return False
+    if m["m"] is not None:
+        return 1 <= int(m["m"]) <= 12 and 1 <= int(m["d"]) <= 31
+    a, b = int(m["a"]), int(m["b"])
+    return 1 <= min(a, b) <= 12 and max(a, b) <= 31
 
 
 def _parsed(raw: str, regions: Iterable[str | None]) -> Iterator[phonenumbers.PhoneNumber]:
@@ -350,7 +428,7 @@ def _ibans(text: str, start: int) -> Iterator[tuple[int, int, bool]]:
         if text[at : at + 2].isupper() and (m := _UPPER_IBAN.match(text, at)) is not None:
             s, e = m.span()
             after = e
-            yield s, e, _bounded(text, s, e) and iban_valid(m.group())
+            yield s, e, _bounded(text, s, e) and iban_valid("".join(m.group().split()))
         elif (
             not (at > 0 and text[at - 1].isalnum())
             and (found := _valid_prefix(text, at)) is not None
@@ -371,14 +449,14 @@ def _valid_prefix(text: str, at: int) -> int | None:
     m = _IBAN_ANY_CASE.match(text, at)
     if m is None:
         return None
-    groups = m.group().split(" ")
-    for count in range(len(groups), 0, -1):
-        candidate = " ".join(groups[:count])
-        if len(candidate) - count + 1 < 15:  # the shortest IBAN (Norway) has 15 characters
+    # group ends: where each run of spaces begins, and the end of the match
+    ends = [g.start() for g in _GAPS.finditer(m.group())] + [len(m.group())]
+    for end in reversed(ends):
+        candidate = "".join(m.group()[:end].split())
+        if len(candidate) < 15:  # the shortest IBAN (Norway) has 15 characters
             return None
-        end = at + len(candidate)
-        if _bounded(text, at, end) and iban_valid(candidate):
-            return end
+        if _bounded(text, at, at + end) and iban_valid(candidate):
+            return at + end
     return None
 
 

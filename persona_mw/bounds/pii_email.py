@@ -7,6 +7,7 @@ written may begin (what a stream holds back).
 from __future__ import annotations
 
 import re
+import string
 
 import regex
 
@@ -28,12 +29,26 @@ _EMAIL_DOMAIN = re.compile(
 )
 #: Longest e-mail address we recognise as one hit (local part 64, domain 100).
 EMAIL_MAX = 64 + 1 + 100
-# Spelled-out addresses: "jane at example dot org", "jane [at] example [dot] org".
-#: " AT ", "(at)", "[at]" ... all become " at " (same length: offsets hold).
-_AT_BYTES = bytes.maketrans(b"AT[({<])}>", b"at        ")
-_SPELLED_AT = re.compile(r"[ \[\(\{<](?:at|AT)[ \]\)\}>]")
+# Spelled-out addresses: "jane at example dot org", "jane [at] example [dot] org", and the words
+# of the other languages: "joana arroba gmail ponto com ponto br", "luc arobase orange point fr",
+# "marco chiocciola libero punto it", "jonas at web punkt de".
+#: The spoken at sign in each language (es pt "arroba", fr "arobase", it "chiocciola").
+_AT_WORDS = ("at", "arroba", "arobase", "chiocciola")
+#: The spoken dot in each language (pt "ponto", es it "punto", fr "point", de "punkt").
+_DOT_WORDS = ("dot", "ponto", "punto", "point", "punkt")
+#: Lower case, and brackets to spaces: " AT ", "(arroba)", "[at]" ... all become " at ",
+#: " arroba " (same length: offsets hold).
+_AT_BYTES = bytes.maketrans(
+    string.ascii_uppercase.encode() + b"[({<])}>", string.ascii_lowercase.encode() + b" " * 8
+)
+_AT_TOKENS = tuple(f" {word} ".encode() for word in _AT_WORDS)
+#: Each spoken at holds one of these (found in one pass each: "roba" serves two words).
+_AT_FRAGMENTS = (b" at ", b"roba", b"cciol")
+_AT_WORD = "(?:" + "|".join(_AT_WORDS) + ")"
+_DOT_WORD = "(?:" + "|".join(_DOT_WORDS) + ")"
+_SPELLED_AT = re.compile(rf"(?i)[ \[\(\{{<]{_AT_WORD}[ \]\)\}}>]")
 _WORD = r"[^\W_][\w\-]{0,62}"
-_DOT = r"(?:\s*[\[\(\{<]\s*dot\s*[\]\)\}>]\s*|\s+dot\s+|\.)"
+_DOT = rf"(?:\s*[\[\(\{{<]\s*{_DOT_WORD}\s*[\]\)\}}>]\s*|\s+{_DOT_WORD}\s+|\.)"
 _SPELLED_DOMAIN = re.compile(
     rf"(?i)\s*({_WORD}(?:{_DOT}{_WORD}){{0,3}}{_DOT}[a-z]{{2,24}})(?![\w\-])"
 )
@@ -42,28 +57,43 @@ _TLDS = _words(
     "com org net edu gov mil int info biz io co me ai app dev uk de fr es it pt br nl be at "
     "ch ie eu us ca au nz in jp cn ru pl se no dk fi cz mx ar cl za"
 )
+#: Every beginning of a spoken at or dot ("a", "arr", "chioc", "pon"): a word the stream may
+#: still be writing.
+_SPOKEN_PREFIXES = "|".join(
+    sorted({w[:i] for w in (*_AT_WORDS, *_DOT_WORDS) for i in range(1, len(w) + 1)}, key=len)[::-1]
+)
 #: A spelled-out address being written: its local part, the at, and a domain that may still grow
 #: (matched partially; a domain that could take one more "dot word" is held too).
 _SPELLED_PARTIAL = regex.compile(
-    rf"(?i){_WORD}(?:{_DOT}{_WORD}){{0,2}}\s*[ \[\(\{{<](?:at)[ \]\)\}}>]\s*"
+    rf"(?i){_WORD}(?:{_DOT}{_WORD}){{0,2}}\s*[ \[\(\{{<]{_AT_WORD}[ \]\)\}}>]\s*"
     rf"{_WORD}(?:{_DOT}{_WORD}){{0,4}}(?:{_DOT}[^\W_]?)?"
 )
 #: What may still extend a spelled-out domain: one more "dot word".
 _DOT_GROW = regex.compile(rf"(?i){_DOT}[^\W_]?")
 #: The spelled-out local part before an at that may still arrive: words, then only space or an
-#: opening bracket and the start of "at" / "dot".
+#: opening bracket and the start of a spoken at or dot.
 _SPELLED_LOCAL_OPEN = regex.compile(
-    rf"(?i)(?<![\w@]){_WORD}(?:{_DOT}{_WORD}){{0,2}}\s*[\[\(\{{<]?\s*(?:a|at|d|do|dot)?\Z"
+    rf"(?i)(?<![\w@]){_WORD}(?:{_DOT}{_WORD}){{0,2}}\s*[\[\(\{{<]?\s*(?:{_SPOKEN_PREFIXES})?\Z"
 )
 #: Besides letters and digits, what an e-mail address is made of (``_EMAIL_LOCAL``, the at
 #: signs, full-width dots): the word being written may be one.
 _EMAIL_PUNCT = frozenset("._%+-'_@\uff20\ufe6b\uff0e")
 
-#: Words around a spelled " at " that make it prose ("look at this dot com bubble").
+#: Words around a spoken at that make it prose ("look at this dot com bubble", "o preço da
+#: arroba do boi"), in the six languages.
 _PROSE_WORDS = _words(
     "look looking looked me us him her them it this that the a an my your our his their "
-    "home work office school least most all once first last back here there where what"
+    "home work office school least most all once first last back here there where what "
+    "o os as um uma da do das dos de no na nos em por para pra ao e "
+    "el la los las un una del al en y lo "
+    "le les une des du au aux et "
+    "il lo gli di dal nel al e "
+    "der die das den dem ein eine und im am zu"
 )
+#: A spoken dot ("ponto", "punto", "point") followed by a word that is a preposition there and a
+#: top-level domain too, then by more words: prose ("no ponto de ônibus", "au point de départ").
+_PROSE_DOT_END = re.compile(r"(?i)\s(?:ponto|punto|point)\s+(?:de|no)\Z")
+_NEXT_WORD = re.compile(r"\s+[^\W\d_]")
 
 
 def email_live_start(text: str, start: int = 0) -> int:
@@ -103,17 +133,22 @@ def emails(text: str, start: int, *, candidates: bool = False) -> list[Span]:
 
 
 def spelled_emails(text: str, start: int) -> list[Span]:
-    """ "jane dot doe at example dot org", "jane [at] example [dot] org", "mike at gmail.com"."""
+    """ "jane dot doe at example dot org", "jane [at] example [dot] org", "mike at gmail.com",
+    "joana arroba gmail ponto com ponto br", "luc (arobase) orange (point) fr"."""
     spans = []
     if text.isascii():
-        # one find covers " at ", " AT ", "(at)", "[at]", "{at}", "<at>" (bytes: translate in C)
+        # one translate covers " at ", " AT ", "(at)", "[arroba]", ... (bytes: translate in C)
         words = text.encode("ascii").translate(_AT_BYTES)
-        at = words.find(b" at ", start)
-        while at != -1:
-            span = _spelled_at(text, at, text[at : at + 4], start)
-            if span is not None:
-                spans.append(span)
-            at = words.find(b" at ", at + 1)
+        for fragment in _AT_FRAGMENTS:
+            hit = words.find(fragment, start)
+            while hit != -1:
+                at = words.rfind(b" ", max(start, hit - 8), hit + 1)
+                for token in _AT_TOKENS:
+                    if at != -1 and words.startswith(token, at):
+                        span = _spelled_at(text, at, text[at : at + len(token)], start)
+                        if span is not None:
+                            spans.append(span)
+                hit = words.find(fragment, hit + 1)
     else:
         for m in _SPELLED_AT.finditer(text, start):
             span = _spelled_at(text, m.start(), m.group(), start)
@@ -141,7 +176,9 @@ def _spelled_at(text: str, at: int, token: str, start: int) -> Span | None:
     parts = re.split(_DOT, domain.group(1), flags=re.IGNORECASE)
     if parts[-1].lower() not in _TLDS:
         return None
-    if token[0] == " ":  # a plain word "at": prose unless the words say otherwise
+    if _PROSE_DOT_END.search(domain.group(1)) and _NEXT_WORD.match(text, domain.end()):
+        return None
+    if token[0] == " ":  # a plain spoken at: prose unless the words say otherwise
         local_words = re.split(_DOT, local.group(1).strip(), flags=re.IGNORECASE)
         if local_words[-1].lower() in _PROSE_WORDS or parts[0].lower() in _PROSE_WORDS:
             return None
