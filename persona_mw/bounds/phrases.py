@@ -418,6 +418,8 @@ class PhraseIndex:
                 f_start = end_index - length
                 while f_start > 0 and padded[f_start].isalnum():
                     f_start -= 1
+                if 0 < end_index - length - f_start < _COMPOUND_HEAD:
+                    continue  # "Barsch", "Marsch": a letter or two before it is no compound
                 f_start = max(f_start, end_index - length - _COMPOUND_REST)
             o_start, o_end = folded.original_span(f_start, f_end)
             o_start += shift
@@ -528,6 +530,9 @@ _WHOLE, _FIRST_PART, _LAST_PART = 0, 1, 2
 _LEET = 3
 #: The most characters a compound adds to its stem ("clusterfuck": 7).
 _COMPOUND_REST = 12
+#: The fewest characters before a stem that make a compound of it ("dumbfuck", "Fettarsch"):
+#: fewer are another word ending in the same letters ("Barsch", "Marsch", "harsh").
+_COMPOUND_HEAD = 3
 
 
 #: Every index's obfuscation spots, their entries made once (one tuple each, shared by all

@@ -398,6 +398,33 @@ def test_unless_context_cancels_a_hit_inside_it() -> None:
         ("mi móvil es el 612 34 56 78", "phone", "612 34 56 78"),
         ("SSN#287-65-4321 on file", "ssn", "287-65-4321"),
         ("diners 3622 7206 2716 67", "card", "3622 7206 2716 67"),
+        # spoken at and dot in six languages, multi-part domains, brackets
+        ("mail: ines arroba sapo ponto pt", "email", "ines arroba sapo ponto pt"),
+        (
+            "bruno (arroba) bol (ponto) com (ponto) br",
+            "email",
+            "bruno (arroba) bol (ponto) com (ponto) br",
+        ),
+        ("mi correo es ana arroba gmail punto com", "email", "ana arroba gmail punto com"),
+        ("écris à zoe arobase orange point fr", "email", "zoe arobase orange point fr"),
+        ("scrivi a leo chiocciola alice punto it", "email", "leo chiocciola alice punto it"),
+        ("Mail an mia at web punkt de", "email", "mia at web punkt de"),
+        # French pairs with dots begin like a date; a Brazilian area code in parentheses
+        ("Appelez-moi au 03.88.15.42.67.", "phone", "03.88.15.42.67"),
+        ("(11) 3047-5521 comercial", "phone", "(11) 3047-5521"),
+        # a national number after a phone word of pt, es, it, de
+        ("liga para 21 394 8812", "phone", "21 394 8812"),
+        ("marca al 915 23 48 67", "phone", "915 23 48 67"),
+        ("chiamare il 339 845 1207", "phone", "339 845 1207"),
+        ("erreichbar unter 040 3861 2270", "phone", "040 3861 2270"),
+        # any grouping of a card's digits with one separator; a dash after it
+        ("card 2223.0031.2200.3222", "card", "2223.0031.2200.3222"),
+        ("card 411111 111111 1111 – thanks", "card", "411111 111111 1111"),
+        # a run of spaces between an IBAN's groups
+        ("iban GB82  WEST  1234  5698  7654  32", "iban", "GB82  WEST  1234  5698  7654  32"),
+        # the SSNs made public in ads are SSNs too; a run of spaces
+        ("mon SSN : 078 05 1120", "ssn", "078 05 1120"),
+        ("social security number 287  65  4321", "ssn", "287  65  4321"),
     ],
 )
 def test_pii_formats_people_write(text: str, kind: str, found: str) -> None:
@@ -419,10 +446,40 @@ def test_pii_formats_people_write(text: str, kind: str, found: str) -> None:
         "see room 482-7719",
         "actualiza a la versión 3.10.2.5",
         "nl00rabo0123456789 fails mod 97",
+        # prose around a spoken dot; the arroba as a weight
+        "fica no ponto de ônibus",
+        "uma arroba no ponto de ônibus",
+        "a arroba do boi ponto com",
+        # lot, serial and postal codes, not phones
+        "Numéro de lot : 0634 8812 47 XB",
+        "Seriennummer 0451 2231 98",
+        "CEP 20040-020",
+        "ZIP 10001-2345",
+        "código postal 4050-512",
+        # a card's grouping failing Luhn; a day and month out of range are no date, nor a phone
+        "ref 2223.0031.2200.3223",
+        "99.45.12 items",
+        # a year in parentheses: Germany would read an area code, but does not write it so
+        "(2019) 1234-5678",
     ],
 )
 def test_pii_leaves_numbers_that_are_not_personal_data(text: str) -> None:
     assert PIIDetector().detect(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "held"),
+    [
+        ("write to joana arrob", "joana arrob"),  # a spoken at still being written
+        ("write to joana arroba gmail ponto com pon", "joana arroba gmail ponto com pon"),
+        ("tel 4111 1111 1111 111", "4111 1111 1111 111"),
+        ("iban IE29  AIBK  9311", "IE29  AIBK  9311"),
+    ],
+)
+def test_pii_holds_back_what_may_still_become_pii(text: str, held: str) -> None:
+    """A stream holds the candidate the text so far may still extend: a spelled-out address's
+    local part while its spoken at or dot is being written, a digit run, a spaced IBAN."""
+    assert text[PIIDetector().live_start(text) :] == held
 
 
 def test_pii_default_region_reads_national_numbers() -> None:
@@ -453,4 +510,17 @@ def test_stems_hit_whole_compound_words_only_at_a_word_edge() -> None:
         "fuckwit",
         "clusterfuck",
         "shitshow",
+    ]
+
+
+def test_a_stem_ends_a_compound_only_after_a_first_part_of_three_letters() -> None:
+    """One or two letters before a stem make another word ("Barsch", "Marsch", "harsch"), not a
+    compound; three or more do ("Fettarsch", "ratfuck"), and so does the stem alone."""
+    detector = PhraseDetector(["arsch"], stems=["arsch", "fuck"])
+    text = "Barsch, Marsch, harsch, Fettarsch, ratfuck, Arsch, Lahmarsch!"
+    assert [text[s.start : s.end] for s in detector.detect(text)] == [
+        "Fettarsch",
+        "ratfuck",
+        "Arsch",
+        "Lahmarsch",
     ]
