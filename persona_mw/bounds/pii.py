@@ -42,6 +42,9 @@ PII_KINDS: tuple[PIIKind, ...] = ("email", "phone", "card", "iban", "ssn", "ip")
 #: Regions whose national formats (a trunk "0" and no country code) are recognised besides the
 #: deployment's default region: "020 7946 0958" is a London number wherever it is written.
 PHONE_REGIONS = ("GB", "FR", "DE", "ES", "IT", "PT", "BR", "NL", "BE", "AT", "CH", "IE", "AU")
+#: Regions whose national numbers count only right after a phone word ("mi cel es 55 4812 9376"):
+#: they write numbers without a trunk "0", so out of context a digit run is too often one.
+_CONTEXT_ONLY_REGIONS = ("MX", "AR", "US", "CA")
 
 _DIGITS = "0-9\uff10-\uff19"
 #: Group separators inside numbers: spaces of every width, hyphens and dashes, dots, slashes.
@@ -84,6 +87,9 @@ _SEP_TO_SPACE = {ord(c): " " for c in "\u00a0\u2000\u2001\u2002\u2003\u2004\u200
 _SEP_TO_SPACE.update({ord(c): " " for c in "\u2007\u2008\u2009\u200a\u202f\u205f\u3000"})
 _SEP_TO_SPACE.update({ord(c): "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63"})
 _IPV4_SHAPE = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
+_IPV4_HEAD = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?\Z")
+#: A CIDR block ("81.2.69.0/24"): an address and its prefix length.
+_CIDR = re.compile(r"((?:\d{1,3}\.){3}\d{1,3})/(\d{1,2})\Z")
 _SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}\Z")
 #: A card number: its digits joined, or in groups (the first of 4-8 digits, the others of 2-8)
 #: with one separator throughout ("4556 7309 7108 3672", "455673 097108 3672", "2223.6101...").
@@ -113,10 +119,16 @@ def _words(text: str) -> frozenset[str]:
 #: Words before a dotted number that make it a version, not an address (es fr de pt it too).
 _VERSION_WORDS = _words(
     "v ver version versions release build kernel firmware chrome firefox python node java "
-    "windows ios android rev revision patch update upgrade upgraded to "
+    "windows ios android rev revision patch update upgrade upgraded "
     "versión versao versão versione versie "
     "actualiza actualizar atualize atualizar aggiorna aggiornare aktualisiere"
 )
+#: Words a few words before "to" that make the number after it a version ("updated it to").
+_UPDATE_WORDS = _words(
+    "update updated updating upgrade upgraded upgrading bump bumped downgrade downgraded "
+    "rollback rolled revert reverted migrate migrated pin pinned firmware version release"
+)
+_DOTTED = re.compile(r"v?\d+(?:\.\d+)+")
 #: Words just before a number that make it a phone number the number alone does not say:
 #: a local number without its area code ("my number is 482-7719"), a national number of
 #: another region than the deployment's ("mi móvil es el 612 34 56 78").
@@ -124,13 +136,14 @@ _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|cell|cellphone|mobile|tel|tlf|tfno|telephone|call me|call|text me|"
     r"reach me|whatsapp|whats|zap|ring me|dial|"
     r"(?:my|home|work|his|her|their) number|"
-    r"m[oó]vil|celular|tel[eé]fono|ll[aá]mame|ll[aá]ma(?:nos)? al|m[aá]rcame|marca al|"
+    r"m[oó]vil|celular|cel|contacto|contact|kontakt|tel[eé]fono|"
+    r"ll[aá]mame|ll[aá]ma(?:nos)? al|m[aá]rcame|marca al|"
     r"mi n[uú]mero|fijo|"
     r"portable|t[eé]l[eé]phone|mon num[eé]ro|appelle[sz]?[ -]moi|appelez(?:[ -]nous)?|"
     r"joignable|injoignable|composez|fixe|"
     r"handy|telefon|handynummer|telefonnummer|ruf mich an|meine nummer|erreichbar|"
     r"anrufen|festnetz|mobil|"
-    r"telem[oó]vel|liga(?:r)?(?:-me| pra mim| para| pro| pra)|ligue(?:-me)?|telefona|"
+    r"telem[oó]vel|liga(?:r)?(?:-me| pra mim| para| pro| pra)|me liga|ligue(?:-me)?|telefona|"
     r"meu n[uú]mero|fixo|contato|"
     r"cellulare|chiamami|chiama(?:re)?|telefonare|il mio numero|reperibile|fisso)"
     r"\b[^0-9\n]{0,16}\Z"
@@ -146,8 +159,11 @@ _ID_CONTEXT = re.compile(
     r"serien|plz|"
     r"postleitzahl|"
     r"encomenda|fatura|cep|"
-    r"ordine|fattura|riferimento|lotto|matricola|cap|codice postale)"
+    r"ordine|fattura|riferimento|lotto|matricola|cap|codice postale|"
+    r"vat|tax|tin|sin|nas|nir|insee|siret|siren|tva|nif|nie|cif|dni|cpf|cnpj|iva|p\.? ?iva|"
+    r"partita iva|codice fiscale|steuernummer|steuer-id|ust-?idnr|bsn)"
     r"(?:[ -]?(?:number|no\.?|nr\.?|num\.?|n[º°o]?\.?|id|#|n[uú]mero|nummer|numero))?"
+    r"(?: is| es| est| ist| [a-z]{2})?"
     r"[\s:#.]{0,4}\Z"
 )
 #: A local number of seven digits, as in North America ("482-7719").
@@ -206,6 +222,10 @@ class PIIDetector:
             raise ValueError(f"unknown phone region {region!r}; use an ISO 3166 code like 'US'")
         self.region = region
         self._trunk_regions = (region, *(r for r in PHONE_REGIONS if r != region))
+        self._context_regions = (
+            *self._trunk_regions,
+            *(r for r in _CONTEXT_ONLY_REGIONS if r not in self._trunk_regions),
+        )
         self._country_code = phonenumbers.country_code_for_region(region)
         self.max_span = max(EMAIL_MAX if "email" in self.kinds else 0, _NUMBER_MAX, 45) + LOOKAHEAD
 
@@ -227,7 +247,7 @@ class PIIDetector:
         out = [m.span() for m in _CANDIDATE.finditer(text, start)]
         if "iban" in self.kinds:  # lower-case IBANs: letters are no run characters
             out += [(s, e) for s, e, valid in _ibans(text, start) if valid]
-        if any(sign in text for sign in (AT_SIGNS if not text.isascii() else "@")):
+        if "%40" in text or any(sign in text for sign in (AT_SIGNS if not text.isascii() else "@")):
             out += [(s.start, s.end) for s in emails(text, start, candidates=True)]
         out += [(s.start, s.end) for s in spelled_emails(text, start)]
         if ":" in text:
@@ -293,7 +313,9 @@ class PIIDetector:
             if (
                 s > 0
                 and (text[s - 1].isalnum() or text[s - 1] in "+._-#/:,")
+                and not (text[s - 1] == "," and s > 1 and text[s - 2].isalpha())  # a CSV field
                 and (text[s - 1] != "#" or not _SSN_CONTEXT.search(text, max(0, s - 30), s))
+                and not (text.startswith("://", s - 3) and _IPV4_HEAD.match(raw))  # a URL's host
             ):
                 continue
             if e < len(text) and (text[e].isalnum() or text[e] in "_%°"):
@@ -324,6 +346,9 @@ class PIIDetector:
             raw = " ".join(raw.split())
         if _IPV4_SHAPE.match(raw):
             return "ip" if _ip_ok(ipaddress.IPv4Address, raw) else None
+        if (cidr := _CIDR.match(raw)) is not None:
+            valid = _ip_ok(ipaddress.IPv4Address, cidr[1]) and int(cidr[2]) <= 32
+            return "ip" if valid else None
         if _is_date(raw) or _DECIMAL.match(raw):
             return None
         digits = "".join(ch for ch in raw if ch.isdigit())
@@ -350,7 +375,7 @@ class PIIDetector:
         plain = unicodedata.normalize("NFKC", raw).translate(_SEP_TO_SPACE)
         if _LOCAL_SHAPE.match(plain):
             return True
-        return any(map(phonenumbers.is_valid_number, _parsed(plain, self._trunk_regions)))
+        return any(map(phonenumbers.is_valid_number, _parsed(plain, self._context_regions)))
 
     def _phone_valid(self, raw: str, digits: str) -> bool:
         area = _AREA_CODE.match(raw)
@@ -401,12 +426,17 @@ def _is_date(raw: str) -> bool:
 
 
 def _parsed(raw: str, regions: Iterable[str | None]) -> Iterator[phonenumbers.PhoneNumber]:
-    """``raw`` read as a phone number of each region in turn, where it parses."""
+    """``raw`` read as a phone number of each region in turn, where it parses; a Mexican mobile
+    still written with the "1" Mexico dropped in 2019 ("+52 1 33 2156 8804") also without it."""
     for region in regions:
         try:
-            yield phonenumbers.parse(raw, region)
+            number = phonenumbers.parse(raw, region)
         except phonenumbers.NumberParseException:
             continue
+        yield number
+        national = str(number.national_number)
+        if number.country_code == 52 and len(national) == 11 and national.startswith("1"):
+            yield phonenumbers.PhoneNumber(country_code=52, national_number=int(national[1:]))
 
 
 def _ibans(text: str, start: int) -> Iterator[tuple[int, int, bool]]:
@@ -465,10 +495,13 @@ def _bounded(text: str, s: int, e: int) -> bool:
 
 
 def _after_version_word(text: str, s: int) -> bool:
-    before = text[max(0, s - 20) : s].lower().replace("-", " ")
+    before = text[max(0, s - 40) : s].lower().replace("-", " ")
     words = before.split()
     if not words:
         return False
+    if words[-1] in ("to", "from"):  # "upgrade the router to 2.10.4.1", "bumped it from 1.2.3.4
+        # to 1.2.3.5"; not "go to 8.8.4.4", "traffic from 81.2.69.160"
+        return any(w in _UPDATE_WORDS or _DOTTED.fullmatch(w) for w in words[-4:-1])
     return words[-1] in _VERSION_WORDS or (before.endswith("v") and not before.endswith(" v"))
 
 

@@ -96,6 +96,10 @@ _PROSE_DOT_END = re.compile(r"(?i)\s(?:ponto|punto|point)\s+(?:de|no)\Z")
 _NEXT_WORD = re.compile(r"\s+[^\W\d_]")
 
 
+#: "@" percent-encoded, as in a link's query string ("?email=j.doe%40example.com").
+_URL_AT = "%40"
+
+
 def email_live_start(text: str, start: int = 0) -> int:
     """Where an address the text so far could still extend begins: the word being written (it
     may be a local part), or a spelled-out address whose domain may still grow or whose "at" may
@@ -114,14 +118,16 @@ def email_live_start(text: str, start: int = 0) -> int:
 
 def emails(text: str, start: int, *, candidates: bool = False) -> list[Span]:
     spans = []
-    for sign in AT_SIGNS if not text.isascii() else "@":
+    signs = (*(AT_SIGNS if not text.isascii() else "@"), _URL_AT)
+    for sign in signs:
         at = text.find(sign, start)
         while at != -1:
             local = _EMAIL_LOCAL.search(text, max(start, at - 64), at)
-            domain = _EMAIL_DOMAIN.match(text, at + 1, at + 1 + 100 + LOOKAHEAD)
+            after = at + len(sign)
+            domain = _EMAIL_DOMAIN.match(text, after, after + 100 + LOOKAHEAD)
             if candidates:
                 s = local.start() if local else at
-                spans.append(Span(s, domain.end() if domain else at + 1, "email"))
+                spans.append(Span(s, domain.end() if domain else after, "email"))
             elif local and domain:
                 s = local.start()
                 while s < at and text[s] in ".-'":  # an address does not begin with punctuation
