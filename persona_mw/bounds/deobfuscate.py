@@ -40,8 +40,9 @@ _LEET = {
     "¡": "i",
     "+": "t",
 }
-#: Symbols that may stand for a letter only between two letters ("sh!t"; not "great!").
-_INNER_ONLY = frozenset("!|+")
+#: Symbols that may stand for a letter only between two letters ("sh!t"; not "great!", not
+#: Spanish "¡pendejo!").
+_INNER_ONLY = frozenset("!|+¡")
 #: A digit written as a word between words ("i want 2 die").
 _DIGIT_WORDS = {"2": "to", "4": "for"}
 _LEET_RUN = 4
@@ -186,8 +187,23 @@ def unmask(text: str) -> list[Folded]:
                 joined[j] = True
                 splittable[j] = first and folded[k - 1] in _WORD_LETTERS
         k = q
+    # and a gap before the last letter of a joined run of five or more, when that letter is a
+    # word of its own: "f.o.d.a.s.e o patch" is "fodase o", not "fodaseo"
+    ending = [False] * m
+    run: list[int] = []  # the letters of the joined run being read
+    for k in range(m + 1):
+        if k < m and joined[k]:
+            continue
+        if k < m and single[k] and (not run or all(joined[q] for q in range(run[-1] + 1, k))):
+            run.append(k)
+            continue
+        if len(run) >= 5 and folded[run[-1]] in _WORD_LETTERS:
+            for q in range(run[-2] + 1, run[-1]):
+                ending[q] = True
+        run = [k] if k < m and single[k] else []
     views = []
-    for split in (False, True) if any(splittable) else (False,):
+    modes = [0] + ([1] if any(splittable) else []) + ([2] if any(ending) else [])
+    for split in modes:
         chars: list[str] = []
         o_starts: list[int] = []
         o_ends: list[int] = []
@@ -195,7 +211,11 @@ def unmask(text: str) -> list[Folded]:
             if char == " ":
                 if chars and chars[-1] == " ":
                     continue
-                if joined[k] and not (split and splittable[k]):
+                if (
+                    joined[k]
+                    and not (split == 1 and splittable[k])
+                    and not (split == 2 and ending[k])
+                ):
                     continue  # "k i l l" -> "kill"
             elif (
                 single[k]

@@ -101,7 +101,8 @@ class PhraseIndex:
     around spots where leetspeak, spaced-out or stretched letters may hide a word the text is
     matched again on de-obfuscated views. ``lenient[k]`` (optional): list ``k`` (and its context
     phrases) also matches a respelled view of the text, without filler words and with typos of
-    its words corrected (see :mod:`.spelling`).
+    its words corrected (see :mod:`.spelling`). ``masked[k]`` (optional): list ``k``'s phrases
+    also match with one or two vowels of a word masked by a symbol (:func:`masked_spellings`).
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class PhraseIndex:
         exceptions: Sequence[Iterable[str]] = (),
         stems: Sequence[Iterable[str]] = (),
         lenient: Sequence[bool] = (),
+        masked: Sequence[bool] = (),
         *,
         compact: bool = False,
     ) -> None:
@@ -125,8 +127,17 @@ class PhraseIndex:
         #: a gapped phrase ("a ... b") by number: its owner (a list, or a list's context)
         self._gap_owner: list[int] = []
         lenient_codes: set[int] = set()
-        sources = [(k, phrases) for k, phrases in enumerate(lists)]
-        sources += [(_EXCEPTION - k, phrases) for k, phrases in enumerate(exceptions)]
+        masked_owners = {k for k, on in enumerate(masked) if on}
+        sources: list[tuple[int, list[str]]] = []
+        unjoined: set[str] = set()  # masked spellings match only as written: "w on" not "won"
+        for k, phrases in enumerate(lists):
+            own = list(phrases)
+            if k in masked_owners:
+                spelled = masked_spellings(own)
+                unjoined.update(map(fold_phrase, spelled))
+                own += spelled
+            sources.append((k, own))
+        sources += [(_EXCEPTION - k, list(phrases)) for k, phrases in enumerate(exceptions)]
         for owner, phrases in sources:
             is_lenient = (owner if owner >= 0 else _EXCEPTION - owner) in lenient_owners
             for phrase in phrases:
@@ -162,7 +173,7 @@ class PhraseIndex:
         for key, who in owners.items():
             for variant in _gap_variants(key):
                 keys.setdefault(variant, set()).update(who)
-            if " " in key:
+            if " " in key and key not in unjoined:
                 keys.setdefault(key.replace(" ", ""), set()).update(who)
         # every key a phrase can still grow into, sorted: a text tail is a proper prefix of one
         # when the first key not below it starts with it (a set of every prefix was hundreds
@@ -518,6 +529,38 @@ _MAYBE_MASKED = re.compile(
 _MASK_AT_END = re.compile(
     r"[0-9@$!|+\u20ac\u00a9\u00a1]|(?<![^\W_])[^\W_](?![^\W_])|([^\W\d_])\1\Z"
 )
+
+#: Vowels a writer masks with a symbol ("f*ck", "p#ta"); consonants stay ("fu*k" is rarer).
+_MASKABLE = frozenset("aeiou")
+#: Letters that are words of their own, so a masked spelling leaving one is no tell.
+_LETTER_WORDS = frozenset("aeiouy")
+
+
+def masked_spellings(phrases: Iterable[str]) -> list[str]:
+    """The spellings of ``phrases`` with one vowel of a word, or two of a word of six letters or
+    more, masked by a symbol (folded text reads a symbol as a space): "fuck" -> "f ck",
+    "bullshit" -> "b llsh t", "hijo de puta" -> "hijo de p ta". Only the first letter of a word
+    is never masked, and a spelling is kept only when it leaves a lone consonant: "putain" ->
+    "p tain" is kept, "put in" (English words) is not."""
+    out: list[str] = []
+    for phrase in phrases:
+        if GAP in phrase:
+            continue
+        words = fold_phrase(phrase).split(" ")
+        for w, word in enumerate(words):
+            spots = [i for i, c in enumerate(word) if i > 0 and c in _MASKABLE]
+            if len(word) < 4 or not spots:
+                continue
+            choices: list[tuple[int, ...]] = [(i,) for i in spots]
+            if len(word) >= 6:
+                choices += [(i, j) for i in spots for j in spots if j > i + 1]
+            for masks in choices:
+                spelled = "".join(" " if i in masks else c for i, c in enumerate(word))
+                parts = spelled.split()
+                if any(len(p) == 1 and p not in _LETTER_WORDS for p in parts):
+                    out.append(" ".join([*words[:w], *parts, *words[w + 1 :]]))
+    return out
+
 
 #: A single letter ending the text after whitespace and a word of two or more letters or digits.
 _LONE_LETTER_END = re.compile(r"[^\W_]{2}\s+[^\W\d_]\Z")

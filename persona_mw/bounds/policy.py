@@ -95,6 +95,10 @@ class PhrasesSpec(_Frozen):
     #: "mysef"); see :mod:`persona_mw.bounds.spelling`. A pass more per text, in Python: meant
     #: for what users write (input), not for long model output.
     lenient: bool = False
+    #: Also match a word with one or two of its vowels masked by a symbol ("f*ck", "b*llsh*t",
+    #: "p#ta", "W*chser"): each masked spelling is a phrase of its own, kept only when it leaves
+    #: a lone consonant ("sh*t" -> "sh t"), so "put*in" never reads as "put in".
+    masked: bool = False
 
     @field_validator("phrases", "unless")
     @classmethod

@@ -204,12 +204,12 @@ class Scanner:
         return out
 
 
-_IndexKey = tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool], ...]
+_IndexKey = tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool, bool], ...]
 
 
 def _index_key(rules: Sequence[RuleInForce]) -> _IndexKey:
     specs = [r.rule.detector for r in rules if isinstance(r.rule.detector, PhrasesSpec)]
-    return tuple((s.phrases, s.unless, s.stems, s.lenient) for s in specs)
+    return tuple((s.phrases, s.unless, s.stems, s.lenient, s.masked) for s in specs)
 
 
 def _new_index(key: _IndexKey, *, compact: bool = False) -> PhraseIndex:
@@ -217,7 +217,8 @@ def _new_index(key: _IndexKey, *, compact: bool = False) -> PhraseIndex:
     unless = [spec[1] for spec in key]
     stems = [spec[2] for spec in key]
     lenient = [spec[3] for spec in key]
-    return PhraseIndex(lists, unless, stems, lenient, compact=compact)
+    masked = [spec[4] for spec in key]
+    return PhraseIndex(lists, unless, stems, lenient, masked, compact=compact)
 
 
 #: Phrase indexes by content: every scanner with the same policy phrases shares one.

@@ -13,7 +13,7 @@ from persona_mw.bounds import (
     policy_from_dict,
     resolve,
 )
-from persona_mw.bounds.phrases import expand_family
+from persona_mw.bounds.phrases import expand_family, masked_spellings
 from persona_mw.bounds.pii import iban_valid, luhn_valid
 from persona_mw.bounds.policy import Policy
 from persona_mw.errors import PolicyError
@@ -425,6 +425,17 @@ def test_unless_context_cancels_a_hit_inside_it() -> None:
         # the SSNs made public in ads are SSNs too; a run of spaces
         ("mon SSN : 078 05 1120", "ssn", "078 05 1120"),
         ("social security number 287  65  4321", "ssn", "287  65  4321"),
+        # an address as a URL's host, with a port or a prefix length; "go to" is no update
+        ("panel at http://81.2.69.160:8080/admin", "ip", "81.2.69.160"),
+        ("allow 81.2.69.0/24 only", "ip", "81.2.69.0/24"),
+        ("dns: go to 8.8.4.4 first", "ip", "8.8.4.4"),
+        # "@" percent-encoded in a link's query string
+        ("link ?email=j.doe%40example.com&x=1", "email", "j.doe%40example.com"),
+        # after a phone word, national numbers of Mexico and Argentina; more phone words
+        ("mi cel es 55 4812 9376, márcame", "phone", "55 4812 9376"),
+        ("llamame al 11 15-4387-2190 porfa", "phone", "11 15-4387-2190"),
+        ("me liga 11 9 8847 2210 quando chegar", "phone", "11 9 8847 2210"),
+        ("Contacto: 22 508 1463 (Porto)", "phone", "22 508 1463"),
     ],
 )
 def test_pii_formats_people_write(text: str, kind: str, found: str) -> None:
@@ -461,6 +472,11 @@ def test_pii_formats_people_write(text: str, kind: str, found: str) -> None:
         "99.45.12 items",
         # a year in parentheses: Germany would read an area code, but does not write it so
         "(2019) 1234-5678",
+        # "to" after an update word; tax and social numbers of other countries are not claimed
+        "upgraded the firmware to 2.10.4.1 today",
+        "bumped it from 1.2.3.4 to 1.2.3.5",
+        "P.IVA IT 07643520567",
+        "my SIN is 046 454 286",
     ],
 )
 def test_pii_leaves_numbers_that_are_not_personal_data(text: str) -> None:
@@ -524,3 +540,27 @@ def test_a_stem_ends_a_compound_only_after_a_first_part_of_three_letters() -> No
         "Arsch",
         "Lahmarsch",
     ]
+
+
+def test_a_masked_list_reads_a_vowel_masked_by_a_symbol_but_not_words_it_leaves() -> None:
+    """``masked``: one vowel of a word, or two of a long one, hidden by a symbol still hits; a
+    masked spelling must leave a lone consonant ("put*in" is no "putain"), and it never matches
+    joined ("w*on" masks "weon", "won" is English)."""
+    detector = PhraseIndex([["bullshit", "putain", "weon", "wichser"]], masked=[True])
+    text = "b*llsh*t, p#tain, W*chser, won, put in, bullsht"
+    assert sorted(text[h.start : h.end] for h in detector.scan(text)) == [
+        "W*chser",
+        "b*llsh*t",
+        "p#tain",
+    ]
+    plain = PhraseIndex([["bullshit"]])
+    assert plain.scan("b*llsh*t") == []
+    assert masked_spellings(["fuck", "putain"]) == ["f ck", "p tain", "puta n", "p t in", "p ta n"]
+
+
+def test_an_inverted_exclamation_mark_opens_a_word_it_does_not_spell_an_i() -> None:
+    """Spanish "¡pendejo!" is the word after punctuation, not "ipendejo": the stretched word
+    is de-obfuscated with the "¡" left out (the hit is the word as listed)."""
+    detector = PhraseDetector(["pendejo"])
+    text = "el narrador grito ¡¡pendejoooo!! al portero"
+    assert [text[s.start : s.end] for s in detector.detect(text)] == ["pendejo"]
