@@ -6,7 +6,7 @@
     .venv/bin/python scripts/train_classifiers.py --cv crisis-output  # reply models: 5-fold CV
 
 What it learns from: the rows of ``tests/data/detection/<pack>.jsonl`` (see the README there)
-of every split but the unseen ones (``holdout4`` to ``holdout8``), kept out so that
+of every split but the unseen ones (``holdout4`` to ``holdout8``, and ``holdout10``), kept out so that
 batches written by other hands stay unseen by the models and tell how they do on wording nobody
 trained on. A message model (``crisis``, ``minor-safety``) learns from the input rows and judges
 whole user messages; a sentence model (``crisis-output``, ``minor-safety-output``) learns from
@@ -22,7 +22,7 @@ The decision threshold of a message model was chosen by leaving one split out at
 appends resources, so a false positive costs a notice; minor-safety blocks). A reply model's
 replies are nearly all in ``dev``, so its threshold comes from five-fold cross-validation over
 whole replies (``--cv``: a reply is flagged when any of its sentences reaches the threshold):
-0.5, where about 5 % of other replies are flagged (the crisis model is in force only after the
+0.5, where 5-7 % of other replies are flagged (the crisis model is in force only after the
 user showed risk, where a false positive replaces a reply with the crisis referral).
 """
 
@@ -44,7 +44,7 @@ from persona_mw.bounds.detectors import SentenceDetector  # noqa: E402
 DATA = ROOT / "tests" / "data" / "detection"
 MODELS = ROOT / "persona_mw" / "bounds" / "models"
 #: Never trained on: the honest measure of wording the model has not seen.
-UNSEEN = frozenset({"holdout4", "holdout5", "holdout6", "holdout7", "holdout8"})
+UNSEEN = frozenset({"holdout4", "holdout5", "holdout6", "holdout7", "holdout8", "holdout10"})
 #: model -> (the pack whose data it learns from, the decision threshold)
 SPECS = {
     "crisis": ("crisis", 0.6),
