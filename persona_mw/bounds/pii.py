@@ -50,7 +50,7 @@ _DIGITS = "0-9\uff10-\uff19"
 #: Group separators inside numbers: spaces of every width, hyphens and dashes, dots, slashes.
 _SEPS = " \u00a0\u2000-\u200a\u202f\u205f\u3000\\-\u2010-\u2015\u2212\ufe63\uff0d./()\uff0e"
 #: Between an IBAN's groups: nothing, or a run of up to three spaces ("IE98  AIBK  9311").
-_IBAN_GAP = "[ \u00a0\u202f]{0,3}"
+_IBAN_GAP = "(?:[ \u00a0\u202f]{0,3}|-)"
 # Numbers and upper-case IBANs in one pass. The pattern opens with one character class, so `re`
 # skips everything else at C speed; a run is then trimmed and classified in Python.
 _CANDIDATE = re.compile(
@@ -77,8 +77,8 @@ _IBAN_ANY_CASE = re.compile(
     rf"(?:{_IBAN_GAP}[A-Za-z0-9]{{1,3}})?"
 )
 _IBAN_PARTIAL = regex.compile(_IBAN_ANY_CASE.pattern)
-#: The spaces between an IBAN's groups.
-_GAPS = re.compile(r"\s+")
+#: The spaces (or the dash) between an IBAN's groups.
+_GAPS = re.compile(r"[\s-]+")
 #: The longest IBAN written in groups of four (34 characters and 8 gaps of 3 spaces).
 _IBAN_MAX = 58
 _NUMBER_MAX = 41
@@ -120,6 +120,8 @@ def _words(text: str) -> frozenset[str]:
 _VERSION_WORDS = _words(
     "v ver version versions release build kernel firmware chrome firefox python node java "
     "windows ios android rev revision patch update upgrade upgraded "
+    "section sections chapter clause abschnitt kapitel paragraph art article artikel articolo "
+    "capitolo sezione apartado seccion capitulo chapitre "
     "versión versao versão versione versie "
     "actualiza actualizar atualize atualizar aggiorna aggiornare aktualisiere"
 )
@@ -142,7 +144,7 @@ _PHONE_CONTEXT = re.compile(
     r"portable|t[eé]l[eé]phone|mon num[eé]ro|appelle[sz]?[ -]moi|appelez(?:[ -]nous)?|"
     r"joignable|injoignable|composez|fixe|"
     r"handy|telefon|handynummer|telefonnummer|ruf mich an|meine nummer|erreichbar|"
-    r"anrufen|festnetz|mobil|"
+    r"anrufen|festnetz|mobil|erreichen sie mich unter|unter der nummer|"
     r"telem[oó]vel|liga(?:r)?(?:-me| pra mim| para| pro| pra)|me liga|ligue(?:-me)?|telefona|"
     r"meu n[uú]mero|fixo|contato|"
     r"cellulare|chiamami|chiama(?:re)?|telefonare|il mio numero|reperibile|fisso)"
@@ -161,6 +163,7 @@ _ID_CONTEXT = re.compile(
     r"encomenda|fatura|cep|"
     r"ordine|fattura|riferimento|lotto|matricola|cap|codice postale|"
     r"vat|tax|tin|sin|nas|nir|insee|siret|siren|tva|nif|nie|cif|dni|cpf|cnpj|iva|p\.? ?iva|"
+    r"routing|aba|sort code|bic|swift|"
     r"partita iva|codice fiscale|steuernummer|steuer-id|ust-?idnr|bsn)"
     r"(?:[ -]?(?:number|no\.?|nr\.?|num\.?|n[º°o]?\.?|id|#|n[uú]mero|nummer|numero))?"
     r"(?: is| es| est| ist| [a-z]{2})?"
@@ -482,7 +485,7 @@ def _valid_prefix(text: str, at: int) -> int | None:
     # group ends: where each run of spaces begins, and the end of the match
     ends = [g.start() for g in _GAPS.finditer(m.group())] + [len(m.group())]
     for end in reversed(ends):
-        candidate = "".join(m.group()[:end].split())
+        candidate = _GAPS.sub("", m.group()[:end])
         if len(candidate) < 15:  # the shortest IBAN (Norway) has 15 characters
             return None
         if _bounded(text, at, at + end) and iban_valid(candidate):

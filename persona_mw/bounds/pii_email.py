@@ -33,7 +33,7 @@ EMAIL_MAX = 64 + 1 + 100
 # of the other languages: "joana arroba gmail ponto com ponto br", "luc arobase orange point fr",
 # "marco chiocciola libero punto it", "jonas at web punkt de".
 #: The spoken at sign in each language (es pt "arroba", fr "arobase", it "chiocciola").
-_AT_WORDS = ("at", "arroba", "arobase", "chiocciola")
+_AT_WORDS = ("at", "arroba", "arobase", "chiocciola", "klammeraffe")
 #: The spoken dot in each language (pt "ponto", es it "punto", fr "point", de "punkt").
 _DOT_WORDS = ("dot", "ponto", "punto", "point", "punkt")
 #: Lower case, and brackets to spaces: " AT ", "(arroba)", "[at]" ... all become " at ",
@@ -43,7 +43,7 @@ _AT_BYTES = bytes.maketrans(
 )
 _AT_TOKENS = tuple(f" {word} ".encode() for word in _AT_WORDS)
 #: Each spoken at holds one of these (found in one pass each: "roba" serves two words).
-_AT_FRAGMENTS = (b" at ", b"roba", b"cciol")
+_AT_FRAGMENTS = (b" at ", b"roba", b"cciol", b"meraf")
 _AT_WORD = "(?:" + "|".join(_AT_WORDS) + ")"
 _DOT_WORD = "(?:" + "|".join(_DOT_WORDS) + ")"
 _SPELLED_AT = re.compile(rf"(?i)[ \[\(\{{<]{_AT_WORD}[ \]\)\}}>]")

@@ -436,6 +436,14 @@ def test_unless_context_cancels_a_hit_inside_it() -> None:
         ("llamame al 11 15-4387-2190 porfa", "phone", "11 15-4387-2190"),
         ("me liga 11 9 8847 2210 quando chegar", "phone", "11 9 8847 2210"),
         ("Contacto: 22 508 1463 (Porto)", "phone", "22 508 1463"),
+        # German: the "Klammeraffe" (@) spoken, an IBAN grouped with dashes, a polite phone word
+        (
+            "s.meier (Klammeraffe) bluewin (Punkt) ch",
+            "email",
+            "s.meier (Klammeraffe) bluewin (Punkt) ch",
+        ),
+        ("IBAN-Nr. CH77-0839-0035-4170-0100-0", "iban", "CH77-0839-0035-4170-0100-0"),
+        ("erreichen Sie mich unter 0664 / 381 22 90.", "phone", "0664 / 381 22 90"),
     ],
 )
 def test_pii_formats_people_write(text: str, kind: str, found: str) -> None:
@@ -477,6 +485,9 @@ def test_pii_formats_people_write(text: str, kind: str, found: str) -> None:
         "bumped it from 1.2.3.4 to 1.2.3.5",
         "P.IVA IT 07643520567",
         "my SIN is 046 454 286",
+        # a section number and a bank routing number
+        "Siehe Abschnitt 3.2.1.4 der Norm.",
+        "Routing number 021000021",
     ],
 )
 def test_pii_leaves_numbers_that_are_not_personal_data(text: str) -> None:
