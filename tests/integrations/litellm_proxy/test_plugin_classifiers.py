@@ -25,6 +25,7 @@ from tests.bounds.classifier_helpers import (
     GUARD,
     JUDGE_BLOCK,
     MOD_BLOCK,
+    VIOLENT,
     Provider,
     moderate,
     policy,
@@ -161,7 +162,7 @@ def test_a_late_moderation_block_replaces_the_reply(
 ) -> None:
     upstream.inject(Fault(route="moderations", delay=0.5))
     chats = len(upstream.requests)
-    assert _ask(client, f"I will hurt them ({stream})", stream=stream) == (
+    assert _ask(client, f"{VIOLENT} ({stream})", stream=stream) == (
         MOD_BLOCK,
         "content_filter",
     )
