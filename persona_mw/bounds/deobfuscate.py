@@ -15,7 +15,15 @@ import string
 
 from .normalise import Folded, fold
 
-__all__ = ["FOLD_REACH", "LEET_SPOT_KEYS", "SPOT_KEYS", "leet_plausible", "suspect_spots", "unmask"]
+__all__ = [
+    "FOLD_REACH",
+    "LEET_SPOT_KEYS",
+    "SPOT_KEYS",
+    "WORD_LETTERS",
+    "leet_plausible",
+    "suspect_spots",
+    "unmask",
+]
 
 #: How far (in original characters) one character's folding can depend on its neighbours: a
 #: leet run is at most 4 symbols long and decided by the letters on either side of it; a space
@@ -60,7 +68,7 @@ _ORDINARY_PAIRS = frozenset({"i m", "i d", "e g", "i e", "u s"})
 #: The widest gap between spelled-out letters, in separators: "f u c k", "f. u. c. k.", "f - u".
 _GAP = 3
 #: Letters that are words of their own in our languages ("a", "I", Spanish "y", "o", "e", "u").
-_WORD_LETTERS = frozenset("aeiouy")
+WORD_LETTERS = frozenset("aeiouy")
 #: The phrase automaton's own triggers (keys with no owner), found in the same pass as the
 #: phrases: three equal letters; two single letters in a row (" k i ", so "k i l l"); a digit
 #: word ("want 2 die"). All but the first start at a word boundary, which keeps them nearly
@@ -170,9 +178,20 @@ def unmask(text: str) -> list[Folded]:
         for k in range(m)
     ]
     # gaps of one to three spaces between two single letters are joined; a gap after a letter
-    # that begins a joined run and is a word of its own may be kept instead
+    # that begins a joined run and is a word of its own may be kept instead, and so may the gap
+    # before the last letter of a run of five or more when that letter is a word of its own:
+    # "f.o.d.a.s.e o patch" is "fodase o", not "fodaseo"
     joined = [False] * m
     splittable = [False] * m
+    ending = [False] * m
+    run = 0  # letters of the joined run being read
+    last: tuple[int, int] | None = None  # its last gap
+
+    def end_run() -> None:
+        if last is not None and run >= 5 and folded[last[1]] in WORD_LETTERS:
+            for j in range(*last):
+                ending[j] = True
+
     k = 0
     while k < m:
         if folded[k] != " ":
@@ -183,24 +202,14 @@ def unmask(text: str) -> list[Folded]:
             q += 1
         if k > 0 and q < m and q - k <= _GAP and single[k - 1] and single[q]:
             first = k - 1 == 0 or not joined[k - 2]
+            if first:
+                end_run()
+            run, last = (2 if first else run + 1), (k, q)
             for j in range(k, q):
                 joined[j] = True
-                splittable[j] = first and folded[k - 1] in _WORD_LETTERS
+                splittable[j] = first and folded[k - 1] in WORD_LETTERS
         k = q
-    # and a gap before the last letter of a joined run of five or more, when that letter is a
-    # word of its own: "f.o.d.a.s.e o patch" is "fodase o", not "fodaseo"
-    ending = [False] * m
-    run: list[int] = []  # the letters of the joined run being read
-    for k in range(m + 1):
-        if k < m and joined[k]:
-            continue
-        if k < m and single[k] and (not run or all(joined[q] for q in range(run[-1] + 1, k))):
-            run.append(k)
-            continue
-        if len(run) >= 5 and folded[run[-1]] in _WORD_LETTERS:
-            for q in range(run[-2] + 1, run[-1]):
-                ending[q] = True
-        run = [k] if k < m and single[k] else []
+    end_run()
     views = []
     modes = [0] + ([1] if any(splittable) else []) + ([2] if any(ending) else [])
     for split in modes:

@@ -29,6 +29,7 @@ from .deobfuscate import (
     FOLD_REACH,
     LEET_SPOT_KEYS,
     SPOT_KEYS,
+    WORD_LETTERS,
     leet_plausible,
     suspect_spots,
     unmask,
@@ -37,7 +38,14 @@ from .lookahead import LOOKAHEAD
 from .normalise import INVISIBLE, Folded, fold, fold_phrase
 from .spelling import Respeller
 
-__all__ = ["GAP", "PhraseDetector", "PhraseHit", "PhraseIndex", "expand_family"]
+__all__ = [
+    "GAP",
+    "PhraseDetector",
+    "PhraseHit",
+    "PhraseIndex",
+    "expand_family",
+    "masked_spellings",
+]
 
 
 #: ``{a|b|}``: one group of alternatives in a phrase family.
@@ -532,8 +540,6 @@ _MASK_AT_END = re.compile(
 
 #: Vowels a writer masks with a symbol ("f*ck", "p#ta"); consonants stay ("fu*k" is rarer).
 _MASKABLE = frozenset("aeiou")
-#: Letters that are words of their own, so a masked spelling leaving one is no tell.
-_LETTER_WORDS = frozenset("aeiouy")
 
 
 def masked_spellings(phrases: Iterable[str]) -> list[str]:
@@ -557,7 +563,7 @@ def masked_spellings(phrases: Iterable[str]) -> list[str]:
             for masks in choices:
                 spelled = "".join(" " if i in masks else c for i, c in enumerate(word))
                 parts = spelled.split()
-                if any(len(p) == 1 and p not in _LETTER_WORDS for p in parts):
+                if any(len(p) == 1 and p not in WORD_LETTERS for p in parts):
                     out.append(" ".join([*words[:w], *parts, *words[w + 1 :]]))
     return out
 

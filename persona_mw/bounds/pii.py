@@ -49,7 +49,7 @@ _CONTEXT_ONLY_REGIONS = ("MX", "AR", "US", "CA")
 _DIGITS = "0-9\uff10-\uff19"
 #: Group separators inside numbers: spaces of every width, hyphens and dashes, dots, slashes.
 _SEPS = " \u00a0\u2000-\u200a\u202f\u205f\u3000\\-\u2010-\u2015\u2212\ufe63\uff0d./()\uff0e"
-#: Between an IBAN's groups: nothing, or a run of up to three spaces ("IE98  AIBK  9311").
+#: Between an IBAN's groups: nothing, up to three spaces ("IE98  AIBK  9311"), or a dash.
 _IBAN_GAP = "(?:[ \u00a0\u202f]{0,3}|-)"
 # Numbers and upper-case IBANs in one pass. The pattern opens with one character class, so `re`
 # skips everything else at C speed; a run is then trimmed and classified in Python.
@@ -86,10 +86,10 @@ _CANDIDATE_PARTIAL = regex.compile(_CANDIDATE.pattern)
 _SEP_TO_SPACE = {ord(c): " " for c in "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006"}
 _SEP_TO_SPACE.update({ord(c): " " for c in "\u2007\u2008\u2009\u200a\u202f\u205f\u3000"})
 _SEP_TO_SPACE.update({ord(c): "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63"})
-_IPV4_SHAPE = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}\Z")
-_IPV4_HEAD = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?\Z")
+_IPV4 = r"(?:\d{1,3}\.){3}\d{1,3}"
+_IPV4_SHAPE = re.compile(rf"{_IPV4}\Z")
 #: A CIDR block ("81.2.69.0/24"): an address and its prefix length.
-_CIDR = re.compile(r"((?:\d{1,3}\.){3}\d{1,3})/(\d{1,2})\Z")
+_CIDR = re.compile(rf"({_IPV4})/(\d{{1,2}})\Z")
 _SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}\Z")
 #: A card number: its digits joined, or in groups (the first of 4-8 digits, the others of 2-8)
 #: with one separator throughout ("4556 7309 7108 3672", "455673 097108 3672", "2223.6101...").
@@ -318,7 +318,7 @@ class PIIDetector:
                 and (text[s - 1].isalnum() or text[s - 1] in "+._-#/:,")
                 and not (text[s - 1] == "," and s > 1 and text[s - 2].isalpha())  # a CSV field
                 and (text[s - 1] != "#" or not _SSN_CONTEXT.search(text, max(0, s - 30), s))
-                and not (text.startswith("://", s - 3) and _IPV4_HEAD.match(raw))  # a URL's host
+                and not (text.startswith("://", s - 3) and _ipv4_shaped(raw))  # a URL's host
             ):
                 continue
             if e < len(text) and (text[e].isalnum() or text[e] in "_%°"):
@@ -411,6 +411,11 @@ def _written_so(number: phonenumbers.PhoneNumber, area: re.Match[str]) -> bool:
     return national.startswith(area[1])
 
 
+def _ipv4_shaped(raw: str) -> bool:
+    """An IPv4 address or CIDR block by its shape (validity is :meth:`PIIDetector._kind`'s)."""
+    return _IPV4_SHAPE.match(raw) is not None or _CIDR.match(raw) is not None
+
+
 def _ssn_valid(digits: str) -> bool:
     """A US SSN (``python-stdnum``: area, group and serial in range), the published ones too."""
     return bool(_ssn.is_valid(digits)) or digits in _PUBLISHED_SSNS
@@ -461,7 +466,7 @@ def _ibans(text: str, start: int) -> Iterator[tuple[int, int, bool]]:
         if text[at : at + 2].isupper() and (m := _UPPER_IBAN.match(text, at)) is not None:
             s, e = m.span()
             after = e
-            yield s, e, _bounded(text, s, e) and iban_valid("".join(m.group().split()))
+            yield s, e, _bounded(text, s, e) and iban_valid(_GAPS.sub("", m.group()))
         elif (
             not (at > 0 and text[at - 1].isalnum())
             and (found := _valid_prefix(text, at)) is not None

@@ -42,8 +42,6 @@ _AT_BYTES = bytes.maketrans(
     string.ascii_uppercase.encode() + b"[({<])}>", string.ascii_lowercase.encode() + b" " * 8
 )
 _AT_TOKENS = tuple(f" {word} ".encode() for word in _AT_WORDS)
-#: Each spoken at holds one of these (found in one pass each: "roba" serves two words).
-_AT_FRAGMENTS = (b" at ", b"roba", b"cciol", b"meraf")
 _AT_WORD = "(?:" + "|".join(_AT_WORDS) + ")"
 _DOT_WORD = "(?:" + "|".join(_DOT_WORDS) + ")"
 _SPELLED_AT = re.compile(rf"(?i)[ \[\(\{{<]{_AT_WORD}[ \]\)\}}>]")
@@ -145,16 +143,13 @@ def spelled_emails(text: str, start: int) -> list[Span]:
     if text.isascii():
         # one translate covers " at ", " AT ", "(at)", "[arroba]", ... (bytes: translate in C)
         words = text.encode("ascii").translate(_AT_BYTES)
-        for fragment in _AT_FRAGMENTS:
-            hit = words.find(fragment, start)
-            while hit != -1:
-                at = words.rfind(b" ", max(start, hit - 8), hit + 1)
-                for token in _AT_TOKENS:
-                    if at != -1 and words.startswith(token, at):
-                        span = _spelled_at(text, at, text[at : at + len(token)], start)
-                        if span is not None:
-                            spans.append(span)
-                hit = words.find(fragment, hit + 1)
+        for token in _AT_TOKENS:
+            at = words.find(token, start)
+            while at != -1:
+                span = _spelled_at(text, at, text[at : at + len(token)], start)
+                if span is not None:
+                    spans.append(span)
+                at = words.find(token, at + 1)
     else:
         for m in _SPELLED_AT.finditer(text, start):
             span = _spelled_at(text, m.start(), m.group(), start)
