@@ -42,6 +42,7 @@ from .normalise import fold
 __all__ = [
     "BUILTIN_MODELS",
     "MIN_WORDS",
+    "SENTENCE_CONTEXT",
     "ClassifierDetector",
     "TextClassifier",
     "Unit",
@@ -56,6 +57,10 @@ __all__ = [
 #: 0.66 for crisis).
 MIN_WORDS = 3
 _LETTERED = re.compile(r"[^\W\d_]")
+#: Characters before a reply's sentence that a sentence model reads with it (a list item, a
+#: story's next line): on replies by other hands, crisis-output found 0.90 of method replies
+#: at 2.6 % false positives with it and 0.86 at 3.1 % without (threshold 0.5).
+SENTENCE_CONTEXT = 150
 #: What a model judges: a whole user message (input rules) or one sentence of a reply (output).
 Unit = Literal["message", "sentence"]
 #: The models shipped with the package, and the unit each judges.
@@ -227,4 +232,5 @@ def classifier_detector(model: str, *, threshold: float | None = None) -> Detect
         "classifier",
         classifier.judge,
         threshold=classifier.threshold if threshold is None else threshold,
+        context=SENTENCE_CONTEXT,
     )

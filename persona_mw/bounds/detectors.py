@@ -85,6 +85,11 @@ class SentenceDetector:
     sentence (at most ``max_sentence`` characters) at a time, so a stream is judged as it goes
     and holds back only the sentence being written.
 
+    With ``context`` > 0 the scorer reads each sentence with up to that many characters before
+    it (from a word's start): a list item or a story's next line often says what it is about
+    only with the line before it. The context is text already judged, so it adds nothing to
+    the hold-back; a stream keeps that much released text to read it (see ``context``).
+
     Used for the relationship-seeking score and for trained reply classifiers (the
     ``*-output`` models of :mod:`persona_mw.bounds.classifier`)."""
 
@@ -95,11 +100,15 @@ class SentenceDetector:
         *,
         threshold: float,
         max_sentence: int = MAX_SENTENCE,
+        context: int = 0,
     ) -> None:
         self.name = name
         self.threshold = threshold
         self._sentence = re.compile(_SENTENCE_TEMPLATE.format(n=max_sentence - 1))
         self._scorer = scorer
+        #: Characters before a sentence read with it; a stream keeps one more of released
+        #: text, the one that tells whether the context starts inside a word.
+        self.context = context
         # A stream is never cut inside a sentence (see ``segments``), so beyond that the
         # hold-back need is only the look-ahead that settles where a sentence ends.
         self.max_span = 3 + LOOKAHEAD
@@ -120,11 +129,22 @@ class SentenceDetector:
             return sentences[-1][0]
         return len(text)
 
+    def judged(self, text: str, start: int = 0) -> list[tuple[int, int, int]]:
+        """Each sentence from ``start`` as ``(read_from, sentence_start, end)``: the scorer
+        reads ``text[read_from:end]``, the sentence with its context."""
+        out = []
+        for a, b in self.segments(text, start):
+            read_from = max(0, a - self.context)
+            while 0 < read_from < a and not text[read_from - 1].isspace():
+                read_from += 1  # no word cut in two
+            out.append((read_from, a, b))
+        return out
+
     def detect(self, text: str, start: int = 0) -> list[Span]:
         return [
-            Span(m.start(), m.end(), self.name)
-            for m in self._sentence.finditer(text, start)
-            if self._score(m.group()) >= self.threshold
+            Span(a, b, self.name)
+            for read_from, a, b in self.judged(text, start)
+            if self._score(text[read_from:b]) >= self.threshold
         ]
 
 

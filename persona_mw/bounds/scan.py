@@ -152,6 +152,9 @@ class Scanner:
         spans += [d.max_span for _, d in self._others]
         #: The longest text one hit can cover plus its look-ahead: the hold-back need.
         self.max_span = max(spans)
+        #: Visible characters of released text a stream keeps for the next window: the
+        #: look-behinds' need, or a sentence scorer's context and the character before it.
+        self.context = max([_CONTEXT] + [getattr(d, "context", 0) + 1 for _, d in self._others])
         self.empty = not self._phrase_groups and not self._others
 
     def live_start(self, text: str, start: int = 0) -> int:
@@ -400,7 +403,7 @@ class StreamFilter:
                 self._ctx.outcome = "filtered"
             return ""
         released = apply_redactions(window[base:cut], done, offset=base)
-        self._context = window[_visible_start(window, cut, _CONTEXT) : cut]
+        self._context = window[_visible_start(window, cut, self._scanner.context) : cut]
         self._pending = window[cut:]
         self._offset += cut - base
         return released
