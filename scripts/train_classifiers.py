@@ -4,30 +4,33 @@
     .venv/bin/python scripts/train_classifiers.py --check    # retrain, compare with the files
     .venv/bin/python scripts/train_classifiers.py --loso     # leave-one-split-out figures
     .venv/bin/python scripts/train_classifiers.py --cv crisis-output  # reply models: 5-fold CV
+    .venv/bin/python scripts/train_classifiers.py --thresholds crisis  # choose a threshold
 
 What it learns from: the rows of ``tests/data/detection/<pack>.jsonl`` (see the README there) of
-every split but the unseen ones (``holdout4`` to ``holdout8``, ``holdout10`` and ``holdout12``),
-kept out so that batches written by other hands stay unseen by the models and tell how they do
-on wording nobody trained on. A message model (``crisis``, ``minor-safety``) learns from the
-input rows and judges whole user messages; a sentence model (``crisis-output``,
-``minor-safety-output``) learns from the output rows — whole replies, plus each sentence of
-every negative reply, since it judges a reply one sentence at a time. Each also learns the other
-pack's rows as negatives, and a sentence model every ordinary input message (see ``rows``). The
-model is scikit-learn's ``TfidfVectorizer`` (``char_wb`` 2-5 and ``word`` 1-2, ``sublinear_tf``)
-and a ``LogisticRegression`` (``C=3``, balanced classes), both deterministic; scikit-learn is a
-test dependency only: ``persona_mw.bounds.classifier`` scores the exported weights in plain
-Python.
+every split but the unseen ones (``holdout13`` and ``holdout14``), kept out so that batches
+written by other hands stay unseen by the models and tell how they do on wording nobody trained
+on. The batches by other hands that were unseen before (``holdout2`` to ``holdout12``) are
+trained on: each was measured unseen first (the figures are in docs/benchmarks.md), and a
+batch by another hand teaches the models more wording than any amount of one hand's rows. A
+message model (``crisis``, ``minor-safety``) learns from the input rows and judges whole user
+messages; a sentence model (``crisis-output``, ``minor-safety-output``) learns from the output
+rows — whole replies, plus each sentence of every negative reply, since it judges a reply one
+sentence at a time. Each also learns the other pack's rows as negatives, and a sentence model
+every ordinary input message (see ``rows``). The model is scikit-learn's ``TfidfVectorizer``
+(``char_wb`` 2-5 and ``word`` 1-2, ``sublinear_tf``) and a ``LogisticRegression`` (``C=3``,
+balanced classes), both deterministic; scikit-learn is a test dependency only:
+``persona_mw.bounds.classifier`` scores the exported weights in plain Python.
 
-The decision threshold of a message model is the lowest, in steps of 0.05, at which no unseen
-batch (``holdout4`` to ``holdout10``, used here as a validation set: the models never train on
-them) had a false-positive rate above 5 % for crisis (which appends resources, so a false
-positive costs a notice) and 6 % for minor-safety (which blocks): 0.55 and 0.5 (2026-12-04,
-fifth session; 0.6 and 0.6 before, chosen by leaving one split out, ``--loso``, which the unseen
-batches showed too cautious). ``holdout12`` was kept out of that choice. A reply model's
-replies are nearly all in ``dev``, so its threshold comes from five-fold cross-validation over
-whole replies (``--cv``: a reply is flagged when any of its sentences reaches the threshold):
-0.5, where 5-7 % of other replies are flagged (the crisis model is in force only after the
-user showed risk, where a false positive replaces a reply with the crisis referral).
+The decision threshold of a message model is chosen by leaving each batch by another hand out
+in turn (``--thresholds``): train on every other row, judge the batch as the rule does, and take
+the lowest threshold, in steps of 0.05, at which no batch left out (of those with at least
+:data:`MIN_NEGATIVES` negatives) passes :data:`FP_LIMITS` (5 % for crisis, which appends
+resources, so a false positive costs a notice; 6 % for minor-safety, which blocks). A reply
+model's replies are nearly all in ``dev``, so its threshold comes from five-fold
+cross-validation over whole replies (``--cv``: a reply is flagged when any of its sentences
+reaches the threshold): 0.5, where 5-7 % of other replies are flagged (the crisis model is in
+force only after the user showed risk, where a false positive replaces a reply with the crisis
+referral).
 """
 
 from __future__ import annotations
@@ -42,25 +45,37 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from persona_mw.bounds.classifier import BUILTIN_MODELS, FORMAT, model_text  # noqa: E402
+from persona_mw.bounds.classifier import (  # noqa: E402
+    BUILTIN_MODELS,
+    FORMAT,
+    SENTENCE_CONTEXT,
+    model_text,
+)
 from persona_mw.bounds.detectors import SentenceDetector  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "detection"
 MODELS = ROOT / "persona_mw" / "bounds" / "models"
 #: Never trained on: the honest measure of wording the model has not seen.
-UNSEEN = frozenset(
-    {"holdout4", "holdout5", "holdout6", "holdout7", "holdout8", "holdout10", "holdout12"}
-)
+UNSEEN = frozenset({"holdout13", "holdout14"})
+#: The highest false-positive rate a message model may show on a batch it did not train on:
+#: crisis appends resources (a false positive costs a notice), minor-safety blocks.
+FP_LIMITS = {"crisis": 0.05, "minor-safety": 0.06}
+#: A batch with fewer negatives than this tells too little about a false-positive rate.
+MIN_NEGATIVES = 40
 #: model -> (the pack whose data it learns from, the decision threshold)
 SPECS = {
-    "crisis": ("crisis", 0.55),
-    "minor-safety": ("minor-safety", 0.5),
-    "crisis-output": ("crisis", 0.5),
+    "crisis": ("crisis", 0.6),
+    "minor-safety": ("minor-safety", 0.65),
+    "crisis-output": ("crisis", 0.6),
     "minor-safety-output": ("minor-safety", 0.5),
 }
 THRESHOLDS = {model: threshold for model, (_, threshold) in SPECS.items()}
 C = 3.0
+#: The thresholds a message model's choice considers.
+STEPS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 _SENTENCES = SentenceDetector("sentence", None, threshold=1.0)
+#: How a sentence model reads a reply: each sentence with the context before it.
+_READ = SentenceDetector("sentence", None, threshold=1.0, context=SENTENCE_CONTEXT)
 BLOCKS: tuple[tuple[str, tuple[int, int]], ...] = (("char_wb", (2, 5)), ("word", (1, 2)))
 
 
@@ -206,9 +221,59 @@ def loso(name: str) -> None:
         print(f"{name} without {held} ({len(test_rows)} rows): " + " | ".join(cells))
 
 
+def leave_one_batch_out(name: str) -> dict[str, dict[float, tuple[float, float]]]:
+    """Each batch by another hand (``holdout2`` ...) in turn: train on every other row, judge
+    the batch's own rows as the rule does; recall and false-positive rate per threshold."""
+    from persona_mw.bounds.classifier import TextClassifier
+
+    pack = SPECS[name][0]
+    stage = "input" if BUILTIN_MODELS[name] == "message" else "output"
+    data = rows(name)
+    batches = sorted({r["split"] for r in data if r["split"].startswith("holdout")})
+    figures: dict[str, dict[float, tuple[float, float]]] = {}
+    for batch in batches:
+        test_rows = [r for r in _read(pack) if r["split"] == batch and r["stage"] == stage]
+        negatives = sum(not r["label"] for r in test_rows)
+        positives = len(test_rows) - negatives
+        if negatives < MIN_NEGATIVES or not positives:
+            continue
+        train_rows = [r for r in data if r["split"] != batch]
+        vectorizers, model = fit(train_rows)
+        scorer = TextClassifier(export(name, vectorizers, model, train_rows), source=batch)
+        scored = [(scorer.judge(r["text"]), r["label"]) for r in test_rows]
+        figures[batch] = {
+            t: (
+                sum(s >= t for s, label in scored if label) / positives,
+                sum(s >= t for s, label in scored if not label) / negatives,
+            )
+            for t in STEPS
+        }
+        print(
+            f"{name} without {batch} ({positives} + {negatives}): "
+            + " | ".join(f"{t}: {r:.2f} / {f:.2f}" for t, (r, f) in figures[batch].items()),
+            flush=True,
+        )
+    return figures
+
+
+def choose_threshold(name: str) -> float:
+    """The lowest threshold (in steps of 0.05) at which no batch left out passes the model's
+    false-positive limit (:data:`FP_LIMITS`)."""
+    figures = leave_one_batch_out(name)
+    limit = FP_LIMITS[SPECS[name][0]]
+    for t in STEPS:
+        worst = max(f[t][1] for f in figures.values())
+        recall = sum(f[t][0] for f in figures.values()) / len(figures)
+        if worst <= limit:
+            print(f"{name}: {t} (mean recall {recall:.3f}, worst FP {worst:.3f} <= {limit})")
+            return t
+    raise SystemExit(f"{name}: no threshold keeps every batch under {limit} false positives")
+
+
 def cross_validate(name: str, folds: int = 5) -> None:
     """Reply models: train on four fifths of the rows, judge the other fifth's whole replies
-    sentence by sentence, as the rule does; recall and false-positive rate per threshold."""
+    sentence by sentence with each sentence's context, as the rule does; recall and
+    false-positive rate per threshold."""
     import random
 
     from persona_mw.bounds.classifier import TextClassifier
@@ -227,8 +292,8 @@ def cross_validate(name: str, folds: int = 5) -> None:
         vectorizers, model = fit(train_rows)
         scorer = TextClassifier(export(name, vectorizers, model, train_rows), source="cv")
         for row in (r for r in replies if fold[r["text"][:40]] == k):
-            spans = _SENTENCES.segments(row["text"])
-            best = max((scorer.judge(row["text"][a:b]) for a, b in spans), default=0.0)
+            text = row["text"]
+            best = max((scorer.judge(text[r:b]) for r, _, b in _READ.judged(text)), default=0.0)
             for t in thresholds:
                 counts[t][0 if row["label"] else 2] += best >= t
                 counts[t][1 if row["label"] else 3] += 1
@@ -244,6 +309,11 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="retrain and compare, write nothing")
     parser.add_argument("--loso", action="store_true", help="leave-one-split-out figures")
     parser.add_argument("--cv", action="store_true", help="reply models: 5-fold CV on replies")
+    parser.add_argument(
+        "--thresholds",
+        action="store_true",
+        help="message models: leave each batch by another hand out, choose the threshold",
+    )
     parser.add_argument("models", nargs="*", default=list(SPECS), help=f"of {list(SPECS)}")
     args = parser.parse_args()
     unknown = sorted(set(args.models) - set(SPECS))
@@ -253,6 +323,10 @@ def main() -> int:
     for name in args.models:
         if args.cv:
             cross_validate(name)
+        elif args.thresholds:
+            if BUILTIN_MODELS[name] != "message":
+                parser.error(f"--thresholds is for message models; {name} judges sentences")
+            choose_threshold(name)
         elif args.loso:
             loso(name)
         elif args.check:
