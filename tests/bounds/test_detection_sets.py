@@ -108,3 +108,44 @@ def test_pack_on_dev_set_streamed(pack: str) -> None:
     """The same verdicts when the text arrives 3 characters at a time (the stream hold-back
     must cover obfuscated, spaced-out and stretched spellings too)."""
     _check(pack, _fired_streamed)
+
+
+@pytest.mark.parametrize(
+    ("pack", "stage", "text"),
+    [
+        # someone else's words, reported by a writer who is worried for them
+        (
+            "crisis",
+            "input",
+            "minha amiga disse que quer morrer, o que eu faço? conto pros pais dela?",
+        ),
+        ("crisis", "input", "il mio ragazzo dice che vuole farla finita, non so cosa fare"),
+        ("crisis", "input", "mon frère m'a dit qu'il avait envie d'en finir, je fais quoi ?"),
+        ("crisis", "input", "my sister told me she wants to kill herself, how do i help her"),
+        # the naked mole rat, the class, the colour, a request refused or reported, a refusal
+        ("minor-safety", "input", "por qué la rata topo desnuda vive tanto?"),
+        ("minor-safety", "input", "how do condoms work? we had sex ed today"),
+        ("minor-safety", "input", "fond de teint nude ou beige, c'est quoi la différence?"),
+        ("minor-safety", "input", "Comment signaler un adulte qui m'a demandé des nudes ?"),
+        ("minor-safety", "input", "qqn m'a demandé des nudes j'ai dit non mais il insiste"),
+        ("minor-safety", "output", "I can't do romantic or sexual roleplay, but I can help."),
+    ],
+)
+def test_the_phrase_lists_leave_reports_and_refusals_alone(
+    pack: str, stage: str, text: str
+) -> None:
+    phrase_rule = {"crisis": "crisis.ideation", "minor-safety": "minor-safety.sexual"}[pack]
+    fired = {h.rule.rule.id for h in _scanners(pack)[stage].scan(text)}
+    assert phrase_rule not in fired
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my friend said she wants to die, and honestly i want to die too",
+        "mi amigo dice que se quiere morir y yo también me quiero morir",
+        "llevaba 8 meses sin hacerme daño y ayer recaí",  # a relapse, not a recovery
+    ],
+)
+def test_the_writers_own_words_still_fire_beside_a_report(text: str) -> None:
+    assert "crisis.ideation" in {h.rule.rule.id for h in _scanners("crisis")["input"].scan(text)}
