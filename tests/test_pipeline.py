@@ -27,6 +27,7 @@ from persona_mw import (
 )
 from persona_mw.enforce import block_message, blocked_ending, with_notices
 from persona_mw.testing import FakeOpenAIServer, Fault, capture_logs
+from persona_mw.types import Span
 
 MODEL = "openai/fake"
 
@@ -638,7 +639,7 @@ async def test_a_replayed_answer_to_a_blocked_input_is_passed_on_as_it_is(stream
     assert (ctx.outcome, ctx.prompt_tokens, ctx.completion_tokens) == ("blocked", 0, 0)
 
 
-async def test_block_message_names_the_last_blocking_rule_and_notices_frame_the_reply() -> None:
+async def test_block_message_names_the_first_blocking_rule_and_notices_frame_the_reply() -> None:
     ctx = await _answered_context(Middleware(input_stages=[Notify()]), "hi", stream=False)
     assert block_message(ctx) == "[response withheld by a content policy]"
     ctx.decisions += [
@@ -646,6 +647,14 @@ async def test_block_message_names_the_last_blocking_rule_and_notices_frame_the_
         Decision("b", 2, "output", "d", "redact"),
     ]
     assert block_message(ctx) == "A"
+    # two blocks on one reply: the one a stream meets first, whatever order they were recorded
+    kept = list(ctx.decisions)
+    ctx.decisions[:] = [
+        Decision("late", 1, "output", "d", "block", spans=(Span(40, 50, "x"),), message="L"),
+        Decision("early", 2, "output", "d", "block", spans=(Span(5, 9, "x"),), message="E"),
+    ]
+    assert block_message(ctx) == "E"
+    ctx.decisions[:] = kept
     assert blocked_ending(ctx, "") == "A\n\n[take a break]"  # blocked before any text
     assert blocked_ending(ctx, "so far") == "\n\nA\n\n[take a break]"
     assert blocked_ending(ctx, "[AI notice]\n\n") == "A\n\n[take a break]"  # no second blank
