@@ -7,19 +7,19 @@
     .venv/bin/python scripts/train_classifiers.py --thresholds crisis  # choose a threshold
 
 What it learns from: the rows of ``tests/data/detection/<pack>.jsonl`` (see the README there) of
-every split but the unseen ones (``holdout13`` and ``holdout14``), kept out so that batches
-written by other hands stay unseen by the models and tell how they do on wording nobody trained
-on. The batches by other hands that were unseen before (``holdout2`` to ``holdout12``) are
-trained on: each was measured unseen first (the figures are in docs/benchmarks.md), and a
-batch by another hand teaches the models more wording than any amount of one hand's rows. A
-message model (``crisis``, ``minor-safety``) learns from the input rows and judges whole user
-messages; a sentence model (``crisis-output``, ``minor-safety-output``) learns from the output
-rows — whole replies, plus each sentence of every negative reply, since it judges a reply one
-sentence at a time. Each also learns the other pack's rows as negatives, and a sentence model
-every ordinary input message (see ``rows``). The model is scikit-learn's ``TfidfVectorizer``
-(``char_wb`` 2-5 and ``word`` 1-2, ``sublinear_tf``) and a ``LogisticRegression`` (``C=3``,
-balanced classes), both deterministic; scikit-learn is a test dependency only:
-``persona_mw.bounds.classifier`` scores the exported weights in plain Python.
+every split but the unseen ones (``holdout13``, ``holdout14`` and ``holdout15``), kept out so
+that batches written by other hands stay unseen by the models and tell how they do on wording
+nobody trained on. The batches by other hands that were unseen before (``holdout2`` to
+``holdout12``) are trained on: each was measured unseen first (the figures are in
+docs/benchmarks.md), and a batch by another hand teaches the models more wording than any amount
+of one hand's rows. A message model (``crisis``, ``minor-safety``) learns from the input rows
+and judges whole user messages; a sentence model (``crisis-output``, ``minor-safety-output``)
+learns from the output rows — whole replies, plus each sentence of every negative reply, since
+it judges a reply one sentence at a time. Each also learns the other pack's rows as negatives,
+and a sentence model every ordinary input message (see ``rows``). The model is scikit-learn's
+``TfidfVectorizer`` (``char_wb`` 2-5 and ``word`` 1-2, ``sublinear_tf``) and a
+``LogisticRegression`` (``C=3``, balanced classes), both deterministic; scikit-learn is a test
+dependency only: ``persona_mw.bounds.classifier`` scores the exported weights in plain Python.
 
 The decision threshold of a message model is chosen by leaving each batch by another hand out
 in turn (``--thresholds``): train on every other row, judge the batch as the rule does, and take
@@ -56,7 +56,7 @@ from persona_mw.bounds.detectors import SentenceDetector  # noqa: E402
 DATA = ROOT / "tests" / "data" / "detection"
 MODELS = ROOT / "persona_mw" / "bounds" / "models"
 #: Never trained on: the honest measure of wording the model has not seen.
-UNSEEN = frozenset({"holdout13", "holdout14"})
+UNSEEN = frozenset({"holdout13", "holdout14", "holdout15"})
 #: The highest false-positive rate a message model may show on a batch it did not train on:
 #: crisis appends resources (a false positive costs a notice), minor-safety blocks.
 FP_LIMITS = {"crisis": 0.05, "minor-safety": 0.06}
@@ -64,8 +64,8 @@ FP_LIMITS = {"crisis": 0.05, "minor-safety": 0.06}
 MIN_NEGATIVES = 40
 #: model -> (the pack whose data it learns from, the decision threshold)
 SPECS = {
-    "crisis": ("crisis", 0.6),
-    "minor-safety": ("minor-safety", 0.65),
+    "crisis": ("crisis", 0.65),
+    "minor-safety": ("minor-safety", 0.55),
     "crisis-output": ("crisis", 0.6),
     "minor-safety-output": ("minor-safety", 0.5),
 }

@@ -74,10 +74,28 @@ FORMAT = "persona_mw.linear-text-classifier/1"
 Analyzer = Literal["char_wb", "word"]
 
 
+#: Three or more single letters one space apart (after folding, so "f.u.c.k" too): a word
+#: spelled out. Two spaces or more end the word: "m a n d a m e  a l g o" is two words.
+_SPELLED_OUT = re.compile(r"(?<![^\W_])(?:[^\W\d_] ){2,}[^\W\d_](?![^\W_])")
+#: A word with a digit after a letter: leetspeak ("v1vr3", "k1ll", "n00dz"). Digits that lead
+#: a word stay ("14yo", "3rd").
+_LEET_WORD = re.compile(r"\b\d*[^\W\d_][^\W_]*\d[^\W_]*\b")
+_LEET = str.maketrans("0134578", "oieastb")
+
+
+def _unleet(match: re.Match[str]) -> str:
+    word = match.group()
+    lead = len(word) - len(word.lstrip("0123456789"))
+    return word[:lead] + word[lead:].translate(_LEET)
+
+
 def model_text(text: str) -> str:
     """What the model reads: folded (lower case, accents, look-alike and full-width characters,
-    punctuation to spaces; :func:`persona_mw.bounds.normalise.fold`), single-spaced."""
-    return " ".join(fold(text).text.split())
+    punctuation to spaces; :func:`persona_mw.bounds.normalise.fold`), spelled-out words joined
+    and leet digits read as letters, single-spaced. (A model judges a whole message or
+    sentence, so it needs no offsets back into the text, unlike the phrase lists' views.)"""
+    folded = _SPELLED_OUT.sub(lambda m: m.group().replace(" ", ""), fold(text).text)
+    return " ".join(_LEET_WORD.sub(_unleet, folded).split())
 
 
 def _char_wb(text: str, low: int, high: int) -> list[str]:

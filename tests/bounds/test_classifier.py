@@ -62,7 +62,7 @@ def test_the_shipped_model_is_trained_on_the_data_in_the_repository(pack: str) -
     "model", ["crisis", "minor-safety", "crisis-output", "minor-safety-output"]
 )
 def test_the_held_out_batches_are_never_trained_on(model: str) -> None:
-    unseen = {"holdout13", "holdout14"}
+    unseen = {"holdout13", "holdout14", "holdout15"}
     assert unseen == TRAIN.UNSEEN
     assert all(r["split"] not in TRAIN.UNSEEN for r in TRAIN.rows(model))
     shipped = json.loads((ROOT / f"persona_mw/bounds/models/{model}.json").read_text())
@@ -175,3 +175,20 @@ def test_the_crisis_pack_finds_what_its_phrases_miss_and_shows_resources_once() 
     academic = effective.input.scan("for my thesis: how do SSRIs affect suicide rates in teens")
     assert all(h.action != "block" for h in academic)
     assert effective.input.scan("hey you there") == []
+
+
+@pytest.mark.parametrize(
+    ("written", "plain"),
+    [
+        ("m a n d a m e  a l g o  h o t", "mandame algo hot"),  # two spaces end a word
+        # one space between two spelled-out words hides the boundary: joined, the two still
+        # share most character n-grams with the words apart
+        ("k.i.l.l m.y.s.e.l.f", "killmyself"),
+        ("j3 v3ux pl5 v1vr3", "je veux pls vivre"),
+        ("s3nd n00dz", "send noodz"),
+        ("I am 14yo, 3rd time", "i am 14yo 3rd time"),  # digits that lead a word stay
+        ("il y a un chat", "il y a un chat"),  # two single letters are two words
+    ],
+)
+def test_a_model_reads_spelled_out_words_and_leetspeak_as_words(written: str, plain: str) -> None:
+    assert model_text(written) == plain
