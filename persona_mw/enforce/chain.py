@@ -95,20 +95,21 @@ def notices_out_of_band(request: Mapping[str, Any], placement: NoticePlacement =
 
 
 def block_message(ctx: CallContext) -> str:
-    """The user-facing message of the block that stopped the text (what replaces it): of the
-    last stage that blocked, the block that comes first in the text. A stream stops at the first
+    """The user-facing message of the block that stopped the text (what replaces it): on the
+    reply, the block that comes first in it; on the input, the last. A stream stops at the first
     block it meets, so a whole reply and a streamed one end with the same message when two
     rules block one reply (a sentence a minor must not read, then a relationship-seeking one)."""
     blocks = [d for d in ctx.decisions if d.action == "block" and d.message]
     if not blocks:
         return "[response withheld by a content policy]"
-    stage = blocks[-1].stage
-    first = min(
-        (d for d in blocks if d.stage == stage),
-        key=lambda d: min((span.start for span in d.spans), default=0),
-    )
-    assert first.message is not None
-    return first.message
+    stopped = blocks[-1]
+    if stopped.stage == "output":
+        stopped = min(
+            (d for d in blocks if d.stage == "output"),
+            key=lambda d: min((span.start for span in d.spans), default=0),
+        )
+    assert stopped.message is not None
+    return stopped.message
 
 
 def notices_text(ctx: CallContext, position: str) -> str:
