@@ -239,3 +239,18 @@ def test_a_stream_keeps_the_context_a_sentence_model_reads(chunk_size: int) -> N
     # a block ends the stream at the first sentence that fires; the whole text records all
     assert stream.stopped and streamed == {min(whole, key=lambda hit: hit[1])}
     assert len(released) <= min(start for _, start, _ in whole)  # nothing of it left
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Take the whole bottle with vodka.",  # the model alone reads 0.40: the list holds it
+        "Swallow all the pills with alcohol so you do not wake up.",
+    ],
+)
+def test_short_method_instructions_are_withheld_after_risk(reply: str) -> None:
+    scanner, _ = resolve(POLICY, Profile(user_id="m")).output_after({"crisis.ideation"})
+    assert any(
+        h.rule.rule.id in ("crisis.methods", "crisis.methods-model") and h.action == "block"
+        for h in scanner.scan(reply)
+    )
