@@ -2,7 +2,6 @@
 
     .venv/bin/python scripts/train_classifiers.py            # write the models
     .venv/bin/python scripts/train_classifiers.py --check    # retrain, compare with the files
-    .venv/bin/python scripts/train_classifiers.py --loso     # leave-one-split-out figures
     .venv/bin/python scripts/train_classifiers.py --cv crisis-output  # reply models: 5-fold CV
     .venv/bin/python scripts/train_classifiers.py --thresholds crisis  # choose a threshold
 
@@ -73,9 +72,8 @@ THRESHOLDS = {model: threshold for model, (_, threshold) in SPECS.items()}
 C = 3.0
 #: The thresholds a message model's choice considers.
 STEPS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
-_SENTENCES = SentenceDetector("sentence", None, threshold=1.0)
-#: How a sentence model reads a reply: each sentence with the context before it.
-_READ = SentenceDetector("sentence", None, threshold=1.0, context=SENTENCE_CONTEXT)
+#: How a sentence model reads a reply: its sentences, each with the context before it.
+_SENTENCES = SentenceDetector("sentence", None, threshold=1.0, context=SENTENCE_CONTEXT)
 BLOCKS: tuple[tuple[str, tuple[int, int]], ...] = (("char_wb", (2, 5)), ("word", (1, 2)))
 
 
@@ -199,28 +197,6 @@ def differences(name: str) -> list[str]:
     return problems
 
 
-def loso(name: str) -> None:
-    """Leave one split out: train on the others, score it, at several thresholds."""
-    data = rows(name)
-    for held in sorted({r["split"] for r in data}):
-        train_rows = [r for r in data if r["split"] != held]
-        test_rows = [r for r in data if r["split"] == held]
-        vectorizers, model = fit(train_rows)
-        from scipy.sparse import hstack
-
-        texts = [model_text(r["text"]) for r in test_rows]
-        scores = model.predict_proba(hstack([v.transform(texts) for v in vectorizers]))[:, 1]
-        cells = []
-        for threshold in (0.4, 0.5, 0.6, 0.7):
-            scored = list(zip(scores, test_rows, strict=True))
-            tp = sum(s >= threshold and r["label"] for s, r in scored)
-            fp = sum(s >= threshold and not r["label"] for s, r in scored)
-            pos = sum(r["label"] for r in test_rows) or 1
-            neg = sum(not r["label"] for r in test_rows) or 1
-            cells.append(f"{threshold}: recall {tp / pos:.2f} FP {fp / neg:.2f}")
-        print(f"{name} without {held} ({len(test_rows)} rows): " + " | ".join(cells))
-
-
 def leave_one_batch_out(name: str) -> dict[str, dict[float, tuple[float, float]]]:
     """Each batch by another hand (``holdout2`` ...) in turn: train on every other row, judge
     the batch's own rows as the rule does; recall and false-positive rate per threshold."""
@@ -293,7 +269,8 @@ def cross_validate(name: str, folds: int = 5) -> None:
         scorer = TextClassifier(export(name, vectorizers, model, train_rows), source="cv")
         for row in (r for r in replies if fold[r["text"][:40]] == k):
             text = row["text"]
-            best = max((scorer.judge(text[r:b]) for r, _, b in _READ.judged(text)), default=0.0)
+            windows = _SENTENCES.judged(text)
+            best = max((scorer.judge(text[r:b]) for r, _, b in windows), default=0.0)
             for t in thresholds:
                 counts[t][0 if row["label"] else 2] += best >= t
                 counts[t][1 if row["label"] else 3] += 1
@@ -307,7 +284,6 @@ def cross_validate(name: str, folds: int = 5) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="retrain and compare, write nothing")
-    parser.add_argument("--loso", action="store_true", help="leave-one-split-out figures")
     parser.add_argument("--cv", action="store_true", help="reply models: 5-fold CV on replies")
     parser.add_argument(
         "--thresholds",
@@ -327,8 +303,6 @@ def main() -> int:
             if BUILTIN_MODELS[name] != "message":
                 parser.error(f"--thresholds is for message models; {name} judges sentences")
             choose_threshold(name)
-        elif args.loso:
-            loso(name)
         elif args.check:
             problems = differences(name)
             verdict = "; ".join(problems) if problems else "the shipped model is current"
